@@ -1,0 +1,191 @@
+"""``fnodiag`` command line: ``simulate`` and ``train``.
+
+Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
+that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
+defaults < ``--preset`` < ``--config FILE`` < flags. Bad input prints one line
+``fnodiag <cmd>: error: ...`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fnodiag.config import PRESETS, SECTIONS, ConfigError, RunConfig, preset
+
+# (flag, config path, type, help). Defaults shown in --help come from RunConfig().
+DATA_FLAGS = [
+    ("--N", "data.N", int, "diffraction pattern / patch size in pixels (32, 64 or 128)"),
+    ("--object-size", "data.object_size", int, "side of each simulated object image in pixels"),
+    ("--nimgs-train", "data.nimgs_train", int, "number of object images in the train split"),
+    ("--nimgs-test", "data.nimgs_test", int, "number of object images in the test split"),
+    ("--train-stride", "data.train_stride", int, "scan step of the train grid in pixels"),
+    ("--test-stride", "data.test_stride", int, "scan step of the test grid in pixels (also the stitched window)"),
+    ("--nphotons", "data.nphotons", float, "mean photons per diffraction pattern (Poisson noise level)"),
+    ("--set-phi", "data.set_phi", "bool", "give the object a non-zero phase (π·tanh of the amplitude)"),
+    ("--probe-npz", "data.probe_npz", str, "NPZ with a 'probeGuess' array to use instead of the ideal disk probe"),
+]
+MODEL_FLAGS = [
+    ("--arch", "model.arch", str, "generator architecture: hybrid, stable_hybrid or prenorm_hybrid"),
+    ("--spectral-layout", "model.spectral_layout", str, "spectral mode layout: symmetric (± rows) or reference (one row block)"),
+    ("--blocks", "model.blocks", int, "encoder depth (number of spectral blocks before the bottleneck)"),
+    ("--width", "model.width", int, "channels of the first encoder level"),
+    ("--modes", "model.modes", int, "Fourier modes kept per axis (bottleneck uses modes // 2)"),
+    ("--channel-cap", "model.channel_cap", int, "maximum channels of any encoder level (default: no cap)"),
+    ("--layerscale-init", "model.layerscale_init", float, "initial LayerScale γ of stable/prenorm blocks"),
+]
+OPTIM_FLAGS = [
+    ("--optimizer", "optim.name", str, "optimizer: adam, adamw or sgd"),
+    ("--lr", "optim.lr", float, "base learning rate"),
+    ("--momentum", "optim.momentum", float, "SGD momentum in [0, 1)"),
+    ("--nesterov", "optim.nesterov", "bool", "SGD Nesterov momentum (default: on when momentum > 0)"),
+    ("--weight-decay", "optim.weight_decay", float, "weight decay (L2 for adam/sgd, decoupled for adamw)"),
+    ("--beta1", "optim.beta1", float, "Adam/AdamW β1 in [0, 1)"),
+    ("--beta2", "optim.beta2", float, "Adam/AdamW β2 in [0, 1)"),
+    ("--scheduler", "schedule.name", str, "LR schedule: constant, warmup_cosine, exponential or plateau"),
+    ("--warmup-epochs", "schedule.warmup_epochs", int, "warmup_cosine: epochs of linear warmup from 0.1·lr"),
+    ("--min-lr-ratio", "schedule.min_lr_ratio", float, "warmup_cosine: final LR as a fraction of lr"),
+    ("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
+    ("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
+    ("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
+    ("--grad-clip", "clip.value", float, "clip threshold; 0 turns clipping off (algorithm defaults to norm)"),
+    ("--grad-clip-algorithm", "clip.algorithm", str, "clipping: none, norm (global L2), value (elementwise), agc (unit-wise adaptive)"),
+]
+RUN_FLAGS = [
+    ("--epochs", "train.epochs", int, "training epochs"),
+    ("--batch-size", "train.batch_size", int, "training batch size (partial last batches are dropped)"),
+    ("--infer-batch-size", "train.infer_batch_size", int, "batch size for validation and evaluation"),
+    ("--seed", "train.seed", int, "training seed (model init, shuffling); data do not depend on it"),
+    ("--loss", "train.loss", str, "physics loss: mae (normalised amplitude MAE) or poisson (NLL)"),
+    ("--capture-every", "train.capture_every", int, "live activation capture every k steps; 0 turns it off"),
+    ("--accelerator", "train.accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
+    ("--devices", "train.devices", str, "Lightning devices: auto, a count, or ids"),
+    ("--strategy", "train.strategy", str, "Lightning strategy: auto, ddp, ..."),
+    ("--precision", "train.precision", str, "Lightning precision: 32-true, bf16-mixed, 16-mixed, ..."),
+    ("--num-workers", "train.num_workers", int, "DataLoader worker processes"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit with status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_flags(parser, table) -> None:
+    defaults = RunConfig().to_dict()
+    for flag, path, kind, help_text in table:
+        section, name = path.split(".")
+        default = defaults[section][name]
+        dest = path.replace(".", "__")
+        if kind == "bool":
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=flag.lstrip("-").upper().replace("-", "_"),
+                                help=f"{help_text} (default: {default})")
+
+
+def _flag_overrides(args) -> dict:
+    return {k.replace("__", "."): v for k, v in vars(args).items() if "__" in k and v is not None}
+
+
+def _file_overrides(path: str) -> dict:
+    """Flatten a (possibly partial) RunConfig JSON file to ``{"section.field": value}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config file {path!r} does not exist")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config file {path!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(d, dict) or set(d) - set(SECTIONS):
+        raise ConfigError(f"--config file {path!r} must hold sections among {', '.join(SECTIONS)}")
+    return {f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()}
+
+
+def resolve_config(args) -> RunConfig:
+    """defaults < preset < config file < flags, then validated."""
+    cfg = preset(args.preset) if args.preset else RunConfig()
+    if getattr(args, "config", None):
+        cfg = cfg.override(_file_overrides(args.config))
+    flags = _flag_overrides(args)
+    clip = flags.get("clip.value")
+    if clip is not None and clip == 0:
+        flags["clip.algorithm"] = "none"
+    elif clip is not None and flags.get("clip.algorithm") is None and cfg.clip.algorithm == "none":
+        flags["clip.algorithm"] = "norm"
+    cfg = cfg.override(flags)
+    if cfg.clip.algorithm != "none" and cfg.clip.value <= 0:
+        raise ConfigError(f"--grad-clip-algorithm {cfg.clip.algorithm} needs --grad-clip > 0")
+    return cfg.validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fnodiag", description="Train FNO/U-NO ptychography generators and diagnose their collapse.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("simulate", help="simulate (or reuse) a grid_lines dataset and print where it is")
+    _add_flags(p, DATA_FLAGS)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's data settings")
+    p.add_argument("--out", default="datasets", help="dataset folder; the dataset lands in OUT/<key>/ (default: datasets)")
+
+    p = sub.add_parser("train", help="train one run into OUT/<name>/")
+    for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
+        _add_flags(p, table)
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="stage-a: the seed's Stage A settings; quick: a ~2-minute CPU reduction")
+    p.add_argument("--config", help="JSON file of settings by section (e.g. a run's config.json); flags override it")
+    p.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    p.add_argument("--name", help="run directory name (default: <arch>-<optimizer>-s<seed>-<time>)")
+    p.add_argument("--cache-dir", help="dataset cache folder (default: OUT/datasets)")
+    p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar and model summary")
+    return parser
+
+
+def _cmd_simulate(args) -> int:
+    from fnodiag.simulate import dataset_key, load_or_simulate
+
+    cfg = resolve_config(args).data
+    data = load_or_simulate(cfg, args.out)
+    where = Path(args.out) / dataset_key(cfg)
+    print(f"dataset {data.key}: {len(data.train.diffraction)} train / {len(data.test.diffraction)} test patches "
+          f"of {cfg.N}x{cfg.N}; intensity scale {data.intensity_scale:.3f}")
+    if data.fingerprint:
+        print("constant-output fingerprint: " + ", ".join(f"{k} {v:.4f}" for k, v in data.fingerprint.items()))
+    print(where)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from fnodiag.training.run import train
+
+    cfg = resolve_config(args)
+    run = train(cfg, args.out, name=args.name, cache_dir=args.cache_dir, progress=not args.no_progress)
+    status = run.read_status()
+    metrics = run.read_json("metrics.json", default={}) or {}
+    for tag in ("best", "last"):
+        m = metrics.get(tag)
+        if m:
+            print(f"{tag:>4}: amp_ssim {m['amp_ssim']:.4f}  phase_ssim {m['phase_ssim']:.4f}  amp_mae {m['amp_mae']:.4f}")
+    print(f"run {status['state']}: {run.path}")
+    return 0
+
+
+COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"fnodiag {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Configuration dataclasses: one small dataclass per component, composed into ``RunConfig``.
+
+Every dataclass validates itself (``validate()`` raises :class:`ConfigError`, a ``ValueError``,
+whose message names the field, the bad value and what is allowed), converts to and from plain
+dicts, and round-trips through JSON so that ``RunConfig.from_dict(cfg.to_dict()) == cfg``.
+Presets are plain override dicts applied on top of the defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_N = (32, 64, 128)
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range, unknown or inconsistent."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(section: str, name: str, value: Any, allowed) -> None:
+    allowed = tuple(allowed)
+    _check(value in allowed, f"{section}.{name}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(section: str, name: str, value, *, strict: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if strict else value >= 0)
+    _check(ok, f"{section}.{name}={value!r} must be {'> 0' if strict else '>= 0'}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Generation parameters of the synthetic grid_lines dataset (brief §3).
+
+    Every field takes part in the dataset cache key: changing any of them gives a new dataset.
+    """
+
+    N: int = 64
+    object_size: int = 392
+    nimgs_train: int = 1
+    nimgs_test: int = 1
+    train_stride: int = 4
+    test_stride: int = 10
+    nphotons: float = 1e9
+    set_phi: bool = False
+    probe_npz: str | None = None  # None: ideal disk probe; else an NPZ with key ``probeGuess``
+    probe_scale: float = 4.0
+    probe_smoothing: float = 0.5
+    n_lines: int = 400
+    train_object_seed: int = 1
+    test_object_seed: int = 2
+
+    def validate(self) -> "DataConfig":
+        s = "data"
+        _choice(s, "N", self.N, SUPPORTED_N)
+        _check(isinstance(self.object_size, int) and self.object_size >= self.N,
+               f"data.object_size={self.object_size!r} must be an integer >= N ({self.N})")
+        for name in ("nimgs_train", "nimgs_test", "train_stride", "test_stride", "n_lines"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"data.{name}={v!r} must be an integer >= 1")
+        _check(self.test_stride <= self.N, f"data.test_stride={self.test_stride} must be <= N ({self.N})")
+        _positive(s, "nphotons", self.nphotons)
+        _positive(s, "probe_scale", self.probe_scale)
+        _positive(s, "probe_smoothing", self.probe_smoothing, strict=False)
+        if self.probe_npz is not None:
+            p = Path(self.probe_npz)
+            _check(p.is_file(), f"data.probe_npz: file {str(p)!r} does not exist; pass an NPZ with a 'probeGuess' array or omit it for the ideal disk probe")
+        return self
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator architecture (brief §1)."""
+
+    arch: str = "hybrid"
+    spectral_layout: str = "symmetric"  # 'symmetric' (standard FNO, ± rows) or 'reference'
+    blocks: int = 4
+    width: int = 32
+    modes: int = 12
+    channel_cap: int | None = None
+    layerscale_init: float = 1e-3
+    in_channels: int = 1  # gridsize**2
+
+    def validate(self) -> "ModelConfig":
+        from fnodiag.models import MODELS, SPECTRAL_LAYOUTS
+
+        s = "model"
+        _choice(s, "arch", self.arch, MODELS)
+        _choice(s, "spectral_layout", self.spectral_layout, SPECTRAL_LAYOUTS)
+        for name in ("blocks", "width", "modes", "in_channels"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"model.{name}={v!r} must be an integer >= 1")
+        if self.channel_cap is not None:
+            _check(isinstance(self.channel_cap, int) and self.channel_cap >= self.width,
+                   f"model.channel_cap={self.channel_cap!r} must be an integer >= width ({self.width}) or None")
+        _positive(s, "layerscale_init", self.layerscale_init, strict=False)
+        return self
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer choice and hyperparameters (brief §5.1)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool | None = None  # sgd only; None means momentum > 0
+    weight_decay: float = 0.0
+    beta1: float = 0.9  # adam / adamw
+    beta2: float = 0.999
+
+    def validate(self) -> "OptimConfig":
+        from fnodiag.training.optimizers import OPTIMIZERS
+
+        s = "optim"
+        _choice(s, "name", self.name, OPTIMIZERS)
+        _positive(s, "lr", self.lr)
+        _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum!r} must be in [0, 1)")
+        _check(0 <= self.beta1 < 1, f"optim.beta1={self.beta1!r} must be in [0, 1)")
+        _check(0 <= self.beta2 < 1, f"optim.beta2={self.beta2!r} must be in [0, 1)")
+        _positive(s, "weight_decay", self.weight_decay, strict=False)
+        _check(self.nesterov is None or isinstance(self.nesterov, bool), f"optim.nesterov={self.nesterov!r} must be true, false or null")
+        _check(not (self.nesterov and self.momentum == 0), "optim.nesterov=true needs optim.momentum > 0")
+        return self
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule, stepped once per epoch by Lightning (brief §5.3-§5.4)."""
+
+    name: str = "constant"
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.1
+    gamma: float = 0.95  # exponential
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    plateau_min_lr: float = 5e-5
+
+    def validate(self) -> "ScheduleConfig":
+        from fnodiag.training.schedulers import SCHEDULERS
+
+        s = "schedule"
+        _choice(s, "name", self.name, SCHEDULERS)
+        _check(isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0,
+               f"schedule.warmup_epochs={self.warmup_epochs!r} must be an integer >= 0")
+        _check(0 <= self.min_lr_ratio <= 1, f"schedule.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+        _check(0 < self.gamma <= 1, f"schedule.gamma={self.gamma!r} must be in (0, 1]")
+        _check(0 < self.plateau_factor < 1, f"schedule.plateau_factor={self.plateau_factor!r} must be in (0, 1)")
+        _check(isinstance(self.plateau_patience, int) and self.plateau_patience >= 0,
+               f"schedule.plateau_patience={self.plateau_patience!r} must be an integer >= 0")
+        _positive(s, "plateau_min_lr", self.plateau_min_lr, strict=False)
+        return self
+
+
+CLIP_ALGORITHMS = ("none", "norm", "value", "agc")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Gradient clipping: 'none', global 'norm', elementwise 'value', or unit-wise 'agc'."""
+
+    algorithm: str = "none"
+    value: float = 0.0
+
+    def validate(self) -> "ClipConfig":
+        _choice("clip", "algorithm", self.algorithm, CLIP_ALGORITHMS)
+        if self.algorithm != "none":
+            _positive("clip", "value", self.value)
+        return self
+
+
+LOSSES_ALLOWED = ("mae", "poisson")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop, loss and Lightning Trainer pass-through settings."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    infer_batch_size: int = 64
+    seed: int = 20260128
+    loss: str = "mae"
+    capture_every: int = 10  # 0 turns live capture off
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+
+    def validate(self) -> "TrainConfig":
+        s = "train"
+        for name in ("epochs", "batch_size", "infer_batch_size"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"train.{name}={v!r} must be an integer >= 1")
+        _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
+        _choice(s, "loss", self.loss, LOSSES_ALLOWED)
+        _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
+               f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)")
+        _check(isinstance(self.num_workers, int) and self.num_workers >= 0,
+               f"train.num_workers={self.num_workers!r} must be an integer >= 0")
+        return self
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "clip": ClipConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; ``config.json`` of a run directory holds it."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        _check(isinstance(d, dict), f"a run configuration must be a mapping of sections, got {type(d).__name__}")
+        unknown = set(d) - set(SECTIONS)
+        _check(not unknown, f"unknown configuration section(s) {sorted(unknown)}; valid sections: {', '.join(SECTIONS)}")
+        return cls(**{name: _section_from_dict(name, d.get(name, {})) for name in SECTIONS})
+
+    def override(self, flat: dict[str, Any]) -> "RunConfig":
+        """Return a copy with ``{"section.field": value}`` overrides applied (None values skipped)."""
+        d = self.to_dict()
+        for key, value in flat.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            _check(section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])},
+                   f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})")
+            d[section][name] = value
+        return RunConfig.from_dict(d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        p = Path(path)
+        _check(p.is_file(), f"config file {str(p)!r} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(d)
+
+
+def _section_from_dict(name: str, d: dict):
+    cls = SECTIONS[name]
+    _check(isinstance(d, dict), f"configuration section {name!r} must be a mapping, got {type(d).__name__}")
+    valid = {f.name for f in fields(cls)}
+    unknown = set(d) - valid
+    _check(not unknown, f"unknown setting(s) {sorted(unknown)} in section {name!r}; valid: {', '.join(sorted(valid))}")
+    return cls(**d)
+
+
+def config_key(obj: Any, extra: bytes = b"") -> str:
+    """A short stable hash of a dataclass (canonical JSON) plus optional extra bytes."""
+    payload = json.dumps(dataclasses.asdict(obj), sort_keys=True).encode() + extra
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+# Presets are override dicts on top of the defaults; ``--preset`` applies one before flags.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed investigation's shared Stage A hyperparameters (brief §7.4, issue 3).
+    "stage-a": {
+        "data.N": 64, "data.nimgs_train": 1, "data.nimgs_test": 1, "data.set_phi": True,
+        "model.blocks": 4, "model.width": 32, "model.modes": 12,
+        "optim.lr": 3e-4, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 5,
+        "schedule.min_lr_ratio": 0.05, "train.epochs": 20, "train.batch_size": 16,
+        "train.seed": 20260128,
+    },
+    # A reduction that trains one arm in about two minutes on a 2-core CPU.
+    "quick": {
+        "data.N": 32, "data.object_size": 128, "data.nimgs_train": 1, "data.nimgs_test": 1,
+        "data.set_phi": True, "model.blocks": 3, "model.width": 8, "model.modes": 6,
+        "optim.lr": 1e-3, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1,
+        "schedule.min_lr_ratio": 0.05, "train.epochs": 6, "train.batch_size": 16,
+        "train.capture_every": 5, "train.seed": 20260128,
+    },
+}
+
+
+def preset(name: str) -> RunConfig:
+    """The default RunConfig with preset ``name`` applied."""
+    _choice("run", "preset", name, PRESETS)
+    return RunConfig().override(PRESETS[name])

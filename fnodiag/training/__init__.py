@@ -1,0 +1,1 @@
+"""Training: optimizer/schedule registries, clipping maths, the Lightning system, callbacks, runs."""

@@ -1,0 +1,192 @@
+"""Thin Lightning callbacks: record what really trains into the run directory and its store.
+
+``RunRecorder`` writes, on rank 0 only:
+
+* ``effective_config.json`` at train start, read from the live Trainer, optimizer, scheduler
+  and generator (never from the requested configuration);
+* per step to the store: the learning rate in effect, the loss, the global gradient norm before
+  and after clipping and whether the step was clipped (one device-to-host transfer per step);
+* per epoch: ``history.json`` (train/val loss, lr, clip fraction, ...), epoch scalars, status;
+* the final status: finished, diverged (with the step), failed or interrupted.
+
+``SafeCheckpoint`` is a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the
+last good ``best.ckpt`` / ``last.ckpt`` survive.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from fnodiag.models import count_parameters
+from fnodiag.runs import RunDir, RunStore
+from fnodiag.training.optimizers import describe_optimizer
+from fnodiag.training.schedulers import MONITOR, describe_scheduler
+
+STATUS_EVERY_S = 2.0
+
+
+class SafeCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that stops saving once the system has diverged."""
+
+    def _should_skip_saving_checkpoint(self, trainer) -> bool:
+        return bool(getattr(trainer.lightning_module, "diverged", None)) or super()._should_skip_saving_checkpoint(trainer)
+
+
+def versions() -> dict:
+    """Versions of the libraries that decide what trains."""
+    import fnodiag
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__,
+            "numpy": np.__version__, "fnodiag": fnodiag.__version__}
+
+
+def describe_clipping(trainer, system) -> dict:
+    """Clip algorithm and value as the Trainer and the system really apply them."""
+    if system.cfg.clip.algorithm == "agc":
+        return {"algorithm": "agc", "value": system.cfg.clip.value, "applied_by": "fnodiag.training.clipping.adaptive_clip_"}
+    if not trainer.gradient_clip_val:
+        return {"algorithm": "none", "value": None, "applied_by": None}
+    algo = trainer.gradient_clip_algorithm
+    return {"algorithm": getattr(algo, "value", algo), "value": float(trainer.gradient_clip_val),
+            "applied_by": "lightning Trainer.gradient_clip_val"}
+
+
+def describe_generator(generator: torch.nn.Module) -> dict:
+    """Class, block class, channel schedule and parameter count of the generator that trains."""
+    layouts = sorted({m.layout for m in generator.modules() if hasattr(m, "layout") and isinstance(m.layout, str)})
+    return {"class": type(generator).__name__, "block_class": getattr(generator, "block_class", None),
+            "channels": list(getattr(generator, "channel_schedule", [])), "parameters": count_parameters(generator),
+            "spectral_layout": layouts[0] if len(layouts) == 1 else layouts}
+
+
+class RunRecorder(Callback):
+    """Writes the run's effective configuration, per-step scalars, history and status.
+
+    Parameters
+    ----------
+    run : RunDir
+    store : RunStore
+        Disabled on ranks other than 0 (every call a no-op).
+    data_info : dict
+        Dataset key and sizes, copied into the effective configuration.
+    """
+
+    def __init__(self, run: RunDir, store: RunStore, data_info: dict):
+        self.run, self.store, self.data_info = run, store, data_info
+        self.history: dict[str, list] = {"train_loss": [], "val_loss": [], "lr": [], "clip_fraction": [],
+                                         "grad_norm_preclip_median": [], "epoch_time_s": []}
+        self._epoch_rows: list[list[float]] = []
+        self._lr = float("nan")
+        self._epoch_lr = float("nan")
+        self._last_status = 0.0
+        self._epoch_start = 0.0
+
+    # -- start ----------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        schedulers = trainer.lr_scheduler_configs
+        effective = {
+            "optimizer": describe_optimizer(trainer.optimizers[0]),
+            "scheduler": {"name": pl_module.cfg.schedule.name,
+                          **describe_scheduler(schedulers[0] if schedulers else None)},
+            "grad_clip": describe_clipping(trainer, pl_module),
+            "generator": describe_generator(pl_module.generator),
+            "loss": {"name": pl_module.cfg.train.loss, "function": pl_module.loss_fn.__name__},
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+            "device": str(pl_module.device),
+            "accelerator": type(trainer.accelerator).__name__,
+            "strategy": type(trainer.strategy).__name__,
+            "world_size": trainer.world_size,
+            "num_devices": trainer.num_devices,
+            "precision": trainer.precision,
+            "max_epochs": trainer.max_epochs,
+            "batch_size": trainer.train_dataloader.batch_size if trainer.train_dataloader is not None else None,
+            "steps_per_epoch": trainer.num_training_batches,
+            "data": self.data_info,
+            "versions": versions(),
+        }
+        self.run.write_json("effective_config.json", effective)
+        self.run.write_status("running", step=0, epoch=0, message="training started")
+
+    # -- steps ----------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_rows = []
+        self._epoch_start = time.perf_counter()
+        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+        pl_module.step_values.clear()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        values = pl_module.step_values
+        if "loss" not in values or not trainer.is_global_zero:
+            return
+        loss, pre, post = torch.stack([values[k].float().reshape(()).to(values["loss"].device)
+                                       for k in ("loss", "grad_norm_pre", "grad_norm_post")]).tolist()
+        clipped = float(post < pre * (1 - 1e-6))
+        step = trainer.global_step - 1  # the optimizer step just taken, 0-based
+        self.store.log_scalars(step, trainer.current_epoch, {
+            "train/loss": loss, "lr": self._lr, "grad/norm_preclip": pre, "grad/norm_postclip": post,
+            "grad/clipped": clipped})
+        self._epoch_rows.append([pre, clipped])
+        now = time.monotonic()
+        if now - self._last_status > STATUS_EVERY_S:
+            self._last_status = now
+            self.run.write_status("running", step=step, epoch=trainer.current_epoch)
+
+    # -- epochs ---------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        rows = np.asarray(self._epoch_rows, dtype=float).reshape(-1, 2)
+        epoch_values = {
+            "train_loss": _scalar(metrics.get("train/loss")),
+            "val_loss": _scalar(metrics.get(MONITOR)),
+            "lr": self._epoch_lr,
+            "clip_fraction": float(rows[:, 1].mean()) if len(rows) else float("nan"),
+            "grad_norm_preclip_median": float(np.median(rows[:, 0])) if len(rows) else float("nan"),
+            "epoch_time_s": time.perf_counter() - self._epoch_start,
+        }
+        for key, value in epoch_values.items():
+            self.history[key].append(value)
+        self.store.log_scalars(trainer.global_step - 1, trainer.current_epoch,
+                               {f"epoch/{k}": v for k, v in epoch_values.items()}, scope="epoch")
+        self.store.flush()
+        self.run.write_history(self.history)
+        self.run.write_status("running", step=trainer.global_step, epoch=trainer.current_epoch + 1,
+                              message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done")
+
+    # -- end ------------------------------------------------------------------------------
+    def on_fit_end(self, trainer, pl_module):
+        self.store.flush()
+        if not trainer.is_global_zero:
+            return
+        if pl_module.diverged:
+            d = pl_module.diverged
+            self.run.write_status("diverged", step=d["step"], epoch=d["epoch"],
+                                  message=f"non-finite loss ({d['loss']}) at step {d['step']}; "
+                                          "kept the last good checkpoint")
+        else:
+            self.run.write_status("finished", step=trainer.global_step, epoch=trainer.current_epoch,
+                                  message="training finished")
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.store.flush()
+        if not trainer.is_global_zero:
+            return
+        state = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.run.write_status(state, step=trainer.global_step, epoch=trainer.current_epoch,
+                              message=f"{type(exception).__name__}: {exception}"[:500])
+
+
+def _scalar(value) -> float:
+    return float(value) if value is not None else float("nan")

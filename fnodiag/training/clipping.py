@@ -1,0 +1,67 @@
+"""Gradient-clipping maths: global gradient norm and adaptive unit-wise clipping (AGC).
+
+Pure functions on parameters; the Lightning system calls them from ``configure_gradient_clipping``
+and records the global norm before and after clipping. Global-norm ('norm') and element-wise
+('value') clipping go through Lightning's own ``clip_gradients``; AGC is implemented here.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def global_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over every gradient (complex gradients by magnitude), as a 0-d tensor on the grads' device.
+
+    No host synchronisation: the caller decides when to transfer.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads, 2.0)
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
+
+
+def _output_axis(module: nn.Module, name: str) -> int:
+    """Axis that indexes output units of ``module``'s parameter ``name``.
+
+    ``nn.ConvTranspose*`` weights are (C_in, C_out, ...) and spectral weights (C_in, C_out, m, m):
+    axis 1. Every other weight (Linear, Conv) is (C_out, ...): axis 0.
+    """
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return 1
+    if "spectral" in type(module).__name__.lower() and name.startswith("weight"):
+        return 1
+    return 0
+
+
+def unitwise_norm(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Norm of each output unit of ``x`` (all other axes reduced, kept for broadcasting).
+
+    Scalars and vectors (biases, gains, LayerScale) are treated as one unit (their whole norm).
+    """
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x)
+    dims = tuple(d for d in range(x.ndim) if d != axis)
+    return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_(model: nn.Module, clip_factor: float, eps: float = 1e-3) -> None:
+    """Adaptive gradient clipping (Brock et al. 2021, NFNets), unit-wise, in place.
+
+    For every output unit ``i`` of every parameter ``W`` with gradient ``G``:
+    ``G_i <- G_i * min(1, clip_factor * max(||W_i||, eps) / ||G_i||)``.
+    """
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.grad is None:
+                continue
+            axis = _output_axis(module, name)
+            w_norm = unitwise_norm(p.detach(), axis).clamp_min(eps)
+            g_norm = unitwise_norm(p.grad, axis)
+            max_norm = clip_factor * w_norm
+            scale = torch.where(g_norm > max_norm, max_norm / g_norm.clamp_min(1e-16), torch.ones_like(g_norm))
+            p.grad.mul_(scale.to(p.grad.dtype) if not p.grad.is_complex() else scale)

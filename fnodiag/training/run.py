@@ -1,0 +1,122 @@
+"""One training run, end to end: config → data (cached) → system → Trainer → run directory.
+
+Only rank 0 creates the run directory and writes records; under DDP the other ranks (which
+Lightning starts by re-running the same command) find the dataset in the cache and the run
+directory already made, train their shard, and write nothing.
+"""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from fnodiag.config import ConfigError, RunConfig
+from fnodiag.data import GridLinesDataModule
+from fnodiag.runs import RunDir, RunStore
+from fnodiag.simulate import load_or_simulate
+from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
+from fnodiag.training.evaluate import evaluate_run
+from fnodiag.training.schedulers import MONITOR
+from fnodiag.training.system import ReconstructionSystem
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """``<arch>-<optimizer>-s<seed>-<YYYYmmdd-HHMMSS>``: unique, sortable, readable."""
+    return f"{cfg.model.arch}-{cfg.optim.name}-s{cfg.train.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run records (rank 0 of a DDP job, or a plain run)."""
+    return rank_zero_only.rank == 0
+
+
+def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict, *,
+                  progress: bool = True, extra_callbacks=()) -> L.Trainer:
+    """The Lightning Trainer with the run's recorder and checkpoint callbacks."""
+    clip = cfg.clip
+    lightning_clip = clip.algorithm in ("norm", "value")
+    checkpoint = SafeCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor=MONITOR, mode="min",
+                                save_top_k=1, save_last=True, enable_version_counter=False)
+    return L.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator=cfg.train.accelerator,
+        devices=_devices(cfg.train.devices),
+        strategy=cfg.train.strategy,
+        precision=cfg.train.precision,
+        gradient_clip_val=clip.value if lightning_clip else None,
+        gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
+        callbacks=[RunRecorder(run, store, data_info), checkpoint, *extra_callbacks],
+        logger=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        default_root_dir=str(run.path),
+    )
+
+
+def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir: str | Path | None = None,
+          progress: bool = True, extra_callbacks=()) -> RunDir:
+    """Train one run into ``<out>/<name>`` and evaluate its best and last weights.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        Validated here; a bad value raises :class:`~fnodiag.config.ConfigError`.
+    out : path
+        The runs folder; the run directory is ``out / name``.
+    name : str, optional
+        Run directory name (default :func:`default_run_name`).
+    cache_dir : path, optional
+        Dataset cache (default ``out / "datasets"``).
+
+    Returns
+    -------
+    RunDir
+    """
+    cfg.validate()
+    out = Path(out)
+    name = name or default_run_name(cfg)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    _check_writable(out)
+    data = load_or_simulate(cfg.data, Path(cache_dir) if cache_dir else out / "datasets")
+    rank0 = is_rank_zero()
+    run = RunDir.create(out / name, cfg) if rank0 else RunDir(out / name)
+    store = RunStore(run.store_path, enabled=rank0)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
+    datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size,
+                                     infer_batch_size=cfg.train.infer_batch_size, num_workers=cfg.train.num_workers)
+    data_info = {"key": data.key, "N": cfg.data.N, "n_train": len(data.train.diffraction),
+                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi}
+    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=extra_callbacks)
+    started = time.perf_counter()
+    try:
+        trainer.fit(system, datamodule=datamodule)
+    finally:
+        store.close()
+    if trainer.is_global_zero:
+        evaluate_run(run, system, data, cfg.train.infer_batch_size)
+        effective = run.read_json("effective_config.json", default={}) or {}
+        effective["wall_time_s"] = time.perf_counter() - started
+        run.write_json("effective_config.json", effective)
+    return run
+
+
+def _devices(value: str):
+    """Lightning accepts 'auto', an int count, or a list/str of ids; keep CLI strings faithful."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{time.time_ns()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output folder {str(out)!r} is not writable ({exc.strerror}); choose another --out") from None

@@ -1,0 +1,118 @@
+"""The Lightning "system": a registry generator trained through the physics forward model.
+
+Automatic optimization throughout, so Lightning steps the LR schedule and calls
+``configure_gradient_clipping`` every step. The system keeps the per-step values the recorder
+callback writes (loss, global gradient norm before and after clipping) as device tensors in
+``step_values``; it never synchronises with the host except for the non-finite-loss check.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from fnodiag.config import RunConfig
+from fnodiag.models import build_model
+from fnodiag.physics import ForwardModel, get_loss
+from fnodiag.training.clipping import adaptive_clip_, global_grad_norm
+from fnodiag.training.optimizers import build_optimizer
+from fnodiag.training.schedulers import MONITOR, build_scheduler
+
+
+class ReconstructionSystem(L.LightningModule):
+    """Generator ``G`` + forward model ``F`` trained on ``loss(F(G(A_obs)), A_obs)``.
+
+    Parameters
+    ----------
+    config : dict
+        ``RunConfig.to_dict()``; saved in the checkpoint's hyperparameters so it can be rebuilt.
+    probe : (N, N) complex64 array, optional
+        The simulation probe ``P_sim``. When None (loading a checkpoint) a zero placeholder is
+        created and the saved buffer overwrites it.
+    """
+
+    def __init__(self, config: dict, probe: np.ndarray | torch.Tensor | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = RunConfig.from_dict(config)
+        n = self.cfg.data.N
+        self.generator = build_model(self.cfg.model, n)
+        if probe is None:
+            probe = torch.zeros(n, n, dtype=torch.complex64)
+        self.forward_model = ForwardModel(torch.as_tensor(np.asarray(probe), dtype=torch.complex64))
+        self.loss_fn = get_loss(self.cfg.train.loss)
+        self.step_values: dict[str, torch.Tensor] = {}
+        self.diverged: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(BATCH, C, N, N) float32`` amplitudes → ``(BATCH, C, N, N) complex64`` object."""
+        return self.generator(x)
+
+    def physics_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Loss of the generator's object through the forward model against the measurement ``x``."""
+        return self.loss_fn(self.forward_model(self.generator(x)), x)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.physics_loss(batch)
+        if not torch.isfinite(loss):
+            # Stop this run at this step; skip the update (returning None) so no optimizer step
+            # is taken, and mark the run so no checkpoint is written from here on.
+            self.diverged = {"step": int(self.global_step), "epoch": int(self.current_epoch),
+                             "loss": float(loss.detach().cpu())}
+            self.trainer.should_stop = True
+            return None
+        self.step_values["loss"] = loss.detach()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=batch.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self.physics_loss(batch)
+        self.log(MONITOR, loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=batch.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.cfg.optim)
+        scheduler = build_scheduler(optimizer, self.cfg.schedule, self.cfg.train.epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip as configured and keep the global gradient norm before and after clipping.
+
+        'norm' and 'value' arrive from the Trainer (``gradient_clip_val``/``_algorithm``) and go
+        through Lightning's ``clip_gradients``; 'agc' is applied unit-wise here.
+        """
+        params = [p for p in self.parameters() if p.grad is not None]
+        pre = global_grad_norm(params)
+        algorithm = self.cfg.clip.algorithm
+        if algorithm == "agc":
+            adaptive_clip_(self.generator, self.cfg.clip.value)
+        elif gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)
+        post = global_grad_norm(params) if algorithm != "none" else pre
+        self.step_values["grad_norm_pre"] = pre
+        self.step_values["grad_norm_post"] = post
+
+    @torch.no_grad()
+    def predict_objects(self, x: torch.Tensor, batch_size: int) -> np.ndarray:
+        """Run the generator over ``x`` in batches.
+
+        Parameters
+        ----------
+        x : (N_PATCH, C, N, N) float32
+        batch_size : int
+
+        Returns
+        -------
+        (N_PATCH, N, N) complex64 numpy array (channel 0).
+        """
+        was_training = self.generator.training
+        self.generator.eval()
+        out = [self.generator(x[i:i + batch_size].to(self.device))[:, 0].cpu()
+               for i in range(0, len(x), batch_size)]
+        self.generator.train(was_training)
+        return torch.cat(out).numpy()
