@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fnodiag {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import uuid
 import warnings
 import zipfile
@@ -262,16 +263,17 @@ def _simulate_split(objects, N, stride, probe, *, shuffle, nphotons, scale, nois
     norm = float(amp.max(axis=(1, 2)).mean(dtype=np.float64))
     amp /= np.float32(norm)
     probe_abs = np.abs(probe).astype(np.float32)
-    y_i = amp * probe_abs
     probe_t = as_probe_layout(torch.from_numpy(probe))
     diffraction = np.empty((n, N, N), dtype=np.float32)
     sumsq = 0.0
     for lo in range(0, n, FFT_CHUNK):
         sl = slice(lo, lo + FFT_CHUNK)
-        flat = y_i[sl].reshape(-1).astype(np.float64)
-        sumsq += float(flat @ flat)
         obj = torch.polar(torch.from_numpy(amp[sl]), torch.from_numpy(phi[sl]))[:, None]
         diffraction[sl] = far_field_amplitude(obj, probe_t)[:, 0].numpy()  # |F(Ŷ P_sim)|: s factored out
+        amp[sl] *= probe_abs  # amp becomes Y_I = |Ŷ P_sim| in place (saves one (n, N, N) array)
+        flat = amp[sl].reshape(-1).astype(np.float64)
+        sumsq += float(flat @ flat)
+    y_i = amp
     s = float(np.sqrt(nphotons / (sumsq / n))) if scale is None else scale
     if not noiseless:
         rng = _noise_rng(noise_seed)
@@ -352,6 +354,17 @@ def _atomic_write(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_stale_tmp(d: Path, min_age_s: float = 900.0) -> None:
+    """Delete temporary files a killed writer left behind (old enough not to be in use)."""
+    now = time.time()
+    for p in d.glob(".*.tmp"):
+        try:
+            if now - p.stat().st_mtime > min_age_s:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _split_arrays(data: GridLinesData, split: Split, test: bool) -> dict:
@@ -439,6 +452,7 @@ def load_or_simulate(cfg: DataConfig, cache_dir) -> GridLinesData:
             data = load_dataset(d)
         except ValueError as exc:
             warnings.warn(f"cached dataset is damaged, regenerating it: {exc}", stacklevel=2)
+            _remove_stale_tmp(d)
         else:
             if data.config == cfg and data.key == key:
                 return data

@@ -65,3 +65,16 @@ def adaptive_clip_(model: nn.Module, clip_factor: float, eps: float = 1e-3) -> N
             max_norm = clip_factor * w_norm
             scale = torch.where(g_norm > max_norm, max_norm / g_norm.clamp_min(1e-16), torch.ones_like(g_norm))
             p.grad.mul_(scale.to(p.grad.dtype) if not p.grad.is_complex() else scale)
+
+
+@torch.no_grad()
+def clip_value_(params: Iterable[torch.Tensor], value: float) -> None:
+    """Element-wise clipping to ``[-value, value]``, in place.
+
+    Complex gradients are clipped on their real and imaginary parts (``torch.view_as_real``);
+    ``torch.nn.utils.clip_grad_value_`` refuses complex tensors.
+    """
+    for p in params:
+        if p.grad is not None:
+            g = torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad
+            g.clamp_(-value, value)

@@ -43,7 +43,7 @@ def evaluate_run(run: RunDir, system, data: GridLinesData, batch_size: int) -> d
     """
     t = data.test
     results, canvases = {}, {}
-    for tag, path in (("best", run.best_ckpt), ("last", run.last_ckpt)):
+    for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path)):
         if not Path(path).is_file():
             results[tag] = None
             continue
@@ -53,9 +53,9 @@ def evaluate_run(run: RunDir, system, data: GridLinesData, batch_size: int) -> d
                                         norm=t.norm_Y_I)
         canvases[tag] = stitch(patches, grid=t.grid, stride=t.stride, norm=t.norm_Y_I)[0]
     run.write_metrics(results["best"], results["last"])
-    torch.save(system.generator.state_dict(), run.model_pt)
+    torch.save(system.generator.state_dict(), run.model_path)
     gt = ground_truth_canvas(t.objects[0], N=data.config.N, stride=t.stride, grid=t.grid)
-    save_recon_png(run.recon_png, gt, canvases, results)
+    save_recon_png(run.recon_path, gt, canvases, results)
     return results
 
 

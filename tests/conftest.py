@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny run configuration and a session-wide dataset cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fnodiag.config import RunConfig
+
+torch.set_num_threads(2)
+
+# N=32 patches of a 64-px object: 81 train / 16 test patches; a 2-level width-4 U-NO.
+TINY = {
+    "data.N": 32, "data.object_size": 64, "data.set_phi": True,
+    "model.blocks": 2, "model.width": 4, "model.modes": 4,
+    "train.epochs": 2, "train.batch_size": 8, "train.infer_batch_size": 16, "train.capture_every": 0,
+    "train.accelerator": "cpu", "train.devices": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> RunConfig:
+    """Frozen, so one instance serves every test."""
+    return RunConfig().override(TINY).validate()
+
+
+@pytest.fixture(scope="session")
+def dataset_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("datasets")

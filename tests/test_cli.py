@@ -1,0 +1,167 @@
+"""The ``fnodiag`` command line: every flag reaches the configuration; bad input is one line, exit 2."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, build_parser, main, resolve_config
+from fnodiag.config import RunConfig
+
+TINY_ARGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
+             "--epochs", "1", "--batch-size", "8", "--infer-batch-size", "16", "--capture-every", "0",
+             "--accelerator", "cpu", "--no-progress"]
+
+# A non-default value for every flag, and the field it must land in.
+NON_DEFAULT = {
+    "--N": ("128", 128), "--object-size": ("300", 300), "--nimgs-train": ("2", 2), "--nimgs-test": ("3", 3),
+    "--train-stride": ("5", 5), "--test-stride": ("8", 8), "--nphotons": ("1e6", 1e6), "--set-phi": (None, True),
+    "--probe-npz": ("PROBE", "PROBE"),
+    "--arch": ("stable_hybrid", "stable_hybrid"), "--spectral-layout": ("reference", "reference"),
+    "--blocks": ("3", 3), "--width": ("16", 16), "--modes": ("8", 8), "--channel-cap": ("64", 64),
+    "--layerscale-init": ("0.01", 0.01),
+    "--optimizer": ("sgd", "sgd"), "--lr": ("0.02", 0.02), "--momentum": ("0.5", 0.5), "--nesterov": (None, True),
+    "--weight-decay": ("0.1", 0.1), "--beta1": ("0.5", 0.5), "--beta2": ("0.9", 0.9),
+    "--scheduler": ("exponential", "exponential"), "--warmup-epochs": ("2", 2), "--min-lr-ratio": ("0.2", 0.2),
+    "--gamma": ("0.8", 0.8), "--plateau-factor": ("0.3", 0.3), "--plateau-patience": ("4", 4),
+    "--grad-clip": ("2.5", 2.5), "--grad-clip-algorithm": ("value", "value"),
+    "--epochs": ("7", 7), "--batch-size": ("4", 4), "--infer-batch-size": ("3", 3), "--seed": ("5", 5),
+    "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--accelerator": ("cpu", "cpu"),
+    "--devices": ("2", "2"), "--strategy": ("ddp", "ddp"), "--precision": ("bf16-mixed", "bf16-mixed"),
+    "--num-workers": ("1", 1),
+}
+
+
+def test_every_flag_has_help_and_reaches_its_field(tmp_path):
+    import numpy as np
+
+    probe = tmp_path / "probe.npz"
+    np.savez(probe, probeGuess=np.ones((8, 8), np.complex64))
+    table = DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS
+    assert {flag for flag, *_ in table} == set(NON_DEFAULT)
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    for action in train._actions:
+        assert action.help, f"{action.option_strings} has no help string"
+    for flag, path, _, _ in table:
+        raw, expected = NON_DEFAULT[flag]
+        raw = str(probe) if raw == "PROBE" else raw
+        expected = str(probe) if expected == "PROBE" else expected
+        argv = ["train", flag] + ([] if raw is None else [raw])
+        if flag == "--nesterov":
+            argv += ["--optimizer", "sgd"]
+        if flag == "--grad-clip-algorithm":
+            argv += ["--grad-clip", "1.0"]
+        cfg = resolve_config(parser.parse_args(argv))
+        section, name = path.split(".")
+        assert getattr(getattr(cfg, section), name) == expected, flag
+        assert getattr(getattr(RunConfig(), section), name) != expected, f"{flag}: pick a non-default value"
+
+
+def test_precedence_preset_config_file_flags(tmp_path):
+    f = tmp_path / "cfg.json"
+    f.write_text(json.dumps({"optim": {"lr": 0.005, "name": "adamw"}, "train": {"epochs": 3}}))
+    args = build_parser().parse_args(["train", "--preset", "stage-a", "--config", str(f), "--epochs", "9"])
+    cfg = resolve_config(args)
+    assert cfg.data.N == 64 and cfg.schedule.warmup_epochs == 5  # preset
+    assert cfg.optim.lr == 0.005 and cfg.optim.name == "adamw"  # file over preset
+    assert cfg.train.epochs == 9  # flag over file
+
+
+def test_grad_clip_zero_turns_clipping_off():
+    cfg = resolve_config(build_parser().parse_args(["train", "--grad-clip", "0"]))
+    assert cfg.clip.algorithm == "none"
+    cfg = resolve_config(build_parser().parse_args(["train", "--grad-clip", "1"]))
+    assert (cfg.clip.algorithm, cfg.clip.value) == ("norm", 1.0)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--lr", "-1"], ["optim.lr"]),
+    (["train", "--lr", "abc"], ["--lr", "invalid float"]),
+    (["train", "--optimizer", "rmsprop"], ["optim.name", "adamw"]),
+    (["train", "--momentum", "1.5", "--optimizer", "sgd"], ["optim.momentum", "[0, 1)"]),
+    (["train", "--N", "48"], ["data.N", "64"]),
+    (["simulate", "--nphotons", "0"], ["data.nphotons"]),
+    (["simulate", "--probe-npz", "/no/such/probe.npz"], ["probe_npz", "does not exist"]),
+    (["train", "--config", "/no/such/config.json"], ["--config", "does not exist"]),
+    (["train", "--grad-clip-algorithm", "agc"], ["--grad-clip"]),
+    (["train", "--arch", "resnet"], ["model.arch", "stable_hybrid"]),
+    (["train", "--bogus"], ["unrecognized arguments"]),
+])
+def test_bad_input_is_one_line_exit_2(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        code = main(argv)
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err
+
+
+def test_probe_file_without_probeguess_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    bad = tmp_path / "probe.npz"
+    np.savez(bad, something=np.ones(3))
+    assert main(["simulate", "--N", "32", "--object-size", "64", "--probe-npz", str(bad), "--out", str(tmp_path)]) == 2
+    assert "probeGuess" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    assert main(["train", *TINY_ARGS, "--out", str(blocker / "runs")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "runs" / "taken"
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("precious")
+    assert main(["train", *TINY_ARGS, "--out", str(tmp_path / "runs"), "--name", "taken",
+                 "--cache-dir", str(tmp_path / "ds")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "notes.txt").read_text() == "precious"
+
+
+def _cli(*args, cwd, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    exe = Path(sys.executable).with_name("fnodiag")  # the installed console script
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_simulate_command_writes_dataset_and_prints_where(tmp_path):
+    res = _cli("simulate", "--N", "32", "--object-size", "64", "--set-phi", "--out", str(tmp_path / "ds"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    where = Path(res.stdout.strip().splitlines()[-1])
+    assert where.is_dir() and {p.name for p in where.iterdir()} >= {"train.npz", "test.npz", "dataset.json"}
+    assert "fingerprint" in res.stdout
+
+
+def test_train_command_end_to_end(tmp_path):
+    res = _cli("train", *TINY_ARGS, "--optimizer", "adamw", "--out", str(tmp_path / "runs"), "--name", "cli", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = tmp_path / "runs" / "cli"
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert json.loads((run / "effective_config.json").read_text())["optimizer"]["class"] == "AdamW"
+    assert "amp_ssim" in res.stdout
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """Two-process DDP (gloo): both ranks train, only rank 0 writes the run records."""
+    res = _cli("train", *TINY_ARGS, "--devices", "2", "--strategy", "ddp", "--out", str(tmp_path / "runs"),
+               "--name", "ddp", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name != "datasets"] == ["ddp"]
+    eff = json.loads((tmp_path / "runs" / "ddp" / "effective_config.json").read_text())
+    assert eff["world_size"] == 2 and eff["strategy"] == "DDPStrategy"
+    # 81 train patches, batch 8 per rank, sharded over 2 ranks -> 5 steps per epoch
+    assert eff["steps_per_epoch"] == 5
+    assert json.loads((tmp_path / "runs" / "ddp" / "status.json").read_text())["state"] == "finished"

@@ -1,0 +1,188 @@
+"""Training: what a run records is what really trained (optimizer, schedule, clipping, generator).
+
+Every assertion reads the run directory a real (tiny) Lightning training wrote, never the factories.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fnodiag.metrics import METRIC_KEYS
+from fnodiag.models import build_model, count_parameters
+from fnodiag.runs import StoreReader
+from fnodiag.training.clipping import adaptive_clip_, global_grad_norm, unitwise_norm
+from fnodiag.training.evaluate import generator_state
+from fnodiag.training.optimizers import OPTIMIZERS, build_optimizer
+from fnodiag.training.run import train
+from fnodiag.training.schedulers import expected_lr, warmup_cosine_factor
+from fnodiag.training.system import ReconstructionSystem
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 81 // 8  # tiny train split, drop_last
+
+ARMS = {
+    "adam": ({"optim.beta1": 0.8, "optim.beta2": 0.99, "optim.weight_decay": 1e-4}, "Adam"),
+    "adamw": ({"optim.weight_decay": 0.01, "optim.beta1": 0.85}, "AdamW"),
+    "sgd": ({"optim.momentum": 0.9, "optim.lr": 3e-3}, "SGD"),
+}
+
+
+@pytest.fixture(scope="module")
+def arm_runs(tmp_path_factory, dataset_cache, tiny_cfg):
+    """One tiny 3-epoch warmup-cosine run per optimizer."""
+    out = tmp_path_factory.mktemp("arms")
+    runs = {}
+    for name, (extra, _) in ARMS.items():
+        cfg = tiny_cfg.override({"optim.name": name, "schedule.name": "warmup_cosine",
+                                    "schedule.warmup_epochs": 1, "schedule.min_lr_ratio": 0.05,
+                                    "train.epochs": EPOCHS, **extra}).validate()
+        runs[name] = (cfg, train(cfg, out, name=name, cache_dir=dataset_cache, progress=False))
+    return runs
+
+
+@pytest.mark.parametrize("name", list(ARMS))
+def test_recorded_optimizer_is_the_configured_one(arm_runs, name):
+    cfg, run = arm_runs[name]
+    eff = run.read_json("effective_config.json")
+    assert eff["optimizer"]["class"] == ARMS[name][1]
+    (group,) = eff["optimizer"]["param_groups"]
+    assert group["initial_lr"] == pytest.approx(cfg.optim.lr)
+    assert group["weight_decay"] == pytest.approx(cfg.optim.weight_decay)
+    if name == "sgd":
+        assert group["momentum"] == pytest.approx(0.9) and group["nesterov"] is True
+    else:
+        assert group["betas"] == pytest.approx([cfg.optim.beta1, cfg.optim.beta2])
+    assert group["n_parameters"] == eff["generator"]["parameters"]
+    assert eff["scheduler"]["class"] == "WarmupCosineLR" and eff["scheduler"]["interval"] == "epoch"
+    assert eff["grad_clip"]["algorithm"] == "none"
+    assert eff["seed"] == cfg.train.seed and eff["device"] == "cpu" and eff["precision"] == "32-true"
+    assert eff["steps_per_epoch"] == STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("name", list(ARMS))
+def test_realised_lr_follows_the_schedule_every_step(arm_runs, name):
+    cfg, run = arm_runs[name]
+    lr = StoreReader(run.store_path).scalars("lr")
+    assert len(lr) == EPOCHS * STEPS_PER_EPOCH
+    expected = [expected_lr(cfg.schedule, cfg.optim.lr, int(e), EPOCHS) for e in lr.epoch]
+    np.testing.assert_allclose(lr.value, expected, rtol=1e-9)
+    assert np.array_equal(lr.step, np.arange(len(lr)))
+    # warmup (0.1·lr) -> peak (lr) -> cosine (0.525·lr): the schedule really stepped
+    history = run.read_history()
+    np.testing.assert_allclose(history["lr"], cfg.optim.lr * np.array([0.1, 1.0, 0.525]), rtol=1e-9)
+
+
+def test_run_directory_is_complete(arm_runs):
+    cfg, run = arm_runs["adam"]
+    assert run.read_status()["state"] == "finished"
+    assert run.read_config() == cfg
+    history = run.read_history()
+    assert len(history["train_loss"]) == len(history["val_loss"]) == EPOCHS
+    assert all(math.isfinite(v) for v in history["train_loss"] + history["val_loss"])
+    metrics = run.read_metrics()
+    for tag in ("best", "last"):
+        assert set(METRIC_KEYS) <= set(metrics[tag])
+    assert run.best_ckpt_path.is_file() and run.last_ckpt_path.is_file() and run.recon_path.stat().st_size > 1000
+    # model.pt is a generator-only state dict that loads strictly into a fresh generator
+    gen = build_model(cfg.model, cfg.data.N)
+    gen.load_state_dict(torch.load(run.model_path, weights_only=True))
+    assert count_parameters(gen) == run.read_json("effective_config.json")["generator"]["parameters"]
+    # per-step records: one row per optimizer step, finite loss and grad norms
+    reader = StoreReader(run.store_path)
+    for name in ("train/loss", "grad/norm_preclip", "grad/norm_postclip"):
+        rec = reader.scalars(name)
+        assert len(rec) == EPOCHS * STEPS_PER_EPOCH and np.isfinite(rec.value).all()
+
+
+def test_optimizers_give_different_training(arm_runs):
+    """The reference's SGD/AdamW/Adam arms gave identical numbers; real arms cannot."""
+    finals = {name: run.read_history()["val_loss"][-1] for name, (_, run) in arm_runs.items()}
+    assert len({round(v, 10) for v in finals.values()}) == 3, finals
+    w = {name: generator_state(run.last_ckpt_path)["head.weight"] for name, (_, run) in arm_runs.items()}
+    assert not torch.equal(w["adam"], w["adamw"]) and not torch.equal(w["adam"], w["sgd"])
+
+
+@pytest.mark.parametrize("algorithm, value", [("norm", 1e-4), ("value", 1e-7), ("agc", 1e-4)])
+def test_clipping_is_applied_and_recorded(tiny_cfg, dataset_cache, tmp_path, algorithm, value):
+    cfg = tiny_cfg.override({"clip.algorithm": algorithm, "clip.value": value, "train.epochs": 1})
+    run = train(cfg, tmp_path, name="clip", cache_dir=dataset_cache, progress=False)
+    eff = run.read_json("effective_config.json")
+    assert eff["grad_clip"]["algorithm"] == algorithm and eff["grad_clip"]["value"] == pytest.approx(value)
+    reader = StoreReader(run.store_path)
+    pre, post = reader.scalars("grad/norm_preclip").value, reader.scalars("grad/norm_postclip").value
+    assert (post < pre).all()
+    assert run.read_history()["clip_fraction"] == [1.0]
+    if algorithm == "norm":
+        np.testing.assert_allclose(post, value, rtol=1e-3)
+
+
+def test_exponential_and_plateau_schedules(tiny_cfg, dataset_cache, tmp_path):
+    cfg = tiny_cfg.override({"schedule.name": "exponential", "schedule.gamma": 0.5})
+    run = train(cfg, tmp_path, name="exp", cache_dir=dataset_cache, progress=False)
+    assert run.read_json("effective_config.json")["scheduler"]["class"] == "ExponentialLR"
+    np.testing.assert_allclose(run.read_history()["lr"], [cfg.optim.lr, 0.5 * cfg.optim.lr])
+    cfg = tiny_cfg.override({"schedule.name": "plateau", "train.epochs": 1})
+    eff = train(cfg, tmp_path, name="plateau", cache_dir=dataset_cache, progress=False).read_json("effective_config.json")
+    assert eff["scheduler"]["class"] == "ReduceLROnPlateau" and eff["scheduler"]["monitor"] == "val/loss"
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_cfg, dataset_cache, tmp_path, monkeypatch):
+    bad_step = STEPS_PER_EPOCH + 3  # inside the second epoch
+    original = ReconstructionSystem.physics_loss
+
+    def physics_loss(self, x):
+        loss = original(self, x)
+        return loss * float("nan") if self.training and self.global_step == bad_step else loss
+
+    monkeypatch.setattr(ReconstructionSystem, "physics_loss", physics_loss)
+    run = train(tiny_cfg.override({"train.epochs": 3}), tmp_path, name="nan", cache_dir=dataset_cache, progress=False)
+    status = run.read_status()
+    assert status["state"] == "diverged" and status["step"] == bad_step and "non-finite" in status["message"]
+    ckpt = torch.load(run.last_ckpt_path, weights_only=True)
+    assert ckpt["global_step"] == STEPS_PER_EPOCH  # written at the end of the first (good) epoch
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point() or v.is_complex())
+    assert StoreReader(run.store_path).scalars("train/loss").step.max() == bad_step - 1
+
+
+# ---- pure functions, no Trainer ----------------------------------------------------------
+
+def test_warmup_cosine_factor_known_values():
+    f = lambda e: warmup_cosine_factor(e, warmup_epochs=2, total_epochs=10, min_lr_ratio=0.05)  # noqa: E731
+    assert [f(0), f(1), f(2)] == pytest.approx([0.1, 0.55, 1.0])
+    assert f(6) == pytest.approx(0.05 + 0.95 * 0.5)  # halfway through the cosine
+    assert f(10) == pytest.approx(0.05)
+    assert warmup_cosine_factor(0, warmup_epochs=0, total_epochs=4, min_lr_ratio=0.0) == 1.0
+
+
+def test_optimizer_registry_rejects_unknown_names():
+    from fnodiag.config import OptimConfig
+
+    with pytest.raises(ValueError, match="adam, adamw, sgd"):
+        build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="rmsprop"))
+    opt = build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="sgd", momentum=0.0))
+    assert opt.param_groups[0]["nesterov"] is False
+    assert set(OPTIMIZERS) == {"adam", "adamw", "sgd"}
+
+
+def test_global_grad_norm_includes_complex_gradients():
+    a = nn.Parameter(torch.zeros(3))
+    b = nn.Parameter(torch.zeros(2, dtype=torch.complex64))
+    a.grad = torch.tensor([3.0, 0.0, 0.0])
+    b.grad = torch.tensor([4j, 0], dtype=torch.complex64)
+    assert global_grad_norm([a, b]).item() == pytest.approx(5.0)
+
+
+def test_adaptive_clip_is_unitwise():
+    """Row 0 of a Linear has ||W_0|| = 1 and ||G_0|| = 10 → scaled to 0.1·1 = 0.1; row 1 stays."""
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    lin.weight.grad = torch.tensor([[0.0, 10.0], [0.0, 0.1]])
+    adaptive_clip_(lin, clip_factor=0.1)
+    np.testing.assert_allclose(lin.weight.grad.numpy(), [[0.0, 0.1], [0.0, 0.1]], rtol=1e-6)
+    conv_t = nn.ConvTranspose2d(3, 5, 2)
+    assert unitwise_norm(conv_t.weight, 1).shape == (1, 5, 1, 1)
