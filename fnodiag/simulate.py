@@ -367,7 +367,7 @@ def _remove_stale_tmp(d: Path, min_age_s: float = 900.0) -> None:
             pass
 
 
-def _split_arrays(data: GridLinesData, split: Split, test: bool) -> dict:
+def _npz_arrays(data: GridLinesData, split: Split, test: bool) -> dict:
     arrays = {"diffraction": split.diffraction, "Y_I": split.Y_I, "Y_phi": split.Y_phi,
               "probeGuess": data.probe_guess, "probe": data.probe, "YY_full": split.objects,
               "norm_Y_I": np.float64(split.norm_Y_I), "intensity_scale": np.float64(data.intensity_scale),
@@ -392,7 +392,7 @@ def save_dataset(data: GridLinesData, out_dir) -> Path:
         meta_path.unlink()
     sizes = {}
     for name, split in (("train", data.train), ("test", data.test)):
-        arrays = _split_arrays(data, split, test=name == "test")
+        arrays = _npz_arrays(data, split, test=name == "test")
         path = out / f"{name}.npz"
         _atomic_write(path, lambda fh, a=arrays: np.savez(fh, **a))
         sizes[path.name] = path.stat().st_size

@@ -221,3 +221,16 @@ def test_losses_batch_size_independent():
     x, y = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
     for name, fn in physics.LOSSES.items():
         torch.testing.assert_close(fn(x.expand(5, -1, -1, -1), y.expand(5, -1, -1, -1)), fn(x, y), msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_is_batch_independent():
+    obj = _rand_complex(16, 1, 32, 32, seed=17)
+    model = physics.ForwardModel(_rand_complex(32, 32, seed=18))
+    cpu = model(obj)
+    gpu_model = model.to("cuda")
+    full = gpu_model(obj.cuda())
+    torch.testing.assert_close(full.cpu(), cpu, rtol=1e-5, atol=1e-5)
+    for b in (1, 9, 16):
+        torch.testing.assert_close(gpu_model(obj[:b].cuda()), full[:b], rtol=1e-6, atol=1e-6)
