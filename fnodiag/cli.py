@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_simulate(args) -> int:
     from fnodiag.simulate import dataset_key, load_or_simulate
 
+    from fnodiag.runs import ensure_writable_dir
+
     cfg = resolve_config(args).data
-    data = load_or_simulate(cfg, args.out)
+    data = load_or_simulate(cfg, ensure_writable_dir(args.out, "--out folder"))
     where = Path(args.out) / dataset_key(cfg)
     print(f"dataset {data.key}: {len(data.train.diffraction)} train / {len(data.test.diffraction)} test patches "
           f"of {cfg.N}x{cfg.N}; intensity scale {data.intensity_scale:.3f}")

@@ -32,13 +32,28 @@ def _choice(section: str, name: str, value: Any, allowed) -> None:
     _check(value in allowed, f"{section}.{name}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}")
 
 
+def _coerce_floats(obj) -> None:
+    """Store ints given for ``float`` fields as floats, so equal configs hash (and cache) alike."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
+
+
+class _Section:
+    """Mixin of the configuration sections: numeric normalisation on construction."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+
+
 def _positive(section: str, name: str, value, *, strict: bool = True) -> None:
     ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if strict else value >= 0)
     _check(ok, f"{section}.{name}={value!r} must be {'> 0' if strict else '>= 0'}")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Generation parameters of the synthetic grid_lines dataset (brief §3).
 
     Every field takes part in the dataset cache key: changing any of them gives a new dataset.
@@ -78,7 +93,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Generator architecture (brief §1)."""
 
     arch: str = "hybrid"
@@ -107,7 +122,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimizer choice and hyperparameters (brief §5.1)."""
 
     name: str = "adam"
@@ -134,7 +149,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(_Section):
     """Learning-rate schedule, stepped once per epoch by Lightning (brief §5.3-§5.4)."""
 
     name: str = "constant"
@@ -165,7 +180,7 @@ CLIP_ALGORITHMS = ("none", "norm", "value", "agc")
 
 
 @dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(_Section):
     """Gradient clipping: 'none', global 'norm', elementwise 'value', or unit-wise 'agc'."""
 
     algorithm: str = "none"
@@ -182,7 +197,7 @@ LOSSES_ALLOWED = ("mae", "poisson")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Loop, loss and Lightning Trainer pass-through settings."""
 
     epochs: int = 20

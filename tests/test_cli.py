@@ -117,6 +117,8 @@ def test_unwritable_output_folder_is_refused(tmp_path, capsys):
     blocker.write_text("keep me")
     assert main(["train", *TINY_ARGS, "--out", str(blocker / "runs")]) == 2
     assert "not writable" in capsys.readouterr().err
+    assert main(["simulate", "--N", "32", "--object-size", "64", "--out", str(blocker / "ds")]) == 2
+    assert "not writable" in capsys.readouterr().err
     assert blocker.read_text() == "keep me"
 
 

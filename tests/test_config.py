@@ -70,3 +70,12 @@ def test_load_reports_bad_json(tmp_path):
         RunConfig.load(p)
     p.write_text(json.dumps({"data": {"N": 64}}))
     assert RunConfig.load(p).data == DataConfig()
+
+
+def test_integer_floats_are_normalised_so_cache_keys_agree():
+    from fnodiag.simulate import dataset_key
+
+    a, b = DataConfig(nphotons=10**9), DataConfig(nphotons=1e9)
+    assert a == b and isinstance(a.nphotons, float)
+    assert dataset_key(a) == dataset_key(b)
+    assert RunConfig().override({"optim.lr": 1}).optim.lr == 1.0

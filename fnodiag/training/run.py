@@ -16,7 +16,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.data import GridLinesDataModule
-from fnodiag.runs import RunDir, RunStore
+from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.simulate import load_or_simulate
 from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
 from fnodiag.training.evaluate import evaluate_run
@@ -82,8 +82,9 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     name = name or default_run_name(cfg)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
-    _check_writable(out)
-    data = load_or_simulate(cfg.data, Path(cache_dir) if cache_dir else out / "datasets")
+    ensure_writable_dir(out, "--out folder")
+    cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
+    data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
     run = RunDir.create(out / name, cfg) if rank0 else RunDir(out / name)
     store = RunStore(run.store_path, enabled=rank0)
@@ -111,12 +112,3 @@ def _devices(value: str):
     """Lightning accepts 'auto', an int count, or a list/str of ids; keep CLI strings faithful."""
     return int(value) if isinstance(value, str) and value.isdigit() else value
 
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{time.time_ns()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output folder {str(out)!r} is not writable ({exc.strerror}); choose another --out") from None
