@@ -315,11 +315,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A reduction that trains one arm in about two minutes on a 2-core CPU.
     "quick": {
-        "data.N": 32, "data.object_size": 128, "data.nimgs_train": 1, "data.nimgs_test": 1,
-        "data.set_phi": True, "model.blocks": 3, "model.width": 8, "model.modes": 6,
-        "optim.lr": 1e-3, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1,
-        "schedule.min_lr_ratio": 0.05, "train.epochs": 6, "train.batch_size": 16,
-        "train.capture_every": 5, "train.seed": 20260128,
+        "data.N": 32, "data.object_size": 164, "data.nimgs_train": 1, "data.nimgs_test": 1,
+        "data.set_phi": True, "model.blocks": 3, "model.width": 16, "model.modes": 8,
+        "optim.lr": 2e-3, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1,
+        "schedule.min_lr_ratio": 0.05, "train.epochs": 24, "train.batch_size": 8,
+        "train.capture_every": 10, "train.seed": 20260128,
     },
 }
 
