@@ -1,0 +1,260 @@
+"""The run directory: contract paths, atomic JSON files (config, status, history, metrics), list_runs."""
+from __future__ import annotations
+
+import json
+import operator
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from fnodiag.config import ConfigError, RunConfig
+from fnodiag.runs.reader import StoreReader
+from fnodiag.runs.store import RunStore
+
+STATES = ("running", "finished", "diverged", "failed", "interrupted")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars/arrays, torch tensors
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable; convert it to a number, string, list or dict")
+
+
+def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove a file can be written in it.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the folder and the reason, before anything is computed or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{secrets.token_hex(4)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not writable ({exc.strerror}); choose another folder") from None
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: a crash leaves the old file or the new one, never half.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write; the temporary file goes beside it (same filesystem, so the rename is atomic).
+    text : str
+        The whole new content, UTF-8 encoded; fsynced before ``os.replace``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not every filesystem allows fsync on a folder
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _config_diff(old: dict, new: dict) -> str:
+    flat = lambda d: {f"{s}.{k}": v for s, sec in d.items() for k, v in (sec.items() if isinstance(sec, dict) else [])}
+    a, b = flat(old), flat(new)
+    diffs = [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+
+
+class RunDir:
+    """One run directory (arm x seed) and the paths of the DESIGN.md contract.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder; it need not exist until something is written (see :meth:`create`).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig, *, exist_ok: bool = False, resume: bool = False) -> "RunDir":
+        """Make the run directory and write ``config.json``.
+
+        Parameters
+        ----------
+        path : str or Path
+        config : RunConfig
+        exist_ok : bool
+            Accept a folder that already exists (empty, or holding a run with an equal config).
+        resume : bool
+            Also accept a run whose ``config.json`` differs, and overwrite it with ``config``
+            (continuing a run under changed settings). Implies ``exist_ok``.
+
+        Raises
+        ------
+        FileExistsError
+            The folder is not empty / holds another run's different config and neither flag allows it.
+        """
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise FileExistsError(f"run directory {str(run.path)!r} is a file; choose a folder path")
+        if run.path.is_dir() and any(run.path.iterdir()) and not (exist_ok or resume):
+            raise FileExistsError(f"run directory {str(run.path)!r} already exists and is not empty; "
+                                  "pass exist_ok=True to reuse it or choose a new directory")
+        run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        run.write_config(config, resume=resume)
+        return run
+
+    # -- paths
+    config_path = property(lambda self: self.path / "config.json", doc="The RunConfig, ``config.json``.")
+    effective_config_path = property(lambda self: self.path / "effective_config.json", doc="What really trained.")
+    status_path = property(lambda self: self.path / "status.json", doc="State, step, epoch, updated, message.")
+    store_path = property(lambda self: self.path / "run.sqlite", doc="The SQLite store (:class:`RunStore`).")
+    history_path = property(lambda self: self.path / "history.json", doc="Per-epoch series.")
+    metrics_path = property(lambda self: self.path / "metrics.json", doc="``{'best': ..., 'last': ...}``.")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints", doc="Lightning checkpoints folder.")
+    best_ckpt_path = property(lambda self: self.checkpoints_dir / "best.ckpt", doc="Best Lightning checkpoint.")
+    last_ckpt_path = property(lambda self: self.checkpoints_dir / "last.ckpt", doc="Last Lightning checkpoint.")
+    model_path = property(lambda self: self.path / "model.pt", doc="Generator-only state dict.")
+    recon_path = property(lambda self: self.path / "recon.png", doc="Reconstruction beside ground truth.")
+    collapse_path = property(lambda self: self.path / "collapse.json", doc="Collapse analysis report.")
+
+    # -- JSON files
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as JSON to ``name`` (relative to the run folder) atomically; returns the path."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"JSON name {name!r} must be a path inside the run directory, e.g. 'collapse.json'")
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, text)
+        return target
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        """Parsed JSON file ``name``, or ``default`` when it does not exist."""
+        p = self.path / name
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return default
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                             "it was not written by fnodiag.runs, delete or rewrite it") from None
+
+    def write_config(self, config: RunConfig, *, resume: bool = False) -> None:
+        """Write ``config.json``; refuses to replace a different config unless ``resume=True``."""
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+        old = self.read_json("config.json")
+        if old is not None and old != config.to_dict() and not resume:
+            raise FileExistsError(f"run directory {str(self.path)!r} holds another run's config (differs in "
+                                  f"{_config_diff(old, config.to_dict())}); choose a new directory or pass resume=True")
+        if old != config.to_dict():
+            self.write_json("config.json", config.to_dict())
+
+    def read_config(self) -> RunConfig:
+        """The RunConfig in ``config.json`` (not validated)."""
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{str(self.path)!r} has no config.json; it is not a run directory "
+                                    "(create one with RunDir.create)")
+        return RunConfig.load(self.config_path)
+
+    def write_status(self, state: str, *, step: int, epoch: int, message: str = "") -> dict:
+        """Write ``status.json`` with an ISO-8601 UTC ``updated`` timestamp; returns what was written."""
+        if state not in STATES:
+            raise ValueError(f"status state {state!r} is not valid; choose one of {', '.join(STATES)}")
+        status = {"state": state, "step": operator.index(step), "epoch": operator.index(epoch),
+                  "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "message": str(message)}
+        self.write_json("status.json", status)
+        return status
+
+    def read_status(self) -> dict | None:
+        """The ``status.json`` dict, or None before training wrote one."""
+        status = self.read_json("status.json")
+        if status is not None and (not isinstance(status, dict) or status.get("state") not in STATES):
+            got = status.get("state") if isinstance(status, dict) else status
+            raise ValueError(f"{str(self.status_path)!r} has state {got!r}; expected one of {', '.join(STATES)}")
+        return status
+
+    def write_history(self, history: Mapping[str, Any]) -> None:
+        """Write ``history.json``: ``{series name: [one value per epoch]}`` (e.g. train_loss, val_loss, lr)."""
+        bad = [k for k, v in history.items() if not isinstance(k, str) or isinstance(v, (str, bytes, Mapping))
+               or not hasattr(v, "__len__")]
+        if bad:
+            raise TypeError(f"history series {bad!r} must map a name to a list of per-epoch values")
+        self.write_json("history.json", {k: list(np.asarray(v, dtype=float).tolist()) for k, v in history.items()})
+
+    def read_history(self) -> dict:
+        """The ``history.json`` dict ({} before one was written)."""
+        return self.read_json("history.json", {})
+
+    def write_metrics(self, best: Mapping[str, float], last: Mapping[str, float]) -> None:
+        """Write ``metrics.json`` = ``{"best": best, "last": last}``."""
+        if not isinstance(best, Mapping) or not isinstance(last, Mapping):
+            raise TypeError("write_metrics(best, last) takes two dicts of metric name -> value")
+        self.write_json("metrics.json", {"best": dict(best), "last": dict(last)})
+
+    def read_metrics(self) -> dict:
+        """The ``metrics.json`` dict ({} before one was written)."""
+        return self.read_json("metrics.json", {})
+
+    def open_store(self, *, enabled: bool = True, **kwargs) -> RunStore:
+        """A :class:`RunStore` writing this run's ``run.sqlite``."""
+        return RunStore(self.store_path, enabled=enabled, **kwargs)
+
+    def open_reader(self) -> StoreReader:
+        """A :class:`StoreReader` over this run's ``run.sqlite``."""
+        return StoreReader(self.store_path)
+
+
+def list_runs(root: str | Path) -> list[RunDir]:
+    """Every run directory (a folder holding ``config.json``) under ``root``, recursively, sorted by path.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder training or a sweep wrote into; ``root`` itself counts when it holds a config.json.
+
+    Returns
+    -------
+    list of RunDir
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs folder {str(root)!r} does not exist; pass the folder training wrote into")
+    return [RunDir(p.parent) for p in sorted(root.rglob("config.json")) if p.is_file()]
