@@ -23,6 +23,7 @@ from fnodiag.config import preset
 from fnodiag.data import GridLinesDataModule
 from fnodiag.runs import RunDir, RunStore
 from fnodiag.simulate import simulate
+from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.run import build_trainer
 from fnodiag.training.system import ReconstructionSystem
 
@@ -67,13 +68,18 @@ def plain_steps(cfg, data, n_steps: int, device: str) -> list[float]:
     return times
 
 
-def lightning_steps(cfg, data, n_steps: int, workdir: Path) -> list[float]:
+def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0) -> list[float]:
+    """Step times of a real fnodiag Lightning run (recorder, checkpointing, optional live capture)."""
     L.seed_everything(cfg.train.seed, verbose=False)
-    run = RunDir.create(workdir / "run", cfg)
+    run = RunDir.create(Path(tempfile.mkdtemp(dir=workdir)) / "run", cfg)
     store = RunStore(run.store_path)
     timer = StepTimer()
+    callbacks = [timer]
+    if capture_every:
+        probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
+        callbacks.insert(0, LiveCapture(store, probe, capture_every))
     info = {"key": data.key, "N": cfg.data.N}
-    trainer = build_trainer(cfg, run, store, info, progress=False, extra_callbacks=[timer])
+    trainer = build_trainer(cfg, run, store, info, progress=False, extra_callbacks=callbacks)
     trainer.fit_loop.epoch_loop.max_steps = n_steps
     trainer.limit_train_batches = n_steps
     trainer.limit_val_batches = 0
@@ -83,9 +89,10 @@ def lightning_steps(cfg, data, n_steps: int, workdir: Path) -> list[float]:
     return timer.times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per loop")
+def stage_a_setup(description: str, steps: int = 8):
+    """Parse the common flags, build the stage-a stable_hybrid config and simulate its data."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--steps", type=int, default=steps, help="timed steps per loop")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--batch", type=int, default=16, help="batch size (stage-a: 16)")
@@ -96,10 +103,16 @@ def main() -> None:
     t0 = time.perf_counter()
     data = simulate(cfg.data)
     print(f"data: {len(data.train.diffraction)} train patches of {cfg.data.N}² simulated in {time.perf_counter() - t0:.1f} s")
+    return args, cfg, data
+
+
+def main() -> None:
+    args, cfg, data = stage_a_setup(__doc__.splitlines()[0])
     n = args.warmup + args.steps
-    plain = plain_steps(cfg, data, n, args.device)[args.warmup:]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # plain before and after, so warm-up order does not favour either
+        plain = plain_steps(cfg, data, n, args.device)[args.warmup:]
         light = lightning_steps(cfg, data, n, Path(tmp))[args.warmup:]
+        plain += plain_steps(cfg, data, n, args.device)[args.warmup:]
     p, q = statistics.median(plain), statistics.median(light)
     print(f"stable_hybrid stage-a ({cfg.model.spectral_layout} layout), batch {args.batch}, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")

@@ -1,4 +1,4 @@
-"""``fnodiag`` command line: ``simulate`` and ``train``.
+"""``fnodiag`` command line: ``simulate``, ``train`` and ``capture``.
 
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
@@ -132,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's data settings")
     p.add_argument("--out", default="datasets", help="dataset folder; the dataset lands in OUT/<key>/ (default: datasets)")
 
+    p = sub.add_parser("capture", help="per-layer activation statistics of a saved checkpoint, as JSON")
+    p.add_argument("--checkpoint", required=True,
+                   help="a run's checkpoints/best.ckpt or last.ckpt, its model.pt, or a generator state_dict file")
+    p.add_argument("--architecture", dest="model__arch", default=None,
+                   help="generator architecture when the checkpoint has no saved run config (or to override it)")
+    _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
+    _add_flags(p, DATA_FLAGS)
+    p.add_argument("--input", help="NPZ with a 'diffraction' array (n, N, N) or (n, N, N, C); default: the run's "
+                                   "dataset (simulated or cached from the data flags)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split when no --input (default: test)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per forward call (default: 1)")
+    p.add_argument("--max-samples", type=int, default=1, help="use the first M samples (default: 1)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--cache-dir", help="dataset cache (default: the run's runs-folder datasets/, else ./datasets)")
+    p.add_argument("--output", required=True, help="folder for the JSON report")
+    p.add_argument("--output-json-name", default="activation_report.json",
+                   help="report file name, so several captures share a folder (default: activation_report.json)")
+
     p = sub.add_parser("train", help="train one run into OUT/<name>/")
     for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
         _add_flags(p, table)
@@ -176,7 +194,39 @@ def _cmd_train(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train}
+def _cmd_capture(args) -> int:
+    import numpy as np
+
+    from fnodiag.diagnostics.capture import CaptureError, capture, load_generator, read_inputs, summary, write_report
+    from fnodiag.runs import ensure_writable_dir
+    from fnodiag.simulate import load_or_simulate
+
+    if args.batch_size < 1 or args.max_samples < 1:
+        raise ConfigError("--batch-size and --max-samples must be >= 1")
+    ensure_writable_dir(args.output, "--output folder")
+    overrides = _flag_overrides(args)
+    x = read_inputs(args.input) if args.input else None
+    generator, cfg, info = load_generator(args.checkpoint, overrides, N=None if x is None else x.shape[-1])
+    if x is None:
+        ckpt = Path(args.checkpoint).resolve()
+        run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        cache = args.cache_dir or (run_root.parent / "datasets" if (run_root / "config.json").is_file() else "datasets")
+        data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
+        x = getattr(data, args.split).diffraction[:, None]
+        info["input"] = f"dataset {data.key} ({args.split} split)"
+    else:
+        info["input"] = str(args.input)
+    if x.shape[-1] != cfg.data.N:
+        raise CaptureError(f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
+                           "pass --N or matching --input")
+    x = np.ascontiguousarray(x[:args.max_samples], dtype=np.float32)
+    report = capture(generator, x, batch_size=args.batch_size, device=args.device)
+    report = {"summary": summary(generator, cfg, info, x, args.batch_size, args.device), **report}
+    print(write_report(report, args.output, args.output_json_name))
+    return 0
+
+
+COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from torch import nn
 from fnodiag.metrics import METRIC_KEYS
 from fnodiag.models import build_model, count_parameters
 from fnodiag.runs import StoreReader
-from fnodiag.training.clipping import adaptive_clip_, global_grad_norm, unitwise_norm
+from fnodiag.training.clipping import adaptive_clip_, clip_norm_, global_grad_norm, unitwise_norm
 from fnodiag.training.evaluate import generator_state
 from fnodiag.training.optimizers import OPTIMIZERS, build_optimizer
 from fnodiag.training.run import train
@@ -186,3 +186,24 @@ def test_adaptive_clip_is_unitwise():
     np.testing.assert_allclose(lin.weight.grad.numpy(), [[0.0, 0.1], [0.0, 0.1]], rtol=1e-6)
     conv_t = nn.ConvTranspose2d(3, 5, 2)
     assert unitwise_norm(conv_t.weight, 1).shape == (1, 5, 1, 1)
+
+
+def test_clip_norm_matches_torch_on_complex_and_real_grads():
+    torch.manual_seed(0)
+    a = nn.Parameter(torch.randn(5))
+    b = nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    a.grad, b.grad = torch.randn(5), torch.randn(3, dtype=torch.complex64)
+    ref = [g.clone() for g in (a.grad, b.grad)]
+    total = global_grad_norm([a, b])
+    expected = torch.sqrt(ref[0].square().sum() + ref[1].abs().square().sum())
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    clip_norm_([a, b], 0.5, total)
+    assert global_grad_norm([a, b]).item() == pytest.approx(0.5, rel=1e-5)
+    torch.testing.assert_close(b.grad, ref[1] * (0.5 / (expected + 1e-6)))
+
+
+def test_unitwise_norm_of_complex_weights_uses_output_axis():
+    w = torch.randn(3, 5, 4, 4, dtype=torch.complex64)  # spectral layout (C_in, C_out, m, m)
+    got = unitwise_norm(w, 1)
+    assert got.shape == (1, 5, 1, 1)
+    torch.testing.assert_close(got.reshape(-1), w.abs().square().sum(dim=(0, 2, 3)).sqrt())

@@ -53,8 +53,9 @@ def describe_clipping(trainer, system) -> dict:
     if not trainer.gradient_clip_val:
         return {"algorithm": "none", "value": None, "applied_by": None}
     algo = trainer.gradient_clip_algorithm
-    return {"algorithm": getattr(algo, "value", algo), "value": float(trainer.gradient_clip_val),
-            "applied_by": "lightning Trainer.gradient_clip_val"}
+    algo = getattr(algo, "value", algo)
+    return {"algorithm": algo, "value": float(trainer.gradient_clip_val),
+            "applied_by": f"fnodiag.training.clipping.clip_{algo}_ with Trainer.gradient_clip_val"}
 
 
 def describe_generator(generator: torch.nn.Module) -> dict:

@@ -1,8 +1,10 @@
-"""Gradient-clipping maths: global gradient norm and adaptive unit-wise clipping (AGC).
+"""Gradient-clipping maths: global gradient norm, norm / value clipping and unit-wise AGC.
 
 Pure functions on parameters; the Lightning system calls them from ``configure_gradient_clipping``
-and records the global norm before and after clipping. Global-norm ('norm') and element-wise
-('value') clipping go through Lightning's own ``clip_gradients``; AGC is implemented here.
+with the thresholds the Trainer holds and records the global norm before and after clipping.
+Complex gradients (the spectral weights) are reduced through their real views: torch's complex
+norm kernel is ~30x slower on CPU (75 ms vs 2.5 ms per step for the stage-a generator), and
+``torch.nn.utils.clip_grad_value_`` refuses complex tensors.
 """
 from __future__ import annotations
 
@@ -17,11 +19,27 @@ def global_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
 
     No host synchronisation: the caller decides when to transfer.
     """
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [_real(p.grad) for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     norms = torch._foreach_norm(grads, 2.0)
     return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
+
+
+def _real(t: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+@torch.no_grad()
+def clip_norm_(params: Iterable[torch.Tensor], max_norm: float, total_norm: torch.Tensor) -> None:
+    """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))`` in place (global-norm clipping).
+
+    Same rule as ``torch.nn.utils.clip_grad_norm_``; ``total_norm`` from :func:`global_grad_norm`.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        coef = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
 
 
 def _output_axis(module: nn.Module, name: str) -> int:
@@ -41,10 +59,15 @@ def unitwise_norm(x: torch.Tensor, axis: int) -> torch.Tensor:
     """Norm of each output unit of ``x`` (all other axes reduced, kept for broadcasting).
 
     Scalars and vectors (biases, gains, LayerScale) are treated as one unit (their whole norm).
+    Complex tensors are reduced through their real view; the result has ``x``'s shape with the
+    reduced axes set to 1.
     """
     if x.ndim <= 1:
-        return torch.linalg.vector_norm(x)
+        return torch.linalg.vector_norm(_real(x))
     dims = tuple(d for d in range(x.ndim) if d != axis)
+    if x.is_complex():
+        return torch.linalg.vector_norm(torch.view_as_real(x), dim=dims + (x.ndim,)).reshape(
+            [1 if d in dims else s for d, s in enumerate(x.shape)])
     return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
 
 
@@ -76,5 +99,4 @@ def clip_value_(params: Iterable[torch.Tensor], value: float) -> None:
     """
     for p in params:
         if p.grad is not None:
-            g = torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad
-            g.clamp_(-value, value)
+            _real(p.grad).clamp_(-value, value)

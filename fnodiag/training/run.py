@@ -12,14 +12,18 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.data import GridLinesDataModule
+from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.simulate import load_or_simulate
 from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
 from fnodiag.training.evaluate import evaluate_run
+from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.schedulers import MONITOR
 from fnodiag.training.system import ReconstructionSystem
 
@@ -93,8 +97,12 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size,
                                      infer_batch_size=cfg.train.infer_batch_size, num_workers=cfg.train.num_workers)
     data_info = {"key": data.key, "N": cfg.data.N, "n_train": len(data.train.diffraction),
-                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi}
-    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=extra_callbacks)
+                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint}
+    callbacks = list(extra_callbacks)
+    if cfg.train.capture_every > 0:
+        probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
+        callbacks.append(LiveCapture(store, probe.unsqueeze(1), cfg.train.capture_every))
+    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks)
     started = time.perf_counter()
     try:
         trainer.fit(system, datamodule=datamodule)
@@ -102,6 +110,7 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
         store.close()
     if trainer.is_global_zero:
         evaluate_run(run, system, data, cfg.train.infer_batch_size)
+        write_collapse(run)
         effective = run.read_json("effective_config.json", default={}) or {}
         effective["wall_time_s"] = time.perf_counter() - started
         run.write_json("effective_config.json", effective)

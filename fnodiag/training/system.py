@@ -14,7 +14,7 @@ import torch
 from fnodiag.config import RunConfig
 from fnodiag.models import build_model
 from fnodiag.physics import ForwardModel, get_loss
-from fnodiag.training.clipping import adaptive_clip_, clip_value_, global_grad_norm
+from fnodiag.training.clipping import adaptive_clip_, clip_norm_, clip_value_, global_grad_norm
 from fnodiag.training.optimizers import build_optimizer
 from fnodiag.training.schedulers import MONITOR, build_scheduler
 
@@ -82,20 +82,19 @@ class ReconstructionSystem(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip as configured and keep the global gradient norm before and after clipping.
 
-        'norm' and 'value' thresholds arrive from the Trainer (``gradient_clip_val``/``_algorithm``);
-        'norm' goes through Lightning's ``clip_gradients``, 'value' through :func:`clip_value_`
-        (torch's refuses complex gradients), 'agc' through :func:`adaptive_clip_`.
+        The 'norm' and 'value' thresholds arrive from the Trainer (``gradient_clip_val`` /
+        ``gradient_clip_algorithm``), 'agc' from the run's configuration; the maths is in
+        :mod:`fnodiag.training.clipping`.
         """
         params = [p for p in self.parameters() if p.grad is not None]
         pre = global_grad_norm(params)
         algorithm = self.cfg.clip.algorithm
         if algorithm == "agc":
             adaptive_clip_(self.generator, self.cfg.clip.value)
-        elif gradient_clip_val and algorithm == "value":
+        elif gradient_clip_val and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) == "value":
             clip_value_(params, gradient_clip_val)
         elif gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
-                                gradient_clip_algorithm=gradient_clip_algorithm)
+            clip_norm_(params, gradient_clip_val, pre)
         post = global_grad_norm(params) if algorithm != "none" else pre
         self.step_values["grad_norm_pre"] = pre
         self.step_values["grad_norm_post"] = post
