@@ -337,3 +337,17 @@ def test_cuda_stats_without_host_sync():
         torch.cuda.set_sync_debug_mode("default")
     assert all(r.device.type == "cuda" for r in results)
     torch.testing.assert_close(a.cpu(), activation_stats(t.cpu()), rtol=1e-4, atol=1e-5)
+
+
+def test_snapshot_buffer_reuse_and_inplace_update_ratios():
+    from fnodiag.diagnostics.stats import snapshot_weights, update_ratios
+
+    lin = torch.nn.Linear(3, 2)
+    snap = snapshot_weights(lin)
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    names, fresh = update_ratios(lin, snap)
+    _, inplace = update_ratios(lin, snap, inplace=True)
+    torch.testing.assert_close(inplace, fresh)
+    again = snapshot_weights(lin, out=snap)
+    assert again is snap and all(torch.equal(a, p) for a, p in zip(again, lin.parameters()))

@@ -46,10 +46,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        if "global" in str(exc).lower():  # weights-only unpickler met a class or function reference
             raise CaptureError(f"refused {str(p)!r}: it carries Python objects that weights-only loading does not "
-                               "allow (nothing in it was executed); pass a checkpoint of tensors") from None
-        raise CaptureError(f"{str(p)!r} is not a PyTorch checkpoint ({exc}); it may be truncated") from None
+                               "allow, and it was not executed; pass a checkpoint of tensors") from None
+        raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint (bad pickle data); "
+                           "it may be truncated or another kind of file") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint ({reason}); it may be truncated") from None
@@ -125,18 +126,24 @@ def _load_strict(generator, state, cfg: RunConfig, path) -> None:
     if shape:
         k = shape[0]
         parts.append(f"{len(shape)} shape mismatch(es) e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}")
+    cause = _likely_cause(set(state), set(expected), missing + unexpected, shape)
     raise CaptureError(f"checkpoint {str(path)!r} does not fit {cfg.model.arch} (blocks {cfg.model.blocks}, width "
                        f"{cfg.model.width}, modes {cfg.model.modes}, layout {cfg.model.spectral_layout}, N "
-                       f"{cfg.data.N}): {'; '.join(parts)}; likely cause: {_likely_cause(missing, unexpected, shape)}")
+                       f"{cfg.data.N}): {'; '.join(parts)}; likely cause: {cause}")
 
 
-def _likely_cause(missing, unexpected, shape) -> str:
-    keys = missing + unexpected
-    if any("layerscale" in k or ".norm." in k for k in keys):
+def _level(key: str) -> str:
+    """The U-NO level a key belongs to: ``encoder.2``, ``up.0``, ... or ``lifter``, ``head``."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("encoder", "down", "up", "decoder") else parts[0]
+
+
+def _likely_cause(state_keys: set, model_keys: set, differing: list, shape: list) -> str:
+    if {_level(k) for k in state_keys} != {_level(k) for k in model_keys}:
+        return "depth (the checkpoint has other encoder/decoder levels); pass --blocks"
+    if any("layerscale" in k or ".norm." in k for k in differing):
         return "architecture (stable/prenorm blocks vs hybrid); pass --architecture"
-    if any(k.split(".")[0] in ("encoder", "down", "up", "decoder") for k in keys):
-        return "depth; pass --blocks"
-    if any("spectral" in k for k in shape + keys):
+    if any("spectral" in k for k in shape + differing):
         return "modes, N or spectral layout; pass --modes / --N / --spectral-layout"
     if shape:
         return "width; pass --width"

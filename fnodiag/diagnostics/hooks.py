@@ -182,9 +182,11 @@ class ActivationRecorder:
         -------
         dict of str to torch.Tensor
             Layer -> ``(len(ACTIVATION_STATS),)`` float32 on the model's device, for the layers
-            whose hook fired since the last :meth:`clear`. Branch ratios: :meth:`branch_ratios`.
+            whose hook fired since the last :meth:`clear`, in :attr:`targets` order (not the
+            order hooks fire, where a block's branches come before the block). Branch ratios:
+            :meth:`branch_ratios`.
         """
-        return dict(self._stats)
+        return {t: self._stats[t] for t in self.targets if t in self._stats}
 
     def branch_ratios(self) -> dict[str, Tensor]:
         """Per block ``mean|S| / mean|L|`` of the last forward, where both branch hooks fired.
@@ -203,7 +205,7 @@ class ActivationRecorder:
         Lets a caller bring these and its own tensors to the host in one transfer, then
         :meth:`unpack` the result.
         """
-        named = {f"stats:{layer}": v for layer, v in self._stats.items()}
+        named = {f"stats:{t}": self._stats[t] for t in self.targets if t in self._stats}  # network order
         named.update({f"ratio:{block}": v for block, v in self.branch_ratios().items()})
         return named
 

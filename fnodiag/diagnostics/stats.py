@@ -310,12 +310,22 @@ def weight_norms(model: nn.Module, *, by: str = "module") -> tuple[list[str], Te
     return names, _group_norms(names, index, _norms(params), _device(params))
 
 
-def snapshot_weights(model: nn.Module) -> list[Tensor]:
-    """Detached clones of every parameter (``named_parameters`` order) for :func:`update_ratios`."""
-    return [p.detach().clone() for p in model.parameters()]
+def snapshot_weights(model: nn.Module, out: list[Tensor] | None = None) -> list[Tensor]:
+    """Detached copies of every parameter (``named_parameters`` order) for :func:`update_ratios`.
+
+    Pass the previous snapshot as ``out`` to copy into it instead of allocating: a live capture
+    then touches no new memory (fresh allocations of a large model's size page-fault on CPU).
+    """
+    params = [p.detach() for p in model.parameters()]
+    if out is None or len(out) != len(params) or any(o.shape != p.shape or o.dtype != p.dtype
+                                                      for o, p in zip(out, params)):
+        return [p.clone() for p in params]
+    torch._foreach_copy_(out, params)
+    return out
 
 
-def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module") -> tuple[list[str], Tensor]:
+def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module",
+                  inplace: bool = False, with_norms: bool = False):
     """Relative size of the weight change since a snapshot, ``||W_now - W_before|| / ||W_before||``.
 
     For a module both norms run over all its direct parameters together.
@@ -328,6 +338,12 @@ def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module")
         :func:`snapshot_weights` of the same model.
     by : {"module", "tensor"}
         Grouping.
+    inplace : bool
+        Compute the differences inside ``before`` (which then no longer holds the snapshot),
+        allocating nothing.
+    with_norms : bool
+        Also return the denominators ``||W_before||`` per group: the :func:`weight_norms` of the
+        snapshot, without a second pass over the weights.
 
     Returns
     -------
@@ -343,10 +359,17 @@ def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module")
         if b.shape != p.shape:
             raise ValueError(f"update_ratios: snapshot shape {tuple(b.shape)} != {tuple(p.shape)} of {pname!r}")
     device = _device(params)
-    now = [_as_real(p.detach()) for p in params]
-    diff = _norms(torch._foreach_sub(now, [_as_real(b.to(p.device)) for p, b in zip(params, before)]))
     old = _norms(before)
-    return names, _group_norms(names, index, diff, device) / _group_norms(names, index, old, device)
+    now = [_as_real(p.detach()) for p in params]
+    then = [_as_real(b.to(p.device)) for p, b in zip(params, before)]
+    if inplace:
+        torch._foreach_sub_(then, now)  # then - now: same norm as now - then
+        diff = _norms(then)
+    else:
+        diff = _norms(torch._foreach_sub(now, then))
+    old_norms = _group_norms(names, index, old, device)
+    ratios = _group_norms(names, index, diff, device) / old_norms
+    return (names, ratios, old_norms) if with_norms else (names, ratios)
 
 
 def scale_params(model: nn.Module) -> tuple[list[str], Tensor]:

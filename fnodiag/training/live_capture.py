@@ -6,11 +6,12 @@ recorder of :mod:`fnodiag.diagnostics.hooks`. Every k-th optimizer step ``s`` (s
 1. in ``on_before_optimizer_step`` (after backward, before clipping and the update, weights
    ``W_s``): the generator runs once under ``no_grad`` on a fixed probe batch from the training
    data, so values compare across steps and arms; the recorder reduces every hooked output to its
-   statistics on the device; per-module gradient norms (before clipping) and a snapshot of the
-   weights are taken;
-2. in ``on_train_batch_end`` (weights ``W_{s+1}``): per-module update-to-weight ratios, weight
-   norms and the LayerScale / InstanceNorm values; then everything for step ``s`` reaches the host
-   in one transfer and goes to the run's store (rank 0 only).
+   statistics on the device; per-module gradient norms (before clipping), the LayerScale /
+   InstanceNorm values and a snapshot of the weights ``W_s`` (into a reused buffer) are taken;
+2. in ``on_train_batch_end`` (weights ``W_{s+1}``): per-module update-to-weight ratios
+   ``||W_{s+1} - W_s|| / ||W_s||`` and weight norms ``||W_s||`` from the snapshot; then
+   everything for step ``s`` reaches the host in one transfer and goes to the run's store
+   (rank 0 only).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.diagnostics.hooks import ActivationRecorder
-from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios, weight_norms
+from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
 from fnodiag.runs import RunStore
 
 PROBE_BATCH = 2  # samples in the fixed probe batch: a capture stays a small share of a training step
@@ -44,6 +45,7 @@ class LiveCapture(Callback):
         self.store, self.probe_batch, self.every, self.targets = store, probe_batch, every, targets
         self.recorder: ActivationRecorder | None = None
         self._pending: dict | None = None
+        self._snapshot: list[torch.Tensor] | None = None
 
     def on_train_start(self, trainer, pl_module):
         if trainer.is_global_zero:
@@ -59,13 +61,13 @@ class LiveCapture(Callback):
         was_training = gen.training
         gen.eval()
         self.recorder.active = True
-        with torch.no_grad():
+        with torch.inference_mode():
             gen(self.probe_batch)
         self.recorder.active = False
         gen.train(was_training)
-        grad_names, grads = grad_norms(gen)
         self._pending = {"step": step, "epoch": trainer.current_epoch, "activation": self.recorder.device_stats(),
-                         "grad": (grad_names, grads), "before": snapshot_weights(gen)}
+                         "grad": grad_norms(gen), "scale": scale_params(gen),
+                         "before": snapshot_weights(gen, out=self._snapshot)}
         self.recorder.clear()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -73,17 +75,18 @@ class LiveCapture(Callback):
         if pending is None:
             return
         gen = pl_module.generator
-        ratio_names, ratios = update_ratios(gen, pending["before"])
-        weight_names, weights = weight_norms(gen)
-        scale_names, scales = scale_params(gen)
+        self._snapshot = pending["before"]  # reused as the next snapshot's buffer
+        # the snapshot holds W_s: its norms are the weight norms of the capture step
+        ratio_names, ratios, weights = update_ratios(gen, self._snapshot, inplace=True, with_norms=True)
         grad_names, grads = pending["grad"]
+        scale_names, scales = pending["scale"]
         host = to_host({**pending["activation"], "grad": grads, "update": ratios, "weight": weights,
                         "scale": scales})  # the one device-to-host transfer of this capture
         step, epoch = pending["step"], pending["epoch"]
         self.store.log_layer_stats(step, epoch, "activation", ActivationRecorder.unpack(host))
         self.store.log_layer_stats(step, epoch, "grad", {(n, "norm"): v for n, v in zip(grad_names, host["grad"])})
         params = {(n, "update_ratio"): v for n, v in zip(ratio_names, host["update"])}
-        params.update({(n, "weight_norm"): v for n, v in zip(weight_names, host["weight"])})
+        params.update({(n, "weight_norm"): v for n, v in zip(ratio_names, host["weight"])})
         params.update({tuple(n.rsplit("/", 1)): v for n, v in zip(scale_names, host["scale"])})
         self.store.log_layer_stats(step, epoch, "param", params)
 
