@@ -15,13 +15,22 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The dashboard's browser tests drive the system Chromium (Playwright's own download is not used).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	else echo "install Chromium at $(CHROMIUM) (or set CHROMIUM=...) for the browser tests"; fi
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/fnodiag train --preset quick --out $(RUNS)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) $(CHROMIUM)
+	FNODIAG_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

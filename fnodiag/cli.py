@@ -1,4 +1,4 @@
-"""``fnodiag`` command line: ``simulate``, ``train`` and ``capture``.
+"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep`` and ``summarize``.
 
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
@@ -150,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-json-name", default="activation_report.json",
                    help="report file name, so several captures share a folder (default: activation_report.json)")
 
+    p = sub.add_parser("sweep", help="run (or resume) a sweep of arms x seeds, capture and summarize it")
+    p.add_argument("definition", help="a shipped definition (stage-a, quick, ...) or a sweep TOML file")
+    p.add_argument("--arms", help="comma-separated arms to run (default: all)")
+    p.add_argument("--seeds", help="comma-separated seeds to run (default: the definition's)")
+    p.add_argument("--out", help="sweep folder (default: runs/<definition name>); running again resumes it")
+    for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
+        _add_flags(p, table)
+
+    p = sub.add_parser("summarize", help="(re)write summary.md / summary.json / plots of a sweep folder")
+    p.add_argument("folder", help="a sweep folder (the --out of fnodiag sweep)")
+
     p = sub.add_parser("train", help="train one run into OUT/<name>/")
     for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
         _add_flags(p, table)
@@ -226,7 +237,31 @@ def _cmd_capture(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture}
+def _cmd_sweep(args) -> int:
+    from fnodiag.sweep import load_definition, run_sweep
+
+    defn = load_definition(args.definition)
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
+    out = run_sweep(defn, args.out or Path("runs") / defn.name, arms=arms, seeds=seeds, overrides=_flag_overrides(args))
+    print((out / "summary.md").read_text())
+    print(f"sweep folder: {out}")
+    return 0
+
+
+def _cmd_summarize(args) -> int:
+    from fnodiag.summary import write_summary
+
+    write_summary(args.folder)
+    print((Path(args.folder) / "summary.md").read_text())
+    return 0
+
+
+COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture, "sweep": _cmd_sweep,
+            "summarize": _cmd_summarize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ Every assertion reads the run directory a real (tiny) Lightning training wrote, 
 """
 from __future__ import annotations
 
+import json
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -207,3 +209,31 @@ def test_unitwise_norm_of_complex_weights_uses_output_axis():
     got = unitwise_norm(w, 1)
     assert got.shape == (1, 5, 1, 1)
     torch.testing.assert_close(got.reshape(-1), w.abs().square().sum(dim=(0, 2, 3)).sqrt())
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tiny_cfg, dataset_cache, tmp_path, monkeypatch):
+    """Kill a run in its third epoch, resume it: it continues after epoch 2 without duplicate records."""
+    cfg = tiny_cfg.override({"train.epochs": 4})
+    original = ReconstructionSystem.training_step
+
+    def interrupting_step(self, batch, batch_idx):
+        if self.global_step == 2 * STEPS_PER_EPOCH + 2:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReconstructionSystem, "training_step", interrupting_step)
+    try:  # Lightning's graceful shutdown: status via on_exception, SIGINT ignored, then exit(1)
+        with pytest.raises(SystemExit):
+            train(cfg, tmp_path, name="r", cache_dir=dataset_cache, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    run_dir = tmp_path / "r"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.setattr(ReconstructionSystem, "training_step", original)
+    run = train(cfg, tmp_path, name="r", cache_dir=dataset_cache, progress=False, resume=True)
+    assert run.read_status()["state"] == "finished"
+    history = run.read_history()
+    assert len(history["train_loss"]) == len(history["lr"]) == 4
+    steps = StoreReader(run.store_path).scalars("train/loss").step
+    assert np.array_equal(steps, np.arange(4 * STEPS_PER_EPOCH))  # each step once, in order
+    assert run.read_json("effective_config.json")["resumed_from"]["epoch"] == 2

@@ -202,6 +202,28 @@ class RunStore:
             self._scalars, self._layers, self._new_names, self._new_index = [], [], [], []
             self._buffered = 0
 
+    def truncate(self, from_step: int) -> int:
+        """Delete every record of steps ``>= from_step`` (resuming from a checkpoint at that step).
+
+        Records written after the checkpoint by the interrupted process would otherwise appear
+        twice once training repeats those steps. Returns the number of rows deleted. A reader that
+        already tailed the deleted rows keeps them; new rows get larger ids as always.
+        """
+        if not self.enabled:
+            return 0
+        with self._lock:
+            self.flush()
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                n = c.execute("DELETE FROM scalars WHERE step >= ?", (int(from_step),)).rowcount
+                n += c.execute("DELETE FROM layer_stats WHERE step >= ?", (int(from_step),)).rowcount
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return n
+
     def close(self) -> None:
         """Flush and close the connection; calling it again does nothing."""
         with self._lock:

@@ -39,7 +39,7 @@ def is_rank_zero() -> bool:
 
 
 def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict, *,
-                  progress: bool = True, extra_callbacks=()) -> L.Trainer:
+                  progress: bool = True, extra_callbacks=(), history: dict | None = None) -> L.Trainer:
     """The Lightning Trainer with the run's recorder and checkpoint callbacks."""
     clip = cfg.clip
     lightning_clip = clip.algorithm in ("norm", "value")
@@ -53,7 +53,7 @@ def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict,
         precision=cfg.train.precision,
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
-        callbacks=[RunRecorder(run, store, data_info), checkpoint, *extra_callbacks],
+        callbacks=[RunRecorder(run, store, data_info, history), checkpoint, *extra_callbacks],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
@@ -63,7 +63,7 @@ def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict,
 
 
 def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir: str | Path | None = None,
-          progress: bool = True, extra_callbacks=()) -> RunDir:
+          progress: bool = True, extra_callbacks=(), resume: bool = False) -> RunDir:
     """Train one run into ``<out>/<name>`` and evaluate its best and last weights.
 
     Parameters
@@ -76,6 +76,10 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
         Run directory name (default :func:`default_run_name`).
     cache_dir : path, optional
         Dataset cache (default ``out / "datasets"``).
+    resume : bool
+        Continue the run already in ``out / name`` (same configuration) from its
+        ``checkpoints/last.ckpt``: records after that checkpoint are dropped and training goes
+        on from the next epoch. Without a checkpoint the run starts again from scratch.
 
     Returns
     -------
@@ -90,8 +94,9 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
     data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
-    run = RunDir.create(out / name, cfg) if rank0 else RunDir(out / name)
+    run = RunDir.create(out / name, cfg, exist_ok=resume) if rank0 else RunDir(out / name)
     store = RunStore(run.store_path, enabled=rank0)
+    ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
     datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size,
@@ -102,19 +107,34 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     if cfg.train.capture_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
         callbacks.append(LiveCapture(store, probe.unsqueeze(1), cfg.train.capture_every))
-    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks)
+    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:
-        trainer.fit(system, datamodule=datamodule)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         store.close()
     if trainer.is_global_zero:
         evaluate_run(run, system, data, cfg.train.infer_batch_size)
         write_collapse(run)
         effective = run.read_json("effective_config.json", default={}) or {}
-        effective["wall_time_s"] = time.perf_counter() - started
+        earlier = sum((history or {}).get("epoch_time_s", []))  # epochs kept from before a resume
+        effective["wall_time_s"] = time.perf_counter() - started + earlier
+        if ckpt_path:
+            effective["resumed_from"] = {"checkpoint": str(ckpt_path), "epoch": len(history["train_loss"])}
         run.write_json("effective_config.json", effective)
     return run
+
+
+def _resume_point(run: RunDir, store: RunStore) -> tuple[Path | None, dict | None]:
+    """``(last.ckpt, history up to it)`` of an interrupted run; records after it are deleted."""
+    if not run.last_ckpt_path.is_file():
+        store.truncate(0)
+        return None, None
+    ckpt = torch.load(run.last_ckpt_path, map_location="cpu", weights_only=True)
+    epochs_done, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+    store.truncate(step)
+    history = {k: v[:epochs_done] for k, v in (run.read_history() or {}).items()}
+    return run.last_ckpt_path, history
 
 
 def _devices(value: str):

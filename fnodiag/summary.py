@@ -1,0 +1,222 @@
+"""Sweep summary: per run and per arm tables, the verdict, comparability warnings, plots.
+
+Everything is read back from the run directories (effective configuration, history, metrics,
+collapse verdict, captures), never from the definition, so the summary reports what really
+trained; differences between the two become warnings. ``summary.json``, ``summary.md`` and
+``plots/*.png`` are rewritten on every call (also mid-sweep).
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fnodiag.config import ConfigError
+from fnodiag.runs import RunDir, atomic_write_text
+
+TARGET_AMP_SSIM = 0.80
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def run_row(run: RunDir, arm: str, seed: int) -> dict:
+    """One run's row: what trained (effective configuration), how it ended, its scores."""
+    status = run.read_status() if run.status_path.is_file() else None
+    eff = run.read_json("effective_config.json", default={}) or {}
+    hist = run.read_json("history.json", default={}) or {}
+    metrics = run.read_json("metrics.json", default={}) or {}
+    collapse = run.read_json("collapse.json", default={}) or {}
+    group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
+    val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
+    best, last = metrics.get("best") or {}, metrics.get("last") or {}
+    captures = {tag: run.read_json(f"capture/{tag}.json", default={}) or {} for tag in ("best", "last")}
+    cfg = run.read_config().to_dict() if run.config_path.is_file() else {}
+    return {
+        "run": run.path.name, "arm": arm, "seed": seed,
+        "state": (status or {}).get("state", "not started"),
+        "epochs": f"{len(hist.get('train_loss', []))}/{cfg.get('train', {}).get('epochs', '?')}",
+        "optimizer": (eff.get("optimizer") or {}).get("class"),
+        "lr": group.get("initial_lr", group.get("lr")), "momentum": group.get("momentum"),
+        "nesterov": group.get("nesterov"), "betas": group.get("betas"), "weight_decay": group.get("weight_decay"),
+        "scheduler": (eff.get("scheduler") or {}).get("class"),
+        "grad_clip": eff.get("grad_clip"), "generator": (eff.get("generator") or {}).get("block_class"),
+        "parameters": (eff.get("generator") or {}).get("parameters"), "data_key": (eff.get("data") or {}).get("key"),
+        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
+        **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last))
+           for k in ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")},
+        "collapse": collapse.get("verdict"), "onset_step": collapse.get("onset_step"),
+        "earliest_layer": collapse.get("earliest_layer"), "learned_then_collapsed": collapse.get("learned_then_collapsed"),
+        **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
+           for tag, c in captures.items()},
+        "wall_time_s": eff.get("wall_time_s"),
+        "expected": cfg,
+    }
+
+
+def arm_table(rows: list[dict]) -> dict[str, dict]:
+    """Per arm: counts and mean / std / min / max over seeds of the main numbers."""
+    arms: dict[str, dict] = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        rs = [r for r in rows if r["arm"] == arm]
+        done = [r for r in rs if r["state"] in ("finished", "diverged")]
+        entry = {"seeds": [r["seed"] for r in rs], "n_done": len(done),
+                 "n_collapsed": sum(r["collapse"] == "collapsed" for r in done),
+                 "n_diverged": sum(r["state"] == "diverged" for r in done)}
+        for key in ARM_METRICS:
+            v = np.array([_nan(r[key]) for r in done], dtype=float)
+            v = v[np.isfinite(v)]
+            entry[key] = ({"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
+                           "n": int(v.size)} if v.size else None)
+        arms[arm] = entry
+    return arms
+
+
+def verdict(arms: dict[str, dict], rows: list[dict]) -> dict:
+    """Which arms avoided collapse with last-weights amp SSIM >= 0.80 on every seed that finished."""
+    avoided, failed, incomplete = [], [], []
+    for arm, a in arms.items():
+        done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
+        if not done:
+            incomplete.append(arm)
+            continue
+        ok = all(r["state"] == "finished" and r["collapse"] != "collapsed" and _nan(r["last_amp_ssim"]) >= TARGET_AMP_SSIM
+                 for r in done)
+        (avoided if ok else failed).append(arm)
+    parts = [f"Arms that avoided collapse at amp SSIM >= {TARGET_AMP_SSIM:.2f} (last weights, every finished seed): "
+             f"{', '.join(avoided) or 'none'}."]
+    for arm in failed:
+        a, s = arms[arm], arms[arm]["last_amp_ssim"]
+        score = f"amp SSIM {s['mean']:.3f} ± {s['std']:.3f}" if s else "no scores"
+        parts.append(f"{arm}: {a['n_collapsed']}/{a['n_done']} seeds collapsed, {a['n_diverged']} diverged, {score}.")
+    n_missing = sum(r["state"] not in ("finished", "diverged") for r in rows)
+    if n_missing:
+        parts.append(f"Incomplete: {n_missing} of {len(rows)} runs have not finished.")
+    return {"target_amp_ssim": TARGET_AMP_SSIM, "avoided_collapse": avoided, "did_not": failed,
+            "incomplete": incomplete, "text": " ".join(parts)}
+
+
+def warnings_for(rows: list[dict]) -> list[str]:
+    """Reasons the arms may not be comparable, and effective settings that differ from the definition."""
+    out = []
+    started = [r for r in rows if r["optimizer"]]
+    if len({r["data_key"] for r in started}) > 1:
+        out.append("runs trained on different datasets: " + ", ".join(sorted({str(r["data_key"]) for r in started})))
+    clips = {r["arm"]: json.dumps({k: (r["grad_clip"] or {}).get(k) for k in ("algorithm", "value")}) for r in started}
+    if len(set(clips.values())) > 1:
+        out.append("clipping differs between arms: " + "; ".join(f"{a} {c}" for a, c in clips.items()))
+    seeds = {a: tuple(sorted(r["seed"] for r in started if r["arm"] == a)) for a in dict.fromkeys(r["arm"] for r in started)}
+    if len(set(seeds.values())) > 1:
+        out.append("arms ran different seeds: " + "; ".join(f"{a} {list(s)}" for a, s in seeds.items()))
+    for r in started:
+        exp = r["expected"]
+        checks = [("optimizer", r["optimizer"], OPTIMIZER_CLASSES.get(exp["optim"]["name"])),
+                  ("lr", r["lr"], exp["optim"]["lr"]), ("weight_decay", r["weight_decay"], exp["optim"]["weight_decay"]),
+                  ("grad_clip", (r["grad_clip"] or {}).get("algorithm"), exp["clip"]["algorithm"])]
+        if exp["optim"]["name"] == "sgd":
+            checks.append(("momentum", r["momentum"], exp["optim"]["momentum"]))
+        for what, got, want in checks:
+            same = math.isclose(got, want, rel_tol=1e-9) if isinstance(want, float) and got is not None else got == want
+            if not same:
+                out.append(f"{r['run']}: effective {what} {got!r} differs from the definition's {want!r}")
+    return out
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _stat(a: dict | None, digits=3) -> str:
+    return "–" if not a else f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
+
+
+def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str]) -> str:
+    """The human-readable summary."""
+    lines = [f"# Sweep `{name}`", "", f"_generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC_", "",
+             "## Verdict", "", verdict_["text"], ""]
+    if warns:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    lines += ["## Arms (mean ± std over seeds)", "",
+              "| arm | done | collapsed | best val loss | final val loss | amp SSIM best | amp SSIM last | phase SSIM last | amp MAE last |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in arms.items():
+        lines.append(f"| {arm} | {a['n_done']}/{len(a['seeds'])} | {a['n_collapsed']} | {_stat(a['best_val_loss'], 4)} | "
+                     f"{_stat(a['final_val_loss'], 4)} | {_stat(a['best_amp_ssim'])} | {_stat(a['last_amp_ssim'])} | "
+                     f"{_stat(a['last_phase_ssim'])} | {_stat(a['last_amp_mae'])} |")
+    lines += ["", "## Runs", "",
+              "| run | state | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | final val "
+              "| amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
+        clip = (r["grad_clip"] or {}).get("algorithm")
+        col = f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})" if r["collapse"] == "collapsed" else r["collapse"]
+        lines.append(f"| {r['run']} | {r['state']} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
+                     f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
+                     f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
+                     f"{col} | {_fmt(r['wall_time_s'], 0)} |")
+    lines += ["", "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
+    return "\n".join(lines)
+
+
+def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
+    """``plots/val_loss.png`` (per epoch, every seed) and ``plots/amp_ssim.png`` (best and last per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (sweep_dir / "plots").mkdir(exist_ok=True)
+    colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(arms)}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        hist = RunDir(sweep_dir / r["run"]).read_json("history.json", default={}) or {}
+        if hist.get("val_loss"):
+            label = r["arm"] if r is next(x for x in rows if x["arm"] == r["arm"]) else None
+            ax.plot(np.arange(1, len(hist["val_loss"]) + 1), hist["val_loss"], color=colors[r["arm"]], label=label, alpha=0.8)
+    ax.set(xlabel="epoch", ylabel="validation loss", yscale="log", title="validation loss per arm (one line per seed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "plots" / "val_loss.png", dpi=90)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, arm in enumerate(arms):
+        for j, tag in enumerate(("best", "last")):
+            v = [_nan(r[f"{tag}_amp_ssim"]) for r in rows if r["arm"] == arm]
+            ax.scatter(np.full(len(v), i + (j - 0.5) * 0.3), v, color=colors[arm], marker="o" if tag == "best" else "x",
+                       label=f"{tag} weights" if i == 0 else None)
+    ax.axhline(TARGET_AMP_SSIM, color="gray", ls="--", lw=1, label=f"target {TARGET_AMP_SSIM}")
+    ax.set_xticks(range(len(arms)), list(arms), rotation=20, fontsize=8)
+    ax.set(ylabel="amp SSIM", ylim=(0, 1), title="amplitude SSIM per arm and seed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "plots" / "amp_ssim.png", dpi=90)
+    plt.close(fig)
+
+
+def write_summary(sweep_dir: str | Path) -> dict:
+    """Summarize a sweep folder (any time, also mid-sweep); writes summary.json, summary.md, plots."""
+    d = Path(sweep_dir)
+    manifest_path = d / "sweep.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"{str(d)!r} is not a sweep folder (no sweep.json); pass the --out folder of `fnodiag sweep`")
+    manifest = json.loads(manifest_path.read_text())
+    rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"])
+            for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
+    arms = arm_table(rows)
+    v, warns = verdict(arms, rows), warnings_for(rows)
+    summary = {"sweep": manifest["name"], "definition": manifest.get("definition"),
+               "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "verdict": v,
+               "warnings": warns, "arms": arms, "runs": [{k: r[k] for k in r if k != "expected"} for r in rows]}
+    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns))
+    plot_summary(d, rows, arms)
+    return summary

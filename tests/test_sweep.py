@@ -1,0 +1,178 @@
+"""Sweeps: definitions, a tiny sweep end to end, resume, failures, summary and its warnings."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from fnodiag.cli import main
+from fnodiag.config import ConfigError
+from fnodiag.summary import write_summary
+from fnodiag.sweep import load_definition, run_sweep, shipped_definitions
+from fnodiag.training.system import ReconstructionSystem
+
+TINY_TOML = """
+name = "tiny"
+seeds = [7]
+[shared]
+"data.N" = 32
+"data.object_size" = 64
+"data.set_phi" = true
+"model.blocks" = 2
+"model.width" = 4
+"model.modes" = 4
+"train.epochs" = 2
+"train.batch_size" = 8
+"train.infer_batch_size" = 16
+"train.capture_every" = 3
+"train.accelerator" = "cpu"
+"train.devices" = "1"
+[arms.control]
+"model.arch" = "hybrid"
+"optim.name" = "adam"
+[arms.stable_sgd]
+"model.arch" = "stable_hybrid"
+"optim.name" = "sgd"
+"optim.momentum" = 0.9
+"""
+
+
+@pytest.fixture
+def tiny_definition(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return load_definition(path)
+
+
+def test_shipped_definitions_are_valid_and_as_specified():
+    assert {"stage-a", "quick"} <= set(shipped_definitions())
+    stage_a = load_definition("stage-a")
+    assert list(stage_a.arms) == ["control", "stable_adam", "stable_sgd", "stable_adamw", "prenorm_adam"]
+    assert stage_a.seeds == (20260128, 20260129, 20260130)
+    sgd = stage_a.config("stable_sgd", 20260129)
+    assert (sgd.model.arch, sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == ("stable_hybrid", "sgd", 0.9, 0.0)
+    assert (sgd.optim.lr, sgd.schedule.name, sgd.schedule.warmup_epochs, sgd.schedule.min_lr_ratio) == (3e-4, "warmup_cosine", 5, 0.05)
+    assert sgd.clip.algorithm == "none" and sgd.train.seed == 20260129 and sgd.data.N == 64
+    adamw = stage_a.config("stable_adamw", 1)
+    assert (adamw.optim.weight_decay, adamw.optim.beta1, adamw.optim.beta2) == (0.01, 0.9, 0.999)
+    quick = load_definition("quick")
+    assert list(quick.arms) == list(stage_a.arms) and quick.seeds == stage_a.seeds
+    assert quick.config("control", 1).optim.lr == 3e-4  # same optimizer settings, smaller problem
+
+
+def test_definition_errors(tmp_path):
+    with pytest.raises(ConfigError, match="stage-a"):
+        load_definition("stage-z")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nseeds = [1]\n[arms.a]\n"optim.name" = "lbfgs"\n')
+    with pytest.raises(ConfigError, match="optim.name"):
+        load_definition(bad)
+    bad.write_text('name = "x"\nseeds = [1]\narmz = 3\n')
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_definition(bad)
+    bad.write_text("name = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_definition(bad)
+
+
+def test_overrides_apply_after_arm_settings(tiny_definition):
+    cfg = tiny_definition.config("stable_sgd", 7, {"optim.lr": 0.05, "train.epochs": 1})
+    assert (cfg.optim.name, cfg.optim.lr, cfg.train.epochs, cfg.train.seed) == ("sgd", 0.05, 1, 7)
+
+
+def test_tiny_sweep_end_to_end_and_resume(tiny_definition, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    original = ReconstructionSystem.training_step
+
+    def interrupt_stable(self, batch, batch_idx):  # Ctrl-C in the second epoch of the second arm
+        if self.cfg.model.arch == "stable_hybrid" and self.global_step == 12:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReconstructionSystem, "training_step", interrupt_stable)
+    lines = []
+    try:
+        with pytest.raises(SystemExit):
+            run_sweep(tiny_definition, out, echo=lines.append)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert json.loads((out / "stable_sgd-s7" / "status.json").read_text())["state"] == "interrupted"
+    mid = json.loads((out / "summary.json").read_text())  # summarized mid-sweep too
+    assert "Incomplete: 1 of 2" in mid["verdict"]["text"]
+
+    monkeypatch.setattr(ReconstructionSystem, "training_step", original)
+    lines.clear()
+    run_sweep(tiny_definition, out, echo=lines.append)
+    assert any("control-s7: finished, skipped" in line for line in lines)
+    assert any("stable_sgd seed 7: epoch 2/2" in line for line in lines)
+    resumed = json.loads((out / "stable_sgd-s7" / "effective_config.json").read_text())
+    assert resumed["resumed_from"]["epoch"] == 1
+
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert set(manifest["runs"]) == {"control-s7", "stable_sgd-s7"} and manifest["name"] == "tiny"
+    for run in ("control-s7", "stable_sgd-s7"):
+        for tag in ("best", "last"):
+            report = json.loads((out / run / "capture" / f"{tag}.json").read_text())
+            assert report["summary"]["n_samples"] == 16 and "output/spatial_std" in report["layers"]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["runs"]}
+    assert rows["control-s7"]["optimizer"] == "Adam" and rows["stable_sgd-s7"]["optimizer"] == "SGD"
+    assert rows["stable_sgd-s7"]["momentum"] == 0.9 and rows["stable_sgd-s7"]["nesterov"] is True
+    for row in rows.values():
+        assert row["state"] == "finished" and row["epochs"] == "2/2"
+        for key in ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "best_phase_ssim",
+                    "last_phase_ssim", "best_amp_mae", "last_amp_mae", "collapse", "onset_step", "earliest_layer",
+                    "wall_time_s", "last_output_spatial_std"):
+            assert key in row
+        assert row["wall_time_s"] > 0 and row["last_output_spatial_std"] > 0
+    assert set(summary["arms"]) == {"control", "stable_sgd"}
+    assert summary["arms"]["control"]["n_done"] == 1 and summary["arms"]["control"]["final_val_loss"]["n"] == 1
+    assert summary["warnings"] == []
+    md = (out / "summary.md").read_text()
+    assert "## Verdict" in md and "| stable_sgd-s7 | finished |" in md
+    assert (out / "plots" / "val_loss.png").stat().st_size > 1000 and (out / "plots" / "amp_ssim.png").is_file()
+
+
+def test_failed_run_is_recorded_and_sweep_goes_on(tiny_definition, tmp_path, monkeypatch):
+    original = ReconstructionSystem.training_step
+
+    def broken_control(self, batch, batch_idx):
+        if self.cfg.model.arch == "hybrid":
+            raise RuntimeError("simulated failure")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReconstructionSystem, "training_step", broken_control)
+    out = run_sweep(tiny_definition, tmp_path / "s", overrides={"train.epochs": 1}, echo=lambda _: None)
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["runs"]}
+    assert rows["control-s7"]["state"] == "failed" and rows["stable_sgd-s7"]["state"] == "finished"
+    assert "simulated failure" in json.loads((out / "control-s7" / "status.json").read_text())["message"]
+
+
+def test_summary_warns_when_effective_config_differs(tiny_definition, tmp_path):
+    out = run_sweep(tiny_definition, tmp_path / "s", overrides={"train.epochs": 1}, echo=lambda _: None)
+    eff_path = out / "stable_sgd-s7" / "effective_config.json"
+    eff = json.loads(eff_path.read_text())
+    eff["optimizer"]["class"] = "Adam"  # what the reference's plumbing did silently
+    eff_path.write_text(json.dumps(eff))
+    warns = write_summary(out)["warnings"]
+    assert any("stable_sgd-s7: effective optimizer 'Adam' differs from the definition's 'SGD'" in w for w in warns)
+
+
+def test_resume_with_other_settings_is_refused(tiny_definition, tmp_path):
+    out = run_sweep(tiny_definition, tmp_path / "s", arms=["control"], overrides={"train.epochs": 1}, echo=lambda _: None)
+    before = (out / "control-s7" / "config.json").read_text()
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sweep(tiny_definition, out, arms=["control"], overrides={"train.epochs": 1, "optim.lr": 0.1})
+    assert (out / "control-s7" / "config.json").read_text() == before
+
+
+def test_sweep_and_summarize_cli(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    out = tmp_path / "cli"
+    assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "control", "--epochs", "1", "--out", str(out)]) == 0
+    assert "| control-s7 | finished | 1/1 |" in capsys.readouterr().out
+    assert main(["summarize", str(out)]) == 0
+    assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "nope", "--out", str(out)]) == 2
+    assert "unknown arm(s) nope" in capsys.readouterr().err
+    assert main(["summarize", str(tmp_path)]) == 2
