@@ -120,7 +120,7 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
                      "arms": {a: {"overrides": {**defn.shared, **defn.arms[a], **overrides}}
                               for a in dict.fromkeys(r["arm"] for r in runs.values())},
                      "runs": runs, "spec": defn.to_dict()})
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")  # keeps the arms in definition order
 
 
 def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None = None, seeds: list[int] | None = None,

@@ -58,7 +58,11 @@ def test_shipped_definitions_are_valid_and_as_specified():
     assert (adamw.optim.weight_decay, adamw.optim.beta1, adamw.optim.beta2) == (0.01, 0.9, 0.999)
     quick = load_definition("quick")
     assert list(quick.arms) == list(stage_a.arms) and quick.seeds == stage_a.seeds
-    assert quick.config("control", 1).optim.lr == 3e-4  # same optimizer settings, smaller problem
+    for arm in quick.arms:  # same optimizer choices; lr raised alike for every arm (documented)
+        q, a = quick.config(arm, 1), stage_a.config(arm, 1)
+        assert (q.model.arch, q.optim.name, q.optim.momentum, q.optim.weight_decay) == \
+            (a.model.arch, a.optim.name, a.optim.momentum, a.optim.weight_decay)
+        assert q.optim.lr == 2e-3 and q.clip == a.clip
 
 
 def test_definition_errors(tmp_path):

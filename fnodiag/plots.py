@@ -1,0 +1,328 @@
+"""HoloViews plot builders from run records, shared by the dashboard (``app/``) and notebooks.
+
+Every builder is pure: it takes arrays or plain records (what :class:`fnodiag.runs.StoreReader`,
+``RunDir.read_history`` / ``read_metrics`` and ``collapse.json`` give) and returns HoloViews
+elements; nothing here imports Panel or touches a file.
+
+Layer axes: a layer's row is ``y = -index`` (the first layer in network order on top), labelled by
+layer name. Heatmap cells are rectangles ``[x0, x1] x [y - 0.5, y + 0.5]`` over the steps they
+summarise, so a live tail appends cells without redrawing the old ones (see
+:func:`heatmap_frame` ``start``), and a long run is shown as at most ``max_steps`` columns: each
+column is the NaN-mean of ``stride`` consecutive logged steps (:func:`downsample_steps`).
+
+Streaming variants (:func:`stream_heatmap`, :func:`stream_lines`) wrap the same elements in a
+``DynamicMap`` over an ``hv.streams.Buffer`` of a ``pandas.DataFrame``; ``Buffer.send`` of new
+rows then sends only those rows to the browser (Bokeh ``ColumnDataSource.stream``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping, Sequence
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  registers the bokeh options the builders set
+import numpy as np
+import pandas as pd
+
+if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded yet: default to bokeh options
+    hv.Store.set_current_backend("bokeh")
+
+__all__ = ["downsample_steps", "layer_ticks", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
+           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_bars",
+           "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "HEATMAP_COLUMNS"]
+
+HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
+PALETTE = hv.Cycle("Category10").values
+
+
+def downsample_steps(steps, values, max_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Bin a (LAYER, STEP) matrix to at most ``max_steps`` columns.
+
+    Parameters
+    ----------
+    steps : (STEP,) int
+    values : (LAYER, STEP) float
+    max_steps : int
+        Largest number of columns kept; 0 or less keeps every step.
+
+    Returns
+    -------
+    (steps (COL,) int64, values (LAYER, COL) float64, stride int)
+        Column ``j`` holds the NaN-mean of steps ``j*stride ... (j+1)*stride - 1`` and is labelled
+        by the last of them; ``stride`` is 1 when nothing was binned.
+    """
+    steps, values = np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
+    n = len(steps)
+    if max_steps <= 0 or n <= max_steps:
+        return steps, values, 1
+    stride = -(-n // max_steps)
+    cols = -(-n // stride)
+    pad = cols * stride - n
+    v = np.concatenate([values, np.full((values.shape[0], pad), np.nan)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin stays NaN
+        binned = np.nanmean(v.reshape(values.shape[0], cols, stride), axis=2)
+    last = np.minimum(np.arange(1, cols + 1) * stride, n) - 1
+    return steps[last], binned, stride
+
+
+def layer_ticks(layers: Sequence[str]) -> list[tuple[int, str]]:
+    """y ticks ``[(-index, name)]``: the first layer on top."""
+    return [(-i, name) for i, name in enumerate(layers)]
+
+
+def heatmap_frame(layers: Sequence[str], steps, values, *, start: float | None = None) -> pd.DataFrame:
+    """Rectangles of a (LAYER, STEP) matrix, one per finite value.
+
+    Parameters
+    ----------
+    layers : list of LAYER str
+    steps : (STEP,) int, increasing
+    values : (LAYER, STEP) float
+    start : float, optional
+        Left edge of the first column (the previous column's right edge when tailing); default
+        half a step before the first step.
+
+    Returns
+    -------
+    DataFrame with :data:`HEATMAP_COLUMNS`; column ``k`` spans ``[right edge of k-1, steps[k] + 0.5]``.
+    """
+    steps, values = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if len(steps) == 0 or len(layers) == 0:
+        return pd.DataFrame({c: np.zeros(0, dtype=object if c == "layer" else float) for c in HEATMAP_COLUMNS})
+    right = steps + 0.5
+    left = np.concatenate([[steps[0] - 0.5 if start is None else start], right[:-1]])
+    row, col = np.nonzero(np.isfinite(values))
+    y = -row.astype(np.float64)
+    return pd.DataFrame({"x0": left[col], "y0": y - 0.5, "x1": right[col], "y1": y + 0.5, "value": values[row, col],
+                         "layer": np.asarray(layers, dtype=object)[row], "step": steps[col]})
+
+
+def color_limits(values, log: bool) -> tuple[float, float]:
+    """Colour range of finite values (positive ones for a log scale); (1e-12, 1) or (0, 1) when none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+    if len(v) == 0:
+        return (1e-12, 1.0) if log else (0.0, 1.0)
+    lo, hi = float(v.min()), float(v.max())
+    return (lo, hi if hi > lo else lo * 10 if log else lo + 1.0)
+
+
+def _heatmap_element(data, layers, stat: str, log: bool, clim, title: str) -> hv.Rectangles:
+    return hv.Rectangles(data, vdims=["value", "layer", "step"]).opts(
+        color="value", cmap="viridis", cnorm="log" if log else "linear", clim=clim, colorbar=True, line_alpha=0,
+        yticks=layer_ticks(layers), ylim=(-len(layers) + 0.5, 0.5), xlabel="step", ylabel="", title=title,
+        clabel=stat, tools=["hover"], responsive=True, height=max(220, 14 * len(layers) + 80), min_width=300)
+
+
+def layer_heatmap(layers: Sequence[str], steps, values, *, stat: str, log: bool = False, max_steps: int = 400,
+                  title: str = "", collapse: Mapping | None = None) -> hv.Overlay:
+    """Per-layer x step heatmap of one statistic, with collapse marks.
+
+    Parameters
+    ----------
+    layers : list of LAYER str, network order
+    steps : (STEP,) int
+    values : (LAYER, STEP) float
+    stat : str
+        Colour-bar label.
+    log : bool
+        Log colour scale (non-positive values are left blank).
+    max_steps : int
+        Columns kept (see :func:`downsample_steps`); the title says when binned.
+    collapse : dict, optional
+        ``collapse.json``-like: ``onset_step``, ``earliest_layer``, ``earliest_step``.
+
+    Returns
+    -------
+    hv.Overlay of Rectangles and the marks of :func:`collapse_marks`.
+    """
+    s, v, stride = downsample_steps(steps, values, max_steps)
+    if stride > 1:
+        title = f"{title} (mean of {stride} steps per column)".strip()
+    rect = _heatmap_element(heatmap_frame(layers, s, v), layers, stat, log, color_limits(v, log), title)
+    return rect * collapse_marks(layers, collapse)
+
+
+def collapse_marks(layers: Sequence[str], collapse: Mapping | None) -> hv.Overlay:
+    """A red vertical line at the collapse onset and a star at the earliest collapsing layer.
+
+    Empty (but overlayable) when ``collapse`` has neither.
+    """
+    marks = [hv.VLine(np.nan).opts(alpha=0)]  # keeps the overlay non-empty and typed
+    collapse = collapse or {}
+    onset = collapse.get("onset_step")
+    if onset is not None:
+        marks.append(hv.VLine(float(onset), label="collapse onset").opts(color="red", line_dash="dashed", line_width=2))
+    layer, at = collapse.get("earliest_layer"), collapse.get("earliest_step")
+    if layer is not None and layer in layers and at is not None:
+        marks.append(hv.Scatter([(float(at), -float(list(layers).index(layer)))], "step", "layer",
+                                label=f"earliest: {layer}").opts(marker="star", size=16, color="red",
+                                                                  line_color="white"))
+    return hv.Overlay(marks)
+
+
+def lines_frame(layers: Sequence[str], steps, values) -> pd.DataFrame:
+    """Wide table ``step, L0, L1, ...`` (column ``L<i>`` is ``layers[i]``) for :func:`stream_lines`."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(layers), -1)
+    return pd.DataFrame({"step": np.asarray(steps, dtype=np.float64), **{f"L{i}": values[i] for i in range(len(layers))}})
+
+
+def _depth_colors(n: int) -> list[str]:
+    from bokeh.palettes import Viridis256
+    return [Viridis256[int(round(k))] for k in np.linspace(0, 230, max(n, 1))][:n]
+
+
+def layer_lines(layers: Sequence[str], steps, values, *, stat: str, log: bool = False, max_steps: int = 2000,
+                title: str = "", collapse: Mapping | None = None) -> hv.Overlay:
+    """One curve per layer (coloured by depth) of a statistic against step.
+
+    Parameters
+    ----------
+    layers : list of LAYER str
+    steps : (STEP,) int
+    values : (LAYER, STEP) float
+    log : bool
+        Log y axis (non-positive values are dropped from the curves).
+
+    Returns
+    -------
+    hv.Overlay of one ``hv.Curve`` per layer (label = layer name) and the collapse marks.
+    """
+    s, v, stride = downsample_steps(steps, values, max_steps)
+    curves = []
+    for i, (name, color) in enumerate(zip(layers, _depth_colors(len(layers)))):
+        row = v[i]
+        keep = np.isfinite(row) & ((row > 0) if log else True)
+        curves.append(hv.Curve((s[keep].astype(float), row[keep]), "step", hv.Dimension("value", label=stat),
+                               label=name).opts(color=color, line_width=1.5, tools=["hover"]))
+    if stride > 1:
+        title = f"{title} (mean of {stride} steps per point)".strip()
+    marks = collapse_marks(layers, {k: v for k, v in (collapse or {}).items() if k == "onset_step"})
+    return (hv.Overlay(curves) * marks).opts(logy=log, title=title, responsive=True, height=280, min_width=300,
+                                             legend_position="right", show_legend=len(layers) <= 24)
+
+
+def side_by_side(plots: Mapping[str, hv.Element], *, cols: int | None = None) -> hv.Layout:
+    """Plots keyed by arm label in one Layout; plots of the same dimensions share their step axis."""
+    items = [p.relabel(group=p.group) for p in plots.values()]
+    layout = hv.Layout(items).opts(shared_axes=True)
+    return layout.cols(cols or max(1, len(items)))
+
+
+def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False, title: str = "",
+                  dashed: bool = False, colors: Mapping[str, str] | None = None) -> hv.Overlay:
+    """Curves of one scalar per run on a shared step axis.
+
+    Parameters
+    ----------
+    series : {label: (steps (ROW,), values (ROW,))}
+    ylabel : str
+    log : bool
+        Log y axis (non-positive values are dropped).
+    colors : {label: colour}, optional
+
+    Returns
+    -------
+    hv.Overlay of ``hv.Curve``, labels = the keys.
+    """
+    curves = []
+    for k, (label, (steps, values)) in enumerate(series.items()):
+        s, v = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        keep = np.isfinite(v) & ((v > 0) if log else True)
+        color = (colors or {}).get(label, PALETTE[k % len(PALETTE)])
+        curves.append(hv.Curve((s[keep], v[keep]), "step", hv.Dimension("value", label=ylabel), label=label).opts(
+            color=color, line_dash="dashed" if dashed else "solid", tools=["hover"]))
+    if not curves:
+        curves = [hv.Curve([], "step", hv.Dimension("value", label=ylabel))]
+    return hv.Overlay(curves).opts(logy=log, title=title, responsive=True, height=260, min_width=300,
+                                   legend_position="top_right")
+
+
+def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, title: str = "loss") -> hv.Overlay:
+    """Training loss per step (thin) and validation loss per epoch (markers), one colour per run.
+
+    Parameters
+    ----------
+    runs : {label: {"train": (steps, values), "val": (steps, values)}}; either may be missing.
+    """
+    items = []
+    for k, (label, r) in enumerate(runs.items()):
+        color = PALETTE[k % len(PALETTE)]
+        if r.get("train") is not None:
+            train = scalar_curves({f"{label} train": r["train"]}, ylabel="loss", log=log, colors={f"{label} train": color})
+            items.append(hv.Overlay([c.opts(alpha=0.5, line_width=1) for c in train]))
+        if r.get("val") is not None:
+            s, v = (np.asarray(a, dtype=np.float64) for a in r["val"])
+            keep = np.isfinite(v) & ((v > 0) if log else True)
+            pts = (s[keep], v[keep])
+            items.append(hv.Curve(pts, "step", hv.Dimension("value", label="loss"), label=f"{label} val").opts(
+                color=color, line_width=2.5) * hv.Scatter(pts, "step", hv.Dimension("value", label="loss"),
+                                                          label=f"{label} val").opts(color=color, size=7))
+    if not items:
+        items = [hv.Curve([], "step", hv.Dimension("value", label="loss"))]
+    overlay = hv.Overlay([e for item in items for e in (item if isinstance(item, hv.Overlay) else [item])])
+    return overlay.opts(logy=log, title=title, responsive=True, height=280, min_width=300,
+                        legend_position="top_right")
+
+
+def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, title: str = "amp SSIM") -> hv.Overlay:
+    """Best and last amplitude SSIM per run as grouped bars, with the constant-output fingerprint.
+
+    Parameters
+    ----------
+    rows : [{"run": label, "best": float | None, "last": float | None}]
+    fingerprint : float, optional
+        amp SSIM of a spatially constant output (a collapsed run sits on this line).
+    """
+    data = [(r["run"], which, float(r[which])) for r in rows for which in ("best", "last")
+            if r.get(which) is not None and np.isfinite(r[which])]
+    bars = hv.Bars(data, ["run", "weights"], hv.Dimension("amp_ssim", label="amp SSIM", range=(0, 1))).opts(
+        color="weights", cmap={"best": "#1f77b4", "last": "#ff7f0e"}, tools=["hover"], xrotation=20,
+        responsive=True, height=280, min_width=300, title=title)
+    marks = [bars]
+    if fingerprint is not None and np.isfinite(fingerprint):
+        marks.append(hv.HLine(float(fingerprint), label="constant output").opts(color="red", line_dash="dashed"))
+    return hv.Overlay(marks)
+
+
+ARM_COLUMNS = ["arm", "seed", "state", "progress", "optimizer", "lr", "best_val_loss", "final_val_loss",
+               "amp_ssim_best", "amp_ssim_last", "collapse", "onset_step", "earliest_layer"]
+
+
+def arms_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """Overview table of runs: one row per record, the :data:`ARM_COLUMNS` (missing ones blank)."""
+    return pd.DataFrame([{c: r.get(c) for c in ARM_COLUMNS} for r in rows], columns=ARM_COLUMNS)
+
+
+def arms_table(rows: Sequence[Mapping]) -> hv.Table:
+    """:func:`arms_frame` as an ``hv.Table``."""
+    frame = arms_frame(rows).astype(object).where(lambda d: d.notna(), "")
+    return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(width=900, height=40 + 25 * max(len(frame), 1))
+
+
+# -- streaming variants (notebooks; the app streams into the rendered Bokeh sources directly) --------------------
+
+def stream_heatmap(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str, log: bool = False,
+                   clim: tuple[float, float] | None = None, title: str = "") -> hv.DynamicMap:
+    """A live heatmap: ``DynamicMap`` of Rectangles over a Buffer of :func:`heatmap_frame` rows.
+
+    Create the buffer as ``hv.streams.Buffer(heatmap_frame(...), length=0, index=False)`` and
+    ``buffer.send(heatmap_frame(layers, new_steps, new_values, start=<last x1>))``: only the new
+    rectangles travel to the browser.
+    """
+    def draw(data):
+        return _heatmap_element(data, layers, stat, log, clim or color_limits(data["value"], log), title)
+    return hv.DynamicMap(draw, streams=[buffer])
+
+
+def stream_lines(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str, log: bool = False,
+                 title: str = "") -> hv.DynamicMap:
+    """Live per-layer lines: ``DynamicMap`` of an Overlay of Curves over a Buffer of :func:`lines_frame` rows."""
+    colors = _depth_colors(len(layers))
+
+    def draw(data):
+        curves = [hv.Curve(data, "step", hv.Dimension(f"L{i}", label=stat), label=name).opts(color=colors[i])
+                  for i, name in enumerate(layers)]
+        return hv.Overlay(curves).opts(logy=log, title=title, responsive=True, height=280)
+    return hv.DynamicMap(draw, streams=[buffer])
