@@ -49,6 +49,8 @@ OPTIM_FLAGS = [
     ("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
     ("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
     ("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
+    ("--frozen-schedule", "schedule.frozen", "bool",
+     "reference quirk: build the schedule but never step it (the LR stays at its construction-time value)"),
     ("--grad-clip", "clip.value", float, "clip threshold; 0 turns clipping off (algorithm defaults to norm)"),
     ("--grad-clip-algorithm", "clip.algorithm", str, "clipping: none, norm (global L2), value (elementwise), agc (unit-wise adaptive)"),
 ]
@@ -58,6 +60,8 @@ RUN_FLAGS = [
     ("--infer-batch-size", "train.infer_batch_size", int, "batch size for validation and evaluation"),
     ("--seed", "train.seed", int, "training seed (model init, shuffling); data do not depend on it"),
     ("--loss", "train.loss", str, "physics loss: mae (normalised amplitude MAE) or poisson (NLL)"),
+    ("--forward-gain", "train.forward_gain", str,
+     "reference quirk: 'batch' multiplies each prediction by the size of its batch; 'none' is correct physics"),
     ("--capture-every", "train.capture_every", int, "live activation capture every k steps; 0 turns it off"),
     ("--accelerator", "train.accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
     ("--devices", "train.devices", str, "Lightning devices: auto, a count, or ids"),

@@ -159,6 +159,7 @@ class ScheduleConfig(_Section):
     plateau_factor: float = 0.5
     plateau_patience: int = 2
     plateau_min_lr: float = 5e-5
+    frozen: bool = False  # reference quirk: the LR stays at the value the schedule sets when built
 
     def validate(self) -> "ScheduleConfig":
         from fnodiag.training.schedulers import SCHEDULERS
@@ -173,6 +174,7 @@ class ScheduleConfig(_Section):
         _check(isinstance(self.plateau_patience, int) and self.plateau_patience >= 0,
                f"schedule.plateau_patience={self.plateau_patience!r} must be an integer >= 0")
         _positive(s, "plateau_min_lr", self.plateau_min_lr, strict=False)
+        _check(isinstance(self.frozen, bool), f"schedule.frozen={self.frozen!r} must be true or false")
         return self
 
 
@@ -194,6 +196,7 @@ class ClipConfig(_Section):
 
 
 LOSSES_ALLOWED = ("mae", "poisson")
+FORWARD_GAINS = ("none", "batch")
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class TrainConfig(_Section):
     infer_batch_size: int = 64
     seed: int = 20260128
     loss: str = "mae"
+    forward_gain: str = "none"  # reference quirk 'batch': prediction x the size of each batch (brief §2.2)
     capture_every: int = 10  # 0 turns live capture off
     accelerator: str = "auto"
     devices: str = "auto"
@@ -219,6 +223,7 @@ class TrainConfig(_Section):
             _check(isinstance(v, int) and v >= 1, f"train.{name}={v!r} must be an integer >= 1")
         _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
         _choice(s, "loss", self.loss, LOSSES_ALLOWED)
+        _choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
         _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
                f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0,
@@ -295,6 +300,34 @@ def _section_from_dict(name: str, d: dict):
     unknown = set(d) - valid
     _check(not unknown, f"unknown setting(s) {sorted(unknown)} in section {name!r}; valid: {', '.join(sorted(valid))}")
     return cls(**d)
+
+
+def reference_quirks(cfg: "RunConfig") -> list[str]:
+    """The reference project's training conditions this configuration reproduces on purpose.
+
+    ``forward_gain`` (prediction x batch size), ``frozen_schedule`` (the LR never steps),
+    ``reference_layout`` (one low-frequency row block with m x m weights) and ``clipping``
+    (the reference clipped its control arm at norm 1.0 and not its stable arm). Empty for a
+    configuration with none of them.
+    """
+    quirks = []
+    if cfg.train.forward_gain != "none":
+        quirks.append("forward_gain")
+    if cfg.schedule.frozen:
+        quirks.append("frozen_schedule")
+    if cfg.model.spectral_layout == "reference":
+        quirks.append("reference_layout")
+    if cfg.clip.algorithm != "none":
+        quirks.append("clipping")
+    return quirks
+
+
+def without_quirks(cfg: "RunConfig") -> "RunConfig":
+    """``cfg`` with every reference condition of :func:`reference_quirks` set back to the default."""
+    defaults = RunConfig()
+    return cfg.override({"train.forward_gain": defaults.train.forward_gain, "schedule.frozen": False,
+                         "model.spectral_layout": defaults.model.spectral_layout,
+                         "clip.algorithm": defaults.clip.algorithm, "clip.value": defaults.clip.value})
 
 
 def config_key(obj: Any, extra: bytes = b"") -> str:

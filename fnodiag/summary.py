@@ -56,6 +56,7 @@ def run_row(run: RunDir, arm: str, seed: int) -> dict:
         **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
            for tag, c in captures.items()},
         "wall_time_s": eff.get("wall_time_s"),
+        "reference_quirks": eff.get("reference_quirks", []),
         "expected": cfg,
     }
 
@@ -128,6 +129,69 @@ def warnings_for(rows: list[dict]) -> list[str]:
     return out
 
 
+def _outcome(rows: list[dict], arm: str | None) -> dict | None:
+    """Collapse count and last-weights amp SSIM (mean, std) of an arm's finished seeds."""
+    done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
+    if arm is None or not done:
+        return None
+    v = np.array([_nan(r["last_amp_ssim"]) for r in done])
+    v = v[np.isfinite(v)]
+    return {"n_done": len(done), "n_collapsed": sum(r["collapse"] == "collapsed" for r in done),
+            "amp_ssim": {"mean": float(v.mean()), "std": float(v.std())} if v.size else None}
+
+
+def _collapses(o: dict | None) -> bool:
+    return bool(o) and o["n_collapsed"] * 2 > o["n_done"]
+
+
+def attribution(rows: list[dict]) -> dict | None:
+    """Which reference conditions the collapse needs (None when no arm carries any).
+
+    Each arm with conditions (:func:`fnodiag.config.reference_quirks`) is paired with the arm
+    whose configuration is the same once those conditions are removed; collapse counts and amp
+    SSIM are compared with and without. An arm "collapses" when most of its finished seeds do.
+    """
+    from fnodiag.config import RunConfig, reference_quirks, without_quirks
+
+    arms: dict[str, tuple] = {}
+    for r in rows:
+        if r["expected"] and r["arm"] not in arms:
+            cfg = RunConfig.from_dict(r["expected"]).override({"train.seed": 0})
+            arms[r["arm"]] = (cfg, reference_quirks(cfg))
+    if not any(q for _, q in arms.values()):
+        return None
+    plain = {arm: cfg for arm, (cfg, q) in arms.items() if not q}
+    table = []
+    for arm, (cfg, quirks) in arms.items():
+        if quirks:
+            base = next((b for b, bcfg in plain.items() if bcfg == without_quirks(cfg)), None)
+            table.append({"arm": arm, "conditions": quirks, "baseline": base, "arch": cfg.model.arch,
+                          "with": _outcome(rows, arm), "without": _outcome(rows, base)})
+    stable_base = next((a for a, c in plain.items() if c.model.arch != "hybrid"), None)
+    base_out = _outcome(rows, stable_base)
+    stable_rows = [t for t in table if t["baseline"] == stable_base and t["with"]]
+    if base_out is None:
+        text = "The stable arm without reference conditions has not finished yet: no attribution."
+    elif _collapses(base_out):
+        text = (f"The stable arm collapses without any reference condition ({stable_base}: {base_out['n_collapsed']}/"
+                f"{base_out['n_done']} seeds), so its collapse does not need them.")
+    else:
+        alone = [t for t in stable_rows if len(t["conditions"]) == 1 and _collapses(t["with"])]
+        together = [t for t in stable_rows if len(t["conditions"]) > 1 and _collapses(t["with"])]
+        if alone:
+            text = ("The stable arm collapses only with: " + ", ".join(f"{t['conditions'][0]} ({t['with']['n_collapsed']}/"
+                    f"{t['with']['n_done']} seeds)" for t in alone) + f"; without them it does not ({stable_base}).")
+        elif together:
+            text = (f"The stable arm collapses only with the conditions combined ({', '.join(together[0]['conditions'])}), "
+                    "not with any one of them alone.")
+        else:
+            text = (f"No reference condition, alone or combined, makes the stable arm collapse in this sweep "
+                    f"({len(stable_rows)} condition arms against {stable_base}).")
+    if any(r["state"] not in ("finished", "diverged") for r in rows):
+        text += " (Some runs have not finished: provisional.)"
+    return {"rows": table, "text": text}
+
+
 def _fmt(v, digits=4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
@@ -138,12 +202,30 @@ def _stat(a: dict | None, digits=3) -> str:
     return "–" if not a else f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
 
 
-def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str]) -> str:
+def _attribution_md(att: dict) -> list[str]:
+    def cell(o):
+        if not o:
+            return "–", "–"
+        ssim = f"{o['amp_ssim']['mean']:.3f} ± {o['amp_ssim']['std']:.3f}" if o["amp_ssim"] else "–"
+        return f"{o['n_collapsed']}/{o['n_done']}", ssim
+
+    lines = ["## Attribution to the reference conditions", "", att["text"], "",
+             "| arm | conditions | without them (arm) | collapsed with | collapsed without | amp SSIM with | amp SSIM without |",
+             "|---|---|---|---|---|---|---|"]
+    for t in att["rows"]:
+        (cw, sw), (cn, sn) = cell(t["with"]), cell(t["without"])
+        lines.append(f"| {t['arm']} | {', '.join(t['conditions'])} | {t['baseline'] or '–'} | {cw} | {cn} | {sw} | {sn} |")
+    return lines + [""]
+
+
+def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str], att: dict | None = None) -> str:
     """The human-readable summary."""
     lines = [f"# Sweep `{name}`", "", f"_generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC_", "",
              "## Verdict", "", verdict_["text"], ""]
     if warns:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    if att:
+        lines += _attribution_md(att)
     lines += ["## Arms (mean ± std over seeds)", "",
               "| arm | done | collapsed | best val loss | final val loss | amp SSIM best | amp SSIM last | phase SSIM last | amp MAE last |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -159,11 +241,13 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
         clip = (r["grad_clip"] or {}).get("algorithm")
         col = f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})" if r["collapse"] == "collapsed" else r["collapse"]
-        lines.append(f"| {r['run']} | {r['state']} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
+        state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
+        lines.append(f"| {r['run']} | {state} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
                      f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
                      f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
                      f"{col} | {_fmt(r['wall_time_s'], 0)} |")
-    lines += ["", "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
+    lines += ["", "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose.",
+              "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
     return "\n".join(lines)
 
 
@@ -212,11 +296,12 @@ def write_summary(sweep_dir: str | Path) -> dict:
     rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"])
             for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
     arms = arm_table(rows)
-    v, warns = verdict(arms, rows), warnings_for(rows)
+    v, warns, att = verdict(arms, rows), warnings_for(rows), attribution(rows)
     summary = {"sweep": manifest["name"], "definition": manifest.get("definition"),
                "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "verdict": v,
-               "warnings": warns, "arms": arms, "runs": [{k: r[k] for k in r if k != "expected"} for r in rows]}
+               "warnings": warns, "attribution": att, "arms": arms,
+               "runs": [{k: r[k] for k in r if k != "expected"} for r in rows]}
     atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-    atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns))
+    atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns, att))
     plot_summary(d, rows, arms)
     return summary

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from fnodiag.config import reference_quirks
 from fnodiag.models import count_parameters
 from fnodiag.runs import RunDir, RunStore
 from fnodiag.training.optimizers import describe_optimizer
@@ -95,10 +96,17 @@ class RunRecorder(Callback):
         if not trainer.is_global_zero:
             return
         schedulers = trainer.lr_scheduler_configs
+        frozen = pl_module.frozen_scheduler
+        scheduler = describe_scheduler(schedulers[0] if schedulers else frozen)
+        if frozen is not None:  # built (its construction-time LR applied) but never given to Lightning
+            scheduler.update(interval=None, frequency=None, stepped_by=None)
+        else:
+            scheduler["stepped_by"] = "lightning" if schedulers else None
         effective = {
             "optimizer": describe_optimizer(trainer.optimizers[0]),
-            "scheduler": {"name": pl_module.cfg.schedule.name,
-                          **describe_scheduler(schedulers[0] if schedulers else None)},
+            "scheduler": {"name": pl_module.cfg.schedule.name, "frozen": frozen is not None, **scheduler},
+            "forward_gain": pl_module.forward_model.gain,
+            "reference_quirks": reference_quirks(pl_module.cfg),
             "grad_clip": describe_clipping(trainer, pl_module),
             "generator": describe_generator(pl_module.generator),
             "loss": {"name": pl_module.cfg.train.loss, "function": pl_module.loss_fn.__name__},

@@ -80,7 +80,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total
 
 
 def expected_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, total_epochs: int) -> float | None:
-    """Closed-form LR of epoch ``epoch`` for schedules that have one (None for plateau)."""
+    """Closed-form LR of epoch ``epoch`` for schedules that have one (None for plateau).
+
+    A frozen schedule keeps its construction-time value, the LR of epoch 0, throughout.
+    """
+    if cfg.frozen:
+        epoch = 0
     if cfg.name == "constant":
         return base_lr
     if cfg.name == "warmup_cosine":

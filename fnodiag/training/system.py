@@ -39,10 +39,12 @@ class ReconstructionSystem(L.LightningModule):
         self.generator = build_model(self.cfg.model, n)
         if probe is None:
             probe = torch.zeros(n, n, dtype=torch.complex64)
-        self.forward_model = ForwardModel(torch.as_tensor(np.asarray(probe), dtype=torch.complex64))
+        self.forward_model = ForwardModel(torch.as_tensor(np.asarray(probe), dtype=torch.complex64),
+                                          gain=self.cfg.train.forward_gain)
         self.loss_fn = get_loss(self.cfg.train.loss)
         self.step_values: dict[str, torch.Tensor] = {}
         self.diverged: dict | None = None
+        self.frozen_scheduler: dict | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(BATCH, C, N, N) float32`` amplitudes → ``(BATCH, C, N, N) complex64`` object."""
@@ -73,8 +75,16 @@ class ReconstructionSystem(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        """The optimizer and its schedule, handed to Lightning to step once per epoch.
+
+        With ``schedule.frozen`` (a reference quirk, brief §5.4) the schedule is built (so it sets
+        its construction-time LR, e.g. 0.1·lr for warmup_cosine) but not handed to Lightning, so
+        it never steps, as in the reference's manual-optimization runs.
+        """
         optimizer = build_optimizer(self.parameters(), self.cfg.optim)
         scheduler = build_scheduler(optimizer, self.cfg.schedule, self.cfg.train.epochs)
+        if scheduler is not None and self.cfg.schedule.frozen:
+            self.frozen_scheduler, scheduler = scheduler, None
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
