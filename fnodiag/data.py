@@ -66,7 +66,3 @@ class GridLinesDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.infer_batch_size, shuffle=False,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch on a single device."""
-        return len(self.train_set) // self.batch_size

@@ -14,18 +14,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from fnodiag.diagnostics.capture import read_checkpoint  # noqa: E402
 from fnodiag.metrics import evaluate_patches, ground_truth_canvas, stitch  # noqa: E402
 from fnodiag.runs import RunDir  # noqa: E402
 from fnodiag.simulate import GridLinesData  # noqa: E402
 
-GENERATOR_PREFIX = "generator."
-
-
 def generator_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
-    """Generator-only state dict from a Lightning checkpoint (weights-only unpickling)."""
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    state = ckpt["state_dict"]
-    return {k[len(GENERATOR_PREFIX):]: v for k, v in state.items() if k.startswith(GENERATOR_PREFIX)}
+    """Generator-only state dict of a checkpoint (weights-only unpickling, generator keys selected)."""
+    return read_checkpoint(checkpoint_path)[0]
 
 
 def predict_test_image0(system, data: GridLinesData, batch_size: int) -> np.ndarray:
