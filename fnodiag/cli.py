@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -269,6 +270,10 @@ COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capt
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored;
+    # restore Python's handler so Ctrl-C or a dashboard's stop (SIGINT) always interrupts a run
+    # gracefully (status "interrupted", checkpoints kept).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -167,3 +167,22 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     # 81 train patches, batch 8 per rank, sharded over 2 ranks -> 5 steps per epoch
     assert eff["steps_per_epoch"] == 5
     assert json.loads((tmp_path / "runs" / "ddp" / "status.json").read_text())["state"] == "finished"
+
+
+def test_sigint_interrupts_a_run_even_if_inherited_ignored(tmp_path):
+    """A run started with SIGINT ignored (background job) still stops gracefully on SIGINT."""
+    import signal
+    import time
+
+    exe = Path(sys.executable).with_name("fnodiag")
+    args = [str(exe), "train", *TINY_ARGS, "--epochs", "200", "--out", str(tmp_path / "runs"), "--name", "bg"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    status = tmp_path / "runs" / "bg" / "status.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (status.is_file() and json.loads(status.read_text())["epoch"] >= 1):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert json.loads(status.read_text())["state"] == "interrupted"
+    assert (tmp_path / "runs" / "bg" / "checkpoints" / "last.ckpt").is_file()
