@@ -199,7 +199,8 @@ def layer_lines(layers: Sequence[str], steps, values, *, stat: str, log: bool = 
     if stride > 1:
         title = f"{title} (mean of {stride} steps per point)".strip()
     marks = collapse_marks(layers, {k: v for k, v in (collapse or {}).items() if k == "onset_step"})
-    return (hv.Overlay(curves) * marks).opts(logy=log, title=title, responsive=True, height=280, min_width=300,
+    return (hv.Overlay(curves) * marks).opts(logy=log, title=title, responsive=True, min_width=300,
+                                             height=max(280, 19 * len(layers) + 60) if len(layers) <= 24 else 320,
                                              legend_position="right", show_legend=len(layers) <= 24)
 
 
@@ -278,8 +279,10 @@ def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, titl
     data = [(r["run"], which, float(r[which])) for r in rows for which in ("best", "last")
             if r.get(which) is not None and np.isfinite(r[which])]
     bars = hv.Bars(data, ["run", "weights"], hv.Dimension("amp_ssim", label="amp SSIM", range=(0, 1))).opts(
-        color="weights", cmap={"best": "#1f77b4", "last": "#ff7f0e"}, tools=["hover"], xrotation=20,
-        responsive=True, height=280, min_width=300, title=title)
+        tools=["hover"], xrotation=20, responsive=True, height=280, min_width=300,
+        title=title if data else f"{title}: no metrics yet (written when a run ends)")
+    if data:  # a colour mapping over no rows fails to render
+        bars = bars.opts(color="weights", cmap={"best": "#1f77b4", "last": "#ff7f0e"})
     marks = [bars]
     if fingerprint is not None and np.isfinite(fingerprint):
         marks.append(hv.HLine(float(fingerprint), label="constant output").opts(color="red", line_dash="dashed"))
@@ -292,7 +295,9 @@ ARM_COLUMNS = ["arm", "seed", "state", "progress", "optimizer", "lr", "best_val_
 
 def arms_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Overview table of runs: one row per record, the :data:`ARM_COLUMNS` (missing ones blank)."""
-    return pd.DataFrame([{c: r.get(c) for c in ARM_COLUMNS} for r in rows], columns=ARM_COLUMNS)
+    frame = pd.DataFrame([{c: r.get(c) for c in ARM_COLUMNS} for r in rows], columns=ARM_COLUMNS)
+    frame["seed"] = [("" if s is None else str(s)) for s in frame["seed"]]  # an id, not a quantity
+    return frame
 
 
 def arms_table(rows: Sequence[Mapping]) -> hv.Table:

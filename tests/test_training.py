@@ -237,3 +237,13 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_cfg, dataset_cache, t
     steps = StoreReader(run.store_path).scalars("train/loss").step
     assert np.array_equal(steps, np.arange(4 * STEPS_PER_EPOCH))  # each step once, in order
     assert run.read_json("effective_config.json")["resumed_from"]["epoch"] == 2
+
+
+def test_run_diverging_before_any_checkpoint_records_no_metrics(tiny_cfg, dataset_cache, tmp_path, monkeypatch):
+    original = ReconstructionSystem.physics_loss
+    monkeypatch.setattr(ReconstructionSystem, "physics_loss",
+                        lambda self, x: original(self, x) * (float("nan") if self.global_step == 2 else 1.0))
+    run = train(tiny_cfg, tmp_path, name="early", cache_dir=dataset_cache, progress=False)
+    assert run.read_status()["state"] == "diverged" and not run.last_ckpt_path.exists()
+    assert run.read_metrics() == {"best": None, "last": None}
+    assert run.read_json("collapse.json")["verdict"] in ("insufficient_data", "healthy", "collapsed")

@@ -223,11 +223,13 @@ class RunDir:
         """The ``history.json`` dict ({} before one was written)."""
         return self.read_json("history.json", {})
 
-    def write_metrics(self, best: Mapping[str, float], last: Mapping[str, float]) -> None:
-        """Write ``metrics.json`` = ``{"best": best, "last": last}``."""
-        if not isinstance(best, Mapping) or not isinstance(last, Mapping):
-            raise TypeError("write_metrics(best, last) takes two dicts of metric name -> value")
-        self.write_json("metrics.json", {"best": dict(best), "last": dict(last)})
+    def write_metrics(self, best: Mapping[str, float] | None, last: Mapping[str, float] | None) -> None:
+        """Write ``metrics.json`` = ``{"best": best, "last": last}``; None where there are no such weights
+        (a run that diverged before its first checkpoint)."""
+        if not all(m is None or isinstance(m, Mapping) for m in (best, last)):
+            raise TypeError("write_metrics(best, last) takes two dicts of metric name -> value (or None)")
+        self.write_json("metrics.json", {"best": None if best is None else dict(best),
+                                         "last": None if last is None else dict(last)})
 
     def read_metrics(self) -> dict:
         """The ``metrics.json`` dict ({} before one was written)."""
