@@ -27,7 +27,7 @@ import pandas as pd
 if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded yet: default to bokeh options
     hv.Store.set_current_backend("bokeh")
 
-__all__ = ["downsample_steps", "layer_ticks", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
+__all__ = ["downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
            "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_bars",
            "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "HEATMAP_COLUMNS"]
 
@@ -64,6 +64,22 @@ def downsample_steps(steps, values, max_steps: int) -> tuple[np.ndarray, np.ndar
         binned = np.nanmean(v.reshape(values.shape[0], cols, stride), axis=2)
     last = np.minimum(np.arange(1, cols + 1) * stride, n) - 1
     return steps[last], binned, stride
+
+
+def pick_layers(layers: Sequence[str], k: int, *, must: Sequence[str | None] = ()) -> list[int]:
+    """Indices of at most ``k`` layers evenly spread over depth, always with the first, the last and ``must``."""
+    n = len(layers)
+    if n <= k:
+        return list(range(n))
+    keep = {int(round(i)) for i in np.linspace(0, n - 1, k)}
+    keep |= {list(layers).index(m) for m in must if m in layers}
+    while len(keep) > max(k, 2 + len(must)):  # drop evenly spread picks nearest the middle first
+        spare = sorted(keep - {0, n - 1} - {list(layers).index(m) for m in must if m in layers},
+                       key=lambda i: abs(i - n / 2))
+        if not spare:
+            break
+        keep.discard(spare[0])
+    return sorted(keep)
 
 
 def layer_ticks(layers: Sequence[str]) -> list[tuple[int, str]]:
@@ -236,8 +252,13 @@ def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False
             color=color, line_dash="dashed" if dashed else "solid", tools=["hover"]))
     if not curves:
         curves = [hv.Curve([], "step", hv.Dimension("value", label=ylabel))]
+    finite = np.concatenate([c.dimension_values("value") for c in curves] + [np.zeros(0)])
+    extra = {}
+    if len(finite) and finite.min() == finite.max():  # a constant (e.g. lr): centre it, a log axis would hide it
+        v = float(finite[0])
+        extra["ylim"] = (v / 2, v * 2) if log and v > 0 else (v - 0.5 * (abs(v) or 1), v + 0.5 * (abs(v) or 1))
     return hv.Overlay(curves).opts(logy=log, title=title, responsive=True, height=260, min_width=300,
-                                   legend_position="top_right")
+                                   legend_position="top_right", **extra)
 
 
 def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, title: str = "loss") -> hv.Overlay:

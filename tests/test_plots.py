@@ -130,3 +130,16 @@ def test_streaming_variants_send_only_new_rows(kind, monkeypatch):
     assert all(n == len(new) for s in streamed for n in s.values())
     assert isinstance(buf.data, pd.DataFrame) and len(buf.data) == len(new) + (values.size if kind == "heatmap" else 6)
     assert plot is not None
+
+
+def test_pick_layers_spreads_over_depth_and_keeps_required():
+    names = [f"l{i}" for i in range(50)]
+    pick = plots.pick_layers(names, 8, must=["l17", None])
+    assert len(pick) <= 9 and pick[0] == 0 and pick[-1] == 49 and 17 in pick
+    assert plots.pick_layers(names[:5], 8) == [0, 1, 2, 3, 4]
+
+
+def test_constant_scalar_stays_in_view_on_a_log_axis():
+    el = plots.scalar_curves({"adam": ([0, 1, 2], [1e-3, 1e-3, 1e-3])}, ylabel="lr", log=True)
+    fig = hv.render(el)
+    assert fig.y_range.start < 1e-3 < fig.y_range.end

@@ -1,0 +1,215 @@
+"""What a runs folder holds, read through :mod:`fnodiag.runs` only: sweeps, arms, seeds, checkpoints, summaries.
+
+A sweep folder holds ``sweep.json`` (``{"name", "definition", "seeds", "arms", "runs": {"<arm>-s<seed>":
+{"arm", "seed", "path"}}}``) and one run directory per arm x seed. Run directories found under the
+root but in no sweep form the pseudo-sweep :data:`SINGLE` with arm = the run folder's path relative
+to the root. Every path handed out is resolved and checked to lie inside the root
+(:func:`inside`), so a crafted ``sweep.json`` cannot point the dashboard at other files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fnodiag.runs import RunDir, list_runs
+
+SINGLE = "(single runs)"
+CHECKPOINTS = ("best", "last")
+
+
+def inside(root: str | Path, path: str | Path) -> Path:
+    """``path`` resolved (relative paths against ``root``); raises ValueError when it leaves ``root``.
+
+    Parameters
+    ----------
+    root : the runs folder
+    path : a path from a record or the user
+
+    Returns
+    -------
+    Path, absolute and resolved (symbolic links followed).
+    """
+    root = Path(root).resolve()
+    p = Path(path)
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"{str(path)!r} is outside the runs folder {str(root)!r}; the dashboard only opens "
+                         "runs inside it")
+    return resolved
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One arm x seed of a sweep: ``run`` may not exist yet (a pending sweep run)."""
+
+    sweep: str
+    arm: str
+    seed: int | None
+    run: RunDir
+
+    @property
+    def label(self) -> str:
+        """``arm`` or ``arm s<seed>``: the name plots and tables use."""
+        return self.arm if self.seed is None or self.sweep == SINGLE else f"{self.arm} s{self.seed}"
+
+    @property
+    def exists(self) -> bool:
+        return self.run.config_path.is_file()
+
+
+@dataclass
+class Catalog:
+    """Sweeps of a runs folder: ``{sweep name: [RunEntry]}`` in a stable order, plus skipped entries."""
+
+    root: Path
+    sweeps: dict[str, list[RunEntry]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def entries(self, sweep: str, arms=None, seeds=None) -> list[RunEntry]:
+        """Entries of ``sweep`` restricted to ``arms`` / ``seeds`` when given (None = all)."""
+        return [e for e in self.sweeps.get(sweep, []) if (arms is None or e.arm in arms)
+                and (seeds is None or e.seed in seeds or e.seed is None)]
+
+    def arms(self, sweep: str) -> list[str]:
+        return list(dict.fromkeys(e.arm for e in self.sweeps.get(sweep, [])))
+
+    def seeds(self, sweep: str) -> list[int]:
+        return sorted({e.seed for e in self.sweeps.get(sweep, []) if e.seed is not None})
+
+
+def _sweep_entries(root: Path, folder: Path, problems: list[str]) -> tuple[str, list[RunEntry]] | None:
+    try:
+        spec = RunDir(folder).read_json("sweep.json", {}) or {}
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+    name = str(spec.get("name") or folder.name)
+    entries = []
+    for key, r in sorted((spec.get("runs") or {}).items()):
+        try:
+            path = inside(root, folder / str(r.get("path", key)))
+        except ValueError as exc:
+            problems.append(f"sweep {name!r} run {key!r}: {exc}")
+            continue
+        seed = r.get("seed")
+        entries.append(RunEntry(name, str(r.get("arm", key)), int(seed) if seed is not None else None, RunDir(path)))
+    return name, entries
+
+
+def scan(root: str | Path) -> Catalog:
+    """Build the :class:`Catalog` of ``root`` (an empty one when the folder does not exist)."""
+    root = Path(root).resolve()
+    cat = Catalog(root)
+    if not root.is_dir():
+        return cat
+    claimed: set[Path] = set()
+    for sweep_file in sorted(root.rglob("sweep.json")):
+        folder = sweep_file.parent
+        found = _sweep_entries(root, folder, cat.problems)
+        if found is None:
+            continue
+        name, entries = found
+        if name in cat.sweeps:
+            name = str(folder.relative_to(root))
+        cat.sweeps[name] = [RunEntry(name, e.arm, e.seed, e.run) for e in entries]
+        claimed.add(folder)
+    singles = []
+    for run in list_runs(root):
+        path = run.path.resolve()
+        if any(f == path or f in path.parents for f in claimed):
+            continue
+        try:
+            seed = run.read_config().train.seed
+        except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+            cat.problems.append(f"{path}: {exc}")
+            seed = None
+        singles.append(RunEntry(SINGLE, str(path.relative_to(root)), seed, RunDir(path)))
+    if singles:
+        cat.sweeps[SINGLE] = singles
+    return cat
+
+
+def checkpoints(entry: RunEntry) -> list[str]:
+    """Checkpoint names of a run (``best``, ``last``, then other saved ``*.ckpt`` by name)."""
+    folder = entry.run.checkpoints_dir
+    found = sorted(p.stem for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    return [c for c in CHECKPOINTS if c in found] + [c for c in found if c not in CHECKPOINTS]
+
+
+def checkpoint_path(root: str | Path, entry: RunEntry, name: str) -> Path:
+    """The file of checkpoint ``name`` of ``entry``, validated to lie inside ``root``."""
+    if name not in checkpoints(entry):
+        raise ValueError(f"run {entry.label!r} has no checkpoint {name!r}; choose one of "
+                         f"{', '.join(checkpoints(entry)) or '(none saved yet)'}")
+    return inside(root, entry.run.checkpoints_dir / f"{name}.ckpt")
+
+
+def _finite(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def describe_optimizer(effective: dict, config) -> tuple[str, float | None]:
+    """``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)`` from effective_config.json (config as fallback)."""
+    opt = effective.get("optimizer") or {}
+    groups = opt.get("param_groups") or [{}]
+    g = groups[0]
+    if opt.get("class"):
+        parts = [str(opt["class"])]
+        if g.get("momentum"):
+            parts.append(f"mom={g['momentum']:g}" + (" nesterov" if g.get("nesterov") else ""))
+        if g.get("betas"):
+            parts.append(f"betas=({', '.join(f'{b:g}' for b in g['betas'])})")
+        if g.get("weight_decay"):
+            parts.append(f"wd={g['weight_decay']:g}")
+        lr = _finite(g.get("lr"))
+    elif config is not None:
+        parts, lr = [config.optim.name], config.optim.lr
+    else:
+        return "", None
+    sched = (effective.get("scheduler") or {}).get("class") or (effective.get("scheduler") or {}).get("name")
+    if sched and sched != "constant":
+        parts.append(str(sched))
+    clip = effective.get("grad_clip") or {}
+    if clip.get("algorithm") not in (None, "none"):
+        parts.append(f"clip {clip['algorithm']} {clip.get('value')}")
+    return " ".join(parts), lr
+
+
+def summarize(entry: RunEntry) -> dict:
+    """One overview row: state, progress, optimizer and lr, val losses, amp SSIM, collapse verdict."""
+    row = {"arm": entry.arm, "seed": entry.seed, "label": entry.label, "state": "pending", "progress": 0.0}
+    run = entry.run
+    if not entry.exists:
+        return row
+    try:
+        config = run.read_config()
+    except (ValueError, TypeError, KeyError):
+        config = None
+    effective = run.read_json("effective_config.json", {}) or {}
+    status = run.read_status() or {}
+    epochs = effective.get("max_epochs") or (config.train.epochs if config else None)
+    state = status.get("state", "starting")
+    collapse = run.read_json("collapse.json", {}) or {}
+    history = run.read_history() or {}
+    metrics = run.read_metrics() or {}
+    val = [v for v in (_finite(x) for x in history.get("val_loss", [])) if v is not None]
+    optimizer, lr = describe_optimizer(effective, config)
+    verdict = collapse.get("verdict")
+    row.update({
+        "state": "collapsed" if verdict == "collapsed" and state == "finished" else state,
+        "progress": round(min(1.0, (status.get("epoch") or 0) / epochs), 3) if epochs else 0.0,
+        "epoch": status.get("epoch"), "step": status.get("step"), "message": status.get("message", ""),
+        "optimizer": optimizer, "lr": lr,
+        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
+        "amp_ssim_best": _finite((metrics.get("best") or {}).get("amp_ssim")),
+        "amp_ssim_last": _finite((metrics.get("last") or {}).get("amp_ssim")),
+        "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
+        "collapse": verdict or "", "onset_step": collapse.get("onset_step"),
+        "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
+    })
+    return row

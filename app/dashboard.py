@@ -1,0 +1,111 @@
+"""One browser session's dashboard: the store, the sidebar of selection widgets, the tabs, the live tick.
+
+:class:`Dashboard` is what ``app/main.py`` serves; tests build it without a server. Every
+``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new store
+rows into the open views and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
+runs' status files and rescans the folder for new runs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import panel as pn
+
+from app.checkpoint import CheckpointView
+from app.launch import DEMO_ARGS, LaunchView
+from app.store import DashboardStore
+from app.views import ActivationsView, GradientsView, OverviewView
+
+TICK_MS = 250
+ROWS_EVERY = 8  # ticks between status / folder re-reads (~2 s)
+
+
+class Dashboard:
+    """The session's layout and live loop over a runs folder.
+
+    Parameters
+    ----------
+    root : str or Path
+        The runs folder.
+    """
+
+    def __init__(self, root: str | Path):
+        self.store = DashboardStore(root)
+        self.views = [OverviewView(store=self.store), ActivationsView(store=self.store),
+                      GradientsView(store=self.store)]
+        self.checkpoint = CheckpointView(store=self.store)
+        self.launch = LaunchView(store=self.store)
+        self.ticks = 0
+        self.last_tick_ms = 0.0
+        self.points_sent = 0
+        self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.tabs = pn.Tabs(*[(v.title, v) for v in self.views], (self.checkpoint.title, self.checkpoint),
+                            (self.launch.title, self.launch), dynamic=False, sizing_mode="stretch_width")
+        self.empty = pn.Column(sizing_mode="stretch_width")
+        self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
+        self._update_empty()
+
+    def _update_empty(self) -> None:
+        if self.store.sweep is None:
+            demo = pn.widgets.Button(label="Start a quick demo run", color="success")
+            demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=len(self.tabs) - 1)))
+            self.empty[:] = [pn.pane.Markdown(
+                f"### No runs in `{self.store.root}` yet\n\nTrain one in a terminal:\n\n"
+                f"`fnodiag train --preset quick --out {self.store.root}`\n\nor run a sweep with `fnodiag sweep "
+                f"DEFINITION --out {self.store.root}/<name>`, or start a short demo run from here "
+                f"(`fnodiag train {' '.join(DEMO_ARGS)}`, about a minute on a CPU). It appears here as it trains."),
+                demo]
+        else:
+            self.empty[:] = []
+        self.info.object = self.store.message
+
+    def sidebar(self) -> pn.Column:
+        s = self.store.param
+        return pn.Column(
+            pn.pane.Markdown(f"**Runs folder**  \n`{self.store.root}`"),
+            pn.widgets.Select.from_param(s.sweep, label="Sweep"),
+            pn.widgets.MultiChoice.from_param(s.arms, label="Arms"),
+            pn.widgets.MultiChoice.from_param(s.seeds, label="Seeds"),
+            pn.widgets.Select.from_param(s.act_stat),
+            pn.widgets.Checkbox.from_param(s.log_color),
+            pn.widgets.Checkbox.from_param(s.live),
+            self._refresh_button(), width=300)
+
+    def _refresh_button(self):
+        b = pn.widgets.Button(label="Rescan runs folder")
+        b.on_click(lambda _: self.store.refresh())
+        return b
+
+    def layout(self) -> pn.Column:
+        header = pn.pane.Markdown("## fnodiag: layer activations and gradients of FNO/U-NO training runs",
+                                  sizing_mode="stretch_width")
+        return pn.Column(header, pn.Row(self.sidebar(), pn.Column(self.info, self.empty, self.tabs,
+                                                                   sizing_mode="stretch_width"),
+                                        sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+    def _run_keys(self) -> list:
+        return [(e.sweep, e.arm, e.seed, e.exists) for sweep in self.store.catalog.sweeps.values() for e in sweep]
+
+    def tick(self) -> int:
+        """Stream new rows to every view; returns the points sent (timing kept in ``last_tick_ms``)."""
+        if not self.store.live:
+            return 0
+        t0 = time.perf_counter()
+        self.ticks += 1
+        sent = 0
+        for view in self.views:
+            sent += view.tick()
+        if self.ticks % ROWS_EVERY == 0:
+            if self.ticks % (4 * ROWS_EVERY) == 0 or self.launch.launcher.runs or self.store.sweep is None:
+                before = self._run_keys()
+                self.store.refresh()  # a run started here or from a terminal may have appeared
+                if self._run_keys() != before:
+                    self.store.param.trigger("arms")
+            elif self.store.any_running:
+                self.store.refresh_rows()
+            if self.launch.launcher.runs:
+                self.launch.refresh()
+        self.points_sent += sent
+        self.last_tick_ms = (time.perf_counter() - t0) * 1e3
+        return sent

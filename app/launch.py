@@ -1,0 +1,183 @@
+"""Start and stop training runs from the dashboard: each is a separate ``fnodiag train`` process.
+
+The app never imports Lightning: :class:`Launcher` runs ``[sys.executable, "-m", "fnodiag.cli",
+"train", ...]`` with ``--out`` inside the runs folder, follows the run's ``status.json`` and stops
+it with SIGINT (the trainer then records status ``interrupted``). Processes are kept per server
+process, so every browser session sees (and can stop) the runs any session started.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from app.catalog import inside
+from app.store import DashboardStore
+from fnodiag.runs import RunDir
+
+DEMO_ARGS = ["--preset", "quick", "--epochs", "4"]
+
+
+@dataclass
+class Launched:
+    """One started process and the run directory it writes."""
+
+    name: str
+    run: RunDir
+    process: subprocess.Popen
+    log: Path
+    started: float = field(default_factory=time.time)
+
+    def state(self) -> str:
+        status = self.run.read_status() or {}
+        if self.process.poll() is None:
+            return status.get("state", "starting")
+        return status.get("state") or f"exited ({self.process.returncode})"
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Launcher:
+    """Starts ``fnodiag train`` processes writing into ``root``."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.runs: dict[str, Launched] = {}
+
+    def command(self, name: str, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "fnodiag.cli", "train", *args, "--out", str(self.root), "--name", name,
+                "--no-progress"]
+
+    def start(self, args: list[str], name: str | None = None) -> Launched:
+        """Start a run; ``args`` are ``fnodiag train`` flags (without ``--out`` / ``--name``)."""
+        if any(a in ("--out", "--name", "--cache-dir") for a in args):
+            raise ValueError("the dashboard sets --out, --name and --cache-dir itself")
+        name = name or f"dash-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+        run_path = inside(self.root, self.root / name)
+        with self._lock:
+            if name in self.runs and self.runs[name].process.poll() is None:
+                raise ValueError(f"run {name!r} is already running")
+            if run_path.exists() and any(run_path.iterdir()):
+                raise ValueError(f"run {name!r} already exists in {self.root}; choose another name")
+            self.root.mkdir(parents=True, exist_ok=True)
+            log = Path(tempfile.mkstemp(prefix=f"fnodiag-{name}-", suffix=".log")[1])
+            with open(log, "w") as fh:
+                proc = subprocess.Popen(self.command(name, args), stdout=fh, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            launched = self.runs[name] = Launched(name, RunDir(run_path), proc, log)
+        return launched
+
+    def stop(self, name: str) -> None:
+        """SIGINT the run's process (a clean stop: status ``interrupted``, checkpoints kept)."""
+        launched = self.runs.get(name)
+        if launched is not None and launched.process.poll() is None:
+            launched.process.send_signal(signal.SIGINT)
+
+    def stop_all(self) -> None:
+        for name in list(self.runs):
+            self.stop(name)
+
+
+_LAUNCHERS: dict[Path, Launcher] = {}
+
+
+def launcher_for(root: str | Path) -> Launcher:
+    """The server-wide :class:`Launcher` of a runs folder (shared by all sessions)."""
+    key = Path(root).resolve()
+    if key not in _LAUNCHERS:
+        _LAUNCHERS[key] = Launcher(key)
+    return _LAUNCHERS[key]
+
+
+def optimizer_args(optimizer: str, lr: float, momentum: float, weight_decay: float, grad_clip: float,
+                   scheduler: str, epochs: int, seed: int, preset: str) -> list[str]:
+    """``fnodiag train`` flags for chosen optimizer settings."""
+    args = ["--preset", preset, "--optimizer", optimizer, "--lr", f"{lr:g}", "--weight-decay", f"{weight_decay:g}",
+            "--grad-clip", f"{grad_clip:g}", "--scheduler", scheduler, "--epochs", str(epochs), "--seed", str(seed)]
+    if optimizer == "sgd":
+        args += ["--momentum", f"{momentum:g}"]
+    return args
+
+
+class LaunchView(Viewer):
+    """Start an arm with chosen optimizer settings (or the quick demo), follow and stop it."""
+
+    store = param.ClassSelector(class_=DashboardStore)
+    optimizer = param.Selector(default="adam", objects=["adam", "adamw", "sgd"])
+    lr = param.Number(default=2e-3, bounds=(0, None), label="Learning rate")
+    momentum = param.Number(default=0.9, bounds=(0, 0.999), label="SGD momentum")
+    weight_decay = param.Number(default=0.0, bounds=(0, None), label="Weight decay")
+    grad_clip = param.Number(default=0.0, bounds=(0, None), label="Grad clip (0 = off)")
+    scheduler = param.Selector(default="warmup_cosine", objects=["constant", "warmup_cosine", "exponential", "plateau"])
+    epochs = param.Integer(default=24, bounds=(1, 10_000))
+    seed = param.Integer(default=20260128)
+    preset = param.Selector(default="quick", objects=["quick"])
+    run_name = param.String(default="", label="Run name (optional)")
+    title = "Launch"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.launcher = launcher_for(self.store.root)
+        self.start_button = pn.widgets.Button(label="Start run", color="primary")
+        self.start_button.on_click(lambda _: self.start(optimizer_args(
+            self.optimizer, self.lr, self.momentum, self.weight_decay, self.grad_clip, self.scheduler, self.epochs,
+            self.seed, self.preset), self.run_name or None))
+        self.demo_button = pn.widgets.Button(label="Quick demo run", color="success")
+        self.demo_button.on_click(lambda _: self.start(DEMO_ARGS))
+        self.feedback = pn.pane.Markdown("")
+        self.table = pn.Column()
+
+    def start(self, args: list[str], name: str | None = None):
+        try:
+            launched = self.launcher.start(args, name)
+        except ValueError as exc:
+            self.feedback.object = f"Not started: {exc}"
+            return None
+        self.feedback.object = f"Started `{launched.name}`: `fnodiag train {' '.join(args)}`"
+        self.store.refresh()
+        self.refresh()
+        return launched
+
+    def refresh(self) -> None:
+        """Redraw the launched-runs list (state, epoch, stop buttons)."""
+        rows = []
+        for name, launched in self.launcher.runs.items():
+            status = launched.run.read_status() or {}
+            state = launched.state()
+            stop = pn.widgets.Button(label="Stop", color="danger", width=70,
+                                     disabled=launched.process.poll() is not None)
+            stop.on_click(lambda _, n=name: self.launcher.stop(n))
+            text = f"`{name}`: **{state}**, epoch {status.get('epoch', 0)}, step {status.get('step', 0)}"
+            if launched.process.poll() not in (None, 0) and state not in ("interrupted",):
+                text += f"\n\n```\n{launched.log_tail()}\n```"
+            rows.append(pn.Row(pn.pane.Markdown(text, width=500), stop))
+        self.table[:] = rows or [pn.pane.Markdown("No run started from this dashboard yet.")]
+
+    def __panel__(self):
+        form = pn.Param(self.param, parameters=["optimizer", "lr", "momentum", "weight_decay", "grad_clip",
+                                                "scheduler", "epochs", "seed", "preset", "run_name"],
+                        show_name=False, width=320)
+        self.refresh()
+        return pn.Column(pn.pane.Markdown("Start an arm as a separate `fnodiag train` process writing into the runs "
+                                          "folder; it appears under *(single runs)*. **Stop** sends SIGINT: the run "
+                                          "records `interrupted` and keeps its checkpoints."),
+                         pn.Row(form, pn.Column(pn.Row(self.start_button, self.demo_button), self.feedback,
+                                                self.table)))

@@ -1,0 +1,226 @@
+"""Thin views over the :class:`~app.store.DashboardStore`: Overview, Activations, Gradients.
+
+Each view rebuilds its figures when the selection changes (reading the stores once, plots from
+:mod:`fnodiag.plots`) and, on every :meth:`LiveView.tick`, streams only the rows written since the
+previous tick into the figures it holds (:mod:`app.live`).
+"""
+from __future__ import annotations
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from fnodiag import plots
+from app.live import LiveFigure, LiveLayers, Tail
+from app.store import DashboardStore
+
+HEATMAP_MAX_STEPS = 400   # heatmap columns kept when a run opens (older steps are averaged in bins)
+LINES_MAX_STEPS = 2000    # points per line kept when a run opens
+LINES_MAX_LAYERS = 16     # lines drawn per run (evenly spread over depth + output + earliest collapsing layer)
+
+
+def _doc():
+    return pn.state.curdoc
+
+
+def link_x(figures) -> None:
+    """Share one step axis between figures (pan / zoom one, all follow)."""
+    figures = [f for f in figures if f is not None]
+    for f in figures[1:]:
+        f.figure.x_range = figures[0].figure.x_range
+
+
+class LiveView(Viewer):
+    """Base: a container rebuilt on selection changes, plus live feeds ticked by the app."""
+
+    store = param.ClassSelector(class_=DashboardStore)
+    title = "view"
+    _deps: tuple = ("arms", "seeds", "sweep")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._layout = pn.Column(sizing_mode="stretch_width")
+        self._feeds: list = []
+        self._tails: list[Tail] = []
+        self._waiting = False  # a selected run has no records yet: rebuild when they appear
+        self.store.param.watch(lambda *_: self.rebuild(), list(self._deps))
+        self.rebuild()
+
+    def __panel__(self):
+        return self._layout
+
+    def rebuild(self) -> None:
+        for t in self._tails:
+            t.close()
+        self._feeds, self._tails = [], []
+        entries = self.store.selected()
+        if not entries:
+            self._layout[:] = [pn.pane.Markdown("Choose a sweep and at least one arm and seed on the left.")]
+            return
+        self._waiting = False
+        self._layout[:] = self.build(entries)
+
+    def tail(self, entry) -> Tail:
+        t = Tail(entry.run)
+        self._tails.append(t)
+        return t
+
+    def build(self, entries) -> list:
+        raise NotImplementedError
+
+    def tick(self) -> int:
+        """Stream rows written since the last tick; returns the number of points sent."""
+        if self._waiting and any(e.run.store_path.is_file() for e in self.store.selected()):
+            self.rebuild()
+            return 0
+        return sum(feed.tick() for feed in self._feeds)
+
+
+class ScalarFeed:
+    """Streams one scalar of one run into the glyphs labelled ``label`` of a LiveFigure."""
+
+    def __init__(self, tail: Tail, name: str, figure: LiveFigure, label: str, scope: str | None = None):
+        self.tail, self.name, self.figure, self.label, self.scope = tail, name, figure, label, scope
+
+    def tick(self) -> int:
+        steps, values = self.tail.scalar(self.name, scope=self.scope, new=True)
+        return self.figure.stream_xy(self.label, steps, values) if len(steps) else 0
+
+
+class LayersView(LiveView):
+    """Heatmaps (one per run, side by side) and per-layer lines of one layer statistic."""
+
+    source = "activation"
+    _deps = ("arms", "seeds", "sweep", "act_stat", "log_color")
+
+    def stat(self) -> str:
+        return self.store.act_stat
+
+    def build(self, entries) -> list:
+        stat, log = self.stat(), self.store.log_color
+        heats, lines, notes = [], [], []
+        for e in entries:
+            tail = self.tail(e)
+            m = tail.matrix(self.source, stat)
+            if self.source == "activation" and tail.reader is not None:
+                self.store.set_stats(tail.reader.stats("activation"))
+            if not m.layers:
+                self._waiting = True
+                notes.append(f"**{e.label}**: no `{self.source}/{stat}` records yet "
+                             "(training not started, or live capture off: `--capture-every 0`).")
+                continue
+            row = self.store.row(e)
+            collapse = {k: row.get(k) for k in ("onset_step", "earliest_layer", "earliest_step")}
+            s, _, stride = plots.downsample_steps(m.steps, m.values, HEATMAP_MAX_STEPS)
+            hf = LiveFigure(plots.layer_heatmap(*m, stat=stat, log=log, max_steps=HEATMAP_MAX_STEPS,
+                                                title=f"{e.label}: {self.source} {stat}", collapse=collapse), doc=_doc())
+            pick = plots.pick_layers(m.layers, LINES_MAX_LAYERS, must=[collapse["earliest_layer"], "output"])
+            shown = "" if len(pick) == len(m.layers) else f", {len(pick)} of {len(m.layers)} layers (all in the heatmap)"
+            lf = LiveFigure(plots.layer_lines([m.layers[i] for i in pick], m.steps, m.values[pick], stat=stat, log=log,
+                                              max_steps=LINES_MAX_STEPS, collapse=collapse,
+                                              title=f"{e.label}: {stat} per layer{shown}"),
+                            doc=_doc(), log_y=log)
+            self._feeds.append(LiveLayers(tail, self.source, stat, m.layers, s, stride, hf, lf))
+            heats.append(hf)
+            lines.append(lf)
+            if collapse["onset_step"] is not None or collapse["earliest_layer"]:
+                notes.append(f"**{e.label}**: collapse onset step {collapse['onset_step']}, earliest collapsing "
+                             f"layer `{collapse['earliest_layer']}` (step {collapse['earliest_step']}), marked in red.")
+        link_x(heats + lines)
+        out = [pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in heats], sizing_mode="stretch_width"),
+               pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in lines], sizing_mode="stretch_width")]
+        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + out
+
+
+class ActivationsView(LayersView):
+    """Activation statistics per layer x step, arms side by side, collapse onset / earliest layer marked."""
+
+    title = "Activations"
+
+
+class GradientsView(LayersView):
+    """Per-module gradient norms (heatmap + lines), global pre/post-clip norm, clip fraction and realised lr."""
+
+    title = "Gradients"
+    source = "grad"
+    _deps = ("arms", "seeds", "sweep", "log_color")
+
+    def stat(self) -> str:
+        return "norm"
+
+    def build(self, entries) -> list:
+        out = super().build(entries)
+        norms, lrs, clips = {}, {}, {}
+        tails = {}
+        for e in entries:
+            t = tails[e.label] = self.tail(e)
+            norms[f"{e.label} pre-clip"] = t.scalar("grad/norm_preclip")
+            norms[f"{e.label} post-clip"] = t.scalar("grad/norm_postclip")
+            lrs[e.label] = t.scalar("lr")
+            clips[e.label] = t.scalar("epoch/clip_fraction", scope="epoch")
+        colors = {}
+        for k, e in enumerate(entries):
+            c = plots.PALETTE[k % len(plots.PALETTE)]
+            colors.update({e.label: c, f"{e.label} pre-clip": c, f"{e.label} post-clip": c})
+        pre = {k: v for k, v in norms.items() if k.endswith("pre-clip")}
+        post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
+        norm_el = (plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
+                   * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors)).opts(
+            title="global gradient norm (solid: before clipping, dashed: after)", logy=True, responsive=True,
+            height=260, legend_position="top_right")
+        nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
+        lf = LiveFigure(plots.scalar_curves(lrs, ylabel="learning rate", log=True, title="realised learning rate",
+                                            colors=colors), doc=_doc(), log_y=True)
+        cf = LiveFigure(plots.scalar_curves(clips, ylabel="clip fraction", title="fraction of steps clipped (per epoch)",
+                                            colors=colors), doc=_doc())
+        for e in entries:
+            t = tails[e.label]
+            self._feeds += [ScalarFeed(t, "grad/norm_preclip", nf, f"{e.label} pre-clip"),
+                            ScalarFeed(t, "grad/norm_postclip", nf, f"{e.label} post-clip"),
+                            ScalarFeed(t, "lr", lf, e.label),
+                            ScalarFeed(t, "epoch/clip_fraction", cf, e.label, scope="epoch")]
+        link_x([nf, lf, cf])
+        return out + [pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (nf, lf, cf)],
+                             sizing_mode="stretch_width")]
+
+
+class OverviewView(LiveView):
+    """The arms table (state, progress, optimizer, losses, SSIM, collapse) and loss / amp-SSIM plots."""
+
+    title = "Overview"
+    _deps = ("arms", "seeds", "sweep")
+
+    def __init__(self, **params):
+        self._table = pn.widgets.Tabulator(plots.arms_frame([]), disabled=True, show_index=False,
+                                           sizing_mode="stretch_width", height=220, formatters={
+                                               "progress": {"type": "progress", "max": 1, "legend": True}})
+        self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        super().__init__(**params)
+        self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
+        self.update_rows()
+
+    def update_rows(self) -> None:
+        rows = self.store.rows
+        frame = plots.arms_frame(rows)
+        self._table.value = frame
+        chosen = {e.label for e in self.store.selected()}
+        fp = next((r.get("fingerprint_amp_ssim") for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
+        self._bars.object = plots.ssim_bars([{"run": r["label"], "best": r.get("amp_ssim_best"),
+                                              "last": r.get("amp_ssim_last")} for r in rows if r["label"] in chosen],
+                                            fingerprint=fp, title="amp SSIM of the best / last weights "
+                                            "(red: a constant output)")
+
+    def build(self, entries) -> list:
+        runs = {}
+        tails = {}
+        for e in entries:
+            t = tails[e.label] = self.tail(e)
+            runs[e.label] = {"train": t.scalar("train/loss"), "val": t.scalar("epoch/val_loss", scope="epoch")}
+        lf = LiveFigure(plots.loss_curves(runs, title="loss (thin: train per step, dots: validation per epoch)"),
+                        doc=_doc(), log_y=True)
+        for e in entries:
+            self._feeds += [ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
+                            ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch")]
+        self.update_rows()
+        return [self._table, pn.Row(pn.pane.Bokeh(lf.figure, sizing_mode="stretch_width"), self._bars,
+                                    sizing_mode="stretch_width")]

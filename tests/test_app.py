@@ -1,0 +1,169 @@
+"""The dashboard's store and views without a browser, over a real tiny runs folder."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
+
+from app.catalog import SINGLE, checkpoint_path, inside, scan  # noqa: E402
+from app.dashboard import Dashboard  # noqa: E402
+from app.launch import Launcher  # noqa: E402
+from app.store import DashboardStore  # noqa: E402
+from fnodiag.runs import RunStore  # noqa: E402
+
+TRAIN_FLAGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
+               "--batch-size", "8", "--accelerator", "cpu", "--capture-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_cfg, dataset_cache):
+    """runs/sw/{adam,sgd}-s1 (a sweep, sgd with two seeds listed, one not trained) + runs/solo."""
+    from fnodiag.training.run import train
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = tiny_cfg.override({"train.capture_every": 2, "train.epochs": 1})
+    sweep = root / "sw"
+    train(cfg, sweep, name="adam-s1", cache_dir=dataset_cache, progress=False)
+    train(cfg.override({"optim.name": "sgd", "optim.lr": 0.01}), sweep, name="sgd-s1", cache_dir=dataset_cache,
+          progress=False)
+    train(cfg, root, name="solo", cache_dir=dataset_cache, progress=False)
+    spec = {"name": "sw", "definition": "def.toml", "seeds": [1, 2],
+            "arms": {"adam": {"overrides": {}}, "sgd": {"overrides": {"optim.name": "sgd"}}},
+            "runs": {"adam-s1": {"arm": "adam", "seed": 1, "path": "adam-s1"},
+                     "sgd-s1": {"arm": "sgd", "seed": 1, "path": "sgd-s1"},
+                     "sgd-s2": {"arm": "sgd", "seed": 2, "path": "sgd-s2"}}}
+    (sweep / "sweep.json").write_text(json.dumps(spec))
+    return root
+
+
+def test_store_lists_sweeps_arms_seeds_checkpoints(runs):
+    store = DashboardStore(runs)
+    assert store.param.sweep.objects == ["sw", SINGLE]
+    assert store.sweep == "sw"
+    assert store.param.arms.objects == ["adam", "sgd"] and store.arms == ["adam", "sgd"]
+    assert store.param.seeds.objects == [1, 2] and store.seeds == [1]
+    assert [e.label for e in store.selected()] == ["adam s1", "sgd s1"]
+    assert store.param.checkpoint.objects[:2] == ["best", "last"]
+    rows = {r["label"]: r for r in store.rows}
+    assert rows["sgd s2"]["state"] == "pending"  # listed in sweep.json, not trained
+    assert rows["adam s1"]["state"] in ("finished", "collapsed") and rows["adam s1"]["progress"] == 1.0
+    assert rows["sgd s1"]["optimizer"].startswith("SGD") and rows["sgd s1"]["lr"] == pytest.approx(0.01)
+    assert rows["adam s1"]["best_val_loss"] <= rows["adam s1"]["final_val_loss"]
+    store.sweep = SINGLE
+    assert store.param.arms.objects == ["solo"] and [e.label for e in store.selected()] == ["solo"]
+
+
+def test_paths_outside_the_runs_folder_are_refused(runs, tmp_path):
+    store = DashboardStore(runs)
+    with pytest.raises(ValueError, match="outside the runs folder"):
+        store.resolve(runs / ".." / "elsewhere")
+    with pytest.raises(ValueError, match="outside"):
+        inside(runs, "/etc/passwd")
+    (runs / "escape").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="outside"):
+        store.resolve("escape/x")
+    (runs / "escape").unlink()
+    evil = runs / "evil"
+    evil.mkdir()
+    (evil / "sweep.json").write_text(json.dumps({"name": "evil", "runs": {"x-s1": {"arm": "x", "seed": 1,
+                                                                                    "path": "../../.."}}}))
+    try:
+        cat = scan(runs)
+        assert cat.sweeps["evil"] == [] and any("outside" in p for p in cat.problems)
+    finally:
+        (evil / "sweep.json").unlink()
+        evil.rmdir()
+    entry = store.selected()[0]
+    with pytest.raises(ValueError, match="no checkpoint"):
+        checkpoint_path(runs, entry, "../../model")
+
+
+def test_views_build_with_figures_and_collapse_state(runs):
+    dash = Dashboard(runs)
+    overview, acts, grads = dash.views
+    assert len(dash.store.selected()) == 2
+    assert len(acts._feeds) == 2 and len(grads._feeds) == 2 + 4 * 2
+    feed = acts._feeds[0]
+    assert feed.layers[0] == "lifter" and "output" in feed.layers
+    rect = feed.heatmap.source("", "Rectangles")
+    assert rect is not None and len(rect.data["value"]) > len(feed.layers)
+    assert len(overview._table.value) == 3
+    dash.store.act_stat = "std"
+    assert acts._feeds[0].stat == "std"
+    from bokeh.document import Document
+    dash.layout().get_root(Document())  # the whole page renders to Bokeh models
+
+
+def test_tick_sends_only_new_points(runs):
+    dash = Dashboard(runs)
+    acts = dash.views[1]
+    feed = acts._feeds[0]
+    assert dash.tick() == 0  # nothing new written
+    run = dash.store.selected()[0].run
+    last = max(feed.tail.reader.last_step(), 0)
+    rect = feed.heatmap.source("", "Rectangles")
+    out = feed.lines.source("output", "Curve")
+    n_rect, n_out = len(rect.data["value"]), len(out.data["value"])
+    with RunStore(run.store_path) as store:  # a second writer appends two steps
+        for k in (1, 2):
+            store.log_layer_stats(last + k, 9, "activation",
+                                  {(layer, "spatial_std"): 0.5 * k for layer in feed.layers})
+            store.log_scalars(last + k, 9, {"train/loss": 0.1, "grad/norm_preclip": 1.0, "grad/norm_postclip": 1.0,
+                                            "lr": 1e-3})
+    sent = dash.tick()
+    assert len(rect.data["value"]) == n_rect + 2 * len(feed.layers)
+    assert len(out.data["value"]) == n_out + 2 and out.data["value"][-1] == 1.0
+    assert rect.data["x1"][-1] == last + 2.5
+    assert sent > 0 and dash.tick() == 0  # nothing new again
+    loss = dash.views[0]._feeds[0].figure.source(f"{dash.store.selected()[0].label} train", "Curve")
+    assert loss.data["step"][-1] == last + 2
+
+
+def test_checkpoint_capture_in_worker_thread(runs):
+    dash = Dashboard(runs)
+    view = dash.checkpoint
+    assert view.image.object is not None and view.image.object.endswith("recon.png")
+    dash.store.checkpoint = "last"
+    asyncio.run(view._on_click())
+    assert view.result is not None and "spatial_std" in view.result.columns
+    assert view.result["layer"].iloc[0] == "lifter" and len(view.table.value) == len(view.result)
+    assert view.bars.object is not None and "Capture failed" not in view.status.object
+    assert "lightning" not in sys.modules or "app" in sys.modules  # capture path imports torch only
+    code = ("import sys; sys.path.insert(0, %r); import app.dashboard, app.checkpoint, app.main; "
+            "print('lightning' in sys.modules)") % str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_launch_and_stop_records_interrupted(tmp_path):
+    root = tmp_path / "runs"
+    launcher = Launcher(root)
+    launched = launcher.start(TRAIN_FLAGS + ["--epochs", "200"], name="stopme")
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            status = launched.run.read_status() or {}
+            if status.get("state") == "running" and status.get("step", 0) > 0:
+                break
+            assert launched.process.poll() is None, launched.log_tail(20)
+            time.sleep(0.2)
+        launcher.stop("stopme")
+        launched.process.wait(timeout=60)
+    finally:
+        if launched.process.poll() is None:
+            launched.process.kill()
+            launched.process.wait()
+    assert launched.run.read_status()["state"] == "interrupted"
+    store = DashboardStore(root)
+    assert store.param.arms.objects == ["stopme"] and store.rows[0]["state"] == "interrupted"
+    with pytest.raises(ValueError, match="--out"):
+        launcher.start(["--out", "/tmp"])
+    assert np.isfinite(store.rows[0]["progress"])

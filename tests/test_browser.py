@@ -1,0 +1,192 @@
+"""The served dashboard in the system Chromium (Playwright): loads cleanly, draws plots, shows live points.
+
+A ``panel serve app`` subprocess listens on 127.0.0.1 on a free port over a runs folder holding
+one finished tiny run and one that a ``fnodiag train`` subprocess trains during the test.
+Screenshots go to ``test-artifacts/``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("FNODIAG_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TINY = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4", "--batch-size", "8",
+        "--capture-every", "1", "--accelerator", "cpu", "--no-progress"]
+# Total points held by the page's Bokeh data sources.
+POINTS_JS = """() => { let n = 0; for (const doc of (window.Bokeh ? Bokeh.documents : []))
+  for (const m of doc.all_models) if (typeof m.get_length === 'function') n += (m.get_length() || 0); return n; }"""
+
+TITLES_JS = """() => { const t = []; for (const doc of (window.Bokeh ? Bokeh.documents : []))
+  for (const m of doc.all_models) if (m.type === 'Title' && m.text) t.push(m.text); return t; }"""
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def train_cmd(root: Path, name: str, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "fnodiag.cli", "train", *TINY, "--epochs", str(epochs), "--out", str(root),
+            "--name", name, "--cache-dir", str(root.parent / "cache")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser") / "runs"
+    subprocess.run(train_cmd(root, "base", 2), check=True, capture_output=True, timeout=300)
+    return root
+
+
+@pytest.fixture(scope="module")
+def live_run(runs):
+    """A run still training when the page opens (its status is 'running' before the server starts)."""
+    from fnodiag.runs import RunDir
+
+    proc = subprocess.Popen(train_cmd(runs, "live", 150), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = RunDir(runs / "live")
+    try:
+        wait_for(lambda: run.store_path.is_file() and (run.read_status() or {}).get("state") == "running",
+                 120, "the live run to start")
+        yield proc, run
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(runs, live_run):
+    port = free_port()
+    env = {**os.environ, "FNODIAG_RUNS": str(runs)}
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
+                             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
+                             "--liveness"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/app"
+
+    def up():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2).status == 200
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            return False
+    try:
+        wait_for(up, 90, "panel serve to answer", step=0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with playwright_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def open_page(browser, url):
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("text=Overview", timeout=60_000)
+    return page, errors
+
+
+def test_page_loads_and_choosing_an_arm_draws_plots(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, errors = open_page(browser, server)
+    wait_for(lambda: page.evaluate(POINTS_JS) > 0, 60, "plots with data")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+    # choose only the finished run: remove 'live' from the arms
+    before = page.evaluate(TITLES_JS)
+    assert "live: activation spatial_std" in before  # both arms drawn at first
+    page.locator(".choices__list--multiple .choices__item:has-text('live') .choices__button").first.click(force=True)
+    wait_for(lambda: page.locator(".choices__list--multiple .choices__item:has-text('live')").count() == 0, 10,
+             "'live' removed")
+    page.locator(".bk-tab:has-text('Activations')").first.click()
+    # the views are rebuilt for 'base' only: new 'base' figures, no new 'live' ones (old models linger in the doc)
+    count = lambda titles, t: sum(x == t for x in titles)
+    titles = wait_for(lambda: (lambda t: t if count(t, "base: activation spatial_std") > count(
+        before, "base: activation spatial_std") else None)(page.evaluate(TITLES_JS)), 60, "the chosen arm's plots")
+    assert count(titles, "live: activation spatial_std") == count(before, "live: activation spatial_std")
+    assert "base: spatial_std per layer" in titles
+    page.wait_for_timeout(1000)
+    points = page.evaluate(POINTS_JS)
+    assert points > 100
+    page.screenshot(path=str(ARTIFACTS / "dashboard-activations.png"), full_page=True)
+    page.locator(".bk-tab:has-text('Gradients')").first.click()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-gradients.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_live_points_arrive_in_the_open_page(browser, server, live_run):
+    proc, run = live_run
+    from fnodiag.runs import StoreReader
+
+    page, errors = open_page(browser, server)
+    page.locator(".bk-tab:has-text('Activations')").first.click()
+    wait_for(lambda: page.evaluate(POINTS_JS) > 0, 60, "plots with data")
+    reader = StoreReader(run.store_path)
+    latencies, counts = [], []
+    seen = len(reader.scalars("train/loss"))
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and len(latencies) < 5:
+        n = len(reader.scalars("train/loss"))
+        if n > seen:  # new rows committed: how long until the page holds more points?
+            t0, before = time.time(), page.evaluate(POINTS_JS)
+            seen = n
+            grown = wait_for(lambda: page.evaluate(POINTS_JS) > before, 10, "new points in the page", step=0.02)
+            latencies.append(time.time() - t0)
+            counts.append(page.evaluate(POINTS_JS))
+            assert grown
+        time.sleep(0.02)
+    reader.close()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+    assert len(latencies) >= 2, "the run finished before new points could be watched"
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    (ARTIFACTS / "live-latency.txt").write_text(
+        "seconds from a committed store row to more points in the page: "
+        + ", ".join(f"{x:.2f}" for x in latencies) + "\n")
+    assert not errors, errors
+    page.close()
