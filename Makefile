@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install run test bench clean
+.PHONY: install run train test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,13 @@ $(CHROMIUM):
 
 install: $(STAMP)
 
+# The dashboard on ./runs (empty: it offers a one-click quick demo run). Ctrl-C stops the server.
 run: $(STAMP)
+	@echo "fnodiag dashboard on $(RUNS): open http://localhost:5006/app"
+	$(BIN)/panel serve app --address 127.0.0.1 --port 5006 --args --runs $(RUNS)
+
+# One quick training run (about two minutes on a 2-core CPU) into ./runs.
+train: $(STAMP)
 	$(BIN)/fnodiag train --preset quick --out $(RUNS)
 
 test: $(STAMP) $(CHROMIUM)

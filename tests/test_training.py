@@ -247,3 +247,13 @@ def test_run_diverging_before_any_checkpoint_records_no_metrics(tiny_cfg, datase
     assert run.read_status()["state"] == "diverged" and not run.last_ckpt_path.exists()
     assert run.read_metrics() == {"best": None, "last": None}
     assert run.read_json("collapse.json")["verdict"] in ("insufficient_data", "healthy", "collapsed")
+
+
+def test_validation_amp_ssim_per_epoch_matches_the_final_metrics(arm_runs):
+    """The per-epoch val/amp_ssim of the last epoch equals the last weights' evaluation."""
+    _, run = arm_runs["adam"]
+    history = run.read_history()
+    assert len(history["val_amp_ssim"]) == EPOCHS and all(math.isfinite(v) for v in history["val_amp_ssim"])
+    assert history["val_amp_ssim"][-1] == pytest.approx(run.read_metrics()["last"]["amp_ssim"], abs=1e-5)
+    epoch_rows = StoreReader(run.store_path).scalars("epoch/val_amp_ssim", scope="epoch")
+    assert len(epoch_rows) == EPOCHS

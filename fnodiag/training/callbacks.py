@@ -30,7 +30,8 @@ from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
 STATUS_EVERY_S = 2.0
-HISTORY_KEYS = ("train_loss", "val_loss", "lr", "clip_fraction", "grad_norm_preclip_median", "epoch_time_s")
+HISTORY_KEYS = ("train_loss", "val_loss", "val_amp_ssim", "val_phase_ssim", "lr", "clip_fraction",
+                "grad_norm_preclip_median", "epoch_time_s")
 
 
 class SafeCheckpoint(ModelCheckpoint):
@@ -171,6 +172,8 @@ class RunRecorder(Callback):
         epoch_values = {
             "train_loss": _scalar(metrics.get("train/loss")),
             "val_loss": _scalar(metrics.get(MONITOR)),
+            "val_amp_ssim": _scalar(metrics.get("val/amp_ssim")),
+            "val_phase_ssim": _scalar(metrics.get("val/phase_ssim")),
             "lr": self._epoch_lr,
             "clip_fraction": float(rows[:, 1].mean()) if len(rows) else float("nan"),
             "grad_norm_preclip_median": float(np.median(rows[:, 0])) if len(rows) else float("nan"),

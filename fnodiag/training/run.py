@@ -99,6 +99,7 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
+    system.set_val_reference(data.test.objects[0], grid=data.test.grid, stride=data.test.stride, norm=data.test.norm_Y_I)
     datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size,
                                      infer_batch_size=cfg.train.infer_batch_size, num_workers=cfg.train.num_workers)
     data_info = {"key": data.key, "N": cfg.data.N, "n_train": len(data.train.diffraction),

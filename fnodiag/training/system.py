@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fnodiag.config import RunConfig
+from fnodiag.metrics import evaluate_patches
 from fnodiag.models import build_model
 from fnodiag.physics import ForwardModel, get_loss
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, clip_value_, global_grad_norm
@@ -45,6 +46,8 @@ class ReconstructionSystem(L.LightningModule):
         self.step_values: dict[str, torch.Tensor] = {}
         self.diverged: dict | None = None
         self.frozen_scheduler: dict | None = None
+        self.val_reference: dict | None = None
+        self._val_patches: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(BATCH, C, N, N) float32`` amplitudes → ``(BATCH, C, N, N) complex64`` object."""
@@ -68,11 +71,37 @@ class ReconstructionSystem(L.LightningModule):
                  batch_size=batch.shape[0])
         return loss
 
+    def set_val_reference(self, obj: np.ndarray, *, grid: int, stride: int, norm: float) -> None:
+        """Score test image 0 every epoch (``val/amp_ssim``, ``val/phase_ssim``) against ``obj``.
+
+        Parameters
+        ----------
+        obj : (S, S) complex64
+            The raw test object 0; its ``grid**2`` patches come first in the validation set.
+        """
+        self.val_reference = {"obj": obj, "grid": grid, "stride": stride, "norm": norm}
+
     def validation_step(self, batch, batch_idx):
-        loss = self.physics_loss(batch)
+        obj = self.generator(batch)
+        loss = self.loss_fn(self.forward_model(obj), batch)
         self.log(MONITOR, loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=batch.shape[0])
+        ref = self.val_reference
+        if ref is not None and self.trainer.world_size == 1:  # sharded validation cannot be stitched
+            need = ref["grid"] ** 2 - sum(len(p) for p in self._val_patches)
+            if need > 0:
+                self._val_patches.append(obj[:need, 0].detach().cpu())
         return loss
+
+    def on_validation_epoch_end(self):
+        patches, self._val_patches = self._val_patches, []
+        ref = self.val_reference
+        if ref is None or sum(len(p) for p in patches) < ref["grid"] ** 2:
+            return
+        scores = evaluate_patches(torch.cat(patches).numpy(), ref["obj"], N=self.cfg.data.N, stride=ref["stride"],
+                                  grid=ref["grid"], norm=ref["norm"])
+        self.log("val/amp_ssim", scores["amp_ssim"])
+        self.log("val/phase_ssim", scores["phase_ssim"])
 
     def configure_optimizers(self):
         """The optimizer and its schedule, handed to Lightning to step once per epoch.
