@@ -1,9 +1,12 @@
-"""Start and stop training runs from the dashboard: each is a separate ``fnodiag train`` process.
+"""Start and stop training runs from the dashboard: each is a separate ``fnodiag`` process.
 
 The app never imports Lightning: :class:`Launcher` runs ``[sys.executable, "-m", "fnodiag.cli",
-"train", ...]`` with ``--out`` inside the runs folder, follows the run's ``status.json`` and stops
-it with SIGINT (the trainer then records status ``interrupted``). Processes are kept per server
-process, so every browser session sees (and can stop) the runs any session started.
+"train", ...]`` with ``--out`` inside the runs folder, or, for one arm x seed of a sweep
+definition (:meth:`Launcher.start_sweep`), ``fnodiag sweep DEFINITION --arms ARM --seeds SEED
+--out <runs>/<definition name>`` (the sweep's folder layout: ``sweep.json``, ``<arm>-s<seed>/``,
+``datasets/``). It follows the run's ``status.json`` and stops it with SIGINT (the trainer then
+records status ``interrupted``; the sweep process passes the interrupt on). Processes are kept
+per server process, so every browser session sees (and can stop) the runs any session started.
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from fnodiag.runs import RunDir
 DEMO_ARGS = ["--preset", "quick", "--epochs", "4"]
 
 
+SAFE_NAME = r"[A-Za-z0-9._-]+"
+
+
 @dataclass
 class Launched:
     """One started process and the run directory it writes."""
@@ -37,6 +43,7 @@ class Launched:
     process: subprocess.Popen
     log: Path
     started: float = field(default_factory=time.time)
+    command: tuple[str, ...] = ()
 
     def state(self) -> str:
         status = self.run.read_status() or {}
@@ -69,21 +76,67 @@ class Launcher:
         if any(a in ("--out", "--name", "--cache-dir") for a in args):
             raise ValueError("the dashboard sets --out, --name and --cache-dir itself")
         name = name or f"dash-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        if not re.fullmatch(SAFE_NAME, name):
             raise ValueError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
         run_path = inside(self.root, self.root / name)
         with self._lock:
-            if name in self.runs and self.runs[name].process.poll() is None:
-                raise ValueError(f"run {name!r} is already running")
             if run_path.exists() and any(run_path.iterdir()):
                 raise ValueError(f"run {name!r} already exists in {self.root}; choose another name")
-            self.root.mkdir(parents=True, exist_ok=True)
-            log = Path(tempfile.mkstemp(prefix=f"fnodiag-{name}-", suffix=".log")[1])
-            with open(log, "w") as fh:
-                proc = subprocess.Popen(self.command(name, args), stdout=fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            launched = self.runs[name] = Launched(name, RunDir(run_path), proc, log)
+            return self._spawn(name, run_path, self.command(name, args))
+
+    def _spawn(self, key: str, run_path: Path, command: list[str]) -> Launched:
+        """Start ``command`` (lock held) and record it under ``key``."""
+        if key in self.runs and self.runs[key].process.poll() is None:
+            raise ValueError(f"run {key!r} is already running")
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = Path(tempfile.mkstemp(prefix=f"fnodiag-{key.replace('/', '_')}-", suffix=".log")[1])
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        launched = self.runs[key] = Launched(key, RunDir(run_path), proc, log, command=tuple(command))
         return launched
+
+    def sweep_command(self, definition: str, out: Path, arm: str, seed: int, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "fnodiag.cli", "sweep", definition, "--arms", arm, "--seeds", str(seed),
+                "--out", str(out), *args]
+
+    def start_sweep(self, definition: str | Path, arm: str, seed: int, args: list[str] | None = None) -> Launched:
+        """Train one ``arm`` x ``seed`` of a sweep definition into ``<root>/<definition name>/<arm>-s<seed>``.
+
+        Parameters
+        ----------
+        definition : a shipped definition name (``fnodiag.sweep.shipped_definitions()``) or a TOML path
+        arm, seed : one arm of the definition and a seed (any integer; the definition's are offered)
+        args : extra ``fnodiag sweep`` flags, e.g. ``["--epochs", "4"]`` (not ``--out`` / ``--arms`` / ``--seeds``)
+
+        Returns
+        -------
+        Launched, keyed ``"<definition name>/<arm>-s<seed>"``. A finished run of the same arm and
+        seed is skipped by the sweep (it resumes an interrupted one from its checkpoint).
+        """
+        from fnodiag.config import ConfigError
+        from fnodiag.sweep import load_definition, run_name
+
+        args = list(args or [])
+        if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
+            raise ValueError("the dashboard sets --out, --arms and --seeds itself")
+        try:
+            defn = load_definition(definition)
+            if arm not in defn.arms:
+                raise ValueError(f"sweep {defn.name!r} has no arm {arm!r}; arms: {', '.join(defn.arms)}")
+        except ConfigError as exc:
+            raise ValueError(str(exc).splitlines()[0]) from None
+        if not re.fullmatch(SAFE_NAME, defn.name) or not re.fullmatch(SAFE_NAME, arm):
+            raise ValueError(f"sweep {defn.name!r} / arm {arm!r}: names may only hold letters, digits, '.', '_' "
+                             "and '-' to become folders")
+        seed = int(seed)
+        out = inside(self.root, self.root / defn.name)
+        run_path = inside(self.root, out / run_name(arm, seed))
+        # a shipped name stays a name (resolved by fnodiag); a file is passed by absolute path
+        spec = str(Path(definition).resolve()) if Path(definition).is_file() else str(definition)
+        with self._lock:
+            return self._spawn(f"{defn.name}/{run_name(arm, seed)}", run_path,
+                               self.sweep_command(spec, out, arm, seed, args))
 
     def stop(self, name: str) -> None:
         """SIGINT the run's process (a clean stop: status ``interrupted``, checkpoints kept)."""
@@ -131,6 +184,11 @@ class LaunchView(Viewer):
     seed = param.Integer(default=20260128)
     preset = param.Selector(default="quick", objects=["quick"])
     run_name = param.String(default="", label="Run name (optional)")
+    definition = param.Selector(default=None, objects=[], label="Sweep definition")
+    definition_path = param.String(default="", label="... or a definition TOML path")
+    arm = param.Selector(default=None, objects=[], label="Arm")
+    sweep_seed = param.Selector(default=None, objects=[], label="Seed")
+    sweep_epochs = param.Integer(default=0, bounds=(0, 10_000), label="Epochs (0 = the definition's)")
     title = "Launch"
 
     def __init__(self, **params):
@@ -142,8 +200,61 @@ class LaunchView(Viewer):
             self.seed, self.preset), self.run_name or None))
         self.demo_button = pn.widgets.Button(label="Quick demo run", color="success")
         self.demo_button.on_click(lambda _: self.start(DEMO_ARGS))
+        self.sweep_button = pn.widgets.Button(label="Start arm", color="primary")
+        self.sweep_button.on_click(lambda _: self.start_arm())
         self.feedback = pn.pane.Markdown("")
         self.table = pn.Column()
+        from fnodiag.sweep import shipped_definitions  # no Lightning at import
+        names = shipped_definitions()
+        self.param.definition.objects = names
+        self.definition = "quick" if "quick" in names else (names[0] if names else None)
+        self._on_definition()
+
+    def definition_spec(self) -> str | None:
+        """The chosen definition: the TOML path when one is typed, else the shipped name."""
+        return self.definition_path.strip() or self.definition
+
+    @param.depends("definition", "definition_path", watch=True)
+    def _on_definition(self) -> None:
+        from fnodiag.config import ConfigError
+        from fnodiag.sweep import load_definition
+
+        spec = self.definition_spec()
+        arms, seeds = [], []
+        if spec:
+            try:
+                defn = load_definition(spec)
+                arms, seeds = list(defn.arms), list(defn.seeds)
+            except (ConfigError, OSError, ValueError) as exc:
+                self.feedback.object = f"Definition not usable: {str(exc).splitlines()[0]}"
+        self.param.arm.objects = arms
+        self.param.sweep_seed.objects = seeds
+        if self.arm not in arms:
+            self.arm = arms[0] if arms else None
+        if self.sweep_seed not in seeds:
+            self.sweep_seed = seeds[0] if seeds else None
+
+    def sweep_args(self) -> list[str]:
+        """Extra ``fnodiag sweep`` flags from the form (overrides of the definition)."""
+        return ["--epochs", str(self.sweep_epochs)] if self.sweep_epochs else []
+
+    def start_arm(self, args: list[str] | None = None):
+        """Start the chosen arm x seed of the chosen definition (``args`` replace the form's overrides)."""
+        spec = self.definition_spec()
+        if not spec or self.arm is None or self.sweep_seed is None:
+            self.feedback.object = "Not started: choose a sweep definition, an arm and a seed."
+            return None
+        args = self.sweep_args() if args is None else list(args)
+        try:
+            launched = self.launcher.start_sweep(spec, self.arm, self.sweep_seed, args)
+        except ValueError as exc:
+            self.feedback.object = f"Not started: {exc}"
+            return None
+        self.feedback.object = (f"Started `{launched.name}`: `fnodiag sweep {spec} --arms {self.arm} --seeds "
+                                f"{self.sweep_seed} --out {launched.run.path.parent} {' '.join(args)}`")
+        self.store.refresh()
+        self.refresh()
+        return launched
 
     def start(self, args: list[str], name: str | None = None):
         try:
@@ -175,9 +286,16 @@ class LaunchView(Viewer):
         form = pn.Param(self.param, parameters=["optimizer", "lr", "momentum", "weight_decay", "grad_clip",
                                                 "scheduler", "epochs", "seed", "preset", "run_name"],
                         show_name=False, width=320)
+        sweep_form = pn.Param(self.param, parameters=["definition", "definition_path", "arm", "sweep_seed",
+                                                      "sweep_epochs"], show_name=False, width=320)
         self.refresh()
         return pn.Column(pn.pane.Markdown("Start an arm as a separate `fnodiag train` process writing into the runs "
-                                          "folder; it appears under *(single runs)*. **Stop** sends SIGINT: the run "
-                                          "records `interrupted` and keeps its checkpoints."),
-                         pn.Row(form, pn.Column(pn.Row(self.start_button, self.demo_button), self.feedback,
-                                                self.table)))
+                                          "folder; it appears under *(single runs)*. Or start one arm x seed of a "
+                                          "sweep definition (`fnodiag sweep DEFINITION --arms ARM --seeds SEED --out "
+                                          "<runs>/<definition name>`); it appears under that sweep. **Stop** sends "
+                                          "SIGINT: the run records `interrupted` and keeps its checkpoints."),
+                         pn.Row(pn.Column(pn.pane.Markdown("**Optimizer settings**"), form,
+                                          pn.Row(self.start_button, self.demo_button),
+                                          pn.pane.Markdown("**From a sweep definition**"), sweep_form,
+                                          self.sweep_button),
+                                pn.Column(self.feedback, self.table)))

@@ -167,3 +167,101 @@ def test_launch_and_stop_records_interrupted(tmp_path):
     with pytest.raises(ValueError, match="--out"):
         launcher.start(["--out", "/tmp"])
     assert np.isfinite(store.rows[0]["progress"])
+
+
+TINY_SWEEP_TOML = """
+name = "tiny"
+seeds = [7]
+[shared]
+"data.N" = 32
+"data.object_size" = 64
+"data.set_phi" = true
+"model.blocks" = 2
+"model.width" = 4
+"model.modes" = 4
+"train.epochs" = 1
+"train.batch_size" = 8
+"train.infer_batch_size" = 16
+"train.capture_every" = 1
+"train.accelerator" = "cpu"
+"train.devices" = "1"
+[arms.control]
+"model.arch" = "hybrid"
+"optim.name" = "adam"
+[arms.sgd]
+"optim.name" = "sgd"
+"""
+
+
+def _wait_running(launched, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = launched.run.read_status() or {} if launched.run.status_path.is_file() else {}
+        if status.get("state") == "running" and status.get("step", 0) > 0:
+            return status
+        assert launched.process.poll() is None, launched.log_tail(20)
+        time.sleep(0.2)
+    raise AssertionError(f"{launched.name} did not start running:\n{launched.log_tail(20)}")
+
+
+def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path):
+    """The Launch view's sweep form: a definition path, an arm and a seed -> <runs>/tiny/control-s7, stoppable."""
+    definition = tmp_path / "tiny.toml"
+    definition.write_text(TINY_SWEEP_TOML)
+    root = tmp_path / "runs"
+    dash = Dashboard(root)
+    view = dash.launch
+    assert "quick" in view.param.definition.objects and view.arm is not None  # shipped definitions offered
+    view.definition_path = str(definition)
+    assert view.param.arm.objects == ["control", "sgd"] and view.param.sweep_seed.objects == [7]
+    view.arm, view.sweep_seed, view.sweep_epochs = "control", 7, 200
+    assert view.sweep_args() == ["--epochs", "200"]
+    launched = view.start_arm()
+    assert launched is not None, view.feedback.object
+    assert launched.name == "tiny/control-s7" and launched.run.path == (root / "tiny" / "control-s7").resolve()
+    assert launched.command[3:] == ("sweep", str(definition.resolve()), "--arms", "control", "--seeds", "7",
+                                    "--out", str((root / "tiny").resolve()), "--epochs", "200")
+    try:
+        status = _wait_running(launched)
+        assert view.start_arm() is None and "already running" in view.feedback.object
+        view.refresh()
+        assert "tiny/control-s7" in view.table[0][0].object and "running" in view.table[0][0].object
+        view.launcher.stop("tiny/control-s7")
+        launched.process.wait(timeout=60)
+    finally:
+        if launched.process.poll() is None:
+            launched.process.kill()
+            launched.process.wait()
+    assert launched.run.read_status()["state"] == "interrupted", launched.log_tail(20)
+    assert launched.state() == "interrupted" and status["step"] > 0
+    dash.store.refresh()
+    assert dash.store.sweep == "tiny" and dash.store.param.arms.objects == ["control"]
+    assert dash.store.rows[0]["state"] == "interrupted" and dash.store.rows[0]["seed"] == 7
+    # bad requests are refused with a message, nothing started
+    with pytest.raises(ValueError, match="no arm"):
+        view.launcher.start_sweep(definition, "nope", 7)
+    with pytest.raises(ValueError, match="--out"):
+        view.launcher.start_sweep(definition, "control", 7, ["--out=/tmp"])
+    with pytest.raises(ValueError, match="neither a file nor a shipped"):
+        view.launcher.start_sweep(tmp_path / "missing.toml", "control", 7)
+
+
+def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path):
+    definition = tmp_path / "tiny.toml"
+    definition.write_text(TINY_SWEEP_TOML)
+    root = tmp_path / "runs"
+    launcher = Launcher(root)
+    launched = launcher.start_sweep(str(definition), "control", 7, ["--epochs", "1"])
+    try:
+        assert launched.process.wait(timeout=180) == 0, launched.log_tail(30)
+    finally:
+        if launched.process.poll() is None:
+            launched.process.kill()
+            launched.process.wait()
+    run = root / "tiny" / "control-s7"
+    assert launched.run.read_status()["state"] == "finished" and (run / "capture" / "last.json").is_file()
+    assert json.loads((root / "tiny" / "sweep.json").read_text())["runs"] == {
+        "control-s7": {"arm": "control", "seed": 7, "path": "control-s7"}}
+    store = DashboardStore(root)
+    assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
+    assert store.rows[0]["state"] in ("finished", "collapsed") and store.rows[0]["progress"] == 1.0

@@ -1,4 +1,5 @@
-"""The served dashboard in the system Chromium (Playwright): loads cleanly, draws plots, shows live points.
+"""The served dashboard in the system Chromium (Playwright): loads cleanly, draws plots, shows live points
+in two sessions (pages) at once.
 
 A ``panel serve app`` subprocess listens on 127.0.0.1 on a free port over a runs folder holding
 one finished tiny run and one that a ``fnodiag train`` subprocess trains during the test.
@@ -121,13 +122,14 @@ def browser(tmp_path_factory):
             context.close()
 
 
-def open_page(browser, url):
+def open_page(browser, url, wait: bool = True):
     page = browser.new_page()
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_selector("text=Overview", timeout=60_000)
+    page.goto(url, wait_until="load" if wait else "commit")
+    if wait:
+        page.wait_for_selector("text=Overview", timeout=60_000)
     return page, errors
 
 
@@ -160,33 +162,43 @@ def test_page_loads_and_choosing_an_arm_draws_plots(browser, server):
     page.close()
 
 
-def test_live_points_arrive_in_the_open_page(browser, server, live_run):
+def test_live_points_arrive_in_two_open_pages(browser, server, live_run):
+    """Two sessions on one server while the run trains: each streams the new rows into its own page."""
     proc, run = live_run
     from fnodiag.runs import StoreReader
 
-    page, errors = open_page(browser, server)
+    pages = [open_page(browser, server, wait=False) for _ in range(2)]  # both sessions load at once
+    page, errors = pages[0]
+    page.wait_for_selector("text=Overview", timeout=60_000)
     page.locator(".bk-tab:has-text('Activations')").first.click()
-    wait_for(lambda: page.evaluate(POINTS_JS) > 0, 60, "plots with data")
+    for p, _ in pages:
+        wait_for(lambda: p.evaluate(POINTS_JS) > 0, 60, "plots with data")
     reader = StoreReader(run.store_path)
-    latencies, counts = [], []
+    latencies, counts, second = [], [], []
     seen = len(reader.scalars("train/loss"))
     deadline = time.time() + 60
-    while proc.poll() is None and time.time() < deadline and len(latencies) < 5:
+    while proc.poll() is None and time.time() < deadline and len(latencies) < 4:
         n = len(reader.scalars("train/loss"))
         if n > seen:  # new rows committed: how long until the page holds more points?
-            t0, before = time.time(), page.evaluate(POINTS_JS)
+            t0, before = time.time(), [p.evaluate(POINTS_JS) for p, _ in pages]
             seen = n
-            grown = wait_for(lambda: page.evaluate(POINTS_JS) > before, 10, "new points in the page", step=0.02)
+            grown = wait_for(lambda: page.evaluate(POINTS_JS) > before[0], 10, "new points in the page", step=0.02)
             latencies.append(time.time() - t0)
             counts.append(page.evaluate(POINTS_JS))
             assert grown
+            other = pages[1][0]
+            wait_for(lambda: other.evaluate(POINTS_JS) > before[1], 10, "new points in the second page", step=0.02)
+            second.append(other.evaluate(POINTS_JS))
         time.sleep(0.02)
     reader.close()
     page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+    pages[1][0].screenshot(path=str(ARTIFACTS / "dashboard-live-second-session.png"), full_page=True)
     assert len(latencies) >= 2, "the run finished before new points could be watched"
     assert counts == sorted(counts) and counts[-1] > counts[0]
+    assert second == sorted(second) and second[-1] > second[0]  # the second session got new points as well
     (ARTIFACTS / "live-latency.txt").write_text(
         "seconds from a committed store row to more points in the page: "
         + ", ".join(f"{x:.2f}" for x in latencies) + "\n")
-    assert not errors, errors
-    page.close()
+    for p, errs in pages:
+        assert not errs, errs
+        p.close()
