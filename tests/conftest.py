@@ -26,3 +26,21 @@ def tiny_cfg() -> RunConfig:
 @pytest.fixture(scope="session")
 def dataset_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture
+def count_transfers(monkeypatch):
+    """Start counting device-to-host calls (Tensor.cpu / .item / .tolist); returns the counts dict."""
+    def start() -> dict:
+        calls = {"cpu": 0, "item": 0, "tolist": 0}
+        for method in calls:
+            original = getattr(torch.Tensor, method)
+
+            def counted(self, *a, _name=method, _orig=original, **k):
+                calls[_name] += 1
+                return _orig(self, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, method, counted)
+        return calls
+
+    return start

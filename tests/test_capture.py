@@ -40,6 +40,7 @@ def test_live_capture_writes_every_k_steps(stable_run):
     # LayerScale gamma starts at the configured 1e-3 and is recorded as the reference watched it
     gamma = reader.layer_matrix("param", "layerscale_mean")
     assert gamma.values[:, 0] == pytest.approx(1e-3, rel=0.05)
+    assert run.read_json("effective_config.json")["capture"] == {"every": 3, "probe_batch": 2, "targets": "default"}
     upd = reader.layer_matrix("param", "update_ratio")
     assert (upd.values[np.isfinite(upd.values)] > 0).all()
 

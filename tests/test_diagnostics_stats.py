@@ -289,16 +289,8 @@ def test_scale_params_empty_for_control_arm():
 
 # --------------------------------------------------------------------------- to_host
 
-def test_to_host_values_shapes_and_single_transfer(monkeypatch):
-    calls = {"cpu": 0, "item": 0, "tolist": 0}
-    for method in calls:
-        original = getattr(torch.Tensor, method)
-
-        def counted(self, *a, _name=method, _orig=original, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, method, counted)
+def test_to_host_values_shapes_and_single_transfer(count_transfers):
+    calls = count_transfers()
     named = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor(2.5), "c": torch.tensor([True, False]),
              "d": torch.empty(0), "e": torch.tensor([7], dtype=torch.int64)}
     host = to_host(named)

@@ -143,19 +143,11 @@ def test_results_are_from_the_last_forward_and_inactive_hooks_do_nothing():
         assert set(rec.results()) == {"head", OUTPUT}
 
 
-def test_collect_one_transfer_then_clear(monkeypatch):
+def test_collect_one_transfer_then_clear(count_transfers, monkeypatch):
     model = tiny("stable_hybrid")
     with ActivationRecorder(model) as rec:
         model(batch())
-    calls = {"cpu": 0, "item": 0, "tolist": 0}
-    for method in calls:
-        original = getattr(torch.Tensor, method)
-
-        def counted(self, *a, _name=method, _orig=original, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, method, counted)
+    calls = count_transfers()
     expected_ratio = rec.branch_ratios()["bottleneck"]
     expected_p95 = rec.results()["encoder.1.norm"][IDX["p95"]]
     values = rec.collect()

@@ -63,6 +63,7 @@ def test_recorded_optimizer_is_the_configured_one(arm_runs, name):
     assert eff["grad_clip"]["algorithm"] == "none"
     assert eff["seed"] == cfg.train.seed and eff["device"] == "cpu" and eff["precision"] == "32-true"
     assert eff["steps_per_epoch"] == STEPS_PER_EPOCH
+    assert (eff["infer_batch_size"], eff["num_workers"], eff["capture"]) == (16, 0, {"every": 0})
 
 
 @pytest.mark.parametrize("name", list(ARMS))

@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from fnodiag.config import reference_quirks
 from fnodiag.models import count_parameters
 from fnodiag.runs import RunDir, RunStore
+from fnodiag.training.live_capture import LiveCapture
 from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
@@ -76,6 +77,14 @@ def describe_generator(generator: torch.nn.Module) -> dict:
     return {"class": type(generator).__name__, "block_class": getattr(generator, "block_class", None),
             "channels": list(getattr(generator, "channel_schedule", [])), "parameters": count_parameters(generator),
             "spectral_layout": layouts[0] if len(layouts) == 1 else layouts}
+
+
+def describe_capture(trainer) -> dict:
+    """Live capture as the attached callback really runs it (period 0: no capture callback)."""
+    live = next((cb for cb in trainer.callbacks if isinstance(cb, LiveCapture)), None)
+    if live is None:
+        return {"every": 0}
+    return {"every": live.every, "probe_batch": int(live.probe_batch.shape[0]), "targets": live.targets or "default"}
 
 
 class RunRecorder(Callback):
@@ -129,6 +138,9 @@ class RunRecorder(Callback):
             "precision": trainer.precision,
             "max_epochs": trainer.max_epochs,
             "batch_size": trainer.train_dataloader.batch_size if trainer.train_dataloader is not None else None,
+            "infer_batch_size": getattr(trainer.val_dataloaders, "batch_size", None),
+            "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
+            "capture": describe_capture(trainer),
             "steps_per_epoch": trainer.num_training_batches,
             "data": self.data_info,
             "versions": versions(),
