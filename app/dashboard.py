@@ -2,7 +2,7 @@
 
 :class:`Dashboard` is what ``app/main.py`` serves; tests build it without a server. Every
 ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new store
-rows into the open views and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
+rows into the open tab's view and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
 runs' status files and rescans the folder for new runs.
 """
 from __future__ import annotations
@@ -88,14 +88,24 @@ class Dashboard:
         return [(e.sweep, e.arm, e.seed, e.exists) for sweep in self.store.catalog.sweeps.values() for e in sweep]
 
     def tick(self) -> int:
-        """Stream new rows to every view; returns the points sent (timing kept in ``last_tick_ms``)."""
+        """Stream new rows to the shown view; returns the points sent (timing kept in ``last_tick_ms``).
+
+        Only the open tab's view streams: a hidden view's feeds keep their store positions and
+        catch up in one batch when its tab is opened. The tick's changes leave as one message.
+        """
         if not self.store.live:
             return 0
         t0 = time.perf_counter()
         self.ticks += 1
-        sent = 0
-        for view in self.views:
-            sent += view.tick()
+        with pn.io.hold():
+            sent = self._tick()
+        self.points_sent += sent
+        self.last_tick_ms = (time.perf_counter() - t0) * 1e3
+        return sent
+
+    def _tick(self) -> int:
+        shown = self.tabs.active
+        sent = self.views[shown].tick() if shown < len(self.views) else 0
         if self.ticks % ROWS_EVERY == 0:
             if self.ticks % (4 * ROWS_EVERY) == 0 or self.launch.launcher.runs or self.store.sweep is None:
                 before = self._run_keys()
@@ -106,6 +116,4 @@ class Dashboard:
                 self.store.refresh_rows()
             if self.launch.launcher.runs:
                 self.launch.refresh()
-        self.points_sent += sent
-        self.last_tick_ms = (time.perf_counter() - t0) * 1e3
         return sent

@@ -4,7 +4,9 @@ A :class:`LiveFigure` renders a :mod:`fnodiag.plots` element with HoloViews' Bok
 keeps the ``ColumnDataSource`` of every glyph by the element's label. A tick appends new rows with
 ``ColumnDataSource.stream`` (only the new points travel to the browser) and widens the axis and
 colour ranges; HoloViews' own per-frame update is skipped because it costs ~15 ms per plot in
-Python, which many plots and sessions cannot afford every few hundred milliseconds.
+Python, which many plots and sessions cannot afford every few hundred milliseconds. Figures draw on a 2-D
+canvas, not WebGL: without a GPU (software GL) copying the WebGL layer to the page took half the
+browser's main thread on every repaint of a live page and starved it of frames.
 
 A :class:`Tail` owns one read-only :class:`~fnodiag.runs.StoreReader` per run and the position of
 every series it has read, so each query after the first returns only newer rows. Readers of a WAL
@@ -85,7 +87,8 @@ class LiveFigure:
     """
 
     def __init__(self, element, *, doc=None, log_y: bool = False):
-        self.plot = hv.renderer("bokeh").get_plot(element, doc=doc)
+        renderer = hv.renderer("bokeh").instance(webgl=False)  # canvas: see the module notes
+        self.plot = renderer.get_plot(element, doc=doc)
         self.figure = self.plot.state
         self.log_y = log_y
         self.sources: dict[tuple[str, str], object] = {}

@@ -103,9 +103,11 @@ def test_views_build_with_figures_and_collapse_state(runs):
 
 
 def test_tick_sends_only_new_points(runs):
+    """Only the open tab streams; a hidden view catches up in one batch when its tab is opened."""
     dash = Dashboard(runs)
     acts = dash.views[1]
     feed = acts._feeds[0]
+    dash.tabs.active = 1  # Activations
     assert dash.tick() == 0  # nothing new written
     run = dash.store.selected()[0].run
     last = max(feed.tail.reader.last_step(), 0)
@@ -124,7 +126,11 @@ def test_tick_sends_only_new_points(runs):
     assert rect.data["x1"][-1] == last + 2.5
     assert sent > 0 and dash.tick() == 0  # nothing new again
     loss = dash.views[0]._feeds[0].figure.source(f"{dash.store.selected()[0].label} train", "Curve")
-    assert loss.data["step"][-1] == last + 2
+    n_loss = len(loss.data["step"])
+    assert loss.data["step"][-1] < last + 1  # the hidden Overview has not streamed yet
+    dash.tabs.active = 0
+    assert dash.tick() == 2 and len(loss.data["step"]) == n_loss + 2 and loss.data["step"][-1] == last + 2
+    assert len(rect.data["value"]) == n_rect + 2 * len(feed.layers)  # the hidden Activations stay put
 
 
 def test_checkpoint_capture_in_worker_thread(runs):
