@@ -166,7 +166,8 @@ class GradientsView(LayersView):
         post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
         norm_el = (plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
                    * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors)).opts(
-            title="global gradient norm (solid: before clipping, dashed: after)", logy=True, responsive=True,
+            title="global grad norm (dashed: after clipping)", logy=True, hooks=[plots.log_ticks],
+            responsive=True,
             height=260, legend_position="top_right")
         nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
         lf = LiveFigure(plots.scalar_curves(lrs, ylabel="learning rate", log=True, title="realised learning rate",

@@ -29,10 +29,55 @@ if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded ye
 
 __all__ = ["downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
            "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_bars",
-           "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "HEATMAP_COLUMNS"]
+           "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "log_ticks", "HEATMAP_COLUMNS"]
 
 HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
 PALETTE = hv.Cycle("Category10").values
+# Log y axes are labelled at 1-2-5 steps: Bokeh's LogTicker switches to linear ticks when the axis spans
+# under two decades, and those crowd together at the top of a log axis.
+LOG_TICKS_JS = """
+const lo = Math.min(cb_data.start, cb_data.end), hi = Math.max(cb_data.start, cb_data.end);
+if (!(lo > 0) || !isFinite(hi) || hi <= lo) return [];
+const at = mantissas => {
+  const t = [];
+  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++)
+    for (const m of mantissas) {
+      const v = Number((m * Math.pow(10, e)).toPrecision(12));
+      if (v >= lo && v <= hi) t.push(v);
+    }
+  return t;
+};
+let ticks = at([1, 2, 5]);
+if (ticks.length > 9) ticks = at([1]);
+if (ticks.length < 3) ticks = at([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+if (ticks.length < 3) {  // a narrow range: evenly spaced
+  let step = Math.pow(10, Math.floor(Math.log10(hi - lo)));
+  if ((hi - lo) / step < 3) step /= 2;
+  if ((hi - lo) / step > 6) step *= 2;
+  ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) ticks.push(Number(v.toPrecision(12)));
+}
+return ticks;
+"""
+
+
+# Their labels: plain numbers (0.0005, 0.02, 1000), not 10^k or 5.000e-4.
+LOG_LABEL_JS = "return String(Number(tick.toPrecision(6)));"
+
+
+def log_ticks(plot, element) -> None:
+    """HoloViews hook: 1-2-5 labels on a logarithmic y axis or colour bar (see ``LOG_TICKS_JS``)."""
+    from bokeh.models import ColorBar, CustomJSTicker, CustomJSTickFormatter, LogAxis, LogColorMapper
+
+    for model in list(plot.state.yaxis) + list(plot.state.select(type=ColorBar)):
+        if isinstance(model, LogAxis) or isinstance(getattr(model, "color_mapper", None), LogColorMapper):
+            model.ticker = CustomJSTicker(major_code=LOG_TICKS_JS)
+            model.formatter = CustomJSTickFormatter(code=LOG_LABEL_JS)
+
+
+# A compact legend (15 px an entry): one entry per drawn layer fits beside the plot.
+LEGEND = {"label_text_font_size": "8pt", "glyph_height": 12, "label_height": 12, "spacing": 3, "padding": 4,
+          "margin": 4}
 
 
 def downsample_steps(steps, values, max_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -128,7 +173,8 @@ def _heatmap_element(data, layers, stat: str, log: bool, clim, title: str) -> hv
     return hv.Rectangles(data, vdims=["value", "layer", "step"]).opts(
         color="value", cmap="viridis", cnorm="log" if log else "linear", clim=clim, colorbar=True, line_alpha=0,
         yticks=layer_ticks(layers), ylim=(-len(layers) + 0.5, 0.5), xlabel="step", ylabel="", title=title,
-        clabel=stat, tools=["hover"], responsive=True, height=max(220, 14 * len(layers) + 80), min_width=300)
+        clabel=stat, tools=["hover"], responsive=True, height=max(220, 14 * len(layers) + 80), min_width=300,
+        hooks=[log_ticks])
 
 
 def layer_heatmap(layers: Sequence[str], steps, values, *, stat: str, log: bool = False, max_steps: int = 400,
@@ -215,9 +261,11 @@ def layer_lines(layers: Sequence[str], steps, values, *, stat: str, log: bool = 
     if stride > 1:
         title = f"{title} (mean of {stride} steps per point)".strip()
     marks = collapse_marks(layers, {k: v for k, v in (collapse or {}).items() if k == "onset_step"})
-    return (hv.Overlay(curves) * marks).opts(logy=log, title=title, responsive=True, min_width=300,
-                                             height=max(280, 19 * len(layers) + 60) if len(layers) <= 24 else 320,
-                                             legend_position="right", show_legend=len(layers) <= 24)
+    show_legend = len(layers) <= 24
+    height = max(280, 15 * len(layers) + 110) if show_legend else 320
+    return (hv.Overlay(curves) * marks).opts(logy=log, hooks=[log_ticks], title=title, responsive=True,
+                                             min_width=300, height=height, legend_position="right",
+                                             show_legend=show_legend, legend_opts=LEGEND)
 
 
 def side_by_side(plots: Mapping[str, hv.Element], *, cols: int | None = None) -> hv.Layout:
@@ -257,8 +305,8 @@ def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False
     if len(finite) and finite.min() == finite.max():  # a constant (e.g. lr): centre it, a log axis would hide it
         v = float(finite[0])
         extra["ylim"] = (v / 2, v * 2) if log and v > 0 else (v - 0.5 * (abs(v) or 1), v + 0.5 * (abs(v) or 1))
-    return hv.Overlay(curves).opts(logy=log, title=title, responsive=True, height=260, min_width=300,
-                                   legend_position="top_right", **extra)
+    return hv.Overlay(curves).opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=260,
+                                   min_width=300, legend_position="top_right", **extra)
 
 
 def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, title: str = "loss") -> hv.Overlay:
@@ -284,7 +332,7 @@ def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, ti
     if not items:
         items = [hv.Curve([], "step", hv.Dimension("value", label="loss"))]
     overlay = hv.Overlay([e for item in items for e in (item if isinstance(item, hv.Overlay) else [item])])
-    return overlay.opts(logy=log, title=title, responsive=True, height=280, min_width=300,
+    return overlay.opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280, min_width=300,
                         legend_position="top_right")
 
 
@@ -350,5 +398,5 @@ def stream_lines(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str,
     def draw(data):
         curves = [hv.Curve(data, "step", hv.Dimension(f"L{i}", label=stat), label=name).opts(color=colors[i])
                   for i, name in enumerate(layers)]
-        return hv.Overlay(curves).opts(logy=log, title=title, responsive=True, height=280)
+        return hv.Overlay(curves).opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280)
     return hv.DynamicMap(draw, streams=[buffer])

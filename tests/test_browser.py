@@ -31,6 +31,11 @@ TINY = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--
 POINTS_JS = """() => { let n = 0; for (const doc of (window.Bokeh ? Bokeh.documents : []))
   for (const m of doc.all_models) if (typeof m.get_length === 'function') n += (m.get_length() || 0); return n; }"""
 
+# Frames the page paints in one second (requestAnimationFrame callbacks).
+FPS_JS = """() => new Promise(done => { let n = 0; const t0 = performance.now();
+  const f = () => { n++; if (performance.now() - t0 < 1000) requestAnimationFrame(f); else done(n); };
+  requestAnimationFrame(f); })"""
+
 TITLES_JS = """() => { const t = []; for (const doc of (window.Bokeh ? Bokeh.documents : []))
   for (const m of doc.all_models) if (m.type === 'Title' && m.text) t.push(m.text); return t; }"""
 
@@ -116,6 +121,8 @@ def browser(tmp_path_factory):
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
+        for blank in context.pages:  # the start-up tab would sit in front of the tests' pages
+            blank.close()
         try:
             yield context
         finally:
@@ -129,6 +136,7 @@ def open_page(browser, url, wait: bool = True):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="load" if wait else "commit")
     if wait:
+        page.bring_to_front()
         page.wait_for_selector("text=Overview", timeout=60_000)
     return page, errors
 
@@ -170,6 +178,7 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run):
     pages = [open_page(browser, server, wait=False) for _ in range(2)]  # both sessions load at once
     page, errors = pages[0]
     page.wait_for_selector("text=Overview", timeout=60_000)
+    page.bring_to_front()  # the page opened last is in front; a background page gets few frames to act on
     page.locator(".bk-tab:has-text('Activations')").first.click()
     for p, _ in pages:
         wait_for(lambda: p.evaluate(POINTS_JS) > 0, 60, "plots with data")
@@ -190,15 +199,52 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run):
             wait_for(lambda: other.evaluate(POINTS_JS) > before[1], 10, "new points in the second page", step=0.02)
             second.append(other.evaluate(POINTS_JS))
         time.sleep(0.02)
+    page.bring_to_front()
+    fps = page.evaluate(FPS_JS) if proc.poll() is None else None  # still painting while points stream in?
     reader.close()
     page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+    pages[1][0].bring_to_front()
     pages[1][0].screenshot(path=str(ARTIFACTS / "dashboard-live-second-session.png"), full_page=True)
     assert len(latencies) >= 2, "the run finished before new points could be watched"
     assert counts == sorted(counts) and counts[-1] > counts[0]
     assert second == sorted(second) and second[-1] > second[0]  # the second session got new points as well
     (ARTIFACTS / "live-latency.txt").write_text(
         "seconds from a committed store row to more points in the page: "
-        + ", ".join(f"{x:.2f}" for x in latencies) + "\n")
+        + ", ".join(f"{x:.2f}" for x in latencies) + f"\nframes painted per second while streaming: {fps}\n")
+    assert fps is None or fps >= 5, f"the live page painted only {fps} frames in a second"
     for p, errs in pages:
         assert not errs, errs
         p.close()
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (0.02, 0.35, [0.02, 0.05, 0.1, 0.2]),     # under two decades: 1-2-5, not crowded linear ticks
+    (1e-6, 1e3, [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]),  # many decades: decades only
+    (5e-4, 2e-3, [5e-4, 1e-3, 2e-3]),
+    (3, 7, [3, 4, 5, 6, 7]),                  # within a decade: 1..9 mantissas
+    (0.999, 1.001, [0.999, 0.9995, 1, 1.0005, 1.001]),  # a narrow range: evenly spaced
+    (0, 1, []),                               # no log axis over zero
+])
+def test_log_axis_ticks_in_the_browser(browser, lo, hi, expected):
+    """The 1-2-5 log ticker's JavaScript (fnodiag.plots.LOG_TICKS_JS) as Chromium runs it."""
+    from fnodiag.plots import LOG_TICKS_JS
+
+    page = browser.new_page()
+    try:
+        ticks = page.evaluate("([code, lo, hi]) => new Function('cb_data', code)({start: hi, end: lo})",
+                              [LOG_TICKS_JS, lo, hi])
+    finally:
+        page.close()
+    assert ticks == pytest.approx(expected, rel=1e-9)
+
+
+def test_log_axis_labels_in_the_browser(browser):
+    from fnodiag.plots import LOG_LABEL_JS
+
+    page = browser.new_page()
+    try:
+        labels = page.evaluate("([code, ticks]) => ticks.map(t => new Function('tick', code)(t))",
+                               [LOG_LABEL_JS, [5e-4, 1e-3, 0.02, 0.30000000000000004, 1, 1000, 1e-7]])
+    finally:
+        page.close()
+    assert labels == ["0.0005", "0.001", "0.02", "0.3", "1", "1000", "1e-7"]

@@ -143,3 +143,17 @@ def test_constant_scalar_stays_in_view_on_a_log_axis():
     el = plots.scalar_curves({"adam": ([0, 1, 2], [1e-3, 1e-3, 1e-3])}, ylabel="lr", log=True)
     fig = hv.render(el)
     assert fig.y_range.start < 1e-3 < fig.y_range.end
+
+
+def test_log_axes_and_colour_bars_get_1_2_5_ticks_linear_ones_keep_bokeh_ticks():
+    from bokeh.models import ColorBar, CustomJSTicker
+
+    render = lambda el: hv.renderer("bokeh").get_plot(el).state
+    layers, steps = ["a", "b", "c"], np.arange(5)
+    values = np.linspace(0.02, 0.3, 15).reshape(3, 5)
+    for log in (True, False):
+        lines = render(plots.layer_lines(layers, steps, values, stat="s", log=log))
+        heat = render(plots.layer_heatmap(layers, steps, values, stat="s", log=log))
+        tickers = [lines.yaxis[0].ticker] + [c.ticker for c in heat.select(type=ColorBar)]
+        assert all(isinstance(t, CustomJSTicker) == log for t in tickers) and len(tickers) == 2
+    assert "[1, 2, 5]" in plots.LOG_TICKS_JS
