@@ -186,7 +186,8 @@ class GradientsView(LayersView):
 
 
 class OverviewView(LiveView):
-    """The arms table (state, progress, optimizer, losses, SSIM, collapse) and loss / amp-SSIM plots."""
+    """The arms table (state, progress, optimizer, losses, SSIM, collapse), the loss and per-epoch amp SSIM
+    (live), and the amp SSIM of the best / last weights."""
 
     title = "Overview"
     _deps = ("arms", "seeds", "sweep")
@@ -222,6 +223,12 @@ class OverviewView(LiveView):
         for e in entries:
             self._feeds += [ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
                             ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch")]
+        fp = next((r["fingerprint_amp_ssim"] for r in map(self.store.row, entries)
+                   if r.get("fingerprint_amp_ssim") is not None), None)
+        sf = LiveFigure(plots.ssim_curves({e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch")
+                                           for e in entries}, fingerprint=fp,
+                                          title="validation amp SSIM per epoch (red: a constant output)"), doc=_doc())
+        self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
-        return [self._table, pn.Row(pn.pane.Bokeh(lf.figure, sizing_mode="stretch_width"), self._bars,
-                                    sizing_mode="stretch_width")]
+        return [self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
+                                    sizing_mode="stretch_width"), self._bars]

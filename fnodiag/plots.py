@@ -28,7 +28,7 @@ if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded ye
     hv.Store.set_current_backend("bokeh")
 
 __all__ = ["downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
-           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_bars",
+           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "ssim_bars",
            "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "log_ticks", "HEATMAP_COLUMNS"]
 
 HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
@@ -334,6 +334,31 @@ def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, ti
     overlay = hv.Overlay([e for item in items for e in (item if isinstance(item, hv.Overlay) else [item])])
     return overlay.opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280, min_width=300,
                         legend_position="top_right")
+
+
+def ssim_curves(series: Mapping[str, tuple], *, fingerprint: float | None = None,
+                title: str = "validation amp SSIM per epoch") -> hv.Overlay:
+    """Per-epoch amplitude SSIM of each run (line + dots), with the constant-output fingerprint.
+
+    Parameters
+    ----------
+    series : {label: (steps (EPOCH,), amp SSIM (EPOCH,))}
+    fingerprint : float, optional
+        amp SSIM of a spatially constant output: a collapsing run falls onto this line.
+    """
+    items = []
+    for k, (label, (steps, values)) in enumerate(series.items()):
+        s, v = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        keep = np.isfinite(v)
+        color, ssim = PALETTE[k % len(PALETTE)], hv.Dimension("value", label="amp SSIM")
+        items += [hv.Curve((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, line_width=2),
+                  hv.Scatter((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, size=6, tools=["hover"])]
+    if not items:
+        items = [hv.Curve([], "step", hv.Dimension("value", label="amp SSIM"))]
+    if fingerprint is not None and np.isfinite(fingerprint):
+        items.append(hv.HLine(float(fingerprint), label="constant output").opts(color="red", line_dash="dashed"))
+    return hv.Overlay(items).opts(title=title, ylim=(0, 1), responsive=True, height=280, min_width=300,
+                                  legend_position="bottom_right")
 
 
 def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, title: str = "amp SSIM") -> hv.Overlay:

@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny run configuration and a session-wide dataset cache."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -44,3 +47,18 @@ def count_transfers(monkeypatch):
         return calls
 
     return start
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path):
+    """``tiny_sweep(arms, shared)`` writes the sweep definition "tiny" (seed 7) on the TINY configuration
+    plus ``shared`` and returns its path; ``arms`` maps arm names to their settings."""
+    def write(arms: dict[str, dict], shared: dict | None = None) -> Path:
+        entries = lambda fields: [f'"{k}" = {json.dumps(v)}' for k, v in fields.items()]  # JSON scalars are TOML
+        lines = ['name = "tiny"', "seeds = [7]", "[shared]", *entries({**TINY, **(shared or {})})]
+        for arm, settings in arms.items():
+            lines += [f"[arms.{arm}]", *entries(settings)]
+        path = tmp_path / "tiny.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    return write

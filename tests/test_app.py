@@ -96,6 +96,10 @@ def test_views_build_with_figures_and_collapse_state(runs):
     rect = feed.heatmap.source("", "Rectangles")
     assert rect is not None and len(rect.data["value"]) > len(feed.layers)
     assert len(overview._table.value) == 3
+    assert len(overview._feeds) == 3 * 2  # train loss, val loss, val amp SSIM per run
+    ssim = overview._feeds[-1].figure
+    label = dash.store.selected()[0].label
+    assert len(ssim.source(label, "Scatter").data["value"]) >= 1  # per-epoch amp SSIM of the finished run
     dash.store.act_stat = "std"
     assert acts._feeds[0].stat == "std"
     from bokeh.document import Document
@@ -175,28 +179,8 @@ def test_launch_and_stop_records_interrupted(tmp_path):
     assert np.isfinite(store.rows[0]["progress"])
 
 
-TINY_SWEEP_TOML = """
-name = "tiny"
-seeds = [7]
-[shared]
-"data.N" = 32
-"data.object_size" = 64
-"data.set_phi" = true
-"model.blocks" = 2
-"model.width" = 4
-"model.modes" = 4
-"train.epochs" = 1
-"train.batch_size" = 8
-"train.infer_batch_size" = 16
-"train.capture_every" = 1
-"train.accelerator" = "cpu"
-"train.devices" = "1"
-[arms.control]
-"model.arch" = "hybrid"
-"optim.name" = "adam"
-[arms.sgd]
-"optim.name" = "sgd"
-"""
+TINY_ARMS = {"control": {"model.arch": "hybrid", "optim.name": "adam"}, "sgd": {"optim.name": "sgd"}}
+TINY_SHARED = {"train.epochs": 1, "train.capture_every": 1}
 
 
 def _wait_running(launched, timeout=120):
@@ -210,10 +194,9 @@ def _wait_running(launched, timeout=120):
     raise AssertionError(f"{launched.name} did not start running:\n{launched.log_tail(20)}")
 
 
-def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path):
+def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     """The Launch view's sweep form: a definition path, an arm and a seed -> <runs>/tiny/control-s7, stoppable."""
-    definition = tmp_path / "tiny.toml"
-    definition.write_text(TINY_SWEEP_TOML)
+    definition = tiny_sweep(TINY_ARMS, TINY_SHARED)
     root = tmp_path / "runs"
     dash = Dashboard(root)
     view = dash.launch
@@ -252,9 +235,8 @@ def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path):
         view.launcher.start_sweep(tmp_path / "missing.toml", "control", 7)
 
 
-def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path):
-    definition = tmp_path / "tiny.toml"
-    definition.write_text(TINY_SWEEP_TOML)
+def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
+    definition = tiny_sweep(TINY_ARMS, TINY_SHARED)
     root = tmp_path / "runs"
     launcher = Launcher(root)
     launched = launcher.start_sweep(str(definition), "control", 7, ["--epochs", "1"])

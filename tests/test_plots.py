@@ -87,6 +87,15 @@ def test_ssim_bars_and_fingerprint_line():
     assert any(isinstance(e, hv.HLine) and e.data == 0.28 for e in el)
 
 
+def test_ssim_curves_per_run_with_the_fingerprint():
+    el = plots.ssim_curves({"adam": ([9, 19, 29], [0.3, 0.5, np.nan]), "sgd": ([9], [0.2])}, fingerprint=0.28)
+    kinds = [(type(e).__name__, e.label) for e in el]
+    assert kinds[:4] == [("Curve", "adam"), ("Scatter", "adam"), ("Curve", "sgd"), ("Scatter", "sgd")]
+    assert len(el.get(0)) == 2  # the NaN epoch is dropped
+    assert isinstance(el.get(4), hv.HLine) and el.get(4).data == 0.28
+    assert len(plots.ssim_curves({})) == 1  # an empty figure still renders
+
+
 def test_arms_table_columns():
     rows = [{"arm": "adam", "seed": 1, "state": "finished", "collapse": "healthy", "best_val_loss": 0.1}]
     frame = plots.arms_frame(rows)

@@ -12,37 +12,14 @@ from fnodiag.summary import write_summary
 from fnodiag.sweep import load_definition, run_sweep, shipped_definitions
 from fnodiag.training.system import ReconstructionSystem
 
-TINY_TOML = """
-name = "tiny"
-seeds = [7]
-[shared]
-"data.N" = 32
-"data.object_size" = 64
-"data.set_phi" = true
-"model.blocks" = 2
-"model.width" = 4
-"model.modes" = 4
-"train.epochs" = 2
-"train.batch_size" = 8
-"train.infer_batch_size" = 16
-"train.capture_every" = 3
-"train.accelerator" = "cpu"
-"train.devices" = "1"
-[arms.control]
-"model.arch" = "hybrid"
-"optim.name" = "adam"
-[arms.stable_sgd]
-"model.arch" = "stable_hybrid"
-"optim.name" = "sgd"
-"optim.momentum" = 0.9
-"""
+TINY_ARMS = {"control": {"model.arch": "hybrid", "optim.name": "adam"},
+             "stable_sgd": {"model.arch": "stable_hybrid", "optim.name": "sgd", "optim.momentum": 0.9}}
+TINY_SHARED = {"train.epochs": 2, "train.capture_every": 3}
 
 
 @pytest.fixture
-def tiny_definition(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return load_definition(path)
+def tiny_definition(tiny_sweep):
+    return load_definition(tiny_sweep(TINY_ARMS, TINY_SHARED))
 
 
 def test_shipped_definitions_are_valid_and_as_specified():
@@ -171,8 +148,8 @@ def test_resume_with_other_settings_is_refused(tiny_definition, tmp_path):
     assert (out / "control-s7" / "config.json").read_text() == before
 
 
-def test_sweep_and_summarize_cli(tmp_path, capsys):
-    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+def test_sweep_and_summarize_cli(tmp_path, tiny_sweep, capsys):
+    tiny_sweep(TINY_ARMS, TINY_SHARED)
     out = tmp_path / "cli"
     assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "control", "--epochs", "1", "--out", str(out)]) == 0
     assert "| control-s7 | finished | 1/1 |" in capsys.readouterr().out
