@@ -197,6 +197,7 @@ class OverviewView(LiveView):
                                            sizing_mode="stretch_width", height=220, formatters={
                                                "progress": {"type": "progress", "max": 1, "legend": True}})
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        self._bars_shown = None
         super().__init__(**params)
         self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
         self.update_rows()
@@ -207,10 +208,12 @@ class OverviewView(LiveView):
         self._table.value = frame
         chosen = {e.label for e in self.store.selected()}
         fp = next((r.get("fingerprint_amp_ssim") for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
-        self._bars.object = plots.ssim_bars([{"run": r["label"], "best": r.get("amp_ssim_best"),
-                                              "last": r.get("amp_ssim_last")} for r in rows if r["label"] in chosen],
-                                            fingerprint=fp, title="amp SSIM of the best / last weights "
-                                            "(red: a constant output)")
+        bars = [{"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
+                for r in rows if r["label"] in chosen]
+        if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
+            self._bars_shown = (bars, fp)
+            self._bars.object = plots.ssim_bars(bars, fingerprint=fp,
+                                                title="amp SSIM of the best / last weights (red: a constant output)")
 
     def build(self, entries) -> list:
         runs = {}

@@ -1,7 +1,7 @@
 """Benchmark of the run store: write a long run, open it as the dashboard does, and time a live tick.
 
 Writes LAYERS x STATS per-layer values and a few scalars for every one of STEPS steps through
-:class:`fnodiag.runs.RunStore` (default 50 x 10 x 10,000, flushed every 0.5 s as in training), then
+:class:`fnodiag.runs.RunStore` (default 50 x 10 x 10,000, flushed every 0.25 s as in training), then
 times what the dashboard does with :class:`fnodiag.runs.StoreReader`: open the store and load one
 stat's full ``layer_matrix`` plus all scalars (target < 2 s), and one live tail tick with
 ``after=position`` once one new step has been written (target < 50 ms). Prints times and their

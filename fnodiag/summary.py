@@ -261,13 +261,16 @@ def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
     (sweep_dir / "plots").mkdir(exist_ok=True)
     colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(arms)}
     fig, ax = plt.subplots(figsize=(7, 4))
+    labelled = set()  # one legend entry per arm, from its first run with a history
     for r in rows:
         hist = RunDir(sweep_dir / r["run"]).read_json("history.json", default={}) or {}
         if hist.get("val_loss"):
-            label = r["arm"] if r is next(x for x in rows if x["arm"] == r["arm"]) else None
+            label = None if r["arm"] in labelled else r["arm"]
+            labelled.add(r["arm"])
             ax.plot(np.arange(1, len(hist["val_loss"]) + 1), hist["val_loss"], color=colors[r["arm"]], label=label, alpha=0.8)
     ax.set(xlabel="epoch", ylabel="validation loss", yscale="log", title="validation loss per arm (one line per seed)")
-    ax.legend(fontsize=8)
+    if labelled:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(sweep_dir / "plots" / "val_loss.png", dpi=90)
     plt.close(fig)

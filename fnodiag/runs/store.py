@@ -67,7 +67,7 @@ class RunStore:
         Buffered values (scalars + layer values) that trigger a flush.
     """
 
-    def __init__(self, path: str | Path, *, enabled: bool = True, flush_every: float | None = 0.5,
+    def __init__(self, path: str | Path, *, enabled: bool = True, flush_every: float | None = 0.25,
                  max_buffer: int = 200_000):
         self.path, self.enabled = Path(path), bool(enabled)
         self.flush_every, self.max_buffer = flush_every, int(max_buffer)
