@@ -157,6 +157,7 @@ class LiveLayers:
 
     ``stride`` (from the opening's downsampling) is kept: new steps are binned the same way, so a
     heatmap column is emitted once ``stride`` new steps have arrived (lines get every new point).
+    ``columns`` and ``points`` count the heatmap columns and the points per line drawn so far.
     """
 
     def __init__(self, tail: Tail, source: str, stat: str, layers: list[str], steps, stride: int,
@@ -167,6 +168,9 @@ class LiveLayers:
         self.heatmap, self.lines = heatmap, lines
         steps = np.asarray(steps)
         self.right = float(steps[-1]) + 0.5 if len(steps) else None
+        self.columns = len(steps)
+        first = next(iter(lines.sources.values()), None) if lines is not None else None
+        self.points = len(next(iter(first.data.values()), [])) if first is not None else 0
         self._pending_steps: list[np.ndarray] = []
         self._pending_values: list[np.ndarray] = []
 
@@ -180,6 +184,7 @@ class LiveLayers:
             if name in self.index:
                 values[self.index[name]] = m.values[j]
         sent = 0
+        self.points += len(m.steps)
         if self.lines is not None:
             for name, i in self.index.items():
                 sent += self.lines.stream_xy(name, m.steps, values[i], kinds=("Curve",))
@@ -203,4 +208,5 @@ class LiveLayers:
             s = s[self.stride - 1::self.stride]
         frame = heatmap_frame(self.layers, s, v, start=self.right)
         self.right = float(s[-1]) + 0.5
+        self.columns += len(s)
         return self.heatmap.stream_rects(frame)

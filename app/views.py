@@ -132,6 +132,15 @@ class LayersView(LiveView):
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + out
 
 
+    def tick(self) -> int:
+        """Stream new rows; once a run's figures hold twice what a view opens with, re-read them binned."""
+        sent = super().tick()
+        if any(f.columns > 2 * HEATMAP_MAX_STEPS or f.points > 2 * LINES_MAX_STEPS
+               for f in self._feeds if isinstance(f, LiveLayers)):
+            self.rebuild()
+        return sent
+
+
 class ActivationsView(LayersView):
     """Activation statistics per layer x step, arms side by side, collapse onset / earliest layer marked."""
 

@@ -137,6 +137,28 @@ def test_tick_sends_only_new_points(runs):
     assert len(rect.data["value"]) == n_rect + 2 * len(feed.layers)  # the hidden Activations stay put
 
 
+def test_a_long_live_session_rebins_its_figures(runs, monkeypatch):
+    """Streamed points pile up; past twice what a view opens with, the view re-reads its runs binned."""
+    import app.views as views
+
+    monkeypatch.setattr(views, "HEATMAP_MAX_STEPS", 4)
+    monkeypatch.setattr(views, "LINES_MAX_STEPS", 6)
+    dash = Dashboard(runs)
+    dash.tabs.active = 1
+    acts = dash.views[1]
+    feed = acts._feeds[0]
+    assert feed.columns <= 4 and feed.points <= 6
+    stride, last = feed.stride, feed.tail.reader.last_step()
+    with RunStore(feed.tail.run.store_path) as store:
+        for k in range(1, 2 * 6 + 1):
+            store.log_layer_stats(last + k, 9, "activation", {(layer, "spatial_std"): 0.5 for layer in feed.layers})
+    dash.tick()
+    rebuilt = acts._feeds[0]
+    assert rebuilt is not feed and rebuilt.stride > stride  # coarser bins over the longer run
+    assert rebuilt.columns <= 4 and rebuilt.points <= 6
+    assert rebuilt.tail.reader.last_step() == last + 12
+
+
 def test_checkpoint_capture_in_worker_thread(runs):
     dash = Dashboard(runs)
     view = dash.checkpoint
