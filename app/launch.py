@@ -202,7 +202,7 @@ class LaunchView(Viewer):
         self.demo_button.on_click(lambda _: self.start(DEMO_ARGS))
         self.sweep_button = pn.widgets.Button(label="Start arm", color="primary")
         self.sweep_button.on_click(lambda _: self.start_arm())
-        self.feedback = pn.pane.Markdown("")
+        self.feedback = pn.pane.Markdown("", sizing_mode="stretch_width", styles={"overflow-wrap": "anywhere"})
         self.table = pn.Column()
         from fnodiag.sweep import shipped_definitions  # no Lightning at import
         names = shipped_definitions()
@@ -285,9 +285,10 @@ class LaunchView(Viewer):
     def __panel__(self):
         form = pn.Param(self.param, parameters=["optimizer", "lr", "momentum", "weight_decay", "grad_clip",
                                                 "scheduler", "epochs", "seed", "preset", "run_name"],
-                        show_name=False, width=320)
+                        widgets={"epochs": pn.widgets.IntInput}, show_name=False, width=320)
         sweep_form = pn.Param(self.param, parameters=["definition", "definition_path", "arm", "sweep_seed",
-                                                      "sweep_epochs"], show_name=False, width=320)
+                                                      "sweep_epochs"], widgets={"sweep_epochs": pn.widgets.IntInput},
+                              show_name=False, width=320)
         self.refresh()
         return pn.Column(pn.pane.Markdown("Start an arm as a separate `fnodiag train` process writing into the runs "
                                           "folder; it appears under *(single runs)*. Or start one arm x seed of a "
@@ -298,4 +299,5 @@ class LaunchView(Viewer):
                                           pn.Row(self.start_button, self.demo_button),
                                           pn.pane.Markdown("**From a sweep definition**"), sweep_form,
                                           self.sweep_button),
-                                pn.Column(self.feedback, self.table)))
+                                pn.Column(self.feedback, self.table, sizing_mode="stretch_width"),
+                                sizing_mode="stretch_width"), sizing_mode="stretch_width")

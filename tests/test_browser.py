@@ -217,6 +217,38 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run):
         p.close()
 
 
+def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, server, runs, tiny_sweep):
+    """Launch tab: a definition TOML path, an arm, Start arm -> a sweep process trains <runs>/tiny/sgd-s7;
+    the page follows its state and its Stop button interrupts it."""
+    import re
+
+    from fnodiag.runs import RunDir
+
+    definition = tiny_sweep({"control": {"optim.name": "adam"}, "sgd": {"optim.name": "sgd"}},
+                            {"train.epochs": 200, "train.capture_every": 1})
+    page, errors = open_page(browser, server)
+    page.locator(".bk-tab:has-text('Launch')").first.click()
+    path_box = page.get_by_label("... or a definition TOML path")
+    path_box.fill(str(definition))
+    path_box.press("Enter")
+    arm = page.get_by_label("Arm", exact=True)
+    wait_for(lambda: arm.evaluate("e => Array.from(e.options).map(o => o.value)") == ["control", "sgd"], 20,
+             "the definition's arms offered")
+    arm.select_option("sgd")
+    page.wait_for_timeout(500)  # the choice reaches the server
+    page.get_by_role("button", name="Start arm").click()
+    row = lambda state: page.locator("p", has_text=re.compile(rf"tiny/sgd-s7: {state}"))
+    row("running").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-launch.png"), full_page=True)
+    run = RunDir(runs / "tiny" / "sgd-s7")
+    assert run.read_config().optim.name == "sgd" and run.store_path.is_file()
+    page.get_by_role("button", name="Stop").click()
+    row("interrupted").wait_for(timeout=60_000)
+    assert run.read_status()["state"] == "interrupted"
+    assert not errors, errors
+    page.close()
+
+
 @pytest.mark.parametrize("lo, hi, expected", [
     (0.02, 0.35, [0.02, 0.05, 0.1, 0.2]),     # under two decades: 1-2-5, not crowded linear ticks
     (1e-6, 1e3, [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]),  # many decades: decades only
