@@ -154,6 +154,7 @@ def test_train_command_end_to_end(tmp_path):
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
     assert json.loads((run / "effective_config.json").read_text())["optimizer"]["class"] == "AdamW"
     assert "amp_ssim" in res.stdout
+    assert "Tip:" not in res.stdout + res.stderr and "LeafSpec" not in res.stderr  # Lightning's noise kept out
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):

@@ -6,8 +6,10 @@ directory already made, train their shard, and write nothing.
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +38,22 @@ def default_run_name(cfg: RunConfig) -> str:
 def is_rank_zero() -> bool:
     """True in the process that owns the run records (rank 0 of a DDP job, or a plain run)."""
     return rank_zero_only.rank == 0
+
+
+class _NoTip(logging.Filter):
+    """Drop Lightning's advertisement for its cloud logger, printed on every run (fnodiag records its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+for _logger in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_logger).addFilter(_NoTip())
+
+# Warnings not meant for fnodiag's users: Lightning's own deprecation noise with torch 2.13 (every run),
+# and on resume that the checkpoint folder is not empty (resuming into it is the point).
+QUIET = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+QUIET_ON_RESUME = r"Checkpoint directory .* exists and is not empty"
 
 
 def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict, *,
@@ -111,7 +129,11 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=QUIET)
+            if ckpt_path:
+                warnings.filterwarnings("ignore", message=QUIET_ON_RESUME)
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         store.close()
     if trainer.is_global_zero:
