@@ -23,6 +23,11 @@ def _doc():
     return pn.state.curdoc
 
 
+def fingerprint(rows) -> float | None:
+    """amp SSIM of a constant output, from the first overview row that records it."""
+    return next((r["fingerprint_amp_ssim"] for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
+
+
 def link_x(figures) -> None:
     """Share one step axis between figures (pan / zoom one, all follow)."""
     figures = [f for f in figures if f is not None]
@@ -131,7 +136,6 @@ class LayersView(LiveView):
                pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in lines], sizing_mode="stretch_width")]
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + out
 
-
     def tick(self) -> int:
         """Stream new rows; once a run's figures hold twice what a view opens with, re-read them binned."""
         sent = super().tick()
@@ -175,8 +179,7 @@ class GradientsView(LayersView):
         post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
         norm_el = (plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
                    * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors)).opts(
-            title="global grad norm (dashed: after clipping)", logy=True, hooks=[plots.log_ticks],
-            responsive=True,
+            title="global grad norm (dashed: after clipping)", logy=True, hooks=[plots.log_ticks], responsive=True,
             height=260, legend_position="top_right")
         nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
         lf = LiveFigure(plots.scalar_curves(lrs, ylabel="learning rate", log=True, title="realised learning rate",
@@ -216,7 +219,7 @@ class OverviewView(LiveView):
         frame = plots.arms_frame(rows)
         self._table.value = frame
         chosen = {e.label for e in self.store.selected()}
-        fp = next((r.get("fingerprint_amp_ssim") for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
+        fp = fingerprint(rows)
         bars = [{"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
                 for r in rows if r["label"] in chosen]
         if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
@@ -235,10 +238,8 @@ class OverviewView(LiveView):
         for e in entries:
             self._feeds += [ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
                             ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch")]
-        fp = next((r["fingerprint_amp_ssim"] for r in map(self.store.row, entries)
-                   if r.get("fingerprint_amp_ssim") is not None), None)
         sf = LiveFigure(plots.ssim_curves({e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch")
-                                           for e in entries}, fingerprint=fp,
+                                           for e in entries}, fingerprint=fingerprint(map(self.store.row, entries)),
                                           title="validation amp SSIM per epoch (red: a constant output)"), doc=_doc())
         self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
         self.update_rows()

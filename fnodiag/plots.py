@@ -59,8 +59,6 @@ if (ticks.length < 3) {  // a narrow range: evenly spaced
 }
 return ticks;
 """
-
-
 # Their labels: plain numbers (0.0005, 0.02, 1000), not 10^k or 5.000e-4.
 LOG_LABEL_JS = "return String(Number(tick.toPrecision(6)));"
 
