@@ -55,7 +55,7 @@ class CheckpointView(Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self.result: pd.DataFrame | None = None
-        self.button = pn.widgets.Button(label="Capture", color="primary")
+        self.button = pn.widgets.Button(label="Capture", color="primary", align="end")
         self.button.on_click(self._on_click)
         self.status = pn.pane.Markdown("Choose a run and a checkpoint, then **Capture** (runs in the background).")
         self.table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=320,
@@ -127,9 +127,9 @@ class CheckpointView(Viewer):
             self._draw()
 
     def __panel__(self):
-        controls = pn.Row(pn.widgets.Select.from_param(self.param.run_label),
-                          pn.widgets.Select.from_param(self.store.param.checkpoint),
-                          pn.widgets.IntInput.from_param(self.param.samples),
-                          pn.widgets.Select.from_param(self.param.stat), self.button)
+        controls = pn.Row(pn.widgets.Select.from_param(self.param.run_label, width=280),
+                          pn.widgets.Select.from_param(self.store.param.checkpoint, width=180),
+                          pn.widgets.IntInput.from_param(self.param.samples, width=120),
+                          pn.widgets.Select.from_param(self.param.stat, width=180), self.button)
         return pn.Column(controls, self.status, pn.Row(self.bars, self.table, sizing_mode="stretch_width"),
                          pn.pane.Markdown("### Reconstruction (`recon.png`)"), self.image, sizing_mode="stretch_width")

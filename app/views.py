@@ -23,6 +23,11 @@ def _doc():
     return pn.state.curdoc
 
 
+# Short headers for the arms table (its 13 columns fit a laptop screen).
+TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val loss", "amp_ssim_best": "SSIM best",
+                "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer"}
+
+
 def fingerprint(rows) -> float | None:
     """amp SSIM of a constant output, from the first overview row that records it."""
     return next((r["fingerprint_amp_ssim"] for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
@@ -206,7 +211,7 @@ class OverviewView(LiveView):
 
     def __init__(self, **params):
         self._table = pn.widgets.Tabulator(plots.arms_frame([]), disabled=True, show_index=False,
-                                           sizing_mode="stretch_width", height=220, formatters={
+                                           sizing_mode="stretch_width", height=220, titles=TABLE_TITLES, formatters={
                                                "progress": {"type": "progress", "max": 1, "legend": True}})
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
