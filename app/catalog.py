@@ -166,7 +166,7 @@ def describe_optimizer(effective: dict, config) -> tuple[str, float | None]:
             parts.append(f"betas=({', '.join(f'{b:g}' for b in g['betas'])})")
         if g.get("weight_decay"):
             parts.append(f"wd={g['weight_decay']:g}")
-        lr = _finite(g.get("lr"))
+        lr = _finite(g.get("initial_lr", g.get("lr")))  # the base lr (a schedule scales it per epoch)
     elif config is not None:
         parts, lr = [config.optim.name], config.optim.lr
     else:

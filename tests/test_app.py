@@ -32,8 +32,8 @@ def runs(tmp_path_factory, tiny_cfg, dataset_cache):
     cfg = tiny_cfg.override({"train.capture_every": 2, "train.epochs": 1})
     sweep = root / "sw"
     train(cfg, sweep, name="adam-s1", cache_dir=dataset_cache, progress=False)
-    train(cfg.override({"optim.name": "sgd", "optim.lr": 0.01}), sweep, name="sgd-s1", cache_dir=dataset_cache,
-          progress=False)
+    train(cfg.override({"optim.name": "sgd", "optim.lr": 0.01, "schedule.name": "warmup_cosine",
+                        "schedule.warmup_epochs": 1}), sweep, name="sgd-s1", cache_dir=dataset_cache, progress=False)
     train(cfg, root, name="solo", cache_dir=dataset_cache, progress=False)
     spec = {"name": "sw", "definition": "def.toml", "seeds": [1, 2],
             "arms": {"adam": {"overrides": {}}, "sgd": {"overrides": {"optim.name": "sgd"}}},
@@ -55,6 +55,7 @@ def test_store_lists_sweeps_arms_seeds_checkpoints(runs):
     rows = {r["label"]: r for r in store.rows}
     assert rows["sgd s2"]["state"] == "pending"  # listed in sweep.json, not trained
     assert rows["adam s1"]["state"] in ("finished", "collapsed") and rows["adam s1"]["progress"] == 1.0
+    # the base lr, not the 0.1 x lr the warm-up starts from
     assert rows["sgd s1"]["optimizer"].startswith("SGD") and rows["sgd s1"]["lr"] == pytest.approx(0.01)
     assert rows["adam s1"]["best_val_loss"] <= rows["adam s1"]["final_val_loss"]
     store.sweep = SINGLE
