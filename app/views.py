@@ -17,6 +17,7 @@ from app.store import DashboardStore
 HEATMAP_MAX_STEPS = 400   # heatmap columns kept when a run opens (older steps are averaged in bins)
 LINES_MAX_STEPS = 2000    # points per line kept when a run opens
 LINES_MAX_LAYERS = 16     # lines drawn per run (evenly spread over depth + output + earliest collapsing layer)
+RUNS_PER_ROW = 2          # runs side by side (more would squeeze the heatmaps' layer names and step axes)
 
 
 def _doc():
@@ -125,7 +126,7 @@ class LayersView(LiveView):
             hf = LiveFigure(plots.layer_heatmap(*m, stat=stat, log=log, max_steps=HEATMAP_MAX_STEPS,
                                                 title=f"{e.label}: {self.source} {stat}", collapse=collapse), doc=_doc())
             pick = plots.pick_layers(m.layers, LINES_MAX_LAYERS, must=[collapse["earliest_layer"], "output"])
-            shown = "" if len(pick) == len(m.layers) else f", {len(pick)} of {len(m.layers)} layers (all in the heatmap)"
+            shown = "" if len(pick) == len(m.layers) else f" ({len(pick)} of {len(m.layers)})"
             lf = LiveFigure(plots.layer_lines([m.layers[i] for i in pick], m.steps, m.values[pick], stat=stat, log=log,
                                               max_steps=LINES_MAX_STEPS, collapse=collapse,
                                               title=f"{e.label}: {stat} per layer{shown}"),
@@ -137,8 +138,11 @@ class LayersView(LiveView):
                 notes.append(f"**{e.label}**: collapse onset step {collapse['onset_step']}, earliest collapsing "
                              f"layer `{collapse['earliest_layer']}` (step {collapse['earliest_step']}), marked in red.")
         link_x(heats + lines)
-        out = [pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in heats], sizing_mode="stretch_width"),
-               pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in lines], sizing_mode="stretch_width")]
+        out = []
+        for k in range(0, len(heats), RUNS_PER_ROW):  # heatmaps above their runs' lines, RUNS_PER_ROW runs a row
+            for figures in (heats[k:k + RUNS_PER_ROW], lines[k:k + RUNS_PER_ROW]):
+                out.append(pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in figures],
+                                  sizing_mode="stretch_width"))
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + out
 
     def tick(self) -> int:
