@@ -189,6 +189,22 @@ def test_layer_stats_and_matrix_pivot(tmp_path):
     assert len(r.layer_stats(source="param")) == 0 and r.layers("param") == []
 
 
+def test_layer_matrix_keeps_each_sources_own_layer_order(tmp_path):
+    """Layer names are shared by sources: grads of lifter.conv1 logged after activations of later layers
+    still come first in the grad matrix (network order), as the grad source logged them."""
+    path = tmp_path / "run.sqlite"
+    with RunStore(path, flush_every=None) as store:
+        for step in (0, 1):
+            store.log_layer_stats(step, 0, "activation", {("enc.0", "std"): 1.0, ("head", "std"): 2.0})
+            store.log_layer_stats(step, 0, "grad", {("lifter.conv1", "norm"): 3.0 + step, ("enc.0", "norm"): 4.0,
+                                                    ("head", "norm"): 5.0})
+    with StoreReader(path) as r:
+        m = r.layer_matrix("grad", "norm")
+        assert m.layers == ["lifter.conv1", "enc.0", "head"]
+        np.testing.assert_array_equal(m.values, [[3.0, 4.0], [4.0, 4.0], [5.0, 5.0]])
+        assert r.layer_matrix("activation", "std").layers == ["enc.0", "head"]
+
+
 def test_reader_in_other_process_tails_open_writer(tmp_path):
     path = tmp_path / "run.sqlite"
     code = """

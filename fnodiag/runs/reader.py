@@ -139,7 +139,10 @@ class StoreReader:
         return self._kind("scalar")
 
     def layers(self, source: str | None = None) -> list[str]:
-        """Layer names (of ``source``, or of any), in first-logged order."""
+        """Layer names (of ``source``, or of any), in the order any source first logged them.
+
+        :meth:`layer_matrix` gives one source's layers in that source's own logging order.
+        """
         if source is None:
             return self._kind("layer")
         return self._kind("layer", "SELECT DISTINCT layer_id FROM layer_index WHERE source_id = ? ORDER BY layer_id",
@@ -223,7 +226,11 @@ class StoreReader:
             return LayerMatrix([], _EMPTY_I, np.zeros((0, 0)), position)
         step, _, _, _, layer_ids, value = self._unpack(rows)
         steps, col = np.unique(step, return_inverse=True)
-        lids, row = np.unique(layer_ids, return_inverse=True)
+        lids, first, row = np.unique(layer_ids, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # as this source logged them (name ids are shared by sources)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        lids, row = lids[order], rank[row]
         if len(steps) != len(rows):  # a step written twice (e.g. after a resume): keep the last write
             key = row * len(steps) + col
             _, first_from_end = np.unique(key[::-1], return_index=True)
