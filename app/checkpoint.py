@@ -16,6 +16,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from fnodiag import plots
 from app.catalog import RunEntry, checkpoint_path, inside
 from app.store import DashboardStore
 
@@ -86,14 +87,11 @@ class CheckpointView(Viewer):
 
     @param.depends("stat", watch=True)
     def _draw(self) -> None:
-        import holoviews as hv
         if self.result is None or self.stat not in self.result:
             return
         f = self.result
-        self.bars.object = hv.Bars([(layer, float(v)) for layer, v in zip(f["layer"], f[self.stat])], "layer",
-                                   self.stat).opts(xrotation=60, logy=self.store.log_color and bool((f[self.stat] > 0).all()),
-                                                   title=f"{self.run_label} {self.store.checkpoint}: {self.stat} per layer",
-                                                   responsive=True, height=300, tools=["hover"])
+        self.bars.object = plots.layer_bars(f["layer"], f[self.stat], stat=self.stat, log=self.store.log_color,
+                                            title=f"{self.run_label} {self.store.checkpoint}: {self.stat} per layer")
 
     async def _on_click(self, _event=None) -> None:
         entry = self._entries().get(self.run_label)

@@ -28,7 +28,7 @@ if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded ye
     hv.Store.set_current_backend("bokeh")
 
 __all__ = ["downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
-           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "ssim_bars",
+           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "layer_bars", "ssim_bars",
            "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "log_ticks", "HEATMAP_COLUMNS"]
 
 HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
@@ -357,6 +357,17 @@ def ssim_curves(series: Mapping[str, tuple], *, fingerprint: float | None = None
         items.append(hv.HLine(float(fingerprint), label="constant output").opts(color="red", line_dash="dashed"))
     return hv.Overlay(items).opts(title=title, ylim=(0, 1), responsive=True, height=280, min_width=300,
                                   legend_position="bottom_right")
+
+
+def layer_bars(layers: Sequence[str], values, *, stat: str, log: bool = False, title: str = "") -> hv.Bars:
+    """One statistic per layer (a checkpoint capture) as bars in network order.
+
+    ``log`` draws a log axis only when every value is positive (a bar from zero has no log height).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return hv.Bars(list(zip(layers, v.tolist())), "layer", stat).opts(
+        xrotation=60, logy=bool(log and len(v) and (v > 0).all()), hooks=[log_ticks], title=title, responsive=True,
+        height=300, tools=["hover"])
 
 
 def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, title: str = "amp SSIM") -> hv.Overlay:

@@ -166,3 +166,11 @@ def test_log_axes_and_colour_bars_get_1_2_5_ticks_linear_ones_keep_bokeh_ticks()
         tickers = [lines.yaxis[0].ticker] + [c.ticker for c in heat.select(type=ColorBar)]
         assert all(isinstance(t, CustomJSTicker) == log for t in tickers) and len(tickers) == 2
     assert "[1, 2, 5]" in plots.LOG_TICKS_JS
+
+
+def test_layer_bars_in_order_with_a_log_axis_only_for_positive_values():
+    bars = plots.layer_bars(["lifter", "encoder.0", "output"], [0.5, 0.02, 1.5], stat="spatial_std", log=True)
+    assert list(bars.dimension_values("layer")) == ["lifter", "encoder.0", "output"]
+    opts = lambda el: hv.Store.lookup_options("bokeh", el, "plot").kwargs
+    assert opts(bars)["logy"] is True
+    assert opts(plots.layer_bars(["a", "b"], [0.0, 1.0], stat="s", log=True))["logy"] is False
