@@ -158,7 +158,7 @@ def as_complex(ref_out: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def stage_a(tmp_path_factory):
-    """Stage A reference generators (built once) saved in the three forms."""
+    """Stage A reference generators (built once) saved in the three forms (~130 MB each, removed after)."""
     folder = tmp_path_factory.mktemp("stage_a")
     out = {}
     for stable in (False, True):
@@ -166,7 +166,10 @@ def stage_a(tmp_path_factory):
         sub = folder / ("stable" if stable else "hybrid")
         sub.mkdir()
         out[stable] = ref, save_forms(ref, sub)
-    return out
+    yield out
+    for _, paths in out.values():
+        for path in paths.values():
+            path.unlink(missing_ok=True)
 
 
 def test_independent_module_has_the_stage_a_parameter_counts():
@@ -339,3 +342,20 @@ def test_export_refuses_what_the_reference_cannot_hold(tmp_path, capsys, tiny_cf
         for word in words:
             assert word in err
         assert not (tmp_path / "x.pt").exists()
+
+
+def test_new_flags_have_help_and_bad_export_input_is_exit_2(tmp_path, capsys):
+    from fnodiag.cli import build_parser
+
+    choices = build_parser()._subparsers._group_actions[0].choices
+    for cmd in ("export-checkpoint", "capture"):
+        for action in choices[cmd]._actions:
+            assert action.help, f"{cmd} {action.option_strings} has no help string"
+    assert main(["export-checkpoint", str(tmp_path / "nope"), "--output", str(tmp_path / "x.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert main(["export-checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "x.pt")]) == 2
+    assert "no checkpoints/best.ckpt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["export-checkpoint", str(tmp_path / "run"), "--layout", "symmetric", "--output", "x.pt"])
+    assert exc.value.code == 2
