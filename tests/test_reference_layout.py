@@ -378,3 +378,20 @@ def test_new_flags_have_help_and_bad_export_input_is_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export-checkpoint", str(tmp_path / "run"), "--layout", "symmetric", "--output", "x.pt"])
     assert exc.value.code == 2
+
+
+def test_infer_model_reads_a_channel_cap_and_rejects_inconsistent_files():
+    from fnodiag.config import ModelConfig
+    from fnodiag.models import build_model
+    from fnodiag.models.reference_layout import infer_model, to_reference_state
+
+    cfg = ModelConfig(arch="stable_hybrid", blocks=3, width=4, modes=4, spectral_layout="reference", channel_cap=8)
+    state = to_reference_state(build_model(cfg, 16))
+    got = infer_model(state)
+    assert (got["arch"], got["blocks"], got["width"], got["modes"], got["channel_cap"]) == ("stable_hybrid", 3, 4, 4, 8)
+    assert got["channel_schedule"] == [4, 8, 8, 8]
+    bad = dict(state, **{"bottleneck.spectral.weights": state["bottleneck.spectral.weights"][..., :1, :1]})
+    with pytest.raises(ValueError, match="bottleneck has 1 spectral modes"):
+        infer_model(bad)
+    with pytest.raises(ValueError, match="no encoder_blocks"):
+        infer_model({k: v for k, v in state.items() if not k.startswith("encoder_blocks.")})

@@ -130,7 +130,10 @@ def infer_model(state: dict[str, torch.Tensor]) -> dict:
     lifter = need("lifter.conv1.weight")
     width, in_channels = int(lifter.shape[0]), int(lifter.shape[1])
     levels = _levels(state, "encoder_blocks")
-    if not levels or levels != list(range(len(levels))):
+    if not levels:
+        raise ValueError("reference-layout checkpoint has no encoder_blocks.*: it is not a hybrid / stable_hybrid "
+                         "U-NO (e.g. the cascaded 'fno' generator, which fnodiag does not build)")
+    if levels != list(range(len(levels))):
         raise ValueError(f"reference-layout checkpoint has encoder_blocks {levels}; expected 0..n-1")
     blocks = len(levels)
     spectral = need("encoder_blocks.0.spectral.weights")
