@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
     _add_flags(p, DATA_FLAGS)
     p.add_argument("--input", help="NPZ with a 'diffraction' array (n, N, N) or (n, N, N, C); default: the run's "
-                                   "dataset (simulated or cached from the data flags)")
+                                   "dataset (simulated or cached from the data flags; for a reference-project "
+                                   "checkpoint its arm folder's datasets/N<N>/gs<g>/<split>.npz when present)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split when no --input (default: test)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per forward call (default: 1)")
     p.add_argument("--max-samples", type=int, default=1, help="use the first M samples (default: 1)")
@@ -234,6 +235,7 @@ def _cmd_capture(args) -> int:
 
     from fnodiag.diagnostics.capture import (CaptureError, capture, load_generator, read_inputs, summary,
                                              summary_lines, write_report)
+    from fnodiag.diagnostics.checkpoint import reference_dataset
     from fnodiag.runs import ensure_writable_dir
     from fnodiag.simulate import load_or_simulate
 
@@ -243,18 +245,28 @@ def _cmd_capture(args) -> int:
     overrides = _flag_overrides(args)
     x = read_inputs(args.input) if args.input else None
     generator, cfg, info = load_generator(args.checkpoint, overrides, N=None if x is None else x.shape[-1])
+    own = info["layout"] == "fnodiag"  # else a reference-project checkpoint: never write into its folders
+    if x is None and not own:
+        found = reference_dataset(args.checkpoint, cfg.data.N, cfg.model.in_channels, args.split)
+        if found is not None:
+            x = read_inputs(found)
+            info["input"] = f"{found} (the reference run's own {args.split} split)"
     if x is None:
         ckpt = Path(args.checkpoint).resolve()
         run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        cache = args.cache_dir or (run_root.parent / "datasets" if (run_root / "config.json").is_file() else "datasets")
+        beside = own and (run_root / "config.json").is_file()
+        cache = args.cache_dir or (run_root.parent / "datasets" if beside else "datasets")
         data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
         x = getattr(data, args.split).diffraction[:, None]
         info["input"] = f"dataset {data.key} ({args.split} split)"
-    else:
+    elif args.input:
         info["input"] = str(args.input)
     if x.shape[-1] != cfg.data.N:
         raise CaptureError(f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
                            "pass --N or matching --input")
+    if x.shape[1] != cfg.model.in_channels:
+        raise CaptureError(f"input has {x.shape[1]} channel(s) but the generator takes {cfg.model.in_channels} "
+                           "(gridsize**2); pass an --input of matching gridsize")
     x = np.ascontiguousarray(x[:args.max_samples], dtype=np.float32)
     report = capture(generator, x, batch_size=args.batch_size, device=args.device)
     report = {"summary": summary(generator, cfg, info, x, args.batch_size, args.device), **report}

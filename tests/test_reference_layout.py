@@ -395,3 +395,21 @@ def test_infer_model_reads_a_channel_cap_and_rejects_inconsistent_files():
         infer_model(bad)
     with pytest.raises(ValueError, match="no encoder_blocks"):
         infer_model({k: v for k, v in state.items() if not k.startswith("encoder_blocks.")})
+
+
+def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys):
+    """<out>/runs/pinn_<arch>/model.pt with <out>/datasets/N16/gs1/test.npz: no --input, nothing written there."""
+    arm = tmp_path / "out" / "runs" / "pinn_stable_hybrid"
+    arm.mkdir(parents=True)
+    forms = save_forms(make_reference(TINY, True), tmp_path)
+    forms["model_pt"].rename(arm / "model.pt")
+    (arm / "config.json").write_text("{}")  # the reference's own config (not a fnodiag RunConfig)
+    data = tmp_path / "out" / "datasets" / "N16" / "gs1"
+    data.mkdir(parents=True)
+    np.savez(data / "test.npz", diffraction=np.random.default_rng(1).random((3, 16, 16, 1)).astype(np.float32))
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
+    assert main(["capture", "--checkpoint", str(arm / "model.pt"), "--N", "16", "--max-samples", "3",
+                 "--output", str(tmp_path / "rep")]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "rep" / "activation_report.json").read_text())
+    assert report["summary"]["input"].startswith(str(data / "test.npz")) and report["summary"]["n_samples"] == 3
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before

@@ -272,3 +272,23 @@ def likely_cause(state: dict, expected: dict) -> str:
     if any(tuple(state[k].shape) != tuple(expected[k].shape) for k in s & e):
         return "channel cap (deeper levels have other channel counts); pass --channel-cap"
     return "a different generator; check --architecture, --blocks and --width"
+
+
+def reference_dataset(path: str | Path, N: int, in_channels: int, split: str = "test") -> Path | None:
+    """The reference arm's own dataset for a checkpoint in its output folder, if it is there.
+
+    The reference writes ``<out>/datasets/N{N}/gs{gridsize}/{train,test}.npz`` beside
+    ``<out>/runs/pinn_<arch>/model.pt`` and ``<out>/checkpoints/*.ckpt`` (brief §3.5, §7.3).
+
+    Returns
+    -------
+    Path or None
+        The NPZ (``diffraction`` ``(n, N, N, C)``), or None when no such file exists.
+    """
+    p = Path(path).resolve()
+    gridsize = round(in_channels ** 0.5)
+    for out in (p.parent.parent.parent, p.parent.parent, p.parent):
+        candidate = out / "datasets" / f"N{N}" / f"gs{gridsize}" / f"{split}.npz"
+        if candidate.is_file():
+            return candidate
+    return None
