@@ -397,7 +397,7 @@ def test_infer_model_reads_a_channel_cap_and_rejects_inconsistent_files():
         infer_model({k: v for k, v in state.items() if not k.startswith("encoder_blocks.")})
 
 
-def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys):
+def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys, monkeypatch):
     """<out>/runs/pinn_<arch>/model.pt with <out>/datasets/N16/gs1/test.npz: no --input, nothing written there."""
     arm = tmp_path / "out" / "runs" / "pinn_stable_hybrid"
     arm.mkdir(parents=True)
@@ -413,3 +413,11 @@ def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys):
     report = json.loads((tmp_path / "rep" / "activation_report.json").read_text())
     assert report["summary"]["input"].startswith(str(data / "test.npz")) and report["summary"]["n_samples"] == 3
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
+    # without its dataset: simulated into ./datasets (here tmp_path), still nothing written into the reference tree
+    (data / "test.npz").unlink()
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["capture", "--checkpoint", str(arm / "model.pt"), "--N", "32", "--object-size", "64",
+                 "--output", str(tmp_path / "rep")]) == 0, capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
+    assert (tmp_path / "datasets").is_dir()
