@@ -26,6 +26,7 @@ from fnodiag.simulate import load_or_simulate
 from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
+from fnodiag.training.rng import RngState
 from fnodiag.training.schedulers import MONITOR
 from fnodiag.training.system import ReconstructionSystem
 
@@ -71,7 +72,7 @@ def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict,
         precision=cfg.train.precision,
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
-        callbacks=[RunRecorder(run, store, data_info, history), checkpoint, *extra_callbacks],
+        callbacks=[RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
