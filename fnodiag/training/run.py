@@ -66,7 +66,7 @@ def _record_failure(run: RunDir, exc: BaseException) -> str:
         log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} training failed\n{tb}")
     status = run.read_status(raw=True) or {}
     run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
-                     message=f"{type(exc).__name__}: {exc}\n{tb[-4000:]}")
+                     message=f"{type(exc).__name__}: {exc}\n" + (tb if len(tb) <= 4000 else f"{tb[:600]}  ...\n{tb[-3000:]}"))
     return tb
 
 
