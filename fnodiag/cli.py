@@ -217,6 +217,11 @@ def _resume_target(args):
     if not run.config_path.is_file():
         raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.json); pass the folder a run "
                           "was trained into, e.g. runs/<name>")
+    from fnodiag.training.run import is_rank_zero
+
+    if not is_rank_zero():  # a DDP worker Lightning started by re-running this command: rank 0 checked
+        path = run.path.resolve()
+        return run.read_config(), path.parent, path.name
     raw = run.read_status(raw=True) or {}
     status = run.read_status() or {}
     if status.get("state") == "running" or (raw.get("state") == "running" and raw.get("host") == HOST
