@@ -206,6 +206,7 @@ def _resume_target(args):
     """
     from fnodiag.runs import RunDir, pid_alive
     from fnodiag.runs.liveness import HOST
+    from fnodiag.training.run import is_rank_zero
 
     given = [f for f, p, *_ in DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS if p in _flag_overrides(args)]
     given += [f for f in ("--preset", "--config", "--name") if getattr(args, f[2:])]
@@ -217,8 +218,6 @@ def _resume_target(args):
     if not run.config_path.is_file():
         raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.json); pass the folder a run "
                           "was trained into, e.g. runs/<name>")
-    from fnodiag.training.run import is_rank_zero
-
     if not is_rank_zero():  # a DDP worker Lightning started by re-running this command: rank 0 checked
         path = run.path.resolve()
         return run.read_config(), path.parent, path.name

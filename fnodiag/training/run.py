@@ -65,8 +65,9 @@ def _record_failure(run: RunDir, exc: BaseException) -> str:
     with open(run.path / "train.log", "a", encoding="utf-8") as log:
         log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} training failed\n{tb}")
     status = run.read_status(raw=True) or {}
+    short = tb if len(tb) <= 4000 else f"{tb[:600]}  ...\n{tb[-3000:]}"  # the head names it, the tail where
     run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
-                     message=f"{type(exc).__name__}: {exc}\n" + (tb if len(tb) <= 4000 else f"{tb[:600]}  ...\n{tb[-3000:]}"))
+                     message=f"{type(exc).__name__}: {exc}\n{short}")
     return tb
 
 
@@ -111,11 +112,21 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     resume : bool
         Continue the run already in ``out / name`` (same configuration) from its
         ``checkpoints/last.ckpt``: records after that checkpoint are dropped and training goes
-        on from the next epoch. Without a checkpoint the run starts again from scratch.
+        on from the next epoch, with the random states saved in the checkpoint (exact resume,
+        :mod:`fnodiag.training.rng`). Without a checkpoint the run starts again from scratch.
 
     Returns
     -------
     RunDir
+
+    Raises
+    ------
+    ConfigError, FileExistsError, ValueError
+        Bad input, before anything is trained (an existing non-empty run directory without
+        ``resume`` names ``fnodiag train --resume``).
+    TrainingError
+        Training or the evaluation after it raised: the run's status is ``failed`` with the
+        traceback in its message and in ``<run>/train.log``; the cause is ``__cause__``.
     """
     cfg.validate()
     out = Path(out)
