@@ -13,7 +13,7 @@ from pathlib import Path
 from fnodiag.runs import RunDir, live_status
 from fnodiag.runs.liveness import HOST, Heartbeat
 
-TINY_ARGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
+TINY_ARGS = ["--N", "32", "--object-size", "64", "--set-phi", "--blocks", "2", "--width", "4", "--modes", "4",
              "--batch-size", "8", "--infer-batch-size", "16", "--capture-every", "0", "--accelerator", "cpu",
              "--no-progress"]
 
@@ -60,13 +60,13 @@ def test_heartbeat_rewrites_until_stopped():
     assert len(writes) == n
 
 
-def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path):
+def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path, dataset_cache):
     """kill -9 a real training process: its status stays 'running' on disk, every reader says 'stopped',
     and ``fnodiag train --resume`` finishes it."""
     exe = Path(sys.executable).with_name("fnodiag")
     run_dir = tmp_path / "runs" / "k"
-    proc = subprocess.Popen([str(exe), "train", *TINY_ARGS, "--epochs", "4", "--out", str(tmp_path / "runs"),
-                             "--name", "k"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(exe), "train", *TINY_ARGS, "--epochs", "3", "--out", str(tmp_path / "runs"),
+                             "--name", "k", "--cache-dir", str(dataset_cache)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = RunDir(run_dir)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not run.last_ckpt_path.is_file() and proc.poll() is None:
@@ -83,9 +83,9 @@ def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path):
     status = run.read_status()  # ... but no reader believes it
     assert status["state"] == "stopped" and f"fnodiag train --resume {run_dir}" in status["message"]
 
-    res = subprocess.run([str(exe), "train", "--resume", str(run_dir), "--no-progress"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([str(exe), "train", "--resume", str(run_dir), "--no-progress", "--cache-dir", str(dataset_cache)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert run.read_status()["state"] == "finished"
     assert run.read_json("effective_config.json")["resumed_from"]["epoch"] >= 1
-    assert len(run.read_history()["train_loss"]) == 4
+    assert len(run.read_history()["train_loss"]) == 3

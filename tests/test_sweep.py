@@ -196,7 +196,7 @@ def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path,
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
     from app.catalog import scan, summarize
 
-    definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 4, "train.capture_every": 0})
+    definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 3, "train.capture_every": 0})
     out = tmp_path / "sw"
     exe = Path(sys.executable).with_name("fnodiag")
     proc = subprocess.Popen([str(exe), "sweep", str(definition), "--out", str(out)], cwd=tmp_path,
