@@ -133,7 +133,7 @@ def attempt_info(spec: dict) -> dict:
 
 def record_attempt(run, attempt: dict, *, effective: bool = False) -> None:
     """Append ``attempt`` to ``<run>/execution.json``; with ``effective``, also set ``effective_config.execution``
-    (after training, which rewrote that file) with the real torch thread count and the attempt number."""
+    (after training, which rewrote that file) with the attempt number."""
     record = run.read_json("execution.json", default={}) or {}
     attempts = record.setdefault("attempts", [])
     if not effective:
@@ -141,7 +141,7 @@ def record_attempt(run, attempt: dict, *, effective: bool = False) -> None:
         run.write_json("execution.json", record)
         return
     eff = run.read_json("effective_config.json", default={}) or {}
-    eff["execution"] = {**attempt, "attempt": len(attempts), "torch_threads": attempt.get("threads")}
+    eff["execution"] = {**attempt, "attempt": len(attempts)}
     run.write_json("effective_config.json", eff)
 
 
@@ -164,7 +164,7 @@ def record_result(out: Path, result: dict) -> None:
     from fnodiag.runs import RunDir
 
     attempts = (RunDir(Path(out) / result["name"]).read_json("execution.json", default={}) or {}).get("attempts", [])
-    last = attempts[-1] if attempts else result.get("attempt") or {}
+    last = attempts[-1] if attempts else {}
 
     def change(m: dict) -> None:
         m["runs"].setdefault(result["name"], {}).update(
@@ -293,9 +293,11 @@ def _worker() -> int:
     """``python -m fnodiag.executors``: train the spec read from stdin; the result is the last line."""
     import logging
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    spec = json.loads(sys.stdin.read())
+    import fnodiag.training.run  # noqa: F401  (imports Lightning, which sets its own log level first)
     from fnodiag.sweep import run_one
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one progress line per epoch, no banners
+    spec = json.loads(sys.stdin.read())
 
     result = run_one(spec, callbacks=[epoch_lines(spec["label"], spec["config"]["train"]["epochs"])])
     print(RESULT_MARK + json.dumps(result, default=str), flush=True)

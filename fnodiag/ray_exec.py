@@ -36,6 +36,7 @@ def ray_task(spec: dict) -> dict:
     """The Ray task: :func:`fnodiag.sweep.run_one` with a progress line per epoch (forwarded to the driver)."""
     import logging
 
+    import fnodiag.training.run  # noqa: F401  (imports Lightning, which sets its own log level first)
     from fnodiag.executors import epoch_lines
     from fnodiag.sweep import run_one
 
@@ -76,9 +77,9 @@ def run_ray(specs: list[dict], res, *, echo: Callable[[str], None], on_result: C
     connected = connect(ray, res.address, res.cores)
     refs: dict = {}
     try:
-        task = ray.remote(ray_task).options(num_cpus=res.threads, num_gpus=res.gpus_per_run,
-                                           max_retries=res.max_retries, retry_exceptions=False)
-        refs = {task.options(name=f"fnodiag {s['name']}").remote(s): s for s in specs}
+        task = ray.remote(ray_task)
+        refs = {task.options(name=f"fnodiag {s['name']}", num_cpus=res.threads, num_gpus=res.gpus_per_run,
+                             max_retries=res.max_retries, retry_exceptions=False).remote(s): s for s in specs}
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
         echo(f"submitted {len(refs)} runs to Ray ({res.address or 'local'}: {len(nodes)} nodes, {cpus:g} CPUs; "

@@ -115,7 +115,8 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
     if manifest and manifest.get("name") != defn.name:
         raise ConfigError(f"{str(out)!r} holds sweep {manifest.get('name')!r}, not {defn.name!r}; choose another --out")
     runs = manifest.get("runs", {})
-    runs.update({run_name(a, s): {"arm": a, "seed": s, "path": run_name(a, s)} for a, s in pairs})
+    runs.update({run_name(a, s): {**runs.get(run_name(a, s), {}), "arm": a, "seed": s, "path": run_name(a, s)}
+                 for a, s in pairs})  # keeps where earlier sweep commands trained each run
     manifest.update({"name": defn.name, "definition": defn.source, "seeds": sorted({r["seed"] for r in runs.values()}),
                      "arms": {a: {"overrides": {**defn.shared, **defn.arms[a], **overrides}}
                               for a in dict.fromkeys(r["arm"] for r in runs.values())},
@@ -253,8 +254,9 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     with lock:
         status = run.read_status() if run.status_path.is_file() else None
         if not (status and status["state"] in DONE_STATES):
-            record_attempt(run, attempt)
             torch.set_num_threads(int(spec.get("threads") or previous))
+            attempt["torch_threads"] = torch.get_num_threads()
+            record_attempt(run, attempt)
             try:
                 # resume=True also starts a new run: without a last.ckpt training starts from scratch
                 train(RunConfig.from_dict(spec["config"]), out, name=name, cache_dir=out / "datasets", progress=False,
