@@ -242,14 +242,14 @@ def ray_cluster():
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     logs = open(Path(temp) / "nodes.log", "w")
     procs = {"head": subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--temp-dir", temp,
-                                       "--include-dashboard=false", "--ray-client-server-port", str(_free_port()), *common],
+                                       "--include-dashboard=false", *common],
                                       env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)}
     seen: set[int] = set()
     try:
-        _wait_for_nodes(port, 1, env)
+        _wait_for_nodes(port, 1, env, procs, temp)
         procs["worker"] = subprocess.Popen([str(ray_cli), "start", "--address", f"127.0.0.1:{port}", *common],
                                            env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for_nodes(port, 2, env)
+        _wait_for_nodes(port, 2, env, procs, temp)
         yield {"address": f"127.0.0.1:{port}", "procs": procs, "temp": temp, "env": env, "seen": seen}
     finally:
         for _ in range(3):  # the trees first (ray workers rename their command lines), then by temp dir
@@ -265,12 +265,20 @@ def ray_cluster():
         assert not left, f"Ray processes left running: {sorted(left)}"
 
 
-def _wait_for_nodes(port: int, n: int, env: dict, timeout: float = 90) -> None:
+def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
              "print(sum(x['Alive'] for x in ray.nodes()))")
     while time.monotonic() < deadline:
-        r = subprocess.run([str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True)
+        dead = [k for k, p in procs.items() if p.poll() is not None]
+        if dead:
+            log = (Path(temp) / "nodes.log").read_text()[-2000:]
+            raise AssertionError(f"`ray start` of the {dead[0]} node exited with {procs[dead[0]].returncode}:\n{log}")
+        try:
+            r = subprocess.run([str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True,
+                               timeout=30)
+        except subprocess.TimeoutExpired:
+            continue
         if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(1)
