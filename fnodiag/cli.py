@@ -3,7 +3,8 @@
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
 defaults < ``--preset`` < ``--config FILE`` < flags. Bad input prints one line
-``fnodiag <cmd>: error: ...`` and exits with status 2.
+``fnodiag <cmd>: error: ...`` and exits with status 2; a failure inside training is not bad input:
+one line naming the run's ``train.log`` (which holds the traceback) and exit status 1.
 """
 from __future__ import annotations
 
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of settings by section (e.g. a run's config.json); flags override it")
     p.add_argument("--out", default="runs", help="runs folder (default: runs)")
     p.add_argument("--name", help="run directory name (default: <arch>-<optimizer>-s<seed>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted, failed or killed run from its checkpoints/last.ckpt with its own "
+                        "config.json (only --cache-dir and --no-progress may be added); a finished run is left as is")
     p.add_argument("--cache-dir", help="dataset cache folder (default: OUT/datasets)")
     p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar and model summary")
     return parser
@@ -205,11 +209,49 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _resume_target(args):
+    """``(RunConfig, out, name)`` of the run ``--resume RUN_DIR`` continues, or None when it is done.
+
+    Refuses (ConfigError) setting flags, a folder without ``config.json`` and a run still running.
+    """
+    from fnodiag.runs import RunDir, pid_alive
+    from fnodiag.runs.liveness import HOST
+
+    given = [f for f, p, *_ in DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS if p in _flag_overrides(args)]
+    given += [f for f in ("--preset", "--config", "--name") if getattr(args, f[2:])]
+    given += ["--out"] if args.out != "runs" else []
+    if given:
+        raise ConfigError(f"--resume continues a run with its own config.json; drop {', '.join(given)} "
+                          "(to train other settings, start a new run with --config RUN_DIR/config.json and a new --name)")
+    run = RunDir(args.resume)
+    if not run.config_path.is_file():
+        raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.json); pass the folder a run "
+                          "was trained into, e.g. runs/<name>")
+    raw = run.read_status(raw=True) or {}
+    status = run.read_status() or {}
+    if status.get("state") == "running" or (raw.get("state") == "running" and raw.get("host") == HOST
+                                             and raw.get("pid") is not None and pid_alive(raw["pid"])):
+        raise ConfigError(f"run {args.resume!r} is still running (pid {raw.get('pid')} on {raw.get('host')}); "
+                          "stop it before resuming")
+    if status.get("state") in ("finished", "diverged"):
+        print(f"run {args.resume!r} already {status['state']} ({status.get('message', '')}); nothing to resume")
+        return None
+    path = run.path.resolve()
+    return run.read_config(), path.parent, path.name
+
+
 def _cmd_train(args) -> int:
     from fnodiag.training.run import train
 
-    cfg = resolve_config(args)
-    run = train(cfg, args.out, name=args.name, cache_dir=args.cache_dir, progress=not args.no_progress)
+    if args.resume:
+        target = _resume_target(args)
+        if target is None:
+            return 0
+        cfg, out, name = target
+        run = train(cfg, out, name=name, cache_dir=args.cache_dir, progress=not args.no_progress, resume=True)
+    else:
+        cfg = resolve_config(args)
+        run = train(cfg, args.out, name=args.name, cache_dir=args.cache_dir, progress=not args.no_progress)
     status = run.read_status()
     metrics = run.read_json("metrics.json", default={}) or {}
     for tag in ("best", "last"):
@@ -286,9 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     # restore Python's handler so Ctrl-C or a dashboard's stop (SIGINT) always interrupts a run
     # gracefully (status "interrupted", checkpoints kept).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from fnodiag.training.errors import TrainingError
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except TrainingError as exc:  # internal: exit 1, the traceback is in the run's train.log and status
+        print(f"fnodiag {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fnodiag {args.command}: error: {message}", file=sys.stderr)

@@ -184,7 +184,7 @@ def mark_dead(run_path: Path, message: str) -> None:
         return
     with lock:
         status = run.read_status() if run.status_path.is_file() else None
-        if status and status["state"] == "running":
+        if status and status["state"] in ("running", "stopped"):  # stopped: a dead writer's running record
             run.write_status("interrupted", step=status["step"], epoch=status["epoch"], message=message[:500])
 
 

@@ -56,9 +56,26 @@ def run_row(run: RunDir, arm: str, seed: int) -> dict:
         **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
            for tag, c in captures.items()},
         "wall_time_s": eff.get("wall_time_s"),
+        "message": (status or {}).get("message", ""),
+        "capture_error": _first_line(run.path / "capture" / "error.txt"),
         "reference_quirks": eff.get("reference_quirks", []),
         "expected": cfg,
     }
+
+
+def _first_line(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def run_state_warnings(rows: list[dict]) -> list[str]:
+    """Runs that stopped without a final state (how to resume) and finished runs whose capture failed."""
+    out = [f"{r['run']}: {r['message']}" for r in rows if r["state"] == "stopped"]
+    out += [f"{r['run']}: checkpoint capture failed ({r['capture_error']}); the training outcome "
+            f"({r['state']}) stands, see {r['run']}/capture/error.txt" for r in rows if r.get("capture_error")]
+    return out
 
 
 def arm_table(rows: list[dict]) -> dict[str, dict]:
@@ -299,7 +316,7 @@ def write_summary(sweep_dir: str | Path) -> dict:
     rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"])
             for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
     arms = arm_table(rows)
-    v, warns, att = verdict(arms, rows), warnings_for(rows), attribution(rows)
+    v, warns, att = verdict(arms, rows), warnings_for(rows) + run_state_warnings(rows), attribution(rows)
     summary = {"sweep": manifest["name"], "definition": manifest.get("definition"),
                "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "verdict": v,
                "warnings": warns, "attribution": att, "arms": arms,

@@ -13,7 +13,8 @@ A definition is a TOML file::
 
 A sweep folder holds ``sweep.json`` (the definition, the resolved arms and the runs), one run
 directory ``<arm>-s<seed>`` per arm × seed, the shared dataset cache ``datasets/``, each run's
-checkpoint captures ``<run>/capture/{best,last}.json`` and the summary. This module imports no
+checkpoint captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt`` when the capture failed;
+the run's training outcome in ``status.json`` is never changed by it) and the summary. This module imports no
 Lightning until a sweep is run, so the dashboard can list and read definitions.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fnodiag.config import ConfigError, RunConfig, preset
 SHIPPED_DIR = Path(__file__).parent / "sweeps"
 DONE_STATES = ("finished", "diverged")
 CAPTURE_SAMPLES = 16
+CAPTURE_ERROR = "capture/error.txt"  # written when a finished run's checkpoint capture fails
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,8 @@ def _note_cpu(defn: SweepDefinition, configs, echo) -> None:
 
 
 def _captured(run) -> bool:
-    """Both checkpoint captures of a done run exist (or it has no checkpoint to capture)."""
-    return all((run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
+    """Both checkpoint captures of a done run exist, or failed (``capture/error.txt``), or have no checkpoint."""
+    return (run.path / CAPTURE_ERROR).is_file() or all((run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
                for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path)))
 
 
@@ -263,18 +265,42 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
                       extra_callbacks=list(callbacks), resume=True)
                 result["trained"] = True
             except Exception as exc:  # recorded; the sweep goes on
-                if run.path.is_dir():
-                    step = (run.read_status() or {}).get("step", 0) if run.status_path.is_file() else 0
-                    run.write_status("failed", step=step, epoch=0, message=f"{type(exc).__name__}: {exc}"[:500])
+                _record_run_failure(run, exc)
                 return result | {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
             finally:
                 torch.set_num_threads(previous)
             record_attempt(run, attempt, effective=True)
         try:  # a capture that fails leaves a finished run finished (it is retried by the next sweep command)
             capture_run(run)
-        except Exception as exc:
-            result["message"] = f"capture failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
+            _record_capture_failure(run, exc)
+            result["message"] = (f"checkpoint capture failed ({type(exc).__name__}: {exc}); "
+                                 f"see {run.path / CAPTURE_ERROR}")
         return result | {"state": run.read_status()["state"]}
+
+
+def _record_run_failure(run, exc: Exception) -> None:
+    """Mark a run whose training raised ``failed``, unless training already recorded its own final state."""
+    from fnodiag.training.errors import TrainingError
+
+    if not run.path.is_dir() or isinstance(exc, TrainingError):  # train() wrote failed + traceback itself
+        return
+    status = (run.read_status(raw=True) or {}) if run.status_path.is_file() else {}
+    if status.get("state") in DONE_STATES:
+        return
+    run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
+                     message=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _record_capture_failure(run, exc: Exception) -> None:
+    """Write ``<run>/capture/error.txt`` (the traceback); status.json and its training outcome are untouched."""
+    import traceback
+
+    from fnodiag.runs import atomic_write_text
+
+    (run.path / "capture").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.path / CAPTURE_ERROR, f"{type(exc).__name__}: {exc}\n\n"
+                      + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> None:

@@ -128,8 +128,58 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     (run / "notes.txt").write_text("precious")
     assert main(["train", *TINY_ARGS, "--out", str(tmp_path / "runs"), "--name", "taken",
                  "--cache-dir", str(tmp_path / "ds")]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and "exist_ok" not in err  # names the flags, not Python
     assert (run / "notes.txt").read_text() == "precious"
+
+
+def test_internal_training_error_exits_1_with_traceback_in_log_and_status(tmp_path, capsys, monkeypatch):
+    """A ValueError inside training is not bad input: exit 1, traceback kept; bad input stays exit 2."""
+    from fnodiag.training.system import ReconstructionSystem
+
+    original = ReconstructionSystem.training_step
+
+    def broken(self, batch, batch_idx):
+        if self.global_step == 2:
+            raise ValueError("boom inside training")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReconstructionSystem, "training_step", broken)
+    out = tmp_path / "runs"
+    assert main(["train", *TINY_ARGS, "--out", str(out), "--name", "bad", "--cache-dir", str(tmp_path / "ds")]) == 1
+    # (pytest's capture can leave Lightning's log handler on a closed stream: ignore its "Logging error" noise)
+    ours = [line for line in capsys.readouterr().err.splitlines() if "boom" in line]
+    assert len(ours) == 1 and ours[0].startswith("fnodiag train: training failed: ValueError: boom inside training")
+    assert "train.log" in ours[0]
+    log = (out / "bad" / "train.log").read_text()
+    assert "Traceback" in log and "boom inside training" in log and "training_step" in log
+    status = json.loads((out / "bad" / "status.json").read_text())
+    assert status["state"] == "failed" and "Traceback" in status["message"] and status["step"] == 2
+    assert main(["train", *TINY_ARGS, "--lr", "-1", "--out", str(out), "--name", "lr"]) == 2  # bad input
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optim.lr" in err and not (out / "lr").exists()
+
+
+def test_resume_flag(tmp_path, capsys):
+    """--resume refuses setting flags, non-run folders and live runs; a finished run is reported, not retrained."""
+    from fnodiag.runs import RunDir
+
+    out, ds = tmp_path / "runs", str(tmp_path / "ds")
+    assert main(["train", *TINY_ARGS, "--out", str(out), "--name", "done", "--cache-dir", ds]) == 0
+    done = out / "done"
+    before = (done / "status.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(done), "--lr", "0.1", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --lr, --seed" in err and "config.json" in err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["train", "--resume", str(done), "--cache-dir", ds]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (done / "status.json").read_text() == before  # nothing retrained
+    RunDir(done).write_status("running", step=3, epoch=0)  # this live process "is training it"
+    assert main(["train", "--resume", str(done)]) == 2
+    assert "still running" in capsys.readouterr().err
 
 
 def _cli(*args, cwd, timeout=300):

@@ -157,3 +157,65 @@ def test_sweep_and_summarize_cli(tmp_path, tiny_sweep, capsys):
     assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "nope", "--out", str(out)]) == 2
     assert "unknown arm(s) nope" in capsys.readouterr().err
     assert main(["summarize", str(tmp_path)]) == 2
+
+
+def test_capture_failure_keeps_a_finished_run_finished(tiny_definition, tmp_path, monkeypatch):
+    """The post-run capture raises: the run stays finished (capture/error.txt, a summary warning) and a
+    second invocation skips it instead of training it again."""
+    import fnodiag.diagnostics.capture as capture_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("capture broke")
+
+    monkeypatch.setattr(capture_module, "load_generator", broken)
+    lines = []
+    out = run_sweep(tiny_definition, tmp_path / "s", arms=["control"], overrides={"train.epochs": 1}, echo=lines.append)
+    run = out / "control-s7"
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["epoch"] == 1
+    assert "RuntimeError: capture broke" in (run / "capture" / "error.txt").read_text()
+    assert any("checkpoint capture failed" in line for line in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"][0]["state"] == "finished"
+    assert any("control-s7: checkpoint capture failed (RuntimeError: capture broke)" in w for w in summary["warnings"])
+    mtime = (run / "run.sqlite").stat().st_mtime_ns
+    lines.clear()
+    run_sweep(tiny_definition, out, arms=["control"], overrides={"train.epochs": 1}, echo=lines.append)
+    assert any("control-s7: finished, skipped" in line for line in lines)
+    assert json.loads((run / "status.json").read_text()) == status and (run / "run.sqlite").stat().st_mtime_ns == mtime
+
+
+def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path, tiny_sweep):
+    """kill -9 a real ``fnodiag sweep``: the summary and the dashboard's catalog say 'stopped' (how to resume),
+    and running the sweep again continues the run from its last checkpoint."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
+    from app.catalog import scan, summarize
+
+    definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 4, "train.capture_every": 0})
+    out = tmp_path / "sw"
+    exe = Path(sys.executable).with_name("fnodiag")
+    proc = subprocess.Popen([str(exe), "sweep", str(definition), "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "control-s7" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not last.is_file() and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert json.loads((out / "control-s7" / "status.json").read_text())["state"] == "running"
+    summary = write_summary(out)
+    assert summary["runs"][0]["state"] == "stopped"
+    assert any("control-s7: stopped without a final state" in w and "fnodiag sweep" in w for w in summary["warnings"])
+    row = summarize(next(e for entries in scan(tmp_path).sweeps.values() for e in entries if e.arm == "control"))
+    assert row["state"] == "stopped" and "resume" in row["message"]
+
+    lines = []
+    run_sweep(load_definition(definition), out, echo=lines.append)
+    status = json.loads((out / "control-s7" / "status.json").read_text())
+    assert status["state"] == "finished"
+    assert json.loads((out / "control-s7" / "effective_config.json").read_text())["resumed_from"]["epoch"] >= 1

@@ -109,8 +109,47 @@ def test_optimizers_give_different_training(arm_runs):
     assert not torch.equal(w["adam"], w["adamw"]) and not torch.equal(w["adam"], w["sgd"])
 
 
+def _unit_norms(x: torch.Tensor, axis: int) -> np.ndarray:
+    """Per-output-unit L2 norms by numpy (complex by magnitude); a vector is one unit."""
+    a = np.abs(x.detach().cpu().numpy().astype(np.complex128))
+    if a.ndim <= 1:
+        return np.array([np.sqrt((a ** 2).sum())])
+    return np.sqrt((np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1) ** 2).sum(axis=1))
+
+
+def _agc_ratios(generator: nn.Module, clip_factor: float, eps: float = 1e-3) -> dict[str, np.ndarray]:
+    """``||G_i|| / (clip_factor * max(||W_i||, eps))`` for every output unit of every parameter, written
+    out independently of the package: spectral weights and transposed convolutions are (C_in, C_out, ...),
+    so their units lie on axis 1; every other weight is (C_out, ...)."""
+    from fnodiag.models.spectral import SpectralConv2d
+
+    params = []
+    for mod_name, module in generator.named_modules():
+        if isinstance(module, SpectralConv2d):
+            params += [(f"{mod_name}.weights.{k}", w, 1) for k, w in enumerate(module.weights)]
+        elif not isinstance(module, nn.ParameterList):
+            axis = 1 if isinstance(module, nn.ConvTranspose2d) else 0
+            params += [(f"{mod_name}.{n}", p, axis if p.ndim >= 2 else 0) for n, p in module.named_parameters(recurse=False)]
+    assert len(params) == len(list(generator.parameters()))  # every parameter once
+    return {name: _unit_norms(p.grad, axis) / (clip_factor * np.maximum(_unit_norms(p, axis), eps))
+            for name, p, axis in params if p.grad is not None}
+
+
 @pytest.mark.parametrize("algorithm, value", [("norm", 1e-4), ("value", 1e-7), ("agc", 1e-4)])
-def test_clipping_is_applied_and_recorded(tiny_cfg, dataset_cache, tmp_path, algorithm, value):
+def test_clipping_is_applied_and_recorded(tiny_cfg, dataset_cache, tmp_path, monkeypatch, algorithm, value):
+    """Real training; after every clip the gradients obey the rule of the algorithm."""
+    original = ReconstructionSystem.configure_gradient_clipping
+    seen = []
+
+    def checked(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        original(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if algorithm == "value":
+            seen.append(max(float(torch.view_as_real(p.grad).abs().max() if p.grad.is_complex() else p.grad.abs().max())
+                            for p in self.parameters() if p.grad is not None))
+        elif algorithm == "agc":
+            seen.append(max(float(r.max()) for r in _agc_ratios(self.generator, value).values()))
+
+    monkeypatch.setattr(ReconstructionSystem, "configure_gradient_clipping", checked)
     cfg = tiny_cfg.override({"clip.algorithm": algorithm, "clip.value": value, "train.epochs": 1})
     run = train(cfg, tmp_path, name="clip", cache_dir=dataset_cache, progress=False)
     eff = run.read_json("effective_config.json")
@@ -121,6 +160,36 @@ def test_clipping_is_applied_and_recorded(tiny_cfg, dataset_cache, tmp_path, alg
     assert run.read_history()["clip_fraction"] == [1.0]
     if algorithm == "norm":
         np.testing.assert_allclose(post, value, rtol=1e-3)
+    elif algorithm == "value":  # max |g| <= value, and it is reached (every step clips)
+        assert len(seen) == STEPS_PER_EPOCH and max(seen) <= value * (1 + 1e-6) and min(seen) > 0.5 * value
+    else:  # every output unit within clip_factor * max(||W_i||, eps), and the bound reached
+        assert len(seen) == STEPS_PER_EPOCH and max(seen) <= 1 + 1e-4 and min(seen) > 1 - 1e-4
+
+
+@pytest.mark.parametrize("layout", ["symmetric", "reference"])
+def test_agc_bounds_every_output_unit_of_the_real_generator(tiny_cfg, layout):
+    """Spectral weights (C_in, C_out, m_h, m_w) are clipped per output channel (axis 1), as every unit is."""
+    cfg = tiny_cfg.override({"model.arch": "stable_hybrid", "model.spectral_layout": layout}).validate()
+    torch.manual_seed(0)
+    generator = build_model(cfg.model, cfg.data.N)
+    out = generator(torch.rand(4, 1, cfg.data.N, cfg.data.N))
+    (out.abs() ** 2).mean().mul(1e3).backward()
+    clip = 1e-5  # LayerScale keeps the spectral gradients small: this clips some of their units, not all
+    before = _agc_ratios(generator, clip)
+    spectral = [k for k in before if "spectral.weights" in k]
+    assert len(spectral) == (2 if layout == "symmetric" else 1) * 3  # 2 encoder blocks + the bottleneck
+    assert all(before[k].size == generator.get_submodule(k.rsplit(".weights", 1)[0]).out_channels for k in spectral)
+    assert any((before[k] > 1.01).any() for k in spectral) and any((before[k] < 0.99).any() for k in spectral)
+    grads = {n: p.grad.clone() for n, p in generator.named_parameters()}
+    adaptive_clip_(generator, clip_factor=clip)
+    after = _agc_ratios(generator, clip)
+    assert set(after) == set(before)
+    for k, r in after.items():
+        assert (r <= 1 + 1e-5).all(), k
+        clipped = before[k] > 1
+        np.testing.assert_allclose(r[clipped], 1.0, rtol=1e-5, err_msg=k)  # clipped exactly to the bound
+        np.testing.assert_allclose(r[~clipped], before[k][~clipped], rtol=1e-6, err_msg=k)  # others untouched
+    assert any(not torch.equal(p.grad, grads[n]) for n, p in generator.named_parameters() if "spectral" in n)
 
 
 def test_exponential_and_plateau_schedules(tiny_cfg, dataset_cache, tmp_path):

@@ -12,10 +12,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnodiag.config import ConfigError, RunConfig
+from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
 from fnodiag.runs.store import RunStore
 
 STATES = ("running", "finished", "diverged", "failed", "interrupted")
+READ_STATES = STATES + ("stopped",)  # "stopped": read, never written (a running record of a dead process)
 
 
 def _json_default(obj: Any) -> Any:
@@ -195,21 +197,29 @@ class RunDir:
         return RunConfig.load(self.config_path)
 
     def write_status(self, state: str, *, step: int, epoch: int, message: str = "") -> dict:
-        """Write ``status.json`` with an ISO-8601 UTC ``updated`` timestamp; returns what was written."""
+        """Write ``status.json``: state, step, epoch, ISO-8601 UTC ``updated``, the writer's ``host`` and
+        ``pid``, message; returns what was written. ``updated`` is the heartbeat
+        (:mod:`fnodiag.runs.liveness`)."""
         if state not in STATES:
             raise ValueError(f"status state {state!r} is not valid; choose one of {', '.join(STATES)}")
         status = {"state": state, "step": operator.index(step), "epoch": operator.index(epoch),
-                  "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "message": str(message)}
+                  "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                  "host": HOST, "pid": os.getpid(), "message": str(message)}
         self.write_json("status.json", status)
         return status
 
-    def read_status(self) -> dict | None:
-        """The ``status.json`` dict, or None before training wrote one."""
+    def read_status(self, *, raw: bool = False) -> dict | None:
+        """The ``status.json`` dict, or None before training wrote one.
+
+        A ``running`` record whose writer is dead (gone pid on this host, or a stale heartbeat)
+        reads as ``stopped`` with a message saying how to resume (:func:`~fnodiag.runs.liveness.live_status`);
+        ``raw=True`` gives the file as written.
+        """
         status = self.read_json("status.json")
         if status is not None and (not isinstance(status, dict) or status.get("state") not in STATES):
             got = status.get("state") if isinstance(status, dict) else status
             raise ValueError(f"{str(self.status_path)!r} has state {got!r}; expected one of {', '.join(STATES)}")
-        return status
+        return status if raw else live_status(status, path=self.path)
 
     def write_history(self, history: Mapping[str, Any]) -> None:
         """Write ``history.json``: ``{series name: [one value per epoch]}`` (e.g. train_loss, val_loss, lr)."""

@@ -7,7 +7,9 @@
 * per step to the store: the learning rate in effect, the loss, the global gradient norm before
   and after clipping and whether the step was clipped (one device-to-host transfer per step);
 * per epoch: ``history.json`` (train/val loss, lr, clip fraction, ...), epoch scalars, status;
-* the final status: finished, diverged (with the step), failed or interrupted.
+* the final status: finished, diverged (with the step), failed or interrupted;
+* while running, a heartbeat: the ``running`` status rewritten every few seconds from a thread
+  (:class:`~fnodiag.runs.Heartbeat`), so a reader can tell a dead process from a live one.
 
 ``SafeCheckpoint`` is a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the
 last good ``best.ckpt`` / ``last.ckpt`` survive.
@@ -25,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fnodiag.config import reference_quirks
 from fnodiag.models import count_parameters
-from fnodiag.runs import RunDir, RunStore
+from fnodiag.runs import Heartbeat, RunDir, RunStore
 from fnodiag.training.live_capture import LiveCapture
 from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
@@ -109,6 +111,7 @@ class RunRecorder(Callback):
         self._epoch_lr = float("nan")
         self._last_status = 0.0
         self._epoch_start = 0.0
+        self.heartbeat = Heartbeat(lambda **f: run.write_status("running", **f))
 
     # -- start ----------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module):
@@ -146,7 +149,7 @@ class RunRecorder(Callback):
             "versions": versions(),
         }
         self.run.write_json("effective_config.json", effective)
-        self.run.write_status("running", step=0, epoch=0, message="training started")
+        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch, message="training started")
 
     # -- steps ----------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module):
@@ -173,7 +176,7 @@ class RunRecorder(Callback):
         now = time.monotonic()
         if now - self._last_status > STATUS_EVERY_S:
             self._last_status = now
-            self.run.write_status("running", step=step, epoch=trainer.current_epoch)
+            self.heartbeat.beat(step=step, epoch=trainer.current_epoch, message="")
 
     # -- epochs ---------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, pl_module):
@@ -197,11 +200,12 @@ class RunRecorder(Callback):
                                {f"epoch/{k}": v for k, v in epoch_values.items()}, scope="epoch")
         self.store.flush()
         self.run.write_history(self.history)
-        self.run.write_status("running", step=trainer.global_step, epoch=trainer.current_epoch + 1,
-                              message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done")
+        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch + 1,
+                            message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done")
 
     # -- end ------------------------------------------------------------------------------
     def on_fit_end(self, trainer, pl_module):
+        self.heartbeat.stop()
         self.store.flush()
         if not trainer.is_global_zero:
             return
@@ -214,7 +218,11 @@ class RunRecorder(Callback):
             self.run.write_status("finished", step=trainer.global_step, epoch=trainer.current_epoch,
                                   message="training finished")
 
+    def teardown(self, trainer, pl_module, stage):
+        self.heartbeat.stop()  # whatever ended the fit, no heartbeat outlives it
+
     def on_exception(self, trainer, pl_module, exception):
+        self.heartbeat.stop()
         self.store.flush()
         if not trainer.is_global_zero:
             return

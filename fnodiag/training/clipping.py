@@ -42,17 +42,23 @@ def clip_norm_(params: Iterable[torch.Tensor], max_norm: float, total_norm: torc
         torch._foreach_mul_(grads, coef.to(grads[0].device))
 
 
-def _output_axis(module: nn.Module, name: str) -> int:
-    """Axis that indexes output units of ``module``'s parameter ``name``.
+def output_axes(model: nn.Module) -> dict[int, int]:
+    """Axis that indexes the output units of each parameter of ``model``, by ``id(parameter)``.
 
-    ``nn.ConvTranspose*`` weights are (C_in, C_out, ...) and spectral weights (C_in, C_out, m, m):
-    axis 1. Every other weight (Linear, Conv) is (C_out, ...): axis 0.
+    ``nn.ConvTranspose*`` weights are (C_in, C_out, ...) and the spectral weights
+    (:class:`~fnodiag.models.spectral.SpectralConv2d`, ``(C_in, C_out, m_h, m_w)`` complex, held in
+    its ``weights`` ``nn.ParameterList``, so they are found through the owning layer, not the list):
+    axis 1. Every other weight (Linear, Conv: (C_out, ...)) and every vector: axis 0 (absent here).
     """
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return 1
-    if "spectral" in type(module).__name__.lower() and name.startswith("weight"):
-        return 1
-    return 0
+    from fnodiag.models.spectral import SpectralConv2d
+
+    axes: dict[int, int] = {}
+    for module in model.modules():
+        if isinstance(module, SpectralConv2d):
+            axes.update({id(p): 1 for p in module.parameters() if p.ndim >= 2})
+        elif isinstance(module, nn.modules.conv._ConvTransposeNd):
+            axes[id(module.weight)] = 1
+    return axes
 
 
 def unitwise_norm(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -78,16 +84,16 @@ def adaptive_clip_(model: nn.Module, clip_factor: float, eps: float = 1e-3) -> N
     For every output unit ``i`` of every parameter ``W`` with gradient ``G``:
     ``G_i <- G_i * min(1, clip_factor * max(||W_i||, eps) / ||G_i||)``.
     """
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if p.grad is None:
-                continue
-            axis = _output_axis(module, name)
-            w_norm = unitwise_norm(p.detach(), axis).clamp_min(eps)
-            g_norm = unitwise_norm(p.grad, axis)
-            max_norm = clip_factor * w_norm
-            scale = torch.where(g_norm > max_norm, max_norm / g_norm.clamp_min(1e-16), torch.ones_like(g_norm))
-            p.grad.mul_(scale.to(p.grad.dtype) if not p.grad.is_complex() else scale)
+    axes = output_axes(model)
+    for p in model.parameters():
+        if p.grad is None:
+            continue
+        axis = axes.get(id(p), 0)  # the output-unit axis, from the parameter's owning layer
+        w_norm = unitwise_norm(p.detach(), axis).clamp_min(eps)
+        g_norm = unitwise_norm(p.grad, axis)
+        max_norm = clip_factor * w_norm
+        scale = torch.where(g_norm > max_norm, max_norm / g_norm.clamp_min(1e-16), torch.ones_like(g_norm))
+        p.grad.mul_(scale.to(p.grad.dtype) if not p.grad.is_complex() else scale)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +25,10 @@ from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.simulate import load_or_simulate
 from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
+from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
+from fnodiag.training.rng import RngState
 from fnodiag.training.schedulers import MONITOR
 from fnodiag.training.system import ReconstructionSystem
 
@@ -56,6 +59,17 @@ QUIET = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 QUIET_ON_RESUME = r"Checkpoint directory .* exists and is not empty"
 
 
+def _record_failure(run: RunDir, exc: BaseException) -> str:
+    """Append ``exc``'s traceback to ``<run>/train.log`` and put it in a ``failed`` status; returns it."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    with open(run.path / "train.log", "a", encoding="utf-8") as log:
+        log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} training failed\n{tb}")
+    status = run.read_status(raw=True) or {}
+    run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
+                     message=f"{type(exc).__name__}: {exc}\n" + (tb if len(tb) <= 4000 else f"{tb[:600]}  ...\n{tb[-3000:]}"))
+    return tb
+
+
 def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict, *,
                   progress: bool = True, extra_callbacks=(), history: dict | None = None) -> L.Trainer:
     """The Lightning Trainer with the run's recorder and checkpoint callbacks."""
@@ -71,7 +85,7 @@ def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict,
         precision=cfg.train.precision,
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
-        callbacks=[RunRecorder(run, store, data_info, history), checkpoint, *extra_callbacks],
+        callbacks=[RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
@@ -112,7 +126,11 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
     data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
-    run = RunDir.create(out / name, cfg, exist_ok=resume) if rank0 else RunDir(out / name)
+    where = out / name
+    if rank0 and not resume and where.is_dir() and any(where.iterdir()):
+        raise FileExistsError(f"run directory {str(where)!r} already exists and is not empty; continue it with "
+                              f"`fnodiag train --resume {where}` or choose another --name")
+    run = RunDir.create(where, cfg, exist_ok=resume) if rank0 else RunDir(where)
     store = RunStore(run.store_path, enabled=rank0)
     ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -129,22 +147,28 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=QUIET)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=QUIET)
+                if ckpt_path:
+                    warnings.filterwarnings("ignore", message=QUIET_ON_RESUME)
+                trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        finally:
+            store.close()
+        if trainer.is_global_zero:
+            evaluate_run(run, system, data, cfg.train.infer_batch_size)
+            write_collapse(run)
+            effective = run.read_json("effective_config.json", default={}) or {}
+            earlier = sum((history or {}).get("epoch_time_s", []))  # epochs kept from before a resume
+            effective["wall_time_s"] = time.perf_counter() - started + earlier
             if ckpt_path:
-                warnings.filterwarnings("ignore", message=QUIET_ON_RESUME)
-            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
-    finally:
-        store.close()
-    if trainer.is_global_zero:
-        evaluate_run(run, system, data, cfg.train.infer_batch_size)
-        write_collapse(run)
-        effective = run.read_json("effective_config.json", default={}) or {}
-        earlier = sum((history or {}).get("epoch_time_s", []))  # epochs kept from before a resume
-        effective["wall_time_s"] = time.perf_counter() - started + earlier
-        if ckpt_path:
-            effective["resumed_from"] = {"checkpoint": str(ckpt_path), "epoch": len(history["train_loss"])}
-        run.write_json("effective_config.json", effective)
+                effective["resumed_from"] = {"checkpoint": str(ckpt_path), "epoch": len(history["train_loss"])}
+            run.write_json("effective_config.json", effective)
+    except Exception as exc:  # KeyboardInterrupt / SystemExit pass: the run is "interrupted"
+        if rank0:
+            _record_failure(run, exc)
+        raise TrainingError(f"training failed: {type(exc).__name__}: {exc}".splitlines()[0]
+                            + f"; traceback in {run.path / 'train.log'}", run) from exc
     return run
 
 
