@@ -187,7 +187,7 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
 
     def finished(result: dict) -> None:  # the driver is the only writer of sweep.json and the summary
         record_result(out, result)
-        if result["state"] not in DONE_STATES:
+        if result["state"] not in DONE_STATES or result.get("message"):
             echo(f"{result['label']} {result['state']}: {result.get('message', '')}".rstrip(": "))
         write_summary(out)
 
