@@ -140,9 +140,12 @@ def test_a_run_owned_by_another_process_is_left_alone(reference, tmp_path):
     assert json.loads((out / "sweep.json").read_text())["runs"]["control-s7"]["state"] == "busy"
 
 
-def test_ray_missing_is_a_one_line_install_hint(reference, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+def test_cli_placement_errors_and_ray_missing_are_one_line(reference, tmp_path, monkeypatch, capsys):
     toml, _ = reference
+    assert main(["sweep", str(toml), "--jobs", "0", "--out", str(tmp_path / "s")]) == 2
+    assert "--jobs 0 must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert main(["sweep", str(toml), "--executor", "ray", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'fnodiag[ray]'" in err and len(err.strip().splitlines()) == 1
