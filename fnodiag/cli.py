@@ -181,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", help="comma-separated arms to run (default: all)")
     p.add_argument("--seeds", help="comma-separated seeds to run (default: the definition's)")
     p.add_argument("--out", help="sweep folder (default: runs/<definition name>); running again resumes it")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where runs train: local (this machine) or ray (a Ray cluster; pip install 'fnodiag[ray]')")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local executor: runs trained at a time, each in its own process with cores/JOBS threads (default: 1)")
+    p.add_argument("--cpus-per-run", type=int, default=None,
+                   help="CPU threads of each run (default: cores/JOBS locally, 1 per Ray task)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="GPUs of each run: a fraction shares a device (0.25: four runs per GPU), 2: two GPUs (default: 0)")
+    p.add_argument("--address", default=None,
+                   help="ray executor: the cluster address `ray start --head` printed (default: RAY_ADDRESS, else a local Ray)")
     for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
         _add_flags(p, table)
 
@@ -347,7 +357,9 @@ def _cmd_sweep(args) -> int:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
-    out = run_sweep(defn, args.out or Path("runs") / defn.name, arms=arms, seeds=seeds, overrides=_flag_overrides(args))
+    out = run_sweep(defn, args.out or Path("runs") / defn.name, arms=arms, seeds=seeds, overrides=_flag_overrides(args),
+                    executor=args.executor, jobs=args.jobs, cpus_per_run=args.cpus_per_run,
+                    gpus_per_run=args.gpus_per_run, address=args.address)
     print((out / "summary.md").read_text())
     print(f"sweep folder: {out}")
     return 0

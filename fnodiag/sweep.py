@@ -117,7 +117,8 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
     if manifest and manifest.get("name") != defn.name:
         raise ConfigError(f"{str(out)!r} holds sweep {manifest.get('name')!r}, not {defn.name!r}; choose another --out")
     runs = manifest.get("runs", {})
-    runs.update({run_name(a, s): {"arm": a, "seed": s, "path": run_name(a, s)} for a, s in pairs})
+    runs.update({run_name(a, s): {**runs.get(run_name(a, s), {}), "arm": a, "seed": s, "path": run_name(a, s)}
+                 for a, s in pairs})  # keeps where earlier sweep commands trained each run
     manifest.update({"name": defn.name, "definition": defn.source, "seeds": sorted({r["seed"] for r in runs.values()}),
                      "arms": {a: {"overrides": {**defn.shared, **defn.arms[a], **overrides}}
                               for a in dict.fromkeys(r["arm"] for r in runs.values())},
@@ -126,21 +127,31 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
 
 
 def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None = None, seeds: list[int] | None = None,
-              overrides: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> Path:
+              overrides: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
+              executor: str = "local", jobs: int = 1, cpus_per_run: int | None = None, gpus_per_run: float = 0.0,
+              address: str | None = None) -> Path:
     """Run (or resume) every selected arm × seed of ``defn`` into ``out``, then summarize.
 
     Finished and diverged runs are skipped; an interrupted or failed run with a checkpoint
     continues from it; a run that fails is recorded and the sweep goes on. All runs share one
     dataset (an error if the arms' data settings differ). Each finished run's best and last
     checkpoints are captured. ``summary.md`` / ``summary.json`` are rewritten after every run.
-    """
-    import torch
 
+    Parameters
+    ----------
+    executor : str
+        A key of :data:`fnodiag.executors.EXECUTORS`: ``"local"`` (this machine) or ``"ray"``.
+    jobs : int
+        Local executor: runs trained at a time, each in its own process (1: in this process).
+    cpus_per_run, gpus_per_run : int or None, float
+        Resources of one run (CPU threads; a GPU fraction such as 0.25, or whole GPUs).
+    address : str, optional
+        Ray executor: the cluster to submit to (default: start a local one).
+    """
+    from fnodiag.executors import EXECUTORS, Resources, record_result, record_execution
     from fnodiag.runs import RunDir, ensure_writable_dir
     from fnodiag.simulate import dataset_key, load_or_simulate
     from fnodiag.summary import write_summary
-    from fnodiag.training.callbacks import SweepProgress
-    from fnodiag.training.run import train
 
     overrides = dict(overrides or {})
     pairs = select(defn, arms, seeds)
@@ -154,41 +165,118 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
         if existing.config_path.is_file() and existing.read_config() != cfg:
             raise ConfigError(f"run {str(existing.path)!r} was started with other settings; resume it with the same "
                               "definition and overrides, or choose another --out")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    resources = Resources.plan(executor, jobs=jobs, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                               address=address, n_runs=len(pairs))
     out = ensure_writable_dir(out, "--out folder")
-    if not torch.cuda.is_available() and any(c.data.N >= 64 for c in configs.values()):
-        echo(f"note: no GPU found; sweep {defn.name!r} trains N={max(c.data.N for c in configs.values())} generators "
-             "on the CPU, which takes hours. `fnodiag sweep quick` runs the same arms in about ten minutes.")
+    _note_cpu(defn, configs.values(), echo)
     _write_manifest(out, defn, pairs, overrides)
+    record_execution(out, resources)
     load_or_simulate(next(iter(configs.values())).data, out / "datasets")  # one shared dataset, simulated once
-    progress = SweepProgress(total_epochs=sum(c.train.epochs for c in configs.values()), echo=echo)
+    specs = []
     for i, (arm, seed) in enumerate(pairs, 1):
         cfg, name = configs[(arm, seed)], run_name(arm, seed)
         run = RunDir(out / name)
         status = run.read_status() if run.status_path.is_file() else None
-        if status and status["state"] in DONE_STATES:
+        if status and status["state"] in DONE_STATES and _captured(run):
             echo(f"[{i}/{len(pairs)}] {name}: {status['state']}, skipped")
-            progress.skip(cfg.train.epochs)
             continue
-        progress.start(f"[{i}/{len(pairs)}] {arm} seed {seed}", cfg.train.epochs)
-        try:
-            train(cfg, out, name=name, cache_dir=out / "datasets", progress=False,
-                  extra_callbacks=[progress], resume=run.config_path.is_file())
-        except (KeyboardInterrupt, SystemExit):
-            echo(f"sweep stopped during {name}; run the same command again to resume")
-            write_summary(out)
-            raise
-        except Exception as exc:  # recorded; the sweep goes on
-            _record_run_failure(run, exc)
-            echo(f"[{i}/{len(pairs)}] {name} failed: {type(exc).__name__}: {exc}")
-        else:
-            try:
-                capture_run(run)
-            except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
-                _record_capture_failure(run, exc)
-                echo(f"[{i}/{len(pairs)}] {name}: checkpoint capture failed ({type(exc).__name__}: {exc}); "
-                     f"see {run.path / CAPTURE_ERROR}")
+        specs.append({"out": str(out), "name": name, "arm": arm, "seed": seed, "label": f"[{i}/{len(pairs)}] {arm} seed {seed}",
+                      "config": cfg.to_dict(), **resources.task_fields()})
+
+    def finished(result: dict) -> None:  # the driver is the only writer of sweep.json and the summary
+        record_result(out, result)
+        if result["state"] not in DONE_STATES or result.get("message"):
+            echo(f"{result['label']} {result['state']}: {result.get('message', '')}".rstrip(": "))
         write_summary(out)
+
+    try:
+        EXECUTORS[executor](specs, resources, echo=echo, on_result=finished)
+    except (KeyboardInterrupt, SystemExit):
+        echo("sweep stopped; run the same command again to resume")
+        write_summary(out)
+        raise
+    write_summary(out)
     return out
+
+
+def _note_cpu(defn: SweepDefinition, configs, echo) -> None:
+    import torch
+
+    configs = list(configs)
+    if not torch.cuda.is_available() and any(c.data.N >= 64 for c in configs):
+        echo(f"note: no GPU found; sweep {defn.name!r} trains N={max(c.data.N for c in configs)} generators "
+             "on the CPU, which takes hours. `fnodiag sweep quick` runs the same arms in about ten minutes.")
+
+
+def _captured(run) -> bool:
+    """Both checkpoint captures of a done run exist, or failed (``capture/error.txt``), or have no checkpoint."""
+    return (run.path / CAPTURE_ERROR).is_file() or all((run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
+               for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path)))
+
+
+def run_one(spec: dict, *, callbacks=()) -> dict:
+    """Train and capture one arm × seed: the one task every executor runs (in process, subprocess, Ray task).
+
+    Idempotent: the run folder is owned first (:class:`~fnodiag.runs.lock.RunLock`; a run another
+    live process trains is left alone, ``state="busy"``); a finished or diverged run is never trained
+    again (only captured if a capture is missing); an interrupted or failed one resumes from its
+    ``last.ckpt``. Torch threads are set to ``spec["threads"]`` for the run and restored after it.
+
+    Parameters
+    ----------
+    spec : dict
+        JSON-able: ``out``, ``name``, ``arm``, ``seed``, ``label``, ``config`` (RunConfig dict),
+        ``threads`` and the executor fields of :meth:`fnodiag.executors.Resources.task_fields`.
+    callbacks : sequence of lightning Callbacks
+        Extra callbacks for the Trainer (progress lines).
+
+    Returns
+    -------
+    dict
+        ``spec``'s name, arm, seed and label, ``state`` (the run's status, or ``busy``), ``trained``
+        (bool), ``message`` and ``attempt`` (where it ran: host, pid, node, threads, devices).
+    """
+    import torch
+
+    from fnodiag.executors import attempt_info, record_attempt
+    from fnodiag.runs import RunDir
+    from fnodiag.runs.lock import RunBusy, RunLock
+    from fnodiag.training.run import train
+
+    out, name = Path(spec["out"]), spec["name"]
+    run, attempt = RunDir(out / name), attempt_info(spec)
+    result = {k: spec[k] for k in ("name", "arm", "seed", "label")} | {"attempt": attempt, "trained": False, "message": ""}
+    try:
+        lock = RunLock(run.path).acquire(attempt)
+    except RunBusy as exc:
+        return result | {"state": "busy", "message": str(exc)}
+    previous = torch.get_num_threads()
+    with lock:
+        status = run.read_status() if run.status_path.is_file() else None
+        if not (status and status["state"] in DONE_STATES):
+            torch.set_num_threads(int(spec.get("threads") or previous))
+            attempt["torch_threads"] = torch.get_num_threads()
+            record_attempt(run, attempt)
+            try:
+                # resume=True also starts a new run: without a last.ckpt training starts from scratch
+                train(RunConfig.from_dict(spec["config"]), out, name=name, cache_dir=out / "datasets", progress=False,
+                      extra_callbacks=list(callbacks), resume=True)
+                result["trained"] = True
+            except Exception as exc:  # recorded; the sweep goes on
+                _record_run_failure(run, exc)
+                return result | {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
+            finally:
+                torch.set_num_threads(previous)
+            record_attempt(run, attempt, effective=True)
+        try:  # a capture that fails leaves a finished run finished (it is retried by the next sweep command)
+            capture_run(run)
+        except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
+            _record_capture_failure(run, exc)
+            result["message"] = (f"checkpoint capture failed ({type(exc).__name__}: {exc}); "
+                                 f"see {run.path / CAPTURE_ERROR}")
+        return result | {"state": run.read_status()["state"]}
 
 
 def _record_run_failure(run, exc: Exception) -> None:
