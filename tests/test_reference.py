@@ -34,8 +34,8 @@ def test_batch_gain_multiplies_each_prediction_by_its_batch_size(tiny_cfg, B):
 
 def test_quirk_detection_and_removal(tiny_cfg):
     cfg = tiny_cfg.override({"train.forward_gain": "batch", "schedule.frozen": True, "model.spectral_layout": "reference",
-                             "clip.algorithm": "norm", "clip.value": 1.0})
-    assert reference_quirks(cfg) == ["forward_gain", "frozen_schedule", "reference_layout", "clipping"]
+                             "clip.algorithm": "norm", "clip.value": 1.0, "train.keep_partial_batch": True})
+    assert reference_quirks(cfg) == ["forward_gain", "frozen_schedule", "reference_layout", "clipping", "partial_batch"]
     assert reference_quirks(without_quirks(cfg)) == [] and without_quirks(cfg) == tiny_cfg
     assert reference_quirks(tiny_cfg) == []
 
