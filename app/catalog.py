@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnodiag.runs import RunDir, list_runs
+from fnodiag.selection import best_epochs
 
 SINGLE = "(single runs)"
 CHECKPOINTS = ("best", "last")
@@ -211,5 +212,17 @@ def summarize(entry: RunEntry) -> dict:
         "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
         "collapse": verdict or "", "onset_step": collapse.get("onset_step"),
         "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
+        **best_columns(history, effective, config.to_dict() if config else None),
     })
     return row
+
+
+def best_columns(history: dict, effective: dict, config: dict | None = None) -> dict:
+    """``best_ckpt_by``: the criterion that chose best.ckpt and its epoch (0-based), ⚑ when the loss
+    carries the batch gain; ``best_ssim_epoch``: the gain-free best epoch by validation amp SSIM."""
+    sel = best_epochs(history, effective, config)
+    by_loss, by_ssim = sel["by_loss"], sel["by_ssim"]
+    crit = sel["criterion"].replace("_", " ")
+    return {"best_ckpt_by": f"{crit}, ep {by_loss['epoch']}" + (" ⚑ gain" if sel["gain_dependent"] else "")
+                            if by_loss else crit,
+            "best_ssim_epoch": f"{by_ssim['epoch']} ({by_ssim['val_amp_ssim']:.3f})" if by_ssim else None}

@@ -24,8 +24,9 @@ def _doc():
     return pn.state.curdoc
 
 
-# Short headers for the arms table (its 13 columns fit a laptop screen).
-TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val loss", "amp_ssim_best": "SSIM best",
+# Short headers for the arms table (its 15 columns fit a laptop screen).
+TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val loss", "best_ckpt_by": "best.ckpt by",
+                "best_ssim_epoch": "best SSIM epoch", "amp_ssim_best": "SSIM best",
                 "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer"}
 
 

@@ -58,8 +58,13 @@ OPTIM_FLAGS = [
 ]
 RUN_FLAGS = [
     ("--epochs", "train.epochs", int, "training epochs"),
-    ("--batch-size", "train.batch_size", int, "training batch size (partial last batches are dropped)"),
-    ("--infer-batch-size", "train.infer_batch_size", int, "batch size for validation and evaluation"),
+    ("--batch-size", "train.batch_size", int, "training batch size (partial last batches are dropped unless --keep-partial-batch)"),
+    ("--infer-batch-size", "train.infer_batch_size", int, "batch size for evaluation, and for validation under --val-batching infer"),
+    ("--val-batching", "train.val_batching", str,
+     "validation batch size: train (the training batch size, partial last batch kept, as the reference), infer "
+     "(--infer-batch-size) or auto (train under --forward-gain batch, else infer)"),
+    ("--keep-partial-batch", "train.keep_partial_batch", "bool",
+     "reference quirk: keep the train loader's last partial batch (under --forward-gain batch it trains at its own gain)"),
     ("--seed", "train.seed", int, "training seed (model init, shuffling); data do not depend on it"),
     ("--loss", "train.loss", str, "physics loss: mae (normalised amplitude MAE) or poisson (NLL)"),
     ("--forward-gain", "train.forward_gain", str,

@@ -197,6 +197,10 @@ class ClipConfig(_Section):
 
 LOSSES_ALLOWED = ("mae", "poisson")
 FORWARD_GAINS = ("none", "batch")
+# Validation batch size: 'train' = the training batch size with the partial last batch kept (the
+# reference's validation loader), 'infer' = ``infer_batch_size``, 'auto' = 'train' under
+# ``forward_gain='batch'`` (whose predictions carry the batch size as a gain) and 'infer' otherwise.
+VAL_BATCHINGS = ("auto", "train", "infer")
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ class TrainConfig(_Section):
     seed: int = 20260128
     loss: str = "mae"
     forward_gain: str = "none"  # reference quirk 'batch': prediction x the size of each batch (brief §2.2)
+    val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by fnodiag.data.val_batch_size
+    keep_partial_batch: bool = False  # reference quirk: keep the train loader's last partial batch
     capture_every: int = 10  # 0 turns live capture off
     accelerator: str = "auto"
     devices: str = "auto"
@@ -224,6 +230,9 @@ class TrainConfig(_Section):
         _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
         _choice(s, "loss", self.loss, LOSSES_ALLOWED)
         _choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
+        _choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)
+        _check(isinstance(self.keep_partial_batch, bool),
+               f"train.keep_partial_batch={self.keep_partial_batch!r} must be true or false")
         _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
                f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0,
@@ -306,9 +315,12 @@ def reference_quirks(cfg: "RunConfig") -> list[str]:
     """The reference project's training conditions this configuration reproduces on purpose.
 
     ``forward_gain`` (prediction x batch size), ``frozen_schedule`` (the LR never steps),
-    ``reference_layout`` (one low-frequency row block with m x m weights) and ``clipping``
-    (the reference clipped its control arm at norm 1.0 and not its stable arm). Empty for a
-    configuration with none of them.
+    ``reference_layout`` (one low-frequency row block with m x m weights), ``clipping``
+    (the reference clipped its control arm at norm 1.0 and not its stable arm) and
+    ``partial_batch`` (the train loader keeps its last partial batch, which under the batch gain
+    trains once per epoch at its own gain, brief §2.2). Empty for a configuration with none of them.
+    ``train.val_batching`` is not a condition of its own: it decides how validation is batched
+    (the reference validated at the training batch size) and stays as set.
     """
     quirks = []
     if cfg.train.forward_gain != "none":
@@ -319,6 +331,8 @@ def reference_quirks(cfg: "RunConfig") -> list[str]:
         quirks.append("reference_layout")
     if cfg.clip.algorithm != "none":
         quirks.append("clipping")
+    if cfg.train.keep_partial_batch:
+        quirks.append("partial_batch")
     return quirks
 
 
@@ -327,7 +341,8 @@ def without_quirks(cfg: "RunConfig") -> "RunConfig":
     defaults = RunConfig()
     return cfg.override({"train.forward_gain": defaults.train.forward_gain, "schedule.frozen": False,
                          "model.spectral_layout": defaults.model.spectral_layout,
-                         "clip.algorithm": defaults.clip.algorithm, "clip.value": defaults.clip.value})
+                         "clip.algorithm": defaults.clip.algorithm, "clip.value": defaults.clip.value,
+                         "train.keep_partial_batch": False})
 
 
 def config_key(obj: Any, extra: bytes = b"") -> str:

@@ -393,7 +393,8 @@ def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, titl
 
 
 ARM_COLUMNS = ["arm", "seed", "state", "progress", "optimizer", "lr", "best_val_loss", "final_val_loss",
-               "amp_ssim_best", "amp_ssim_last", "collapse", "onset_step", "earliest_layer"]
+               "best_ckpt_by", "best_ssim_epoch", "amp_ssim_best", "amp_ssim_last", "collapse", "onset_step",
+               "earliest_layer"]
 
 
 def arms_frame(rows: Sequence[Mapping]) -> pd.DataFrame:

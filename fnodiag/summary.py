@@ -16,6 +16,7 @@ import numpy as np
 
 from fnodiag.config import ConfigError
 from fnodiag.runs import RunDir, atomic_write_text
+from fnodiag.selection import best_epochs
 
 TARGET_AMP_SSIM = 0.80
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
@@ -59,6 +60,8 @@ def run_row(run: RunDir, arm: str, seed: int) -> dict:
         "message": (status or {}).get("message", ""),
         "capture_error": _first_line(run.path / "capture" / "error.txt"),
         "reference_quirks": eff.get("reference_quirks", []),
+        "best_selection": best_epochs(hist, eff, cfg),
+        "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
     }
 
@@ -235,6 +238,28 @@ def _attribution_md(att: dict) -> list[str]:
     return lines + [""]
 
 
+def _selection_md(rows: list[dict]) -> list[str]:
+    """Which criterion chose each run's ``best.ckpt``, and under the batch gain the gain-free best epoch."""
+    def ep(b, key):
+        return "–" if not b else f"{b['epoch']} ({_fmt(b[key], 4 if key == 'val_loss' else 3)})"
+
+    sel = [(r, r["best_selection"]) for r in rows if r.get("best_selection")]
+    if not sel:
+        return []
+    lines = ["## Best checkpoint", "",
+             "`best.ckpt` is the epoch chosen by the criterion below (epochs 0-based). Under the batch gain "
+             "(`forward_gain = batch`) the validation loss depends on the batch size, so the best epoch by the "
+             "gain-free validation amp SSIM decides the collapse verdict's \"best weights\" instead.", "",
+             "| run | best.ckpt chosen by | epoch (val loss) | best epoch by val amp SSIM (SSIM) | verdict's best weights |",
+             "|---|---|---|---|---|"]
+    for r, s in sel:
+        gain = s["gain_dependent"]
+        ssim = ep(s["by_ssim"], "val_amp_ssim") + (" ≠ best.ckpt" if s["differ"] else "")
+        lines.append(f"| {r['run']} | {s['criterion']}{' ⚑ gain' if gain else ''} | {ep(s['by_loss'], 'val_loss')} | "
+                     f"{ssim} | {r.get('best_weights_criterion') or s['verdict_criterion']} |")
+    return lines + [""]
+
+
 def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str], att: dict | None = None) -> str:
     """The human-readable summary."""
     lines = [f"# Sweep `{name}`", "", f"_generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC_", "",
@@ -265,6 +290,7 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
                      f"{col} | {_fmt(r['wall_time_s'], 0)} |")
     lines += ["", "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose.",
               "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
+    lines += _selection_md(rows)
     return "\n".join(lines)
 
 

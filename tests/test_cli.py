@@ -32,7 +32,7 @@ NON_DEFAULT = {
     "--epochs": ("7", 7), "--batch-size": ("4", 4), "--infer-batch-size": ("3", 3), "--seed": ("5", 5),
     "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--accelerator": ("cpu", "cpu"),
     "--devices": ("2", "2"), "--strategy": ("ddp", "ddp"), "--precision": ("bf16-mixed", "bf16-mixed"),
-    "--num-workers": ("1", 1),
+    "--num-workers": ("1", 1), "--val-batching": ("train", "train"), "--keep-partial-batch": (None, True),
 }
 
 

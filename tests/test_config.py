@@ -9,7 +9,8 @@ from fnodiag.config import PRESETS, ConfigError, DataConfig, OptimConfig, RunCon
 
 
 def test_round_trip_through_dict_and_file(tmp_path):
-    cfg = preset("stage-a").override({"optim.name": "sgd", "optim.nesterov": False, "model.channel_cap": 128})
+    cfg = preset("stage-a").override({"optim.name": "sgd", "optim.nesterov": False, "model.channel_cap": 128,
+                                      "train.val_batching": "train", "train.keep_partial_batch": True})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     cfg.save(tmp_path / "config.json")
     assert RunConfig.load(tmp_path / "config.json") == cfg
@@ -28,6 +29,8 @@ def test_round_trip_through_dict_and_file(tmp_path):
     ({"data.nphotons": -5.0}, ["data.nphotons", "> 0"]),
     ({"data.probe_npz": "/nonexistent/probe.npz"}, ["probe_npz", "does not exist"]),
     ({"train.loss": "l2"}, ["train.loss", "mae", "poisson"]),
+    ({"train.val_batching": "64"}, ["train.val_batching", "auto", "train", "infer"]),
+    ({"train.keep_partial_batch": 1}, ["train.keep_partial_batch", "true or false"]),
 ])
 def test_validation_names_field_and_allowed_values(override, words):
     with pytest.raises(ConfigError) as info:

@@ -34,8 +34,8 @@ def test_batch_gain_multiplies_each_prediction_by_its_batch_size(tiny_cfg, B):
 
 def test_quirk_detection_and_removal(tiny_cfg):
     cfg = tiny_cfg.override({"train.forward_gain": "batch", "schedule.frozen": True, "model.spectral_layout": "reference",
-                             "clip.algorithm": "norm", "clip.value": 1.0})
-    assert reference_quirks(cfg) == ["forward_gain", "frozen_schedule", "reference_layout", "clipping"]
+                             "clip.algorithm": "norm", "clip.value": 1.0, "train.keep_partial_batch": True})
+    assert reference_quirks(cfg) == ["forward_gain", "frozen_schedule", "reference_layout", "clipping", "partial_batch"]
     assert reference_quirks(without_quirks(cfg)) == [] and without_quirks(cfg) == tiny_cfg
     assert reference_quirks(tiny_cfg) == []
 
@@ -66,7 +66,8 @@ def test_reference_attribution_sweep_end_to_end(tmp_path):
     rows = {t["arm"]: t for t in att["rows"]}
     assert rows["stable_adam_gain"]["conditions"] == ["forward_gain"] and rows["stable_adam_gain"]["baseline"] == "stable_adam"
     assert rows["control_all_quirks"]["baseline"] == "control"
-    assert rows["control_all_quirks"]["conditions"] == ["forward_gain", "frozen_schedule", "reference_layout", "clipping"]
+    assert rows["control_all_quirks"]["conditions"] == ["forward_gain", "frozen_schedule", "reference_layout", "clipping",
+                                                        "partial_batch"]
     for t in att["rows"]:
         assert t["with"]["n_done"] == 1 and t["without"]["n_done"] == 1
     assert att["text"].startswith("The stable arm") or att["text"].startswith("No reference condition")
@@ -74,5 +75,10 @@ def test_reference_attribution_sweep_end_to_end(tmp_path):
     effective = json.loads((out / "stable_adam_all_quirks-s5" / "effective_config.json").read_text())
     assert effective["forward_gain"] == "batch" and effective["scheduler"]["frozen"] is True
     assert effective["generator"]["spectral_layout"] == "reference"
+    # the definition states the reference's validation batching: the training batch size, partial last kept
+    assert effective["val_loader"] == {"batching": "train", "batch_size": 8, "drop_last": False, "n_samples": 16,
+                                       "num_batches": 2, "last_batch_size": 8}
+    assert effective["train_loader"]["drop_last"] is False and effective["train_loader"]["last_batch_size"] == 1
     md = (out / "summary.md").read_text()
     assert "## Attribution to the reference conditions" in md and "⚑ forward_gain" in md
+    assert "## Best checkpoint" in md and "val_loss (min) ⚑ gain" in md

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fnodiag.runs import RunDir, StoreReader
+from fnodiag.selection import best_epochs, best_weights
 
 __all__ = ["DEFAULTS", "collapse_onset", "earliest_collapsing_layer", "dead_channels", "gradient_health",
            "metrics_at_fingerprint", "detect_collapse", "write_collapse"]
@@ -308,6 +309,22 @@ def _metric_entry(m: Mapping | None, fingerprint: Mapping | None, criteria: dict
     return {**m, "at_fingerprint": at}
 
 
+def _best_weights_entry(criterion: str, chosen: Mapping | None, best: Mapping | None, fingerprint: Mapping | None,
+                        criteria: dict) -> dict | None:
+    """The best weights the verdict uses: ``best`` (best.ckpt) or the gain-free best epoch ``chosen``."""
+    if chosen is None:
+        return None
+    if "epoch" not in chosen:  # best.ckpt's own scores, already judged
+        return {"criterion": criterion, "epoch": None, "amp_ssim": best.get("amp_ssim"), "amp_mae": best.get("amp_mae"),
+                "at_fingerprint": best.get("at_fingerprint")}
+    ssim, mae = chosen.get("amp_ssim"), chosen.get("amp_mae")
+    at = None
+    if fingerprint is not None and ssim is not None:
+        at = (metrics_at_fingerprint(chosen, fingerprint, tol=criteria["fingerprint_tol"], mae_factor=criteria["mae_factor"])
+              if mae is not None else abs(ssim - float(fingerprint["amp_ssim"])) <= criteria["fingerprint_tol"])
+    return {"criterion": criterion, "epoch": chosen["epoch"], "amp_ssim": ssim, "amp_mae": mae, "at_fingerprint": at}
+
+
 def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = None,
                     drop: float = DEFAULTS["drop"]) -> dict:
     """Collapse report of one run directory (its store, ``metrics.json``, ``history.json``).
@@ -325,7 +342,12 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
        without either the criterion is skipped with a note.
 
     ``learned_then_collapsed`` (brief §8.4): the best weights are not at the fingerprint, the last
-    are. The reference's crash heuristic (amp_ssim < 0.5 or final val loss > 0.15, brief §8.5) is
+    are. "Best weights" are those of ``best.ckpt`` (lowest validation loss), except under the batch
+    gain (``forward_gain='batch'``), whose validation loss depends on the batch size: there they are
+    the epoch with the highest validation amp SSIM, scored by the per-epoch amp SSIM / MAE recorded
+    in ``history.json`` (:func:`fnodiag.selection.best_weights`; amp SSIM alone, within
+    ``fingerprint_tol``, for a history without ``val_amp_mae``). ``best_weights`` in the report
+    names the criterion and epoch, ``best_selection`` both best epochs. The reference's crash heuristic (amp_ssim < 0.5 or final val loss > 0.15, brief §8.5) is
     reported beside, not used: its loss threshold only holds for the reference's loss scale, and
     it also flags runs that are merely under-trained.
 
@@ -342,7 +364,8 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     dict
         JSON-ready; keys ``verdict, collapsed, onset_step, onset_epoch, earliest_layer,
         per_layer_onset, output_spatial_std, metrics, learned_then_collapsed, dead_channels,
-        gradients, criteria, criteria_met, reference_crash_heuristic, notes``.
+        gradients, criteria, criteria_met, reference_crash_heuristic, notes, best_weights,
+        best_selection``.
     """
     criteria = {**DEFAULTS, "drop": float(drop)}
     notes: list[str] = []
@@ -392,7 +415,12 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
         notes.append("no metrics.json (run not evaluated yet)")
     metric_ok = last is not None and fingerprint is not None
     last_at = last["at_fingerprint"] if metric_ok else None
-    learned_then_collapsed = bool(best is not None and metric_ok and best["at_fingerprint"] is False and last_at)
+    history = run.read_history() or {}
+    effective = run.read_json("effective_config.json", {}) or {}
+    config = run.read_json(run.config_path.name, {}) or {}
+    criterion, chosen = best_weights(history, effective, metrics.get("best"), config)
+    best_w = _best_weights_entry(criterion, chosen, best, fingerprint, criteria)
+    learned_then_collapsed = bool(best_w is not None and metric_ok and best_w["at_fingerprint"] is False and last_at)
 
     if not (activation_ok or metric_ok):
         verdict = "insufficient_data"
@@ -402,7 +430,7 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
         notes.append(f"layer {earliest!r} collapsed at step {earliest_step} but the output did not")
 
     # reference crash heuristic, dead channels, gradients
-    val = [v for v in (run.read_history() or {}).get("val_loss", []) if v is not None]
+    val = [v for v in history.get("val_loss", []) if v is not None]
     final_val = float(val[-1]) if val else None
     last_ssim = (last or {}).get("amp_ssim")
     crash = {"amp_ssim_below": last_ssim is not None and last_ssim < criteria["crash_ssim_below"],
@@ -428,6 +456,7 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
         "output_spatial_std": output_std,
         "metrics": {"best": best, "last": last},
         "learned_then_collapsed": learned_then_collapsed,
+        "best_weights": best_w, "best_selection": best_epochs(history, effective, config),
         "dead_channels": dead, "gradients": gradients,
         "criteria": {**criteria, "fingerprint": dict(fingerprint) if fingerprint else None,
                      "fingerprint_source": source},

@@ -5,7 +5,8 @@
 * ``effective_config.json`` at train start, read from the live Trainer, optimizer, scheduler
   and generator (never from the requested configuration);
 * per step to the store: the learning rate in effect, the loss, the global gradient norm before
-  and after clipping and whether the step was clipped (one device-to-host transfer per step);
+  and after clipping, whether the step was clipped (one device-to-host transfer per step) and the
+  step's batch size (``train/batch_size``: a kept partial batch shows as one smaller step per epoch);
 * per epoch: ``history.json`` (train/val loss, lr, clip fraction, ...), epoch scalars, status;
 * the final status: finished, diverged (with the step), failed or interrupted;
 * while running, a heartbeat: the ``running`` status rewritten every few seconds from a thread
@@ -26,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fnodiag.config import reference_quirks
+from fnodiag.data import describe_loader
 from fnodiag.models import count_parameters
 from fnodiag.runs import Heartbeat, RunDir, RunStore
 from fnodiag.training.live_capture import LiveCapture
@@ -33,7 +35,7 @@ from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
 STATUS_EVERY_S = 2.0
-HISTORY_KEYS = ("train_loss", "val_loss", "val_amp_ssim", "val_phase_ssim", "lr", "clip_fraction",
+HISTORY_KEYS = ("train_loss", "val_loss", "val_amp_ssim", "val_phase_ssim", "val_amp_mae", "lr", "clip_fraction",
                 "grad_norm_preclip_median", "epoch_time_s")
 
 
@@ -79,6 +81,14 @@ def describe_generator(generator: torch.nn.Module) -> dict:
     return {"class": type(generator).__name__, "block_class": getattr(generator, "block_class", None),
             "channels": list(getattr(generator, "channel_schedule", [])), "parameters": count_parameters(generator),
             "spectral_layout": layouts[0] if len(layouts) == 1 else layouts}
+
+
+def describe_best_checkpoint(trainer) -> dict:
+    """The criterion the live checkpoint callback chooses ``best.ckpt`` by (``monitor``, ``mode``)."""
+    cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    if cb is None:
+        return {"monitor": None, "mode": None}
+    return {"monitor": cb.monitor, "mode": cb.mode, "filename": cb.filename}
 
 
 def describe_capture(trainer) -> dict:
@@ -145,6 +155,10 @@ class RunRecorder(Callback):
             "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
             "capture": describe_capture(trainer),
             "steps_per_epoch": trainer.num_training_batches,
+            "train_loader": describe_loader(trainer.train_dataloader) if trainer.train_dataloader is not None else None,
+            "val_loader": ({"batching": pl_module.cfg.train.val_batching, **describe_loader(trainer.val_dataloaders)}
+                           if trainer.val_dataloaders is not None else None),
+            "best_checkpoint": describe_best_checkpoint(trainer),
             "data": self.data_info,
             "versions": versions(),
         }
@@ -171,7 +185,7 @@ class RunRecorder(Callback):
         step = trainer.global_step - 1  # the optimizer step just taken, 0-based
         self.store.log_scalars(step, trainer.current_epoch, {
             "train/loss": loss, "lr": self._lr, "grad/norm_preclip": pre, "grad/norm_postclip": post,
-            "grad/clipped": clipped})
+            "grad/clipped": clipped, "train/batch_size": float(len(batch))})
         self._epoch_rows.append([pre, clipped])
         now = time.monotonic()
         if now - self._last_status > STATUS_EVERY_S:
@@ -189,6 +203,7 @@ class RunRecorder(Callback):
             "val_loss": _scalar(metrics.get(MONITOR)),
             "val_amp_ssim": _scalar(metrics.get("val/amp_ssim")),
             "val_phase_ssim": _scalar(metrics.get("val/phase_ssim")),
+            "val_amp_mae": _scalar(metrics.get("val/amp_mae")),
             "lr": self._epoch_lr,
             "clip_fraction": float(rows[:, 1].mean()) if len(rows) else float("nan"),
             "grad_norm_preclip_median": float(np.median(rows[:, 0])) if len(rows) else float("nan"),

@@ -20,7 +20,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.data import GridLinesDataModule
+from fnodiag.data import GridLinesDataModule, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.simulate import load_or_simulate
@@ -147,8 +147,8 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
     system.set_val_reference(data.test.objects[0], grid=data.test.grid, stride=data.test.stride, norm=data.test.norm_Y_I)
-    datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size,
-                                     infer_batch_size=cfg.train.infer_batch_size, num_workers=cfg.train.num_workers)
+    datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=val_batch_size(cfg.train),
+                                     num_workers=cfg.train.num_workers, keep_partial_batch=cfg.train.keep_partial_batch)
     data_info = {"key": data.key, "N": cfg.data.N, "n_train": len(data.train.diffraction),
                  "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint}
     callbacks = list(extra_callbacks)

@@ -72,7 +72,10 @@ class ReconstructionSystem(L.LightningModule):
         return loss
 
     def set_val_reference(self, obj: np.ndarray, *, grid: int, stride: int, norm: float) -> None:
-        """Score test image 0 every epoch (``val/amp_ssim``, ``val/phase_ssim``) against ``obj``.
+        """Score test image 0 every epoch (``val/amp_ssim``, ``val/phase_ssim``, ``val/amp_mae``) against ``obj``.
+
+        These scores never pass through the forward model, so unlike the validation loss they do
+        not depend on the batch gain (``train.forward_gain='batch'``) or the validation batch size.
 
         Parameters
         ----------
@@ -102,6 +105,7 @@ class ReconstructionSystem(L.LightningModule):
                                   grid=ref["grid"], norm=ref["norm"])
         self.log("val/amp_ssim", scores["amp_ssim"])
         self.log("val/phase_ssim", scores["phase_ssim"])
+        self.log("val/amp_mae", scores["amp_mae"])
 
     def configure_optimizers(self):
         """The optimizer and its schedule, handed to Lightning to step once per epoch.
