@@ -177,3 +177,16 @@ def test_csv_fixture_has_the_csvlogger_shape(arm):
         header = next(csv.reader(fh))
     assert {"mae_train_loss_step", "mae_val_loss", "learning_rate", "grad_norm_preclip_step",
             "grad_norm_postclip_step", "epoch", "step"} <= set(header)
+
+
+def test_a_failure_while_writing_leaves_no_partial_run(arm, tmp_path, monkeypatch):
+    import fnodiag.reference_import as ri
+
+    def broken(run, rows):
+        (run.path / "half-written").write_text("x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ri, "write_scalars", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ri.import_reference(arm, tmp_path / "runs" / "x")
+    assert list((tmp_path / "runs").iterdir()) == []  # neither the run nor its temporary folder
