@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
     _add_flags(p, DATA_FLAGS)
     p.add_argument("--input", help="NPZ with a 'diffraction' array (n, N, N) or (n, N, N, C); default: the run's "
-                                   "dataset (simulated or cached from the data flags)")
+                                   "dataset (simulated or cached from the data flags; for a reference-project "
+                                   "checkpoint its arm folder's datasets/N<N>/gs<g>/<split>.npz when present)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split when no --input (default: test)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per forward call (default: 1)")
     p.add_argument("--max-samples", type=int, default=1, help="use the first M samples (default: 1)")
@@ -154,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for the JSON report")
     p.add_argument("--output-json-name", default="activation_report.json",
                    help="report file name, so several captures share a folder (default: activation_report.json)")
+    p.add_argument("--layer-names", choices=("fnodiag", "reference"), default="fnodiag",
+                   help="vocabulary of the report's layer names: fnodiag's (encoder.0, local, head) or the reference "
+                        "project's (encoder_blocks.0, local_conv, output_proj) for its analysis scripts (default: fnodiag)")
+
+    p = sub.add_parser("export-checkpoint", help="write a generator's weights in another project's state-dict layout")
+    p.add_argument("source", help="a run folder (uses checkpoints/<--weights>.ckpt), a .ckpt, a model.pt or a "
+                                  "generator state_dict file")
+    p.add_argument("--layout", choices=("reference",), default="reference",
+                   help="target layout: reference = a bare HybridUNOGenerator / StableHybridUNOGenerator "
+                        "state_dict() of the reference project (default: reference)")
+    p.add_argument("--output", required=True, help="file to write (refused if it exists, unless --force)")
+    p.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="which checkpoint of a run folder to export (default: best)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output file")
+    p.add_argument("--architecture", dest="model__arch", default=None,
+                   help="generator architecture of a bare state dict without a saved run config")
+    _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
+    p.add_argument("--N", dest="data__N", type=int, default=None, metavar="N",
+                   help="input patch size of a bare state dict without a saved run config (default: 64)")
 
     p = sub.add_parser("sweep", help="run (or resume) a sweep of arms x seeds, capture and summarize it")
     p.add_argument("definition", help="a shipped definition (stage-a, quick, ...) or a sweep TOML file")
@@ -219,7 +239,9 @@ def _cmd_train(args) -> int:
 def _cmd_capture(args) -> int:
     import numpy as np
 
-    from fnodiag.diagnostics.capture import CaptureError, capture, load_generator, read_inputs, summary, write_report
+    from fnodiag.diagnostics.capture import (CaptureError, capture, load_generator, read_inputs, summary,
+                                             summary_lines, write_report)
+    from fnodiag.diagnostics.checkpoint import reference_dataset
     from fnodiag.runs import ensure_writable_dir
     from fnodiag.simulate import load_or_simulate
 
@@ -229,22 +251,50 @@ def _cmd_capture(args) -> int:
     overrides = _flag_overrides(args)
     x = read_inputs(args.input) if args.input else None
     generator, cfg, info = load_generator(args.checkpoint, overrides, N=None if x is None else x.shape[-1])
+    own = info["layout"] == "fnodiag"  # else a reference-project checkpoint: never write into its folders
+    if x is None and not own:
+        found = reference_dataset(args.checkpoint, cfg.data.N, cfg.model.in_channels, args.split)
+        if found is not None:
+            x = read_inputs(found)
+            info["input"] = f"{found} (the reference run's own {args.split} split)"
     if x is None:
         ckpt = Path(args.checkpoint).resolve()
         run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        cache = args.cache_dir or (run_root.parent / "datasets" if (run_root / "config.json").is_file() else "datasets")
+        beside = own and (run_root / "config.json").is_file()
+        cache = args.cache_dir or (run_root.parent / "datasets" if beside else "datasets")
         data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
         x = getattr(data, args.split).diffraction[:, None]
         info["input"] = f"dataset {data.key} ({args.split} split)"
-    else:
+    elif args.input:
         info["input"] = str(args.input)
     if x.shape[-1] != cfg.data.N:
         raise CaptureError(f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
                            "pass --N or matching --input")
+    if x.shape[1] != cfg.model.in_channels:
+        raise CaptureError(f"input has {x.shape[1]} channel(s) but the generator takes {cfg.model.in_channels} "
+                           "(gridsize**2); pass an --input of matching gridsize")
     x = np.ascontiguousarray(x[:args.max_samples], dtype=np.float32)
     report = capture(generator, x, batch_size=args.batch_size, device=args.device)
     report = {"summary": summary(generator, cfg, info, x, args.batch_size, args.device), **report}
+    if args.layer_names == "reference":
+        from fnodiag.models.reference_layout import rename_report
+
+        report = rename_report(report)
+    for line in summary_lines(report["summary"]):
+        print(line)
     print(write_report(report, args.output, args.output_json_name))
+    return 0
+
+
+def _cmd_export_checkpoint(args) -> int:
+    from fnodiag.diagnostics.export import export_checkpoint
+
+    info = export_checkpoint(args.source, args.output, layout=args.layout, weights=args.weights,
+                             overrides=_flag_overrides(args), force=args.force)
+    print(f"exported {info['architecture']} (blocks {info['blocks']}, width {info['width']}, modes {info['modes']}, "
+          f"{info['parameters']:,} parameters, {info['tensors']} tensors) from {info['source']} "
+          f"in the {info['layout']} layout")
+    print(info["output"])
     return 0
 
 
@@ -284,8 +334,8 @@ def _cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"import": _cmd_import, "simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture, "sweep": _cmd_sweep,
-            "summarize": _cmd_summarize}
+COMMANDS = {"import": _cmd_import, "simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture,
+            "sweep": _cmd_sweep, "summarize": _cmd_summarize, "export-checkpoint": _cmd_export_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

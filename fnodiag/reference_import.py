@@ -265,13 +265,13 @@ def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
         return (f"capture of model.pt: no datasets/N{cfg.data.N}/gs1/test.npz in the reference folder; run "
                 f"`fnodiag capture --checkpoint {run.path.name}/model.pt --output ...` with --input")
     try:
-        generator, gcfg, info = load_generator(run.model_path)
+        generator, gcfg, info = load_generator(run.model_path, N=cfg.data.N)
         x = read_inputs(tests[0])[:1]
         report = capture(generator, x, batch_size=1, device="cpu")
     except (ConfigError, RuntimeError, ValueError, KeyError) as exc:
         return f"capture of model.pt: {str(exc).splitlines()[0][:300]}"
     info["input"] = str(tests[0])
-    info["checkpoint"], info["config_source"] = str(final / "model.pt"), str(final / "config.json")  # not the temp folder
+    info = {k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in info.items()}  # not the temp folder
     write_report({"summary": summary(generator, gcfg, info, x, 1, "cpu"), **report}, run.path / "capture", "last.json")
     return None
 

@@ -81,7 +81,23 @@ def test_import_captures_model_pt(imported):
     report = imported.read_json("capture/last.json")
     assert report["summary"]["checkpoint"] == str(imported.model_path)  # the final path, not the temp folder
     assert report["summary"]["architecture"] == ARCH and report["summary"]["n_samples"] == 1
-    assert np.isfinite(report["per_layer"]["output"]["spatial_std"])
+    assert report["summary"]["layout"].startswith("reference") and "model.autoencoder.*" in report["summary"]["ignored_keys"]
+    # the reference-named weights really loaded: the output matches the fixture's generator, run here
+    import torch
+
+    from fnodiag.config import RunConfig
+    from fnodiag.models import build_model
+
+    torch.manual_seed(0)  # the seed generator_state() built the fixture's weights with
+    cfg = RunConfig().override({"model.arch": ARCH, "model.width": 4, "model.modes": 4, "model.blocks": 2,
+                                "model.spectral_layout": "reference", "data.N": 32})
+    gen = build_model(cfg.model, 32).eval()
+    with np.load(Path(report["summary"]["input"])) as f:
+        x = torch.from_numpy(np.moveaxis(f["diffraction"][:1], -1, 1).astype(np.float32))
+    with torch.no_grad():
+        out = np.abs(gen(x).numpy()).astype(np.float64)  # (1, C, N, N) complex -> magnitude
+    expected = out.std(axis=(-2, -1)).mean()
+    assert report["per_layer"]["output"]["spatial_std"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_imported_run_shown_beside_an_own_run_in_dashboard_and_summary(imported, tiny_cfg, dataset_cache):
