@@ -10,7 +10,7 @@ The reference writes, for one arm (``<arm>`` = its ``--output-dir``)::
 
 :func:`import_reference` builds the fnodiag run in a temporary folder beside ``out`` and renames
 it into place only when everything succeeded, so a malformed folder or CSV (a one-line
-:class:`ImportError_` naming the file, line and fix) leaves nothing behind. The run holds:
+:class:`ReferenceImportError` naming the file, line and fix) leaves nothing behind. The run holds:
 
 * ``config.json``: a RunConfig mapped from the reference's ``config.json`` (``TorchRunnerConfig``);
   the original files are kept as ``reference/runner_{config,history,metrics}.json`` and
@@ -30,7 +30,6 @@ it into place only when everything succeeded, so a malformed folder or CSV (a on
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
+from fnodiag.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
 from fnodiag.runs import RunDir
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
@@ -58,29 +58,23 @@ CONFIG_MAP = {"architecture": "model.arch", "N": "data.N", "fno_modes": "model.m
               "plateau_patience": "schedule.plateau_patience", "plateau_min_lr": "schedule.plateau_min_lr",
               "gradient_clip_val": "clip.value", "gradient_clip_algorithm": "clip.algorithm",
               "torch_loss_mode": "train.loss", "nphotons": "data.nphotons", "set_phi": "data.set_phi"}
-STEP_COLUMNS = {"grad_norm_preclip_step": "grad/norm_preclip", "grad_norm_postclip_step": "grad/norm_postclip",
-                "learning_rate": "lr"}
-
-
-class ImportError_(ConfigError):
-    """A reference folder that cannot be imported; the message names the file and the fix."""
 
 
 def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ImportError_(f"{what} {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+        raise ReferenceImportError(f"{what} {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
                            "fix or remove it and import again") from None
     except UnicodeDecodeError:
-        raise ImportError_(f"{what} {str(path)!r} is not a UTF-8 text file; fix or remove it and import again") from None
+        raise ReferenceImportError(f"{what} {str(path)!r} is not a UTF-8 text file; fix or remove it and import again") from None
 
 
 def find_arm(src: str | Path, arch: str | None = None) -> tuple[Path, Path]:
     """``(arm folder, runs/pinn_<arch> folder)`` of a reference output folder (or of its pinn_<arch> folder)."""
     src = Path(src)
     if not src.is_dir():
-        raise ImportError_(f"reference folder {str(src)!r} does not exist; pass the --output-dir of one reference arm")
+        raise ReferenceImportError(f"reference folder {str(src)!r} does not exist; pass the --output-dir of one reference arm")
     if src.name.startswith("pinn_") and src.parent.name == "runs":
         return src.parent.parent, src
     found = sorted(p for p in (src / "runs").glob("pinn_*") if p.is_dir()) if (src / "runs").is_dir() else []
@@ -88,10 +82,10 @@ def find_arm(src: str | Path, arch: str | None = None) -> tuple[Path, Path]:
         found = [p for p in found if p.name == f"pinn_{arch}"]
     if not found:
         want = f"runs/pinn_{arch}/" if arch else "runs/pinn_<arch>/"
-        raise ImportError_(f"{str(src)!r} has no {want} folder; pass the --output-dir of one reference arm "
+        raise ReferenceImportError(f"{str(src)!r} has no {want} folder; pass the --output-dir of one reference arm "
                            "(the folder holding runs/ and lightning_logs/)")
     if len(found) > 1:
-        raise ImportError_(f"{str(src)!r} holds several arms ({', '.join(p.name[5:] for p in found)}); "
+        raise ReferenceImportError(f"{str(src)!r} holds several arms ({', '.join(p.name[5:] for p in found)}); "
                            "choose one with --arch")
     return src, found[0]
 
@@ -132,94 +126,17 @@ def map_config(ref: dict, arch_dir: Path) -> tuple[RunConfig, dict, list[str]]:
     return cfg, unmapped, notes
 
 
-def _number(text: str, path: Path, line: int, column: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ImportError_(f"{str(path)!r} line {line}: column {column!r} holds {text[:30]!r}, not a number; "
-                           "is it a Lightning CSVLogger metrics.csv?") from None
-
-
-def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
-    """Rows ``(step, epoch, {column: value})`` of a Lightning ``metrics.csv`` (empty cells left out)."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ImportError_(f"{str(path)!r} is not a readable CSV ({exc}); is it a Lightning CSVLogger metrics.csv?") from None
-    if not rows or "step" not in rows[0] or "epoch" not in rows[0]:
-        header = ", ".join(rows[0][:6]) if rows else "(empty file)"
-        raise ImportError_(f"{str(path)!r} has no 'epoch' and 'step' columns (header: {header}); "
-                           "pass a Lightning CSVLogger metrics.csv")
-    header = rows[0]
-    out = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ImportError_(f"{str(path)!r} line {line} has {len(row)} fields, the header {len(header)}; "
-                               "the file is truncated or not a Lightning metrics.csv")
-        values = {c: _number(v, path, line, c) for c, v in zip(header, row) if v.strip() != ""}
-        if "step" not in values or "epoch" not in values:
-            raise ImportError_(f"{str(path)!r} line {line} has no step or epoch value; the file is malformed")
-        step, epoch = values.pop("step"), values.pop("epoch")
-        out.append((int(step), int(epoch), values))
-    return out
-
-
-def _scalar_name(column: str) -> tuple[str, str]:
-    """(scope, fnodiag scalar name) of a CSV column."""
-    if column in STEP_COLUMNS:
-        return "step", STEP_COLUMNS[column]
-    low = column.lower()
-    if "train" in low and "loss" in low and low.endswith("_step"):
-        return "step", "train/loss"
-    if "val" in low and "loss" in low:
-        return "epoch", "epoch/val_loss"
-    if low.endswith("_epoch"):
-        base = column[: -len("_epoch")]
-        return "epoch", "epoch/train_loss" if ("train" in low and "loss" in low) else f"epoch/{base}"
-    return "step", f"reference/{column}"
-
-
-def write_scalars(run: RunDir, rows) -> dict:
-    """CSV rows into the run's store; returns what was found (last step, epochs with lr / clip fraction)."""
-    lr_by_epoch: dict[int, float] = {}
-    clipped: dict[int, list[float]] = {}
-    last = -1
-    with run.open_store(flush_every=None) as store:
-        for step, epoch, values in rows:
-            by_scope: dict[str, dict[str, float]] = {"step": {}, "epoch": {}}
-            for column, value in values.items():
-                scope, name = _scalar_name(column)
-                by_scope[scope][name] = value
-            step_values = by_scope["step"]
-            if "grad/norm_preclip" in step_values and "grad/norm_postclip" in step_values:
-                pre, post = step_values["grad/norm_preclip"], step_values["grad/norm_postclip"]
-                step_values["grad/clipped"] = float(post < pre * (1 - 1e-6))
-                clipped.setdefault(epoch, []).append(step_values["grad/clipped"])
-            if "lr" in step_values:
-                lr_by_epoch.setdefault(epoch, step_values["lr"])
-            for scope, vals in by_scope.items():
-                if vals:
-                    store.log_scalars(step, epoch, vals, scope=scope)
-            last = max(last, step)
-        for epoch, flags in sorted(clipped.items()):
-            store.log_scalars(0, epoch, {"epoch/clip_fraction": sum(flags) / len(flags)}, scope="epoch")
-    return {"last_step": last, "lr_by_epoch": lr_by_epoch}
-
-
 def map_metrics(ref: dict, path: Path) -> dict:
     """fnodiag's metric names from the reference's ``{ssim: [amp, phase], mae: [...], ...}``."""
     if not isinstance(ref, dict):
-        raise ImportError_(f"{str(path)!r} holds a {type(ref).__name__}, not the reference's metrics dict")
+        raise ReferenceImportError(f"{str(path)!r} holds a {type(ref).__name__}, not the reference's metrics dict")
     out = {}
     for src, name in METRIC_KEYS.items():
         pair = ref.get(src)
         if pair is None:
             continue
         if not (isinstance(pair, list) and len(pair) == 2):
-            raise ImportError_(f"{str(path)!r}: {src!r} must be [amplitude, phase], got {str(pair)[:40]}")
+            raise ReferenceImportError(f"{str(path)!r}: {src!r} must be [amplitude, phase], got {str(pair)[:40]}")
         for part, value in zip(("amp", "phase"), pair):
             out[f"{part}_{name}"] = float("nan") if value is None else float(value)
     return out
@@ -227,7 +144,7 @@ def map_metrics(ref: dict, path: Path) -> dict:
 
 def _history(ref, path: Path) -> dict:
     if not isinstance(ref, dict) or not isinstance(ref.get("train_loss"), list):
-        raise ImportError_(f"{str(path)!r} has no 'train_loss' list; expected the reference's "
+        raise ReferenceImportError(f"{str(path)!r} has no 'train_loss' list; expected the reference's "
                            '{"train_loss": [...], "val_loss": [...]}')
     out = {}
     for key in ("train_loss", "val_loss"):
@@ -235,7 +152,7 @@ def _history(ref, path: Path) -> dict:
         try:
             out[key] = [float("nan") if v is None else float(v) for v in series]
         except (TypeError, ValueError):
-            raise ImportError_(f"{str(path)!r}: {key!r} must be a list of numbers") from None
+            raise ReferenceImportError(f"{str(path)!r}: {key!r} must be a list of numbers") from None
     return out
 
 
@@ -296,7 +213,7 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
 
     Raises
     ------
-    ImportError_
+    ReferenceImportError
         Malformed folder, JSON or CSV (nothing is written).
     FileExistsError
         ``out`` holds files.
@@ -318,7 +235,7 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
     cfg_path = source("config.json", arch_dir / "config.json")
     ref_cfg = _read_json(cfg_path, "reference config") if cfg_path else {}
     if not isinstance(ref_cfg, dict):
-        raise ImportError_(f"reference config {str(cfg_path)!r} holds a {type(ref_cfg).__name__}, not a settings dict")
+        raise ReferenceImportError(f"reference config {str(cfg_path)!r} holds a {type(ref_cfg).__name__}, not a settings dict")
     hist_path = source("history.json", arch_dir / "history.json")
     history = _history(_read_json(hist_path, "history"), hist_path) if hist_path else {}
     met_path = source("metrics.json", arch_dir / "metrics.json")

@@ -298,15 +298,17 @@ def runs_manifest(folder: Path) -> dict:
     """A sweep manifest for a plain runs folder: every run directory under it is its own arm.
 
     Lets ``fnodiag summarize`` put fnodiag's own runs, imported reference runs (``fnodiag import``)
-    and runs of any LightningModule (``fnodiag.LiveCapture``) side by side.
+    and runs of any LightningModule (``fnodiag.LiveCapture``) side by side. Runs inside a sweep
+    folder below are left to that sweep's own summary.
     """
     from fnodiag.runs import list_runs
 
     if not folder.is_dir():
         raise ConfigError(f"{str(folder)!r} does not exist; pass a sweep folder or a runs folder")
-    runs = list_runs(folder)
+    in_sweep = lambda run: any((p / "sweep.json").is_file() for p in run.path.parents if folder in (p, *p.parents))
+    runs = [run for run in list_runs(folder) if not in_sweep(run)]  # a sweep's runs: summarize that sweep
     if not runs:
-        raise ConfigError(f"{str(folder)!r} is not a sweep folder (no sweep.json) and holds no run directories; "
+        raise ConfigError(f"{str(folder)!r} is not a sweep folder (no sweep.json) and holds no single run directories; "
                           "pass the --out folder of `fnodiag sweep` or of `fnodiag train` / `fnodiag import`")
     entries = {}
     for run in runs:
