@@ -24,6 +24,7 @@ import torch
 
 from fnodiag.config import RunConfig
 from fnodiag.models import build_model
+from fnodiag.models.reference_layout import to_reference_state
 
 ARCH = "stable_hybrid"
 EPOCHS, STEPS = 3, 4
@@ -49,11 +50,11 @@ def reference_config(arch: str = ARCH) -> dict:
 
 
 def generator_state(arch: str = ARCH, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A generator state dict of the fixture's sizes (fnodiag's names; see module notes)."""
+    """A generator state dict of the fixture's sizes, in the reference's names (``encoder_blocks.{i}...``)."""
     torch.manual_seed(seed)
     cfg = RunConfig().override({"model.arch": arch, "model.width": 4, "model.modes": 4, "model.blocks": 2,
                                 "model.spectral_layout": "reference", "data.N": 32})
-    return build_model(cfg.model, 32).state_dict()
+    return to_reference_state(build_model(cfg.model, 32))
 
 
 def csv_rows(steps: int = STEPS, epochs: int = EPOCHS) -> list[dict]:
