@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_flags(p, table)
 
     p = sub.add_parser("summarize", help="(re)write summary.md / summary.json / plots of a sweep folder")
-    p.add_argument("folder", help="a sweep folder (the --out of fnodiag sweep)")
+    p.add_argument("folder", help="a sweep folder (the --out of fnodiag sweep), or a runs folder of single runs "
+                                  "(fnodiag train / fnodiag import / fnodiag.LiveCapture), each run its own row")
 
     p = sub.add_parser("import", help="open a reference project's arm output folder as a read-only fnodiag run")
     p.add_argument("source", help="the reference arm's --output-dir (holding runs/pinn_<arch>/ and lightning_logs/)")

@@ -23,6 +23,7 @@ import os
 import time
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.runs import RunDir, RunStore
 from fnodiag.training.clipping import global_grad_norm
@@ -54,7 +55,7 @@ class LightningRunWriter:
     Parameters
     ----------
     run : RunDir
-        Must not exist yet or be empty; checked here, created at fit start.
+        Must not exist yet or be empty; checked here (on rank 0), created at fit start.
 
     Raises
     ------
@@ -63,7 +64,8 @@ class LightningRunWriter:
     """
 
     def __init__(self, run: RunDir):
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        rank0 = rank_zero_only.rank == 0  # DDP re-runs the script on other ranks after rank 0 made the folder
+        if rank0 and run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise FileExistsError(f"LiveCapture run folder {str(run.path)!r} already exists and is not empty; "
                                   "choose a new folder for this run")
         self.run = run
