@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("best", "last"), default="best",
                    help="which checkpoint of a run folder to export (default: best)")
     p.add_argument("--force", action="store_true", help="replace an existing --output file")
-    p.add_argument("--architecture", dest="model__arch", default=None,
+    p.add_argument("--architecture", dest="model__arch", default=None, metavar="ARCH",
                    help="generator architecture of a bare state dict without a saved run config")
     _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
     p.add_argument("--N", dest="data__N", type=int, default=None, metavar="N",

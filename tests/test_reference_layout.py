@@ -264,6 +264,15 @@ def test_contradicting_flags_name_both_values(tmp_path, capsys, flag, value, wor
     assert not (tmp_path / "out" / "activation_report.json").exists()
 
 
+def test_a_reference_input_transform_is_refused(tmp_path):
+    """The transform has no parameters, so only a Lightning file's hyper_parameters can show it."""
+    ref = make_reference(TINY, False)
+    torch.save({"state_dict": {f"model.generator.{k}": v for k, v in ref.state_dict().items()},
+                "hyper_parameters": {"model_config": {"fno_input_transform": "sqrt"}}}, tmp_path / "t.ckpt")
+    with pytest.raises(CaptureError, match="input_transform 'sqrt'"):
+        load_generator(tmp_path / "t.ckpt", N=16)
+
+
 def test_agreeing_flags_are_accepted(tmp_path):
     """The issue's first attempt: the right flags, now with the reference's names."""
     paths = save_forms(make_reference(TINY, True), tmp_path)

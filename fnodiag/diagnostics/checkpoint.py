@@ -202,6 +202,11 @@ def _reference_config(state: dict, ck: dict, overrides: dict, N: int | None) -> 
             raise CaptureError(f"{flag} {given} contradicts the checkpoint, which holds a reference-layout "
                                f"{inferred['arch']} with {field} {inferred[field]} (channels "
                                f"{inferred['channel_schedule']}); drop {flag} or pass another checkpoint")
+    hp_model = (ck.get("hyper_parameters") or {}).get("model_config") or {}
+    transform = hp_model.get("fno_input_transform") if isinstance(hp_model, dict) else None
+    if transform not in (None, "none"):
+        raise CaptureError(f"the checkpoint's generator applies input_transform {transform!r} before its lifter; "
+                           "fnodiag's generators have none, so its forward would differ (only 'none' loads)")
     hp_n = ((ck.get("hyper_parameters") or {}).get("data_config") or {}).get("N")
     size = overrides.pop("data.N", None) or N or (hp_n if isinstance(hp_n, int) else None)
     model = {f"model.{k}": v for k, v in inferred.items() if k in _FLAG}

@@ -60,7 +60,6 @@ NAME_MAP: tuple[tuple[str, str], ...] = (
     ("head", "output_proj"),
     ("output", "output"),
 )
-REFERENCE_ARCHS = {"hybrid": "control", "stable_hybrid": "stable"}  # arch -> fnodiag block
 MARKER = "lifter.conv1.weight"  # every hybrid generator, in both vocabularies, has this key
 
 
@@ -228,7 +227,11 @@ def rename_report(report: dict) -> dict:
         return to_reference_name(layer) or layer
 
     def keyed(d: dict) -> dict:
-        return {f"{name(k.rsplit('/', 1)[0])}/{k.rsplit('/', 1)[1]}" if "/" in k else name(k): v for k, v in d.items()}
+        out = {}
+        for key, value in d.items():
+            layer, sep, stat = key.rpartition("/")
+            out[f"{name(layer)}/{stat}" if sep else name(key)] = value
+        return out
 
     out = dict(report)
     for section in ("layers", "params"):
