@@ -121,7 +121,7 @@ def scan(root: str | Path) -> Catalog:
         if any(f == path or f in path.parents for f in claimed):
             continue
         try:
-            seed = run.read_config().train.seed
+            seed = _seed(run)
         except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
             cat.problems.append(f"{path}: {exc}")
             seed = None
@@ -129,6 +129,15 @@ def scan(root: str | Path) -> Catalog:
     if singles:
         cat.sweeps[SINGLE] = singles
     return cat
+
+
+def _seed(run: RunDir) -> int | None:
+    """The run's seed: from its RunConfig, or (a LightningModule's run, no RunConfig) its effective seed."""
+    origin = run.read_origin()
+    if origin is not None and origin["kind"] == "lightning":
+        seed = (run.read_json("effective_config.json", {}) or {}).get("seed")
+        return int(seed) if isinstance(seed, int) and seed >= 0 else None
+    return run.read_config().train.seed
 
 
 def checkpoints(entry: RunEntry) -> list[str]:

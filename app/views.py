@@ -42,6 +42,15 @@ def link_x(figures) -> None:
         f.figure.x_range = figures[0].figure.x_range
 
 
+def _imported(entry) -> dict | None:
+    """``imported.json`` of a run made by ``fnodiag import`` (None for other runs or unreadable files)."""
+    try:
+        origin = entry.run.read_origin() if entry.exists else None
+    except ValueError:
+        return None
+    return origin if origin is not None and origin["kind"] == "reference" else None
+
+
 class LiveView(Viewer):
     """Base: a container rebuilt on selection changes, plus live feeds ticked by the app."""
 
@@ -116,6 +125,13 @@ class LayersView(LiveView):
             m = tail.matrix(self.source, stat)
             if self.source == "activation" and tail.reader is not None:
                 self.store.set_stats(tail.reader.stats("activation"))
+            imported = _imported(e)
+            if not m.layers and imported is not None:
+                notes.append(f"**{e.label}**: imported from the reference project (`{imported.get('arm')}`): "
+                             "it has **no live per-layer captures** (the reference recorded none), so there is "
+                             f"nothing to draw here for `{self.source}/{stat}`. Its per-step scalars are in the "
+                             "Overview and below; per-layer statistics of its weights: the Checkpoint tab.")
+                continue
             if not m.layers:
                 self._waiting = True
                 notes.append(f"**{e.label}**: no `{self.source}/{stat}` records yet "
@@ -253,5 +269,8 @@ class OverviewView(LiveView):
                                           title="validation amp SSIM per epoch (red: a constant output)"), doc=_doc())
         self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
-        return [self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
+        notes = [f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
+                 "from its Lightning CSV log, no live per-layer captures." for e in entries
+                 for imp in [_imported(e)] if imp is not None]
+        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
                                     sizing_mode="stretch_width"), self._bars]

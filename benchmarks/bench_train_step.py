@@ -77,7 +77,7 @@ def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int =
     callbacks = [timer]
     if capture_every:
         probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
-        callbacks.insert(0, LiveCapture(store, probe, capture_every))
+        callbacks.insert(0, LiveCapture(store, module="generator", probe=probe, every=capture_every))
     info = {"key": data.key, "N": cfg.data.N}
     trainer = build_trainer(cfg, run, store, info, progress=False, extra_callbacks=callbacks)
     trainer.fit_loop.epoch_loop.max_steps = n_steps

@@ -200,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_flags(p, table)
 
     p = sub.add_parser("summarize", help="(re)write summary.md / summary.json / plots of a sweep folder")
-    p.add_argument("folder", help="a sweep folder (the --out of fnodiag sweep)")
+    p.add_argument("folder", help="a sweep folder (the --out of fnodiag sweep), or a runs folder of single runs "
+                                  "(fnodiag train / fnodiag import / fnodiag.LiveCapture), each run its own row")
+
+    p = sub.add_parser("import", help="open a reference project's arm output folder as a read-only fnodiag run")
+    p.add_argument("source", help="the reference arm's --output-dir (holding runs/pinn_<arch>/ and lightning_logs/)")
+    p.add_argument("--out", required=True, help="the new run folder, e.g. runs/stage_a_control (must not exist)")
+    p.add_argument("--arch", help="which runs/pinn_<arch>/ when the folder holds several")
+    p.add_argument("--no-capture", action="store_true", help="skip the capture of model.pt on the first test patch")
 
     p = sub.add_parser("train", help="train one run into OUT/<name>/")
     for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
@@ -378,8 +385,21 @@ def _cmd_summarize(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture, "sweep": _cmd_sweep,
-            "summarize": _cmd_summarize, "export-checkpoint": _cmd_export_checkpoint}
+def _cmd_import(args) -> int:
+    from fnodiag.reference_import import import_reference
+
+    run = import_reference(args.source, args.out, arch=args.arch, capture=not args.no_capture)
+    info = run.read_json("imported.json")
+    print(f"imported {info['reference_run']} from {info['arm']}: {info['steps']} logged steps, "
+          f"{len(run.read_history().get('train_loss', []))} epochs")
+    for item in info["missing"]:
+        print(f"  missing: {item}")
+    print(run.path)
+    return 0
+
+
+COMMANDS = {"import": _cmd_import, "simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture,
+            "sweep": _cmd_sweep, "summarize": _cmd_summarize, "export-checkpoint": _cmd_export_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,9 +38,11 @@ def run_row(run: RunDir, arm: str, seed: int) -> dict:
     val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
     best, last = metrics.get("best") or {}, metrics.get("last") or {}
     captures = {tag: run.read_json(f"capture/{tag}.json", default={}) or {} for tag in ("best", "last")}
-    cfg = run.read_config().to_dict() if run.config_path.is_file() else {}
+    origin = run.read_origin() if run.config_path.is_file() else None
+    kind = origin["kind"] if origin else "fnodiag"
+    cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
     return {
-        "run": run.path.name, "arm": arm, "seed": seed,
+        "run": run.path.name, "arm": arm, "seed": seed, "origin": kind,
         "state": (status or {}).get("state", "not started"),
         "epochs": f"{len(hist.get('train_loss', []))}/{cfg.get('train', {}).get('epochs', '?')}",
         "optimizer": (eff.get("optimizer") or {}).get("class"),
@@ -137,6 +139,8 @@ def warnings_for(rows: list[dict]) -> list[str]:
         out.append("arms ran different seeds: " + "; ".join(f"{a} {list(s)}" for a, s in seeds.items()))
     for r in started:
         exp = r["expected"]
+        if not exp or r.get("origin") != "fnodiag":  # no definition to compare (imported / any-Lightning runs)
+            continue
         checks = [("optimizer", r["optimizer"], OPTIMIZER_CLASSES.get(exp["optim"]["name"])),
                   ("lr", r["lr"], exp["optim"]["lr"]), ("weight_decay", r["weight_decay"], exp["optim"]["weight_decay"]),
                   ("grad_clip", (r["grad_clip"] or {}).get("algorithm"), exp["clip"]["algorithm"])]
@@ -284,6 +288,7 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         clip = (r["grad_clip"] or {}).get("algorithm")
         col = f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})" if r["collapse"] == "collapsed" else r["collapse"]
         state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
+        state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(r.get("origin"), "")
         lines.append(f"| {r['run']} | {state} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
                      f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
                      f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
@@ -332,13 +337,40 @@ def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
     plt.close(fig)
 
 
+def runs_manifest(folder: Path) -> dict:
+    """A sweep manifest for a plain runs folder: every run directory under it is its own arm.
+
+    Lets ``fnodiag summarize`` put fnodiag's own runs, imported reference runs (``fnodiag import``)
+    and runs of any LightningModule (``fnodiag.LiveCapture``) side by side. Runs inside a sweep
+    folder below are left to that sweep's own summary.
+    """
+    from fnodiag.runs import list_runs
+
+    if not folder.is_dir():
+        raise ConfigError(f"{str(folder)!r} does not exist; pass a sweep folder or a runs folder")
+    in_sweep = lambda run: any((p / "sweep.json").is_file() for p in run.path.parents if folder in (p, *p.parents))
+    runs = [run for run in list_runs(folder) if not in_sweep(run)]  # a sweep's runs: summarize that sweep
+    if not runs:
+        raise ConfigError(f"{str(folder)!r} is not a sweep folder (no sweep.json) and holds no single run directories; "
+                          "pass the --out folder of `fnodiag sweep` or of `fnodiag train` / `fnodiag import`")
+    entries = {}
+    for run in runs:
+        rel = str(run.path.relative_to(folder)) if run.path != folder else run.path.name
+        origin = run.read_origin()
+        seed = ((run.read_json("effective_config.json", {}) or {}).get("seed") if origin and origin["kind"] == "lightning"
+                else run.read_config().train.seed)
+        entries[rel] = {"arm": rel, "seed": seed, "path": rel}
+    return {"name": folder.name, "arms": list(entries), "runs": entries}
+
+
 def write_summary(sweep_dir: str | Path) -> dict:
-    """Summarize a sweep folder (any time, also mid-sweep); writes summary.json, summary.md, plots."""
+    """Summarize a sweep folder, or a plain runs folder (:func:`runs_manifest`); writes summary.json, summary.md, plots."""
     d = Path(sweep_dir)
     manifest_path = d / "sweep.json"
-    if not manifest_path.is_file():
-        raise ConfigError(f"{str(d)!r} is not a sweep folder (no sweep.json); pass the --out folder of `fnodiag sweep`")
-    manifest = json.loads(manifest_path.read_text())
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+    else:
+        manifest = runs_manifest(d)
     rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"])
             for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
     arms = arm_table(rows)

@@ -152,6 +152,23 @@ class RunDir:
     model_path = property(lambda self: self.path / "model.pt", doc="Generator-only state dict.")
     recon_path = property(lambda self: self.path / "recon.png", doc="Reconstruction beside ground truth.")
     collapse_path = property(lambda self: self.path / "collapse.json", doc="Collapse analysis report.")
+    imported_path = property(lambda self: self.path / "imported.json", doc="Provenance of an imported run.")
+
+    def read_origin(self) -> dict | None:
+        """Where the run came from: None for fnodiag's own training, else a dict with ``kind``.
+
+        ``{"kind": "reference", ...}`` is ``imported.json`` (a run imported by ``fnodiag import``:
+        source path, what was missing; read-only, no live per-layer captures);
+        ``{"kind": "lightning", "module": ...}`` a run of any LightningModule written by
+        ``fnodiag.LiveCapture`` (its ``config.json`` is not a RunConfig).
+        """
+        imported = self.read_json("imported.json")
+        if isinstance(imported, dict):
+            return {"kind": "reference", **imported}
+        config = self.read_json("config.json")
+        if isinstance(config, dict) and isinstance(config.get("lightning"), dict):
+            return {"kind": "lightning", **config["lightning"]}
+        return None
 
     # -- JSON files
     def write_json(self, name: str, obj: Any) -> Path:

@@ -154,7 +154,7 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     callbacks = list(extra_callbacks)
     if cfg.train.capture_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
-        callbacks.append(LiveCapture(store, probe.unsqueeze(1), cfg.train.capture_every))
+        callbacks.append(LiveCapture(store, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every))
     trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:

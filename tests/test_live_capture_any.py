@@ -1,0 +1,166 @@
+"""``fnodiag.LiveCapture`` in a plain Lightning Trainer on a model that is not one of fnodiag's generators."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fnodiag
+from fnodiag.runs import RunDir, StoreReader
+
+
+class ComplexLinear(nn.Module):
+    """``z = x W^T`` with a complex weight: complex activations and complex gradients."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in, dtype=torch.complex64) / n_in ** 0.5)
+
+    def forward(self, x):
+        return x.to(torch.complex64) @ self.weight.T
+
+
+class TinyComplexNet(L.LightningModule):
+    """MLP -> complex linear -> real head; trains on a regression target with SGD."""
+
+    def __init__(self, lr: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.GELU())
+        self.cplx = ComplexLinear(16, 4)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x):
+        z = self.cplx(self.net(x))
+        return self.head(torch.cat([z.real, z.imag], dim=-1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        self.log("train_loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def _data(n=24):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    y = x[:, :1] * 2 - x[:, 1:2]
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, shuffle=False)
+
+
+def _fit(model, callback, steps=6):
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer.fit(model, _data())
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    model = TinyComplexNet()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    run = tmp_path_factory.mktemp("runs") / "tiny-complex"
+    _fit(model, fnodiag.LiveCapture(run, every=2))
+    return run, initial
+
+
+def test_live_capture_any_model_layers_steps_and_scalars(trained):
+    run, _ = trained
+    with StoreReader(RunDir(run).store_path) as r:
+        assert r.layers("activation") == ["net.0", "net.1", "cplx", "head", "output"]
+        m = r.layer_matrix("activation", "std")
+        assert m.steps.tolist() == [0, 2, 4]
+        assert np.isfinite(m.values).all()
+        grads = r.layer_matrix("grad", "norm")
+        assert grads.layers == ["net.0", "cplx", "head"] and np.isfinite(grads.values).all()
+        assert np.isfinite(r.layer_matrix("param", "update_ratio").values).all()
+        loss = r.scalars("train/loss")
+        assert loss.step.tolist() == list(range(6)) and np.isfinite(loss.value).all()
+        assert np.allclose(r.scalars("lr").value, 0.05)
+        pre, post = r.scalars("grad/norm_preclip").value, r.scalars("grad/norm_postclip").value
+        assert len(pre) == 6 and np.allclose(pre, post)  # no clipping configured
+    rd = RunDir(run)
+    eff = rd.read_json("effective_config.json")
+    assert eff["kind"] == "lightning" and eff["optimizer"]["class"] == "SGD"
+    assert eff["capture"]["every"] == 2 and eff["capture"]["probe_source"] == "first training batch"
+    assert eff["capture"]["probe_batch"] == 2 and eff["generator"]["parameters"] == 8 * 16 + 16 + 16 * 4 + 9
+    assert rd.read_status()["state"] == "finished"
+    assert rd.read_origin()["kind"] == "lightning" and rd.read_origin()["hparams"] == {"lr": 0.05}
+
+
+def test_live_capture_matches_independent_computation_at_step_0(trained):
+    """Step 0 stats are those of the initial weights on the first two samples of the first batch."""
+    run, initial = trained
+    model = TinyComplexNet()
+    model.load_state_dict(initial)
+    x, y = next(iter(_data()))
+    with torch.no_grad():
+        z = model.cplx(model.net(x[:2])).numpy()
+    a = np.abs(z).astype(np.float64)  # complex activations are measured by magnitude
+    loss = nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    grad = model.cplx.weight.grad.numpy()
+    with StoreReader(RunDir(run).store_path) as r:
+        st = {(rec_stat): v for rec_stat, v, s in zip(r.layer_stats(layer="cplx", source="activation").stat,
+                                                        r.layer_stats(layer="cplx", source="activation").value,
+                                                        r.layer_stats(layer="cplx", source="activation").step) if s == 0}
+        g0 = r.layer_matrix("grad", "norm")
+        first_loss = float(r.scalars("train/loss").value[0])
+    assert st["mean"] == pytest.approx(a.mean(), rel=1e-5)
+    assert st["std"] == pytest.approx(a.std(), rel=1e-4)
+    assert g0.values[g0.layers.index("cplx"), 0] == pytest.approx(np.sqrt((np.abs(grad) ** 2).sum()), rel=1e-5)
+    assert first_loss == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_live_capture_run_read_back_in_another_process_and_listed_by_the_dashboard(trained):
+    run, _ = trained
+    code = ("import json, sys; from fnodiag.runs import StoreReader; r = StoreReader(sys.argv[1]); "
+            "m = r.layer_matrix('activation', 'abs_mean'); "
+            "print(json.dumps({'layers': m.layers, 'steps': m.steps.tolist(), 'loss': len(r.scalars('train/loss'))}))")
+    out = subprocess.run([sys.executable, "-c", code, str(RunDir(run).store_path)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    got = json.loads(out.stdout)
+    assert got == {"layers": ["net.0", "net.1", "cplx", "head", "output"], "steps": [0, 2, 4], "loss": 6}
+    from app.catalog import scan, summarize
+
+    cat = scan(run.parent)
+    assert not cat.problems
+    (entry,) = [e for entries in cat.sweeps.values() for e in entries]
+    row = summarize(entry)
+    assert row["state"] == "finished" and row["optimizer"].startswith("SGD")
+
+
+def test_live_capture_module_paths_and_given_probe(tmp_path):
+    torch.manual_seed(1)
+    probe = torch.randn(3, 8)
+    cb = fnodiag.LiveCapture(tmp_path / "paths", module=["cplx", "head"], probe=probe, every=3)
+    _fit(TinyComplexNet(), cb, steps=4)
+    with StoreReader(RunDir(tmp_path / "paths").store_path) as r:
+        m = r.layer_matrix("activation", "mean")
+        assert m.layers == ["cplx", "head"] and m.steps.tolist() == [0, 3]
+    sub = fnodiag.LiveCapture(tmp_path / "sub", module="net", every=1)
+    _fit(TinyComplexNet(), sub, steps=2)
+    with StoreReader(RunDir(tmp_path / "sub").store_path) as r:
+        assert r.layers("activation") == ["0", "1", "output"]
+
+
+def test_live_capture_bad_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="capture period"):
+        fnodiag.LiveCapture(tmp_path / "a", every=0)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        fnodiag.LiveCapture(tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+    with pytest.raises(ValueError, match="not a submodule"):
+        _fit(TinyComplexNet(), fnodiag.LiveCapture(tmp_path / "b", module="nope"), steps=1)
