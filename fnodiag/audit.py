@@ -33,6 +33,7 @@ ACCELERATOR_CLASSES = {"cpu": "CPUAccelerator", "gpu": "CUDAAccelerator", "cuda"
                        "mps": "MPSAccelerator"}
 MISSING = "(not recorded)"
 LR_RTOL = 1e-6
+RTOL = {"generator.layerscale_init": 1e-6}  # read back from a float32 parameter
 
 
 @lru_cache(maxsize=64)
@@ -99,11 +100,14 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
                 "forward_gain": t.forward_gain,
                 "generator.class": GENERATOR_CLASS, "generator.block_class": BLOCK_CLASSES.get(cfg.model.arch),
                 "generator.parameters": generator_parameters(cfg.model, cfg.data.N),
-                "generator.spectral_layout": cfg.model.spectral_layout,
+                "generator.spectral_layout": cfg.model.spectral_layout, "generator.modes": cfg.model.modes,
+                "generator.channels[0]": cfg.model.width,
                 "seed": t.seed, "data.key": dataset_key(cfg.data), "data.N": cfg.data.N, "data.set_phi": cfg.data.set_phi,
                 "precision": PRECISION_ALIASES.get(t.precision, t.precision), "loss.name": t.loss,
                 "max_epochs": t.epochs, "batch_size": t.batch_size, "infer_batch_size": t.infer_batch_size,
                 "num_workers": t.num_workers, "capture.every": t.capture_every})
+    if cfg.model.arch != "hybrid" and not resumed:  # the control block has no LayerScale
+        exp["generator.layerscale_init"] = cfg.model.layerscale_init
     if t.accelerator in ACCELERATOR_CLASSES:
         exp["accelerator"] = ACCELERATOR_CLASSES[t.accelerator]
     if t.devices.isdigit():
@@ -127,14 +131,14 @@ def lookup(record: dict, path: str):
     return node
 
 
-def same(asked, got) -> bool:
-    """Equal, floats to a relative 1e-9 (JSON keeps them exactly), lists elementwise."""
+def same(asked, got, rtol: float = 1e-9) -> bool:
+    """Equal, floats to a relative ``rtol`` (JSON keeps them exactly), lists elementwise."""
     if isinstance(asked, (list, tuple)) and isinstance(got, (list, tuple)):
-        return len(asked) == len(got) and all(same(a, g) for a, g in zip(asked, got))
+        return len(asked) == len(got) and all(same(a, g, rtol) for a, g in zip(asked, got))
     if isinstance(asked, bool) or isinstance(got, bool):
         return asked is got or (isinstance(asked, bool) and isinstance(got, bool) and asked == got)
     if isinstance(asked, (int, float)) and isinstance(got, (int, float)):
-        return math.isclose(asked, got, rel_tol=1e-9, abs_tol=1e-15)
+        return math.isclose(asked, got, rel_tol=rtol, abs_tol=1e-15)
     return asked == got
 
 
@@ -149,7 +153,7 @@ def compare_effective(expected: dict[str, Any], effective: dict) -> list[dict]:
         got = lookup(effective, path)
         if got is MISSING and path.endswith(".initial_lr"):
             path, got = path[: -len("initial_lr")] + "lr", lookup(effective, path[: -len("initial_lr")] + "lr")
-        if not same(asked, got):
+        if not same(asked, got, RTOL.get(path, 1e-9)):
             out.append({"field": path, "asked": asked, "got": got})
     return out
 
