@@ -34,6 +34,8 @@ ACCELERATOR_CLASSES = {"cpu": "CPUAccelerator", "gpu": "CUDAAccelerator", "cuda"
 MISSING = "(not recorded)"
 LR_RTOL = 1e-6
 RTOL = {"generator.layerscale_init": 1e-6}  # read back from a float32 parameter
+# Recorded since issue 11: runs trained before do not hold them, which is not a difference.
+SINCE_ISSUE_11 = ("generator.modes", "generator.layerscale_init")
 
 
 @lru_cache(maxsize=64)
@@ -153,6 +155,8 @@ def compare_effective(expected: dict[str, Any], effective: dict) -> list[dict]:
         got = lookup(effective, path)
         if got is MISSING and path.endswith(".initial_lr"):
             path, got = path[: -len("initial_lr")] + "lr", lookup(effective, path[: -len("initial_lr")] + "lr")
+        if got is MISSING and path in SINCE_ISSUE_11:
+            continue
         if not same(asked, got, RTOL.get(path, 1e-9)):
             out.append({"field": path, "asked": asked, "got": got})
     return out

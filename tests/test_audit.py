@@ -39,7 +39,12 @@ def _unflatten(flat: dict) -> dict:
                 node = node[key]
             else:
                 node = node.setdefault(key, child)
-        node[parts[-1]] = value
+        last = parts[-1]
+        if last.startswith("["):
+            node.extend([None] * (int(last[1:-1]) + 1 - len(node)))
+            node[int(last[1:-1])] = value
+        else:
+            node[last] = value
     return out
 
 
