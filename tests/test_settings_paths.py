@@ -9,6 +9,7 @@ Launch form builds its command lines the same way. Real training, tiny data, sha
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -117,6 +118,21 @@ def paths(tmp_path_factory):
     (d / "paths.toml").write_text("\n".join(lines) + "\n")
     cache = d / "datasets"
     out = {}
+    env = dict(os.environ)
+    try:
+        _run_groups(d, probe, cache, out)
+    finally:  # group 2 runs DDP in this process: free its port and its MASTER_* variables for later tests
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(env)
+    out["probe"] = probe
+    return out
+
+
+def _run_groups(d: Path, probe: Path, cache: Path, out: dict) -> None:
     for group in (1, 2, 3):
         argv = _argv(group, probe)
         assert main(["train", *argv, "--out", str(d / "train"), "--name", f"g{group}", "--cache-dir", str(cache),
@@ -126,8 +142,6 @@ def paths(tmp_path_factory):
         assert main(["sweep", str(d / "paths.toml"), *argv, "--out", str(sweep)]) == 0
         seed = argv[argv.index("--seed") + 1] if "--seed" in argv else "1"
         out[("sweep", group)] = [RunDir(sweep / f"{arm}-s{seed}") for arm in ARMS]
-    out["probe"] = probe
-    return out
 
 
 def _expected(value, effective_path, cfg: dict, probe: Path):
