@@ -190,6 +190,30 @@ def describe_optimizer(effective: dict, config) -> tuple[str, float | None]:
     return " ".join(parts), lr
 
 
+_AUDITS: dict[Path, tuple[tuple, list[str]]] = {}
+
+
+def config_warnings(run: RunDir) -> list[str]:
+    """:func:`fnodiag.audit.audit_run` of a run (asked vs recorded settings, realised LR), cached per epoch."""
+    from fnodiag.audit import audit_run  # imports torch (no Lightning) on first use
+
+    def mtime(p: Path):
+        try:
+            return p.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    key = tuple(mtime(run.path / f) for f in ("config.json", "effective_config.json", "history.json", "metrics.json"))
+    cached = _AUDITS.get(run.path)
+    if cached is None or cached[0] != key:
+        try:
+            warnings = audit_run(run)
+        except (ValueError, TypeError, KeyError, OSError) as exc:  # a record being written, or unreadable
+            warnings = [f"{run.path.name}: settings not checked ({type(exc).__name__}: {exc})"]
+        _AUDITS[run.path] = cached = (key, warnings)
+    return cached[1]
+
+
 def summarize(entry: RunEntry) -> dict:
     """One overview row: state, progress, optimizer and lr, val losses, amp SSIM, collapse verdict."""
     row = {"arm": entry.arm, "seed": entry.seed, "label": entry.label, "state": "pending", "progress": 0.0}
@@ -222,6 +246,7 @@ def summarize(entry: RunEntry) -> dict:
         "collapse": verdict or "", "onset_step": collapse.get("onset_step"),
         "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
         **best_columns(history, effective, config.to_dict() if config else None),
+        "config_warnings": config_warnings(run),
     })
     return row
 

@@ -160,20 +160,37 @@ def launcher_for(root: str | Path) -> Launcher:
     return _LAUNCHERS[key]
 
 
+def exact(x: float) -> str:
+    """A float as the shortest text that parses back to the same value (``repr``; ``:g`` keeps 6 digits)."""
+    return repr(float(x))
+
+
 def optimizer_args(optimizer: str, lr: float, momentum: float, weight_decay: float, grad_clip: float,
-                   scheduler: str, epochs: int, seed: int, preset: str) -> list[str]:
-    """``fnodiag train`` flags for chosen optimizer settings."""
-    args = ["--preset", preset, "--optimizer", optimizer, "--lr", f"{lr:g}", "--weight-decay", f"{weight_decay:g}",
-            "--grad-clip", f"{grad_clip:g}", "--scheduler", scheduler, "--epochs", str(epochs), "--seed", str(seed)]
+                   scheduler: str, epochs: int, seed: int, preset: str, arch: str | None = None) -> list[str]:
+    """``fnodiag train`` flags for chosen settings; every number passes exactly (``float(flag) == value``).
+
+    The flags are resolved like any command line (:func:`fnodiag.config.resolve`): the form has
+    no rules of its own (``--grad-clip 0`` is off, otherwise norm, by the configuration's rule).
+    """
+    args = ["--preset", preset, *(["--arch", arch] if arch else []), "--optimizer", optimizer, "--lr", exact(lr),
+            "--weight-decay", exact(weight_decay), "--grad-clip", exact(grad_clip), "--scheduler", scheduler,
+            "--epochs", str(epochs), "--seed", str(seed)]
     if optimizer == "sgd":
-        args += ["--momentum", f"{momentum:g}"]
+        args += ["--momentum", exact(momentum)]
     return args
+
+
+def _architectures() -> list[str]:
+    from fnodiag.models import MODELS  # the registry: a new architecture shows up in the form
+
+    return list(MODELS)
 
 
 class LaunchView(Viewer):
     """Start an arm with chosen optimizer settings (or the quick demo), follow and stop it."""
 
     store = param.ClassSelector(class_=DashboardStore)
+    arch = param.Selector(default="hybrid", objects=["hybrid"], label="Architecture")
     optimizer = param.Selector(default="adam", objects=["adam", "adamw", "sgd"])
     lr = param.Number(default=2e-3, bounds=(0, None), label="Learning rate")
     momentum = param.Number(default=0.9, bounds=(0, 0.999), label="SGD momentum")
@@ -193,11 +210,10 @@ class LaunchView(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.param.arch.objects = _architectures()
         self.launcher = launcher_for(self.store.root)
         self.start_button = pn.widgets.Button(label="Start run", color="primary")
-        self.start_button.on_click(lambda _: self.start(optimizer_args(
-            self.optimizer, self.lr, self.momentum, self.weight_decay, self.grad_clip, self.scheduler, self.epochs,
-            self.seed, self.preset), self.run_name or None))
+        self.start_button.on_click(lambda _: self.start(self.form_args(), self.run_name or None))
         self.demo_button = pn.widgets.Button(label="Quick demo run", color="success")
         self.demo_button.on_click(lambda _: self.start(DEMO_ARGS))
         self.sweep_button = pn.widgets.Button(label="Start arm", color="primary")
@@ -209,6 +225,11 @@ class LaunchView(Viewer):
         self.param.definition.objects = names
         self.definition = "quick" if "quick" in names else (names[0] if names else None)
         self._on_definition()
+
+    def form_args(self) -> list[str]:
+        """The ``fnodiag train`` flags of the form's settings."""
+        return optimizer_args(self.optimizer, self.lr, self.momentum, self.weight_decay, self.grad_clip,
+                              self.scheduler, self.epochs, self.seed, self.preset, arch=self.arch)
 
     def definition_spec(self) -> str | None:
         """The chosen definition: the TOML path when one is typed, else the shipped name."""
@@ -283,7 +304,7 @@ class LaunchView(Viewer):
         self.table[:] = rows or [pn.pane.Markdown("No run started from this dashboard yet.")]
 
     def __panel__(self):
-        form = pn.Param(self.param, parameters=["optimizer", "lr", "momentum", "weight_decay", "grad_clip",
+        form = pn.Param(self.param, parameters=["arch", "optimizer", "lr", "momentum", "weight_decay", "grad_clip",
                                                 "scheduler", "epochs", "seed", "preset", "run_name"],
                         widgets={"epochs": pn.widgets.IntInput}, show_name=False, width=320)
         sweep_form = pn.Param(self.param, parameters=["definition", "definition_path", "arm", "sweep_seed",

@@ -30,6 +30,23 @@ TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val l
                 "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer"}
 
 
+def checks_mark(warnings: list[str] | None) -> str:
+    """The arms table's settings cell: ``✓``, or ``⚠ n`` with every warning in its hover text (HTML)."""
+    import html
+
+    if not warnings:
+        return '<span title="every recorded setting is as asked">✓</span>'
+    text = html.escape("\n".join(warnings), quote=True)
+    return f'<span title="{text}" style="color:#c0392b;font-weight:bold">⚠ {len(warnings)}</span>'
+
+
+def arms_frame(rows):
+    """:func:`fnodiag.plots.arms_frame` plus the ``settings`` column (:func:`checks_mark`) after ``state``."""
+    frame = plots.arms_frame(rows)
+    frame.insert(list(frame.columns).index("state") + 1, "settings", [checks_mark(r.get("config_warnings")) for r in rows])
+    return frame
+
+
 def fingerprint(rows) -> float | None:
     """amp SSIM of a constant output, from the first overview row that records it."""
     return next((r["fingerprint_amp_ssim"] for r in rows if r.get("fingerprint_amp_ssim") is not None), None)
@@ -231,9 +248,10 @@ class OverviewView(LiveView):
     _deps = ("arms", "seeds", "sweep")
 
     def __init__(self, **params):
-        self._table = pn.widgets.Tabulator(plots.arms_frame([]), disabled=True, show_index=False,
+        self._table = pn.widgets.Tabulator(arms_frame([]), disabled=True, show_index=False,
                                            sizing_mode="stretch_width", height=220, titles=TABLE_TITLES, formatters={
-                                               "progress": {"type": "progress", "max": 1, "legend": True}})
+                                               "progress": {"type": "progress", "max": 1, "legend": True},
+                                               "settings": {"type": "html"}})
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
         super().__init__(**params)
@@ -242,7 +260,7 @@ class OverviewView(LiveView):
 
     def update_rows(self) -> None:
         rows = self.store.rows
-        frame = plots.arms_frame(rows)
+        frame = arms_frame(rows)
         self._table.value = frame
         chosen = {e.label for e in self.store.selected()}
         fp = fingerprint(rows)

@@ -2,7 +2,8 @@
 
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
-defaults < ``--preset`` < ``--config FILE`` < flags. Bad input prints one line
+one list for every source (:func:`fnodiag.config.resolve`): defaults < ``--preset`` < ``--config FILE``
+< sweep ``[shared]`` < sweep arm < flags (< a sweep run's seed). Bad input prints one line
 ``fnodiag <cmd>: error: ...`` and exits with status 2; a failure inside training is not bad input:
 one line naming the run's ``train.log`` (which holds the traceback) and exit status 1.
 """
@@ -14,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fnodiag.config import PRESETS, SECTIONS, ConfigError, RunConfig, preset
+from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
 
 # (flag, config path, type, help). Defaults shown in --help come from RunConfig().
 DATA_FLAGS = [
@@ -103,35 +104,10 @@ def _flag_overrides(args) -> dict:
     return {k.replace("__", "."): v for k, v in vars(args).items() if "__" in k and v is not None}
 
 
-def _file_overrides(path: str) -> dict:
-    """Flatten a (possibly partial) RunConfig JSON file to ``{"section.field": value}``."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config file {path!r} does not exist")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config file {path!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(d, dict) or set(d) - set(SECTIONS):
-        raise ConfigError(f"--config file {path!r} must hold sections among {', '.join(SECTIONS)}")
-    return {f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()}
-
-
 def resolve_config(args) -> RunConfig:
-    """defaults < preset < config file < flags, then validated."""
-    cfg = preset(args.preset) if args.preset else RunConfig()
-    if getattr(args, "config", None):
-        cfg = cfg.override(_file_overrides(args.config))
-    flags = _flag_overrides(args)
-    clip = flags.get("clip.value")
-    if clip is not None and clip == 0:
-        flags["clip.algorithm"] = "none"
-    elif clip is not None and flags.get("clip.algorithm") is None and cfg.clip.algorithm == "none":
-        flags["clip.algorithm"] = "norm"
-    cfg = cfg.override(flags)
-    if cfg.clip.algorithm != "none" and cfg.clip.value <= 0:
-        raise ConfigError(f"--grad-clip-algorithm {cfg.clip.algorithm} needs --grad-clip > 0")
-    return cfg.validate()
+    """The parsed command line as a RunConfig, through :func:`fnodiag.config.resolve` (no rules of its own)."""
+    return resolve(preset=getattr(args, "preset", None), file=getattr(args, "config", None) or None,
+                   overrides=_flag_overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +345,12 @@ def _cmd_sweep(args) -> int:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
-    out = run_sweep(defn, args.out or Path("runs") / defn.name, arms=arms, seeds=seeds, overrides=_flag_overrides(args),
+    overrides = _flag_overrides(args)
+    if "train.seed" in overrides:  # --seed S of a sweep: the one seed to run (as --seeds S)
+        if seeds is not None and seeds != [overrides["train.seed"]]:
+            raise ConfigError("give a sweep's seeds with --seeds only (--seed S means --seeds S)")
+        seeds = [overrides["train.seed"]]
+    out = run_sweep(defn, args.out or Path("runs") / defn.name, arms=arms, seeds=seeds, overrides=overrides,
                     executor=args.executor, jobs=args.jobs, cpus_per_run=args.cpus_per_run,
                     gpus_per_run=args.gpus_per_run, address=args.address)
     print((out / "summary.md").read_text())

@@ -4,6 +4,19 @@ Every dataclass validates itself (``validate()`` raises :class:`ConfigError`, a 
 whose message names the field, the bad value and what is allowed), converts to and from plain
 dicts, and round-trips through JSON so that ``RunConfig.from_dict(cfg.to_dict()) == cfg``.
 Presets are plain override dicts applied on top of the defaults.
+
+Every source of settings reaches a run through one function, :func:`resolve`, which applies
+the sources in one order (:data:`PRECEDENCE`; a later source wins)::
+
+    defaults < preset < config file < sweep [shared] < sweep [arms.NAME] < overrides < sweep seed
+
+*overrides* are ``fnodiag train`` flags, ``fnodiag sweep`` override flags, the dashboard's
+Launch form (which builds a ``fnodiag train`` / ``fnodiag sweep`` command line) or the
+``overrides`` of the Python API; the sweep seed is the seed of one run of a sweep. Each source is
+one layer of ``{"section.field": value}`` settings applied by :meth:`RunConfig.override`, which
+also owns the clipping rule (:func:`clip_rule`): a layer that sets ``clip.value`` without
+``clip.algorithm`` turns clipping off at 0 and, when clipping was off, turns on ``norm``; a layer
+that sets ``clip.algorithm = "none"`` alone also zeroes ``clip.value``.
 """
 from __future__ import annotations
 
@@ -13,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 SUPPORTED_N = (32, 64, 128)
 
@@ -191,7 +204,11 @@ class ClipConfig(_Section):
     def validate(self) -> "ClipConfig":
         _choice("clip", "algorithm", self.algorithm, CLIP_ALGORITHMS)
         if self.algorithm != "none":
-            _positive("clip", "value", self.value)
+            ok = isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0
+            _check(ok, f"clip.value={self.value!r} must be > 0 with clip.algorithm={self.algorithm!r} (--grad-clip)")
+        else:
+            _check(self.value in (0, None), f"clip.value={self.value!r} has no effect with clip.algorithm='none'; "
+                                             "set clip.algorithm (norm, value or agc) or clip.value=0")
         return self
 
 
@@ -277,11 +294,15 @@ class RunConfig:
         return cls(**{name: _section_from_dict(name, d.get(name, {})) for name in SECTIONS})
 
     def override(self, flat: dict[str, Any]) -> "RunConfig":
-        """Return a copy with ``{"section.field": value}`` overrides applied (None values skipped)."""
+        """Return a copy with one layer of ``{"section.field": value}`` settings applied.
+
+        None values are skipped; nested ``{"section": {"field": value}}`` entries are accepted too
+        (:func:`flatten`). The layer goes through :func:`clip_rule` first. Not validated: see
+        :func:`resolve`.
+        """
         d = self.to_dict()
+        flat = clip_rule(self, {k: v for k, v in flatten(flat).items() if v is not None})
         for key, value in flat.items():
-            if value is None:
-                continue
             section, _, name = key.partition(".")
             _check(section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])},
                    f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})")
@@ -300,6 +321,37 @@ class RunConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(d)
+
+
+def flatten(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"section.field": value}`` from a flat, nested (``{"optim": {"lr": ...}}``) or mixed mapping."""
+    _check(isinstance(layer, Mapping), f"settings must be a mapping of 'section.field' to values, got {type(layer).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and "." not in str(key):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[str(key)] = value
+    return out
+
+
+def clip_rule(cfg: "RunConfig", layer: dict[str, Any]) -> dict[str, Any]:
+    """The clipping rule of one settings layer applied on top of ``cfg`` (a new dict).
+
+    ``clip.value`` without ``clip.algorithm``: 0 turns clipping off (``none``); a value > 0 turns on
+    ``norm`` when ``cfg`` does not clip (an algorithm already chosen is kept). ``clip.algorithm =
+    "none"`` without ``clip.value`` sets the value to 0. A layer giving both is taken as it is.
+    """
+    layer = dict(layer)
+    has_value, has_algo = layer.get("clip.value") is not None, layer.get("clip.algorithm") is not None
+    if has_value and not has_algo:
+        if layer["clip.value"] == 0:
+            layer["clip.algorithm"] = "none"
+        elif cfg.clip.algorithm == "none":
+            layer["clip.algorithm"] = "norm"
+    elif has_algo and not has_value and layer["clip.algorithm"] == "none":
+        layer["clip.value"] = 0.0
+    return layer
 
 
 def _section_from_dict(name: str, d: dict):
@@ -373,6 +425,69 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> RunConfig:
-    """The default RunConfig with preset ``name`` applied."""
-    _choice("run", "preset", name, PRESETS)
-    return RunConfig().override(PRESETS[name])
+    """The default RunConfig with preset ``name`` applied (``resolve(preset=name)``)."""
+    return resolve(preset=name)
+
+
+# The sources of settings, lowest precedence first: a later source overrides an earlier one.
+PRECEDENCE = ("defaults", "preset", "file", "shared", "arm", "overrides", "seed")
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """``{"section.field": value}`` from a (possibly partial) RunConfig JSON file, e.g. a run's config.json."""
+    p = Path(path)
+    _check(p.is_file(), f"config file {str(p)!r} does not exist (--config)")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}) (--config)") from None
+    _check(isinstance(d, dict) and not set(d) - set(SECTIONS),
+           f"config file {str(p)!r} must hold sections among {', '.join(SECTIONS)} (--config)")
+    return flatten(d)
+
+
+def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = None, shared: Mapping | None = None,
+            arm: Mapping | None = None, overrides: Mapping | None = None, seed: int | None = None) -> RunConfig:
+    """The one path from every source of settings to a validated :class:`RunConfig`.
+
+    Sources are applied in :data:`PRECEDENCE` order (a later one wins), each as one layer through
+    :meth:`RunConfig.override` (so :func:`clip_rule` holds for every source alike).
+
+    Parameters
+    ----------
+    preset : str, optional
+        A :data:`PRESETS` name (``--preset``, or a sweep definition's ``preset``).
+    file : path or mapping, optional
+        A RunConfig JSON file (``--config``; :func:`read_settings_file`) or the same as a mapping.
+    shared, arm : mapping, optional
+        A sweep definition's ``[shared]`` table and one ``[arms.NAME]`` table.
+    overrides : mapping, optional
+        Command-line flags (``fnodiag train``, ``fnodiag sweep``, the dashboard's Launch form) or
+        Python API overrides, as ``{"section.field": value}``; None values are skipped.
+    seed : int, optional
+        The seed of one sweep run: sets ``train.seed`` last. An override ``train.seed`` that
+        differs is an error (a sweep run's seed comes from its seed list).
+
+    Raises
+    ------
+    ConfigError
+        An unknown setting (the message names the source) or an invalid value.
+    """
+    cfg = RunConfig()
+    if preset is not None:
+        _choice("run", "preset", preset, PRESETS)
+    file_layer = read_settings_file(file) if isinstance(file, (str, Path)) else file
+    layers = (("preset " + repr(preset), PRESETS.get(preset) if preset else None), ("config file", file_layer),
+              ("sweep [shared]", shared), ("sweep arm", arm), ("overrides", overrides))
+    for source, layer in layers:
+        if layer:
+            try:
+                cfg = cfg.override(layer)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (in {source})") from None
+    if seed is not None:
+        asked = flatten(overrides or {}).get("train.seed")
+        _check(asked is None or int(asked) == int(seed),
+               f"train.seed={asked!r} conflicts with the sweep seed {seed}; give sweep seeds with --seeds")
+        cfg = cfg.override({"train.seed": int(seed)})
+    return cfg.validate()

@@ -2,7 +2,10 @@
 
 Everything is read back from the run directories (effective configuration, history, metrics,
 collapse verdict, captures), never from the definition, so the summary reports what really
-trained; differences between the two become warnings. ``summary.json``, ``summary.md`` and
+trained; differences between the two become warnings: :func:`fnodiag.audit.audit_run` compares
+every recorded field of each run's ``effective_config.json`` and its realised per-step LR with
+what its ``config.json`` asked, and ``config.json`` with what the sweep definition and flags
+(``sweep.json``) resolve to. Each run row carries its own ``config_warnings``. ``summary.json``, ``summary.md`` and
 ``plots/*.png`` are rewritten on every call (also mid-sweep).
 """
 from __future__ import annotations
@@ -14,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fnodiag.config import ConfigError
+from fnodiag.audit import audit_run
+from fnodiag.config import ConfigError, RunConfig
 from fnodiag.runs import RunDir, atomic_write_text
 from fnodiag.selection import best_epochs
 
 TARGET_AMP_SSIM = 0.80
-OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
 
 
@@ -27,8 +30,12 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run_row(run: RunDir, arm: str, seed: int) -> dict:
-    """One run's row: what trained (effective configuration), how it ended, its scores."""
+def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) -> dict:
+    """One run's row: what trained (effective configuration), how it ended, its scores.
+
+    ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
+    ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.audit.audit_run` finds.
+    """
     status = run.read_status() if run.status_path.is_file() else None
     eff = run.read_json("effective_config.json", default={}) or {}
     hist = run.read_json("history.json", default={}) or {}
@@ -65,6 +72,7 @@ def run_row(run: RunDir, arm: str, seed: int) -> dict:
         "best_selection": best_epochs(hist, eff, cfg),
         "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
+        "config_warnings": audit_run(run, asked),
     }
 
 
@@ -137,19 +145,8 @@ def warnings_for(rows: list[dict]) -> list[str]:
     seeds = {a: tuple(sorted(r["seed"] for r in started if r["arm"] == a)) for a in dict.fromkeys(r["arm"] for r in started)}
     if len(set(seeds.values())) > 1:
         out.append("arms ran different seeds: " + "; ".join(f"{a} {list(s)}" for a, s in seeds.items()))
-    for r in started:
-        exp = r["expected"]
-        if not exp or r.get("origin") != "fnodiag":  # no definition to compare (imported / any-Lightning runs)
-            continue
-        checks = [("optimizer", r["optimizer"], OPTIMIZER_CLASSES.get(exp["optim"]["name"])),
-                  ("lr", r["lr"], exp["optim"]["lr"]), ("weight_decay", r["weight_decay"], exp["optim"]["weight_decay"]),
-                  ("grad_clip", (r["grad_clip"] or {}).get("algorithm"), exp["clip"]["algorithm"])]
-        if exp["optim"]["name"] == "sgd":
-            checks.append(("momentum", r["momentum"], exp["optim"]["momentum"]))
-        for what, got, want in checks:
-            same = math.isclose(got, want, rel_tol=1e-9) if isinstance(want, float) and got is not None else got == want
-            if not same:
-                out.append(f"{r['run']}: effective {what} {got!r} differs from the definition's {want!r}")
+    for r in rows:
+        out += r.get("config_warnings", [])
     return out
 
 
@@ -289,11 +286,14 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         col = f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})" if r["collapse"] == "collapsed" else r["collapse"]
         state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
         state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(r.get("origin"), "")
+        if r.get("config_warnings"):
+            state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
         lines.append(f"| {r['run']} | {state} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
                      f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
                      f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
                      f"{col} | {_fmt(r['wall_time_s'], 0)} |")
-    lines += ["", "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose.",
+    lines += ["", "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose. "
+              "⚠ marks a run whose recorded settings differ from what was asked (listed under Warnings).",
               "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
     lines += _selection_md(rows)
     return "\n".join(lines)
@@ -363,6 +363,25 @@ def runs_manifest(folder: Path) -> dict:
     return {"name": folder.name, "arms": list(entries), "runs": entries}
 
 
+def asked_config(manifest: dict, arm: str, seed: int) -> RunConfig | None:
+    """What the sweep's definition (``spec``) and the arm's recorded flags resolve to for one run.
+
+    None for a manifest that does not record them (written before flags were recorded) or a
+    definition that no longer resolves.
+    """
+    from fnodiag.sweep import SweepDefinition
+
+    if not manifest.get("spec"):  # a plain runs folder (runs_manifest) or an old sweep.json
+        return None
+    flags = (manifest.get("arms", {}).get(arm) or {}).get("flags")
+    if flags is None:
+        return None
+    try:
+        return SweepDefinition.from_dict(manifest["spec"]).config(arm, seed, flags)
+    except (ConfigError, KeyError, TypeError):
+        return None
+
+
 def write_summary(sweep_dir: str | Path) -> dict:
     """Summarize a sweep folder, or a plain runs folder (:func:`runs_manifest`); writes summary.json, summary.md, plots."""
     d = Path(sweep_dir)
@@ -371,7 +390,7 @@ def write_summary(sweep_dir: str | Path) -> dict:
         manifest = json.loads(manifest_path.read_text())
     else:
         manifest = runs_manifest(d)
-    rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"])
+    rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
             for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
     arms = arm_table(rows)
     v, warns, att = verdict(arms, rows), warnings_for(rows) + run_state_warnings(rows), attribution(rows)

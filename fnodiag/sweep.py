@@ -11,7 +11,8 @@ A definition is a TOML file::
     "model.arch" = "stable_hybrid"
     "optim.name" = "sgd"
 
-A sweep folder holds ``sweep.json`` (the definition, the resolved arms and the runs), one run
+A sweep folder holds ``sweep.json`` (the definition as ``spec``, per arm the merged settings as
+``overrides`` and the command-line flags it last ran with as ``flags``, and the runs), one run
 directory ``<arm>-s<seed>`` per arm × seed, the shared dataset cache ``datasets/``, each run's
 checkpoint captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt`` when the capture failed;
 the run's training outcome in ``status.json`` is never changed by it) and the summary. This module imports no
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fnodiag.config import ConfigError, RunConfig, preset
+from fnodiag.config import ConfigError, RunConfig, resolve
 
 SHIPPED_DIR = Path(__file__).parent / "sweeps"
 DONE_STATES = ("finished", "diverged")
@@ -46,12 +47,16 @@ class SweepDefinition:
     source: str = ""
 
     def config(self, arm: str, seed: int, overrides: dict[str, Any] | None = None) -> RunConfig:
-        """preset < shared < arm < overrides, with ``train.seed = seed``; validated."""
+        """preset < shared < arm < overrides < ``train.seed = seed``, through :func:`fnodiag.config.resolve`."""
         if arm not in self.arms:
             raise ConfigError(f"sweep {self.name!r} has no arm {arm!r}; arms: {', '.join(self.arms)}")
-        base = preset(self.preset) if self.preset else RunConfig()
-        cfg = base.override(self.shared).override(self.arms[arm]).override(dict(overrides or {}))
-        return cfg.override({"train.seed": int(seed)}).validate()
+        return resolve(preset=self.preset, shared=self.shared, arm=self.arms[arm], overrides=overrides, seed=seed)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepDefinition":
+        """Inverse of :meth:`to_dict` (e.g. a manifest's ``spec``)."""
+        return cls(name=d["name"], seeds=tuple(d["seeds"]), arms=dict(d["arms"]), shared=dict(d.get("shared") or {}),
+                   preset=d.get("preset"), description=d.get("description", ""), source=d.get("source", ""))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "preset": self.preset, "seeds": list(self.seeds),
@@ -119,9 +124,13 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
     runs = manifest.get("runs", {})
     runs.update({run_name(a, s): {**runs.get(run_name(a, s), {}), "arm": a, "seed": s, "path": run_name(a, s)}
                  for a, s in pairs})  # keeps where earlier sweep commands trained each run
+    before = manifest.get("arms", {})
+    chosen = {a for a, _ in pairs}  # arms run now record this invocation's flags; the others keep theirs
+    arm_entries = {a: ({"overrides": {**defn.shared, **defn.arms[a], **overrides}, "flags": dict(overrides)}
+                       if a in chosen or a not in before else before[a])
+                   for a in dict.fromkeys(r["arm"] for r in runs.values())}
     manifest.update({"name": defn.name, "definition": defn.source, "seeds": sorted({r["seed"] for r in runs.values()}),
-                     "arms": {a: {"overrides": {**defn.shared, **defn.arms[a], **overrides}}
-                              for a in dict.fromkeys(r["arm"] for r in runs.values())},
+                     "arms": arm_entries,
                      "runs": runs, "spec": defn.to_dict()})
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")  # keeps the arms in definition order
 

@@ -276,3 +276,19 @@ def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
     store = DashboardStore(root)
     assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
     assert store.rows[0]["state"] in ("finished", "collapsed") and store.rows[0]["progress"] == 1.0
+
+
+def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):
+    """The settings cell: ✓ for runs that trained as asked; ⚠ n with the warnings on hover otherwise."""
+    import shutil
+
+    root = shutil.copytree(runs, tmp_path / "runs")
+    path = root / "sw" / "sgd-s1" / "effective_config.json"
+    eff = json.loads(path.read_text())
+    eff["optimizer"]["class"] = "Adam"
+    path.write_text(json.dumps(eff))
+    overview = Dashboard(root).views[0]
+    cells = dict(zip(overview._table.value["arm"] + overview._table.value["seed"], overview._table.value["settings"]))
+    assert cells["adam1"].startswith('<span title="every recorded setting is as asked">✓')
+    assert "⚠ 1</span>" in cells["sgd1"] and "sgd-s1: optimizer.class asked &#x27;SGD&#x27;, got &#x27;Adam&#x27;" in cells["sgd1"]
+    assert overview._table.formatters["settings"] == {"type": "html"}

@@ -240,3 +240,9 @@ def test_sigint_interrupts_a_run_even_if_inherited_ignored(tmp_path):
     assert proc.wait(timeout=60) != 0
     assert json.loads(status.read_text())["state"] == "interrupted"
     assert last.is_file()
+
+
+def test_sweep_seed_flag_is_the_seed_list(tmp_path, tiny_sweep, capsys):
+    definition = tiny_sweep({"a": {}}, {"train.epochs": 1})  # tiny: even a wrongly started sweep ends soon
+    assert main(["sweep", str(definition), "--seed", "5", "--seeds", "1,2", "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds only" in capsys.readouterr().err and not (tmp_path / "s").exists()

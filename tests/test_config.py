@@ -82,3 +82,66 @@ def test_integer_floats_are_normalised_so_cache_keys_agree():
     assert a == b and isinstance(a.nphotons, float)
     assert dataset_key(a) == dataset_key(b)
     assert RunConfig().override({"optim.lr": 1}).optim.lr == 1.0
+
+
+# -- one resolution path (issue 11) ------------------------------------------------------------------------
+
+def test_resolve_applies_every_source_in_the_documented_order():
+    from fnodiag.config import PRECEDENCE, resolve
+
+    assert PRECEDENCE == ("defaults", "preset", "file", "shared", "arm", "overrides", "seed")
+    layers = {"file": {"optim": {"lr": 1e-3, "name": "adamw"}}, "shared": {"optim.lr": 2e-4, "train.epochs": 3},
+              "arm": {"optim.lr": 3e-4}, "overrides": {"optim.lr": 4e-4, "optim.beta1": None}}
+    cfg = resolve(preset="quick", seed=7, **layers)
+    assert (cfg.optim.lr, cfg.optim.name, cfg.train.epochs, cfg.train.seed, cfg.data.N) == (4e-4, "adamw", 3, 7, 32)
+    assert cfg.optim.beta1 == 0.9  # None: not given
+    lrs = [2e-3, 1e-3, 2e-4, 3e-4, 4e-4]  # quick's lr, then each later source's
+    for top in range(len(lrs)):
+        kept = dict(list(layers.items())[:top])
+        assert resolve(preset="quick", **kept).optim.lr == lrs[top]
+
+
+@pytest.mark.parametrize("source", ["file", "shared", "arm", "overrides"])
+def test_the_clip_rule_holds_for_every_source(source):
+    from fnodiag.config import resolve
+
+    cfg = resolve(**{source: {"clip.value": 1.0}})
+    assert (cfg.clip.algorithm, cfg.clip.value) == ("norm", 1.0)
+    cfg = resolve(**{source: {"clip.value": 0}}, preset="quick")
+    assert cfg.clip.algorithm == "none"
+
+
+def test_clip_rule_across_layers_and_refused_combinations():
+    from fnodiag.config import ClipConfig, resolve
+
+    # the issue's case: [shared] says no clipping, `fnodiag sweep ... --grad-clip 1.0`
+    cfg = resolve(shared={"clip.algorithm": "none"}, overrides={"clip.value": 1.0})
+    assert (cfg.clip.algorithm, cfg.clip.value) == ("norm", 1.0)
+    cfg = resolve(shared={"clip.algorithm": "agc", "clip.value": 0.1}, overrides={"clip.value": 0.02})
+    assert (cfg.clip.algorithm, cfg.clip.value) == ("agc", 0.02)  # a chosen algorithm is kept
+    cfg = resolve(shared={"clip.algorithm": "norm", "clip.value": 1.0}, arm={"clip.algorithm": "none"})
+    assert (cfg.clip.algorithm, cfg.clip.value) == ("none", 0.0)
+    with pytest.raises(ConfigError, match="no effect with clip.algorithm='none'"):
+        RunConfig(clip=ClipConfig("none", 1.0)).validate()
+    with pytest.raises(ConfigError, match="--grad-clip"):
+        resolve(overrides={"clip.algorithm": "value"})
+
+
+def test_resolve_errors_name_the_source_and_the_seed_conflict():
+    from fnodiag.config import resolve
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'optim.lrr'.*\(in sweep arm\)"):
+        resolve(arm={"optim.lrr": 1})
+    with pytest.raises(ConfigError, match="conflicts with the sweep seed 3"):
+        resolve(overrides={"train.seed": 4}, seed=3)
+    assert resolve(overrides={"train.seed": 3}, seed=3).train.seed == 3
+
+
+def test_sweep_tables_may_nest_sections(tmp_path):
+    from fnodiag.sweep import load_definition
+
+    path = tmp_path / "nested.toml"
+    path.write_text('name = "n"\nseeds = [1]\n[shared]\noptim.lr = 0.002\n[arms.a.optim]\nname = "sgd"\n'
+                    '[arms.a]\n"clip.value" = 0.5\n')
+    cfg = load_definition(path).config("a", 1)
+    assert (cfg.optim.lr, cfg.optim.name, cfg.clip.algorithm, cfg.clip.value) == (0.002, "sgd", "norm", 0.5)

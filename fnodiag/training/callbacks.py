@@ -78,9 +78,13 @@ def describe_clipping(trainer, system) -> dict:
 def describe_generator(generator: torch.nn.Module) -> dict:
     """Class, block class, channel schedule and parameter count of the generator that trains."""
     layouts = sorted({m.layout for m in generator.modules() if hasattr(m, "layout") and isinstance(m.layout, str)})
+    modes = [m.modes for m in generator.modules() if hasattr(m, "modes_kept")]
+    scales = [m.layerscale for m in generator.modules() if isinstance(getattr(m, "layerscale", None), torch.nn.Parameter)]
     return {"class": type(generator).__name__, "block_class": getattr(generator, "block_class", None),
             "channels": list(getattr(generator, "channel_schedule", [])), "parameters": count_parameters(generator),
-            "spectral_layout": layouts[0] if len(layouts) == 1 else layouts}
+            "spectral_layout": layouts[0] if len(layouts) == 1 else layouts,
+            "modes": max(modes) if modes else None,  # the bottleneck keeps modes // 2
+            "layerscale_init": float(scales[0].detach().flatten()[0]) if scales else None}  # γ before the first step
 
 
 def describe_best_checkpoint(trainer) -> dict:
