@@ -271,8 +271,10 @@ def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
             launched.process.wait()
     run = root / "tiny" / "control-s7"
     assert launched.run.read_status()["state"] == "finished" and (run / "capture" / "last.json").is_file()
-    assert json.loads((root / "tiny" / "sweep.json").read_text())["runs"] == {
-        "control-s7": {"arm": "control", "seed": 7, "path": "control-s7"}}
+    runs = json.loads((root / "tiny" / "sweep.json").read_text())["runs"]
+    assert list(runs) == ["control-s7"]
+    assert {k: runs["control-s7"][k] for k in ("arm", "seed", "path", "state")} == {
+        "arm": "control", "seed": 7, "path": "control-s7", "state": "finished"}
     store = DashboardStore(root)
     assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
     assert store.rows[0]["state"] in ("finished", "collapsed") and store.rows[0]["progress"] == 1.0

@@ -66,6 +66,8 @@ FLAGS = [
     (1, "--epochs", "1", "train.epochs", 1, "max_epochs", 1),
     (1, "--batch-size", "8", "train.batch_size", 8, "batch_size", 8),
     (1, "--infer-batch-size", "8", "train.infer_batch_size", 8, "infer_batch_size", 8),
+    (1, "--val-batching", "infer", "train.val_batching", "infer", "val_loader.batching", "infer"),
+    (1, "--keep-partial-batch", None, "train.keep_partial_batch", True, "train_loader.drop_last", False),
     (1, "--seed", "5", "train.seed", 5, "seed", 5),
     (2, "--loss", "poisson", "train.loss", "poisson", "loss.name", "poisson"),
     (1, "--forward-gain", "batch", "train.forward_gain", "batch", "forward_gain", "batch"),
