@@ -314,13 +314,7 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        p = Path(path)
-        _check(p.is_file(), f"config file {str(p)!r} does not exist")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(_read_json(path))
 
 
 def flatten(layer: Mapping[str, Any]) -> dict[str, Any]:
@@ -435,15 +429,20 @@ PRECEDENCE = ("defaults", "preset", "file", "shared", "arm", "overrides", "seed"
 
 def read_settings_file(path: str | Path) -> dict[str, Any]:
     """``{"section.field": value}`` from a (possibly partial) RunConfig JSON file, e.g. a run's config.json."""
-    p = Path(path)
-    _check(p.is_file(), f"config file {str(p)!r} does not exist (--config)")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}) (--config)") from None
+    d = _read_json(path, " (--config)")
     _check(isinstance(d, dict) and not set(d) - set(SECTIONS),
-           f"config file {str(p)!r} must hold sections among {', '.join(SECTIONS)} (--config)")
+           f"config file {str(path)!r} must hold sections among {', '.join(SECTIONS)} (--config)")
     return flatten(d)
+
+
+def _read_json(path: str | Path, source: str = "") -> Any:
+    """The JSON of a config file; a missing or malformed file is a :class:`ConfigError` naming ``source``."""
+    p = Path(path)
+    _check(p.is_file(), f"config file {str(p)!r} does not exist{source}")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}){source}") from None
 
 
 def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = None, shared: Mapping | None = None,

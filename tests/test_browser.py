@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -87,15 +88,14 @@ def live_run(runs):
         proc.wait(timeout=60)
 
 
-@pytest.fixture(scope="module")
-def server(runs, live_run):
+@contextlib.contextmanager
+def serve_app(root: Path):
+    """``panel serve app`` on ``root`` in a subprocess; yields the page URL and stops the server."""
     port = free_port()
-    env = {**os.environ, "FNODIAG_RUNS": str(runs)}
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
                              "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
-                             "--liveness"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/app"
+                             "--liveness"], cwd=REPO, env={**os.environ, "FNODIAG_RUNS": str(root)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def up():
         try:
@@ -105,7 +105,7 @@ def server(runs, live_run):
             return False
     try:
         wait_for(up, 90, "panel serve to answer", step=0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}/app"
     finally:
         proc.terminate()
         try:
@@ -113,6 +113,12 @@ def server(runs, live_run):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(runs, live_run):
+    with serve_app(runs) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

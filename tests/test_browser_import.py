@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from reference_arm import build_reference_arm
-from test_browser import ARTIFACTS, CHROMIUM, REPO, browser, free_port, open_page, train_cmd, wait_for  # noqa: F401
+from test_browser import ARTIFACTS, CHROMIUM, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -28,28 +27,8 @@ def import_server(tmp_path_factory):
     arm = build_reference_arm(base / "arm_stable_sgd")
     subprocess.run([sys.executable, "-m", "fnodiag.cli", "import", str(arm), "--out", str(root / "reference-stable")],
                    check=True, capture_output=True, timeout=300)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
-                             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness"],
-                            cwd=REPO, env={**os.environ, "FNODIAG_RUNS": str(root)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-    def up():
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2).status == 200
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            return False
-    try:
-        wait_for(up, 90, "panel serve to answer", step=0.3)
-        yield f"http://127.0.0.1:{port}/app"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_app(root) as url:
+        yield url
 
 
 def test_imported_run_is_listed_and_says_it_has_no_live_captures(browser, import_server):
