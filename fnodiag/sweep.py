@@ -279,7 +279,7 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
             finally:
                 torch.set_num_threads(previous)
             record_attempt(run, attempt, effective=True)
-        try:  # a capture that fails leaves a finished run finished (it is retried by the next sweep command)
+        try:  # a capture that fails leaves a finished run finished; capture/error.txt keeps it from being retried
             capture_run(run)
         except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
             _record_capture_failure(run, exc)

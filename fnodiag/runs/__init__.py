@@ -12,9 +12,9 @@ reads as ``stopped``), ``store`` (schema and the writer),
 """
 from fnodiag.runs.liveness import HEARTBEAT_S, STALE_AFTER_S, Heartbeat, live_status, pid_alive
 from fnodiag.runs.reader import LayerMatrix, LayerRecords, ScalarRecords, StoreReader
-from fnodiag.runs.rundir import READ_STATES, STATES, RunDir, atomic_write_text, ensure_writable_dir, list_runs
+from fnodiag.runs.rundir import READ_STATES, STATES, RunDir, atomic_write_text, ensure_writable_dir, jsonable, list_runs
 from fnodiag.runs.store import SCHEMA_VERSION, SCOPES, SOURCES, RunStore
 
-__all__ = ["atomic_write_text", "ensure_writable_dir", "STATES", "SOURCES", "SCOPES", "SCHEMA_VERSION", "RunDir", "list_runs",
+__all__ = ["atomic_write_text", "ensure_writable_dir", "jsonable", "STATES", "SOURCES", "SCOPES", "SCHEMA_VERSION", "RunDir", "list_runs",
            "RunStore", "StoreReader", "ScalarRecords", "LayerRecords", "LayerMatrix",
            "live_status", "pid_alive", "Heartbeat", "HEARTBEAT_S", "STALE_AFTER_S", "READ_STATES"]

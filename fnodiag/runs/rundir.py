@@ -20,6 +20,21 @@ STATES = ("running", "finished", "diverged", "failed", "interrupted")
 READ_STATES = STATES + ("stopped",)  # "stopped": read, never written (a running record of a dead process)
 
 
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of a record read from live objects (optimizer groups, hyperparameters):
+    mappings and sequences recursively, tensors and numpy values as numbers or lists, anything
+    else as its ``repr``."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # torch tensors, numpy scalars and arrays
+        return value.tolist()
+    return repr(value)
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalars/arrays, torch tensors
         return obj.tolist()

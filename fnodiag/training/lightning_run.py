@@ -25,23 +25,11 @@ import time
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from fnodiag.runs import RunDir, RunStore
+from fnodiag.runs import Heartbeat, RunDir, RunStore, jsonable
 from fnodiag.training.clipping import global_grad_norm
 
 STATUS_EVERY_S = 2.0
 HISTORY_KEYS = ("train_loss", "val_loss", "lr")
-
-
-def _jsonable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return repr(value)[:200]
 
 
 def _loss_key(metrics, part: str) -> str | None:
@@ -75,6 +63,7 @@ class LightningRunWriter:
         self._pre = None
         self._lrs: dict[str, float] = {}
         self._last_status = 0.0
+        self.heartbeat = Heartbeat(lambda **f: self.run.write_status("running", **f))  # as fnodiag's own runs
 
     def open(self, pl_module) -> RunStore:
         """Create the folder, write ``config.json`` and open the store (rank 0, fit start)."""
@@ -82,7 +71,7 @@ class LightningRunWriter:
         cls = type(pl_module)
         self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         self.run.write_json("config.json", {"lightning": {"module": f"{cls.__module__}.{cls.__qualname__}",
-                                                          "hparams": _jsonable(dict(getattr(pl_module, "hparams", {})))}})
+                                                          "hparams": jsonable(dict(getattr(pl_module, "hparams", {})))}})
         self.store = self.run.open_store()
         return self.store
 
@@ -111,7 +100,7 @@ class LightningRunWriter:
             "steps_per_epoch": trainer.num_training_batches, "capture": capture, "versions": versions(),
         }
         self.run.write_json("effective_config.json", effective)
-        self.run.write_status("running", step=0, epoch=0, message="training started")
+        self.heartbeat.beat(step=0, epoch=0, message="training started")
 
     def batch_start(self, trainer) -> None:
         self._pre = None
@@ -159,7 +148,7 @@ class LightningRunWriter:
         now = time.monotonic()
         if now - self._last_status > STATUS_EVERY_S:
             self._last_status = now
-            self.run.write_status("running", step=step, epoch=trainer.current_epoch)
+            self.heartbeat.beat(step=step, epoch=trainer.current_epoch, message="")
 
     def epoch_end(self, trainer) -> None:
         """``history.json``, ``epoch/<metric>`` scalars, status."""
@@ -179,16 +168,18 @@ class LightningRunWriter:
                                scope="epoch")
         self.store.flush()
         self.run.write_history(self.history)
-        self.run.write_status("running", step=trainer.global_step, epoch=trainer.current_epoch + 1,
-                              message=f"epoch {trainer.current_epoch + 1} done")
+        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch + 1,
+                            message=f"epoch {trainer.current_epoch + 1} done")
 
     def finish(self, trainer, state: str, message: str) -> None:
+        self.heartbeat.stop()  # before the final state, so no heartbeat overwrites it
         if self.store is None:
             return
         self.store.flush()
         self.run.write_status(state, step=trainer.global_step, epoch=trainer.current_epoch, message=message)
 
     def close(self) -> None:
+        self.heartbeat.stop()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import torch
 
 from fnodiag.config import OptimConfig
+from fnodiag.runs import jsonable
 
 
 def _adam(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -65,16 +66,7 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict:
                 entry["n_tensors"] = len(value)
                 entry["n_parameters"] = int(sum(p.numel() for p in value))
                 continue
-            entry[key] = _jsonable(value)
+            entry[key] = jsonable(value)
         groups.append(entry)
     return {"class": type(optimizer).__name__, "module": type(optimizer).__module__, "param_groups": groups}
 
-
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    return repr(value)
