@@ -220,6 +220,8 @@ class LaunchView(Viewer):
         self.sweep_button.on_click(lambda _: self.start_arm())
         self.feedback = pn.pane.Markdown("", sizing_mode="stretch_width", styles={"overflow-wrap": "anywhere"})
         self.table = pn.Column()
+        self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
+        self._shown: list[str] = []  # the keys the table shows, in order
         from fnodiag.sweep import shipped_definitions  # no Lightning at import
         names = shipped_definitions()
         self.param.definition.objects = names
@@ -289,19 +291,30 @@ class LaunchView(Viewer):
         return launched
 
     def refresh(self) -> None:
-        """Redraw the launched-runs list (state, epoch, stop buttons)."""
-        rows = []
+        """Update the launched-runs list (state, epoch, stop buttons) in place.
+
+        Each run keeps one row, text pane and Stop button for the life of the session: the rows are
+        updated, never rebuilt, so a click on Stop is never lost to a redraw replacing the button
+        between the browser's click and the server receiving it.
+        """
         for name, launched in self.launcher.runs.items():
+            if name not in self._rows:
+                stop = pn.widgets.Button(label="Stop", color="danger", width=70)
+                stop.on_click(lambda _, n=name: self.launcher.stop(n))
+                self._rows[name] = (pn.pane.Markdown("", width=500), stop)
+            text, stop = self._rows[name]
             status = launched.run.read_status() or {}
             state = launched.state()
-            stop = pn.widgets.Button(label="Stop", color="danger", width=70,
-                                     disabled=launched.process.poll() is not None)
-            stop.on_click(lambda _, n=name: self.launcher.stop(n))
-            text = f"`{name}`: **{state}**, epoch {status.get('epoch', 0)}, step {status.get('step', 0)}"
+            line = f"`{name}`: **{state}**, epoch {status.get('epoch', 0)}, step {status.get('step', 0)}"
             if launched.process.poll() not in (None, 0) and state not in ("interrupted",):
-                text += f"\n\n```\n{launched.log_tail()}\n```"
-            rows.append(pn.Row(pn.pane.Markdown(text, width=500), stop))
-        self.table[:] = rows or [pn.pane.Markdown("No run started from this dashboard yet.")]
+                line += f"\n\n```\n{launched.log_tail()}\n```"
+            if text.object != line:
+                text.object = line
+            stop.disabled = launched.process.poll() is not None
+        if list(self.launcher.runs) != self._shown or not self.table.objects:
+            self._shown = list(self.launcher.runs)
+            self.table[:] = ([pn.Row(*self._rows[name]) for name in self._shown]
+                             or [pn.pane.Markdown("No run started from this dashboard yet.")])
 
     def __panel__(self):
         form = pn.Param(self.param, parameters=["arch", "optimizer", "lr", "momentum", "weight_decay", "grad_clip",

@@ -238,7 +238,10 @@ def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
         assert view.start_arm() is None and "already running" in view.feedback.object
         view.refresh()
         assert "tiny/control-s7" in view.table[0][0].object and "running" in view.table[0][0].object
-        view.launcher.stop("tiny/control-s7")
+        stop = view.table[0][1]
+        view.refresh()  # the periodic redraw keeps the row and its button: a click in flight is not lost
+        assert view.table[0][1] is stop and not stop.disabled
+        stop.clicks += 1  # what a browser click on Stop does on the server
         launched.process.wait(timeout=60)
     finally:
         if launched.process.poll() is None:
