@@ -45,6 +45,8 @@ class SweepDefinition:
     preset: str | None = None
     description: str = ""
     source: str = ""
+    control: str | None = None  # the arm that must learn for the sweep's verdict to answer anything
+    baseline: str | None = None  # the arm the others are compared to, one changed condition at a time
 
     def config(self, arm: str, seed: int, overrides: dict[str, Any] | None = None) -> RunConfig:
         """preset < shared < arm < overrides < ``train.seed = seed``, through :func:`fnodiag.config.resolve`."""
@@ -86,15 +88,21 @@ def load_definition(name_or_path: str | Path) -> SweepDefinition:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"sweep definition {str(p)!r} is not valid TOML ({exc})") from None
-    unknown = set(raw) - {"name", "description", "preset", "seeds", "shared", "arms"}
+    keys = ("name", "description", "preset", "seeds", "shared", "arms", "control", "baseline")
+    unknown = set(raw) - set(keys)
     if unknown:
-        raise ConfigError(f"sweep definition {str(p)!r} has unknown keys {sorted(unknown)}; "
-                          "valid: name, description, preset, seeds, shared, arms")
+        raise ConfigError(f"sweep definition {str(p)!r} has unknown keys {sorted(unknown)}; valid: {', '.join(keys)}")
     if not raw.get("arms") or not raw.get("seeds"):
         raise ConfigError(f"sweep definition {str(p)!r} needs a non-empty 'seeds' list and at least one [arms.NAME] table")
     defn = SweepDefinition(name=str(raw.get("name", p.stem)), seeds=tuple(int(s) for s in raw["seeds"]),
                            arms={str(k): dict(v) for k, v in raw["arms"].items()}, shared=dict(raw.get("shared", {})),
-                           preset=raw.get("preset"), description=str(raw.get("description", "")), source=str(p))
+                           preset=raw.get("preset"), description=str(raw.get("description", "")), source=str(p),
+                           control=raw.get("control"), baseline=raw.get("baseline"))
+    for role in ("control", "baseline"):
+        named = getattr(defn, role)
+        if named is not None and named not in defn.arms:
+            raise ConfigError(f"sweep definition {str(p)!r}: {role} = {named!r} is not one of its arms "
+                              f"({', '.join(defn.arms)}); name an [arms.NAME] table")
     for arm in defn.arms:
         defn.config(arm, defn.seeds[0])
     return defn
