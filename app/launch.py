@@ -180,10 +180,14 @@ def optimizer_args(optimizer: str, lr: float, momentum: float, weight_decay: flo
     return args
 
 
-def _architectures() -> list[str]:
-    from fnodiag.models import MODELS  # the registry: a new architecture shows up in the form
+def _form_choices() -> dict[str, list[str]]:
+    """The form's choices, read from the registries: a new architecture, optimizer, schedule or preset
+    shows up in the form without touching it (torch is imported, never Lightning)."""
+    from fnodiag.config import PRESETS
+    from fnodiag.training.registries import choices
 
-    return list(MODELS)
+    return {"arch": choices("model.arch"), "optimizer": choices("optim.name"),
+            "scheduler": choices("schedule.name"), "preset": list(PRESETS)}
 
 
 class LaunchView(Viewer):
@@ -210,7 +214,8 @@ class LaunchView(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.param.arch.objects = _architectures()
+        for name, objects in _form_choices().items():
+            self.param[name].objects = objects
         self.launcher = launcher_for(self.store.root)
         self.start_button = pn.widgets.Button(label="Start run", color="primary")
         self.start_button.on_click(lambda _: self.start(self.form_args(), self.run_name or None))

@@ -30,8 +30,8 @@ DATA_FLAGS = [
     ("--probe-npz", "data.probe_npz", str, "NPZ with a 'probeGuess' array to use instead of the ideal disk probe"),
 ]
 MODEL_FLAGS = [
-    ("--arch", "model.arch", str, "generator architecture: hybrid, stable_hybrid or prenorm_hybrid"),
-    ("--spectral-layout", "model.spectral_layout", str, "spectral mode layout: symmetric (± rows) or reference (one row block)"),
+    ("--arch", "model.arch", str, "generator architecture"),
+    ("--spectral-layout", "model.spectral_layout", str, "spectral mode layout (symmetric: ± rows; reference: one row block)"),
     ("--blocks", "model.blocks", int, "encoder depth (number of spectral blocks before the bottleneck)"),
     ("--width", "model.width", int, "channels of the first encoder level"),
     ("--modes", "model.modes", int, "Fourier modes kept per axis (bottleneck uses modes // 2)"),
@@ -39,14 +39,14 @@ MODEL_FLAGS = [
     ("--layerscale-init", "model.layerscale_init", float, "initial LayerScale γ of stable/prenorm blocks"),
 ]
 OPTIM_FLAGS = [
-    ("--optimizer", "optim.name", str, "optimizer: adam, adamw or sgd"),
+    ("--optimizer", "optim.name", str, "optimizer"),
     ("--lr", "optim.lr", float, "base learning rate"),
     ("--momentum", "optim.momentum", float, "SGD momentum in [0, 1)"),
     ("--nesterov", "optim.nesterov", "bool", "SGD Nesterov momentum (default: on when momentum > 0)"),
     ("--weight-decay", "optim.weight_decay", float, "weight decay (L2 for adam/sgd, decoupled for adamw)"),
     ("--beta1", "optim.beta1", float, "Adam/AdamW β1 in [0, 1)"),
     ("--beta2", "optim.beta2", float, "Adam/AdamW β2 in [0, 1)"),
-    ("--scheduler", "schedule.name", str, "LR schedule: constant, warmup_cosine, exponential or plateau"),
+    ("--scheduler", "schedule.name", str, "LR schedule"),
     ("--warmup-epochs", "schedule.warmup_epochs", int, "warmup_cosine: epochs of linear warmup from 0.1·lr"),
     ("--min-lr-ratio", "schedule.min_lr_ratio", float, "warmup_cosine: final LR as a fraction of lr"),
     ("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
@@ -87,12 +87,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_flags(parser, table) -> None:
+    from fnodiag.training.registries import CHOICES  # names come from the registries (torch, no Lightning)
+
     defaults = RunConfig().to_dict()
     for flag, path, kind, help_text in table:
         section, name = path.split(".")
         default = defaults[section][name]
         dest = path.replace(".", "__")
-        if kind == "bool":
+        if path in CHOICES:
+            names = list(CHOICES[path])
+            parser.add_argument(flag, dest=dest, type=kind, default=None, choices=names,
+                                metavar=flag.lstrip("-").upper().replace("-", "_"),
+                                help=f"{help_text}: {', '.join(names)} (default: {default})")
+        elif kind == "bool":
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {default})")
         else:
@@ -106,8 +113,10 @@ def _flag_overrides(args) -> dict:
 
 def resolve_config(args) -> RunConfig:
     """The parsed command line as a RunConfig, through :func:`fnodiag.config.resolve` (no rules of its own)."""
-    return resolve(preset=getattr(args, "preset", None), file=getattr(args, "config", None) or None,
-                   overrides=_flag_overrides(args))
+    from fnodiag.training.registries import check_names
+
+    return check_names(resolve(preset=getattr(args, "preset", None), file=getattr(args, "config", None) or None,
+                               overrides=_flag_overrides(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _choice(section: str, name: str, value: Any, allowed) -> None:
+def check_choice(section: str, name: str, value: Any, allowed) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``value`` is one of ``allowed`` (listed in the message)."""
     allowed = tuple(allowed)
     _check(value in allowed, f"{section}.{name}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}")
 
@@ -89,7 +90,7 @@ class DataConfig(_Section):
 
     def validate(self) -> "DataConfig":
         s = "data"
-        _choice(s, "N", self.N, SUPPORTED_N)
+        check_choice(s, "N", self.N, SUPPORTED_N)
         _check(isinstance(self.object_size, int) and self.object_size >= self.N,
                f"data.object_size={self.object_size!r} must be an integer >= N ({self.N})")
         for name in ("nimgs_train", "nimgs_test", "train_stride", "test_stride", "n_lines"):
@@ -119,11 +120,7 @@ class ModelConfig(_Section):
     in_channels: int = 1  # gridsize**2
 
     def validate(self) -> "ModelConfig":
-        from fnodiag.models import MODELS, SPECTRAL_LAYOUTS
-
-        s = "model"
-        _choice(s, "arch", self.arch, MODELS)
-        _choice(s, "spectral_layout", self.spectral_layout, SPECTRAL_LAYOUTS)
+        s = "model"  # arch and spectral_layout: fnodiag.training.registries.check_names
         for name in ("blocks", "width", "modes", "in_channels"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"model.{name}={v!r} must be an integer >= 1")
@@ -147,10 +144,7 @@ class OptimConfig(_Section):
     beta2: float = 0.999
 
     def validate(self) -> "OptimConfig":
-        from fnodiag.training.optimizers import OPTIMIZERS
-
-        s = "optim"
-        _choice(s, "name", self.name, OPTIMIZERS)
+        s = "optim"  # name: fnodiag.training.registries.check_names
         _positive(s, "lr", self.lr)
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum!r} must be in [0, 1)")
         _check(0 <= self.beta1 < 1, f"optim.beta1={self.beta1!r} must be in [0, 1)")
@@ -175,10 +169,7 @@ class ScheduleConfig(_Section):
     frozen: bool = False  # reference quirk: the LR stays at the value the schedule sets when built
 
     def validate(self) -> "ScheduleConfig":
-        from fnodiag.training.schedulers import SCHEDULERS
-
-        s = "schedule"
-        _choice(s, "name", self.name, SCHEDULERS)
+        s = "schedule"  # name: fnodiag.training.registries.check_names
         _check(isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0,
                f"schedule.warmup_epochs={self.warmup_epochs!r} must be an integer >= 0")
         _check(0 <= self.min_lr_ratio <= 1, f"schedule.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
@@ -202,7 +193,7 @@ class ClipConfig(_Section):
     value: float = 0.0
 
     def validate(self) -> "ClipConfig":
-        _choice("clip", "algorithm", self.algorithm, CLIP_ALGORITHMS)
+        check_choice("clip", "algorithm", self.algorithm, CLIP_ALGORITHMS)
         if self.algorithm != "none":
             ok = isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0
             _check(ok, f"clip.value={self.value!r} must be > 0 with clip.algorithm={self.algorithm!r} (--grad-clip)")
@@ -245,9 +236,9 @@ class TrainConfig(_Section):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"train.{name}={v!r} must be an integer >= 1")
         _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
-        _choice(s, "loss", self.loss, LOSSES_ALLOWED)
-        _choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
-        _choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)
+        check_choice(s, "loss", self.loss, LOSSES_ALLOWED)
+        check_choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
+        check_choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)
         _check(isinstance(self.keep_partial_batch, bool),
                f"train.keep_partial_batch={self.keep_partial_batch!r} must be true or false")
         _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
@@ -474,7 +465,7 @@ def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = No
     """
     cfg = RunConfig()
     if preset is not None:
-        _choice("run", "preset", preset, PRESETS)
+        check_choice("run", "preset", preset, PRESETS)
     file_layer = read_settings_file(file) if isinstance(file, (str, Path)) else file
     layers = (("preset " + repr(preset), PRESETS.get(preset) if preset else None), ("config file", file_layer),
               ("sweep [shared]", shared), ("sweep arm", arm), ("overrides", overrides))

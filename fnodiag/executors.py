@@ -191,7 +191,7 @@ def mark_dead(run_path: Path, message: str) -> None:
 # -- local ----------------------------------------------------------------------------------------
 def epoch_lines(label: str, epochs: int, echo: Callable[[str], None] = print):
     """A Lightning callback printing one line per finished epoch of one run (a worker's progress)."""
-    from fnodiag.training.callbacks import SweepProgress
+    from fnodiag.training.sweep_progress import SweepProgress
 
     progress = SweepProgress(total_epochs=epochs, echo=lambda line: echo(line.replace("in the sweep", "in this run")))
     progress.start(label, epochs)
@@ -203,7 +203,7 @@ def run_local(specs: list[dict], res: Resources, *, echo: Callable[[str], None],
     from fnodiag.sweep import run_one
 
     if res.jobs == 1 and not res.gpus_per_run:
-        from fnodiag.training.callbacks import SweepProgress
+        from fnodiag.training.sweep_progress import SweepProgress
 
         progress = SweepProgress(total_epochs=sum(s["config"]["train"]["epochs"] for s in specs), echo=echo)
         for spec in specs:

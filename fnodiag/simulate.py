@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
-import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from skimage.restoration import unwrap_phase
 from fnodiag.config import ConfigError, DataConfig, config_key
 from fnodiag.metrics import constant_output_fingerprint, ground_truth_canvas
 from fnodiag.physics import as_probe_layout, far_field_amplitude
+from fnodiag.runs.files import atomic_write
 
 FORMAT_VERSION = 1
 SHUFFLE_SEED = 0  # fixed train-patch permutation (reference: random_state=0)
@@ -345,17 +344,6 @@ def simulate(cfg: DataConfig, *, noiseless: bool = False) -> GridLinesData:
 
 # ----------------------------------------------------------------------------- storage
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _remove_stale_tmp(d: Path, min_age_s: float = 900.0) -> None:
     """Delete temporary files a killed writer left behind (old enough not to be in use)."""
     now = time.time()
@@ -394,11 +382,11 @@ def save_dataset(data: GridLinesData, out_dir) -> Path:
     for name, split in (("train", data.train), ("test", data.test)):
         arrays = _npz_arrays(data, split, test=name == "test")
         path = out / f"{name}.npz"
-        _atomic_write(path, lambda fh, a=arrays: np.savez(fh, **a))
+        atomic_write(path, lambda fh, a=arrays: np.savez(fh, **a))
         sizes[path.name] = path.stat().st_size
     meta = {"format": FORMAT_VERSION, "key": data.key, "config": dataclasses.asdict(data.config),
             "stats": data.stats, "fingerprint": data.fingerprint, "file_sizes": sizes}
-    _atomic_write(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
+    atomic_write(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
     return out
 
 

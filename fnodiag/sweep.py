@@ -52,7 +52,10 @@ class SweepDefinition:
         """preset < shared < arm < overrides < ``train.seed = seed``, through :func:`fnodiag.config.resolve`."""
         if arm not in self.arms:
             raise ConfigError(f"sweep {self.name!r} has no arm {arm!r}; arms: {', '.join(self.arms)}")
-        return resolve(preset=self.preset, shared=self.shared, arm=self.arms[arm], overrides=overrides, seed=seed)
+        from fnodiag.training.registries import check_names  # torch, never Lightning
+
+        return check_names(resolve(preset=self.preset, shared=self.shared, arm=self.arms[arm], overrides=overrides,
+                                   seed=seed))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepDefinition":

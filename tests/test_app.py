@@ -297,3 +297,22 @@ def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):
     assert cells["adam1"].startswith('<span title="every recorded setting is as asked">✓')
     assert "⚠ 1</span>" in cells["sgd1"] and "sgd-s1: optimizer.class asked &#x27;SGD&#x27;, got &#x27;Adam&#x27;" in cells["sgd1"]
     assert overview._table.formatters["settings"] == {"type": "html"}
+
+
+def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
+    from app.launch import LaunchView
+    from fnodiag.config import PRESETS
+    from fnodiag.models import MODELS
+    from fnodiag.training.optimizers import OPTIMIZERS
+    from fnodiag.training.schedulers import SCHEDULERS
+
+    monkeypatch.setitem(OPTIMIZERS, "dummy_opt", OPTIMIZERS["sgd"])
+    monkeypatch.setitem(SCHEDULERS, "dummy_sched", SCHEDULERS["constant"])
+    monkeypatch.setitem(MODELS, "dummy_arch", MODELS["hybrid"])
+    view = LaunchView(store=DashboardStore(tmp_path))
+    assert view.param.optimizer.objects == ["adam", "adamw", "sgd", "dummy_opt"]
+    assert view.param.scheduler.objects[-1] == "dummy_sched" and view.param.arch.objects[-1] == "dummy_arch"
+    assert view.param.preset.objects == list(PRESETS)
+    view.optimizer, view.scheduler, view.arch = "dummy_opt", "dummy_sched", "dummy_arch"
+    args = view.form_args()
+    assert args[args.index("--optimizer") + 1] == "dummy_opt" and args[args.index("--arch") + 1] == "dummy_arch"

@@ -82,14 +82,14 @@ def test_grad_clip_zero_turns_clipping_off():
 @pytest.mark.parametrize("argv, words", [
     (["train", "--lr", "-1"], ["optim.lr"]),
     (["train", "--lr", "abc"], ["--lr", "invalid float"]),
-    (["train", "--optimizer", "rmsprop"], ["optim.name", "adamw"]),
+    (["train", "--optimizer", "rmsprop"], ["--optimizer", "'adamw'"]),
     (["train", "--momentum", "1.5", "--optimizer", "sgd"], ["optim.momentum", "[0, 1)"]),
     (["train", "--N", "48"], ["data.N", "64"]),
     (["simulate", "--nphotons", "0"], ["data.nphotons"]),
     (["simulate", "--probe-npz", "/no/such/probe.npz"], ["probe_npz", "does not exist"]),
     (["train", "--config", "/no/such/config.json"], ["--config", "does not exist"]),
     (["train", "--grad-clip-algorithm", "agc"], ["--grad-clip"]),
-    (["train", "--arch", "resnet"], ["model.arch", "stable_hybrid"]),
+    (["train", "--arch", "resnet"], ["--arch", "'stable_hybrid'"]),
     (["train", "--bogus"], ["unrecognized arguments"]),
 ])
 def test_bad_input_is_one_line_exit_2(argv, words, capsys):
@@ -101,6 +101,34 @@ def test_bad_input_is_one_line_exit_2(argv, words, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     for word in words:
         assert word in err
+
+
+def test_unregistered_name_in_a_config_file_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"optim": {"name": "lamb"}}))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optim.name='lamb' is not valid; choose one of adam, adamw, sgd" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_name_added_to_a_registry_reaches_the_parser(monkeypatch):
+    from fnodiag.models import MODELS
+    from fnodiag.training.optimizers import OPTIMIZERS
+    from fnodiag.training.schedulers import SCHEDULERS
+
+    monkeypatch.setitem(OPTIMIZERS, "dummy_opt", OPTIMIZERS["sgd"])
+    monkeypatch.setitem(SCHEDULERS, "dummy_sched", SCHEDULERS["constant"])
+    monkeypatch.setitem(MODELS, "dummy_arch", MODELS["hybrid"])
+    parser = build_parser()
+    cfg = resolve_config(parser.parse_args(["train", "--optimizer", "dummy_opt", "--scheduler", "dummy_sched",
+                                            "--arch", "dummy_arch"]))
+    assert (cfg.optim.name, cfg.schedule.name, cfg.model.arch) == ("dummy_opt", "dummy_sched", "dummy_arch")
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    choices = {a.dest: a.choices for a in train._actions if a.choices}
+    assert choices["optim__name"] == ["adam", "adamw", "sgd", "dummy_opt"]
+    assert choices["schedule__name"][-1] == "dummy_sched" and choices["model__arch"][-1] == "dummy_arch"
+    assert "dummy_opt" in train.format_help()
 
 
 def test_probe_file_without_probeguess_is_refused(tmp_path, capsys):

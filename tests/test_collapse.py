@@ -248,7 +248,7 @@ class ZeroHeadAndRecord(Callback):
         self.probe, self.every = probe, every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        from fnodiag.training.callbacks import RunRecorder
+        from fnodiag.training.recorder import RunRecorder
 
         step = trainer.global_step - 1
         if step % self.every:

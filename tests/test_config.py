@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fnodiag.config import PRESETS, ConfigError, DataConfig, OptimConfig, RunConfig, preset
+from fnodiag.training.registries import validated
 
 
 def test_round_trip_through_dict_and_file(tmp_path):
@@ -34,7 +35,7 @@ def test_round_trip_through_dict_and_file(tmp_path):
 ])
 def test_validation_names_field_and_allowed_values(override, words):
     with pytest.raises(ConfigError) as info:
-        RunConfig().override(override).validate()
+        validated(RunConfig().override(override))  # values (config) and registry names (training.registries)
     message = str(info.value)
     assert "\n" not in message
     for word in words:

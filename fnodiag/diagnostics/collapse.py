@@ -19,11 +19,11 @@ Conventions shared by the series functions:
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from fnodiag.runs import RunDir, StoreReader
+from fnodiag.runs import RunDir, StoreReader, jsonable
 from fnodiag.selection import best_epochs, best_weights
 
 __all__ = ["DEFAULTS", "collapse_onset", "earliest_collapsing_layer", "dead_channels", "gradient_health",
@@ -256,19 +256,6 @@ def metrics_at_fingerprint(metrics: Mapping[str, float] | None, fingerprint: Map
 
 # -- run level ---------------------------------------------------------------------------------------
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def _read_store(run: RunDir) -> dict:
     """The matrices and scalars collapse detection needs (empty ones when there is no store)."""
     empty = ([], np.zeros(0, np.int64), np.zeros((0, 0)))
@@ -449,7 +436,7 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     if not rec["grad"][0]:
         notes.append("no per-module gradient records")
 
-    return _clean({
+    return jsonable({
         "verdict": verdict, "collapsed": verdict == "collapsed",
         "onset_step": onset, "onset_epoch": onset_epoch, "output_layer": out_layer,
         "earliest_layer": earliest, "earliest_step": earliest_step, "per_layer_onset": per_layer,
@@ -464,7 +451,7 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
                          "last_metrics_at_fingerprint": last_at},
         "reference_crash_heuristic": crash,
         "notes": notes,
-    })
+    }, nonfinite="null")
 
 
 def write_collapse(run: RunDir, **kwargs) -> dict:

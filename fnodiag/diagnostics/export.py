@@ -10,8 +10,6 @@ is never replaced unless asked (``force``).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ import torch
 from fnodiag.diagnostics.capture import CaptureError, load_generator
 from fnodiag.models import count_parameters
 from fnodiag.models.reference_layout import to_reference_state
+from fnodiag.runs.files import atomic_write
 
 LAYOUTS = ("reference",)
 
@@ -50,14 +49,7 @@ def _atomic_save(obj, path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise CaptureError(f"--output {str(path)!r} exists; pass --force to replace it or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def export_checkpoint(source: str | Path, output: str | Path, *, layout: str = "reference", weights: str = "best",

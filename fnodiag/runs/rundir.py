@@ -12,35 +12,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnodiag.config import ConfigError, RunConfig
+from fnodiag.runs.files import atomic_write_text, jsonable
 from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
 from fnodiag.runs.store import RunStore
 
 STATES = ("running", "finished", "diverged", "failed", "interrupted")
 READ_STATES = STATES + ("stopped",)  # "stopped": read, never written (a running record of a dead process)
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-safe copy of a record read from live objects (optimizer groups, hyperparameters):
-    mappings and sequences recursively, tensors and numpy values as numbers or lists, anything
-    else as its ``repr``."""
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # torch tensors, numpy scalars and arrays
-        return value.tolist()
-    return repr(value)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars/arrays, torch tensors
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable; convert it to a number, string, list or dict")
 
 
 def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
@@ -60,38 +38,6 @@ def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     except OSError as exc:
         raise ConfigError(f"{what} {str(path)!r} is not writable ({exc.strerror}); choose another folder") from None
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: a crash leaves the old file or the new one, never half.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file to write; the temporary file goes beside it (same filesystem, so the rename is atomic).
-    text : str
-        The whole new content, UTF-8 encoded; fsynced before ``os.replace``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every filesystem allows fsync on a folder
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def _config_diff(old: dict, new: dict) -> str:
@@ -191,7 +137,7 @@ class RunDir:
         rel = Path(name)
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"JSON name {name!r} must be a path inside the run directory, e.g. 'collapse.json'")
-        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+        text = json.dumps(jsonable(obj, unknown="error"), indent=2, sort_keys=True) + "\n"
         target = self.path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, text)

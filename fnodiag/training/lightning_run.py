@@ -77,7 +77,7 @@ class LightningRunWriter:
 
     def start(self, trainer, pl_module, watched, capture: dict) -> None:
         """``effective_config.json`` from the live Trainer, and status running."""
-        from fnodiag.training.callbacks import versions
+        from fnodiag.training.describe import versions
         from fnodiag.training.optimizers import describe_optimizer
         from fnodiag.training.schedulers import describe_scheduler
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from fnodiag.config import OptimConfig
+from fnodiag.config import OptimConfig, check_choice
 from fnodiag.runs import jsonable
 
 
@@ -46,6 +46,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
         Unknown name (lists the valid ones) or an out-of-range hyperparameter (names the field).
     """
     cfg.validate()
+    check_choice("optim", "name", cfg.name, OPTIMIZERS)
     return OPTIMIZERS[cfg.name](params, cfg)
 
 

@@ -24,10 +24,12 @@ from fnodiag.data import GridLinesDataModule, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.simulate import load_or_simulate
-from fnodiag.training.callbacks import RunRecorder, SafeCheckpoint
+from fnodiag.training.checkpointing import SafeCheckpoint
+from fnodiag.training.recorder import RunRecorder
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
+from fnodiag.training.registries import validated
 from fnodiag.training.rng import RngState
 from fnodiag.training.schedulers import MONITOR
 from fnodiag.training.system import ReconstructionSystem
@@ -128,7 +130,7 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
         Training or the evaluation after it raised: the run's status is ``failed`` with the
         traceback in its message and in ``<run>/train.log``; the cause is ``__cause__``.
     """
-    cfg.validate()
+    validated(cfg)
     out = Path(out)
     name = name or default_run_name(cfg)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):

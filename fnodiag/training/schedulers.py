@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from fnodiag.config import ScheduleConfig
+from fnodiag.config import ScheduleConfig, check_choice
 
 WARMUP_START_FACTOR = 0.1
 
@@ -70,6 +70,7 @@ MONITOR = "val/loss"
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_epochs: int) -> dict | None:
     """Lightning ``lr_scheduler`` config dict for ``cfg`` (None for a constant LR)."""
     cfg.validate()
+    check_choice("schedule", "name", cfg.name, SCHEDULERS)
     scheduler = SCHEDULERS[cfg.name](optimizer, cfg, total_epochs)
     if scheduler is None:
         return None

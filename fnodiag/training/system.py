@@ -2,8 +2,10 @@
 
 Automatic optimization throughout, so Lightning steps the LR schedule and calls
 ``configure_gradient_clipping`` every step. The system keeps the per-step values the recorder
-callback writes (loss, global gradient norm before and after clipping) as device tensors in
-``step_values``; it never synchronises with the host except for the non-finite-loss check.
+callback writes (loss, global gradient norm before and after clipping) as device tensors in an
+explicit per-step record, ``step_record`` (:mod:`fnodiag.training.step_record`: fresh at each batch
+start, filled by ``training_step`` and ``configure_gradient_clipping``); it never synchronises
+with the host except for the non-finite-loss check.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from fnodiag.physics import ForwardModel, get_loss
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, clip_value_, global_grad_norm
 from fnodiag.training.optimizers import build_optimizer
 from fnodiag.training.schedulers import MONITOR, build_scheduler
+from fnodiag.training.step_record import StepRecord
 
 
 class ReconstructionSystem(L.LightningModule):
@@ -43,7 +46,7 @@ class ReconstructionSystem(L.LightningModule):
         self.forward_model = ForwardModel(torch.as_tensor(np.asarray(probe), dtype=torch.complex64),
                                           gain=self.cfg.train.forward_gain)
         self.loss_fn = get_loss(self.cfg.train.loss)
-        self.step_values: dict[str, torch.Tensor] = {}
+        self.step_record = StepRecord()
         self.diverged: dict | None = None
         self.frozen_scheduler: dict | None = None
         self.val_reference: dict | None = None
@@ -57,6 +60,9 @@ class ReconstructionSystem(L.LightningModule):
         """Loss of the generator's object through the forward model against the measurement ``x``."""
         return self.loss_fn(self.forward_model(self.generator(x)), x)
 
+    def on_train_batch_start(self, batch, batch_idx):
+        self.step_record = StepRecord()  # each step starts empty (step 1 of fnodiag.training.step_record)
+
     def training_step(self, batch, batch_idx):
         loss = self.physics_loss(batch)
         if not torch.isfinite(loss):
@@ -66,7 +72,7 @@ class ReconstructionSystem(L.LightningModule):
                              "loss": float(loss.detach().cpu())}
             self.trainer.should_stop = True
             return None
-        self.step_values["loss"] = loss.detach()
+        self.step_record.loss = loss.detach()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=batch.shape[0])
         return loss
@@ -139,8 +145,8 @@ class ReconstructionSystem(L.LightningModule):
         elif gradient_clip_val:
             clip_norm_(params, gradient_clip_val, pre)
         post = global_grad_norm(params) if algorithm != "none" else pre
-        self.step_values["grad_norm_pre"] = pre
-        self.step_values["grad_norm_post"] = post
+        self.step_record.grad_norm_pre = pre
+        self.step_record.grad_norm_post = post
 
     @torch.no_grad()
     def predict_objects(self, x: torch.Tensor, batch_size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Thin Lightning callbacks: record what really trains into the run directory and its store.
+"""The run recorder: a thin Lightning callback that records what really trains into the run directory and its store.
 
 ``RunRecorder`` writes, on rank 0 only:
 
@@ -12,24 +12,21 @@
 * while running, a heartbeat: the ``running`` status rewritten every few seconds from a thread
   (:class:`~fnodiag.runs.Heartbeat`), so a reader can tell a dead process from a live one.
 
-``SafeCheckpoint`` is a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the
-last good ``best.ckpt`` / ``last.ckpt`` survive.
+The per-step values come from the system's explicit per-step record,
+:class:`fnodiag.training.step_record.StepRecord` (``pl_module.step_record``), read once per step.
 """
 from __future__ import annotations
 
 import os
-import platform
 import time
 
-import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import reference_quirks
 from fnodiag.data import describe_loader
-from fnodiag.models import count_parameters
 from fnodiag.runs import Heartbeat, RunDir, RunStore
+from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
 from fnodiag.training.live_capture import LiveCapture
 from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
@@ -37,62 +34,6 @@ from fnodiag.training.schedulers import MONITOR, describe_scheduler
 STATUS_EVERY_S = 2.0
 HISTORY_KEYS = ("train_loss", "val_loss", "val_amp_ssim", "val_phase_ssim", "val_amp_mae", "lr", "clip_fraction",
                 "grad_norm_preclip_median", "epoch_time_s")
-
-
-class SafeCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that stops saving once the system has diverged."""
-
-    def _should_skip_saving_checkpoint(self, trainer) -> bool:
-        return _diverged(trainer) or super()._should_skip_saving_checkpoint(trainer)
-
-    def on_train_end(self, trainer, pl_module):
-        # Lightning saves last.ckpt here when none was saved yet, bypassing the check above.
-        if not _diverged(trainer):
-            super().on_train_end(trainer, pl_module)
-
-
-def _diverged(trainer) -> bool:
-    return bool(getattr(trainer.lightning_module, "diverged", None))
-
-
-def versions() -> dict:
-    """Versions of the libraries that decide what trains."""
-    import fnodiag
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__,
-            "numpy": np.__version__, "fnodiag": fnodiag.__version__}
-
-
-def describe_clipping(trainer, system) -> dict:
-    """Clip algorithm and value as the Trainer and the system really apply them."""
-    if system.cfg.clip.algorithm == "agc":
-        return {"algorithm": "agc", "value": system.cfg.clip.value, "applied_by": "fnodiag.training.clipping.adaptive_clip_"}
-    if not trainer.gradient_clip_val:
-        return {"algorithm": "none", "value": None, "applied_by": None}
-    algo = trainer.gradient_clip_algorithm
-    algo = getattr(algo, "value", algo)
-    return {"algorithm": algo, "value": float(trainer.gradient_clip_val),
-            "applied_by": f"fnodiag.training.clipping.clip_{algo}_ with Trainer.gradient_clip_val"}
-
-
-def describe_generator(generator: torch.nn.Module) -> dict:
-    """Class, block class, channel schedule and parameter count of the generator that trains."""
-    layouts = sorted({m.layout for m in generator.modules() if hasattr(m, "layout") and isinstance(m.layout, str)})
-    modes = [m.modes for m in generator.modules() if hasattr(m, "modes_kept")]
-    scales = [m.layerscale for m in generator.modules() if isinstance(getattr(m, "layerscale", None), torch.nn.Parameter)]
-    return {"class": type(generator).__name__, "block_class": getattr(generator, "block_class", None),
-            "channels": list(getattr(generator, "channel_schedule", [])), "parameters": count_parameters(generator),
-            "spectral_layout": layouts[0] if len(layouts) == 1 else layouts,
-            "modes": max(modes) if modes else None,  # the bottleneck keeps modes // 2
-            "layerscale_init": float(scales[0].detach().flatten()[0]) if scales else None}  # γ before the first step
-
-
-def describe_best_checkpoint(trainer) -> dict:
-    """The criterion the live checkpoint callback chooses ``best.ckpt`` by (``monitor``, ``mode``)."""
-    cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    if cb is None:
-        return {"monitor": None, "mode": None}
-    return {"monitor": cb.monitor, "mode": cb.mode, "filename": cb.filename}
 
 
 def describe_capture(trainer) -> dict:
@@ -177,14 +118,12 @@ class RunRecorder(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
-        pl_module.step_values.clear()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        values = pl_module.step_values
-        if "loss" not in values or not trainer.is_global_zero:
+        record = pl_module.step_record  # fnodiag.training.step_record: filled by the system during the step
+        if not record.complete() or not trainer.is_global_zero:
             return
-        loss, pre, post = torch.stack([values[k].float().reshape(()).to(values["loss"].device)
-                                       for k in ("loss", "grad_norm_pre", "grad_norm_post")]).tolist()
+        loss, pre, post = record.to_host()
         clipped = float(post < pre * (1 - 1e-6))
         step = trainer.global_step - 1  # the optimizer step just taken, 0-based
         self.store.log_scalars(step, trainer.current_epoch, {
@@ -252,43 +191,3 @@ class RunRecorder(Callback):
 
 def _scalar(value) -> float:
     return float(value) if value is not None else float("nan")
-
-
-class SweepProgress(Callback):
-    """One line per finished epoch across a whole sweep: arm, seed, epoch, losses, time left.
-
-    The estimate of the time left is the mean epoch time so far times the epochs still to train
-    in the sweep (this run's and every later run's).
-    """
-
-    def __init__(self, total_epochs: int, echo=print):
-        self.remaining, self.echo = total_epochs, echo
-        self.label, self.epochs = "", 0
-        self._times: list[float] = []
-        self._t = 0.0
-
-    def skip(self, epochs: int) -> None:
-        self.remaining -= epochs
-
-    def start(self, label: str, epochs: int) -> None:
-        self.label, self.epochs = label, epochs
-
-    def on_train_start(self, trainer, pl_module):
-        # a resumed run has fewer epochs left to train than it has in total
-        self.remaining -= trainer.current_epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._t = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self._times.append(time.perf_counter() - self._t)
-        self.remaining -= 1
-        left = self.remaining * float(np.mean(self._times))
-        m = trainer.callback_metrics
-        self.echo(f"{self.label}: epoch {trainer.current_epoch + 1}/{self.epochs}  train {_scalar(m.get('train/loss')):.4f}"
-                  f"  val {_scalar(m.get(MONITOR)):.4f}  ~{_duration(left)} left in the sweep")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
