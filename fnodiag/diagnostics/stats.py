@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fnodiag.norms import norm_view, tensor_norms
+
 ACTIVATION_STATS = ("mean", "std", "abs_mean", "p50", "p95", "p99", "frac_near_zero",
                     "spatial_std", "min_channel_std", "low_freq_ratio", "nonfinite")
 BRANCH_STAT = "spectral_local_ratio"
@@ -237,24 +239,6 @@ def _named_params(model: nn.Module, by: str) -> tuple[list[str], list[Tensor], l
     return list(groups), [p for _, p in named], index
 
 
-def _as_real(t: Tensor) -> Tensor:
-    """Real view for the norm kernels: complex by its (re, im) pairs, low precision upcast."""
-    if t.is_complex():
-        return torch.view_as_real(t if t.dtype == torch.complex128 else t.to(torch.complex64))
-    return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)
-
-
-def _norms(tensors: list[Tensor]) -> list[Tensor]:
-    """L2 norm of each tensor (complex by magnitude) as 0-d float32 tensors, in one foreach call.
-
-    Complex tensors go through their real view (equal norm): torch's complex norm kernel is
-    ~30x slower on CPU, which made per-step norms of the spectral weights expensive.
-    """
-    if not tensors:
-        return []
-    return [n.to(torch.float32) for n in torch._foreach_norm([_as_real(t.detach()) for t in tensors])]
-
-
 def _group_norms(names: list[str], index: list[int], norms: list[Tensor | None], device) -> Tensor:
     """Combine per-tensor norms (None = missing) into per-group norms ``sqrt(sum n_i^2)``."""
     members: list[list[Tensor]] = [[] for _ in names]
@@ -292,7 +276,7 @@ def grad_norms(model: nn.Module, *, by: str = "module") -> tuple[list[str], Tens
     names, params, index = _named_params(model, by)
     present = [i for i, p in enumerate(params) if p.grad is not None]
     norms: list[Tensor | None] = [None] * len(params)
-    for i, n in zip(present, _norms([params[i].grad for i in present])):
+    for i, n in zip(present, tensor_norms([params[i].grad for i in present])):
         norms[i] = n
     return names, _group_norms(names, index, norms, _device(params))
 
@@ -307,7 +291,7 @@ def weight_norms(model: nn.Module, *, by: str = "module") -> tuple[list[str], Te
         ``(len(names),)`` float32 on the first parameter's device.
     """
     names, params, index = _named_params(model, by)
-    return names, _group_norms(names, index, _norms(params), _device(params))
+    return names, _group_norms(names, index, tensor_norms(params), _device(params))
 
 
 def snapshot_weights(model: nn.Module, out: list[Tensor] | None = None) -> list[Tensor]:
@@ -359,14 +343,14 @@ def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module",
         if b.shape != p.shape:
             raise ValueError(f"update_ratios: snapshot shape {tuple(b.shape)} != {tuple(p.shape)} of {pname!r}")
     device = _device(params)
-    old = _norms(before)
-    now = [_as_real(p.detach()) for p in params]
-    then = [_as_real(b.to(p.device)) for p, b in zip(params, before)]
+    old = tensor_norms(before)
+    now = [norm_view(p.detach()) for p in params]
+    then = [norm_view(b.to(p.device)) for p, b in zip(params, before)]
     if inplace:
         torch._foreach_sub_(then, now)  # then - now: same norm as now - then
-        diff = _norms(then)
+        diff = tensor_norms(then)
     else:
-        diff = _norms(torch._foreach_sub(now, then))
+        diff = tensor_norms(torch._foreach_sub(now, then))
     old_norms = _group_norms(names, index, old, device)
     ratios = _group_norms(names, index, diff, device) / old_norms
     return (names, ratios, old_norms) if with_norms else (names, ratios)

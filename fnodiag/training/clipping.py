@@ -2,8 +2,8 @@
 
 Pure functions on parameters; the Lightning system calls them from ``configure_gradient_clipping``
 with the thresholds the Trainer holds and records the global norm before and after clipping.
-Complex gradients (the spectral weights) are reduced through their real views: torch's complex
-norm kernel is ~30x slower on CPU (75 ms vs 2.5 ms per step for the stage-a generator), and
+Complex gradients (the spectral weights) are reduced and clipped through their real views
+(:mod:`fnodiag.norms`, which holds the norm kernels and the measured real-view speed-up);
 ``torch.nn.utils.clip_grad_value_`` refuses complex tensors.
 """
 from __future__ import annotations
@@ -13,24 +13,17 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from fnodiag.norms import global_norm, real_view
+
 
 def global_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
     """L2 norm over every gradient (complex gradients by magnitude), as a 0-d tensor on the grads' device.
 
-    No host synchronisation: the caller decides when to transfer.
+    No host synchronisation: the caller decides when to transfer (:func:`fnodiag.norms.global_norm`).
     """
-    grads = [_real(p.grad) for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    norms = torch._foreach_norm(grads, 2.0)
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
+    return global_norm([p.grad for p in params if p.grad is not None])
 
 
-def _real(t: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
-@torch.no_grad()
 def clip_norm_(params: Iterable[torch.Tensor], max_norm: float, total_norm: torch.Tensor) -> None:
     """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))`` in place (global-norm clipping).
 
@@ -69,10 +62,10 @@ def unitwise_norm(x: torch.Tensor, axis: int) -> torch.Tensor:
     reduced axes set to 1.
     """
     if x.ndim <= 1:
-        return torch.linalg.vector_norm(_real(x))
+        return torch.linalg.vector_norm(real_view(x))
     dims = tuple(d for d in range(x.ndim) if d != axis)
     if x.is_complex():
-        return torch.linalg.vector_norm(torch.view_as_real(x), dim=dims + (x.ndim,)).reshape(
+        return torch.linalg.vector_norm(real_view(x), dim=dims + (x.ndim,)).reshape(
             [1 if d in dims else s for d, s in enumerate(x.shape)])
     return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
 
@@ -105,4 +98,4 @@ def clip_value_(params: Iterable[torch.Tensor], value: float) -> None:
     """
     for p in params:
         if p.grad is not None:
-            _real(p.grad).clamp_(-value, value)
+            real_view(p.grad).clamp_(-value, value)
