@@ -2,7 +2,8 @@
 
 :func:`capture_checkpoint` (no Panel) loads the generator with
 :func:`fnodiag.diagnostics.capture.load_generator` (torch only, never Lightning), runs it over the
-first test patches of the run's dataset and returns one row per layer. The view runs it through
+first test patches of the run's dataset (read from the cache the run trained on; the server never
+simulates or writes a dataset: a missing one is refused with a message) and returns one row per layer. The view runs it through
 ``run_in_executor`` from an async callback, so the page and the live plots stay responsive.
 """
 from __future__ import annotations
@@ -31,12 +32,16 @@ def capture_checkpoint(root, entry: RunEntry, name: str, *, samples: int = 4) ->
     DataFrame, one row per layer (network order), one column per statistic.
     """
     from fnodiag.diagnostics.capture import capture, load_generator
-    from fnodiag.simulate import load_or_simulate
+    from fnodiag.simulate import cached_dataset, dataset_key
 
     path = checkpoint_path(root, entry, name)
     generator, cfg, _ = load_generator(path)
-    cache = inside(root, entry.run.path.parent / "datasets")  # the sweep's (or runs folder's) shared cache
-    data = load_or_simulate(cfg.data, cache)
+    cache = entry.run.dataset_cache()  # the cache the run trained on (fnodiag.runs.RunDir.dataset_cache)
+    data = cached_dataset(cfg.data, cache)  # read only: the server never simulates or writes a dataset
+    if data is None:
+        raise FileNotFoundError(f"the run's dataset {str(cache / dataset_key(cfg.data))!r} is missing and the dashboard "
+                                f"does not simulate: run `fnodiag capture --checkpoint {path} --output DIR` "
+                                "(it recreates the dataset there), then capture again")
     x = np.ascontiguousarray(data.test.diffraction[:samples, None], dtype=np.float32)
     report = capture(generator, x, batch_size=len(x))
     frame = pd.DataFrame.from_dict(report["per_layer"], orient="index")

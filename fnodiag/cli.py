@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="samples per forward call (default: 1)")
     p.add_argument("--max-samples", type=int, default=1, help="use the first M samples (default: 1)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--cache-dir", help="dataset cache (default: the run's runs-folder datasets/, else ./datasets)")
+    p.add_argument("--cache-dir", help="dataset cache (default: the one the run trained on, recorded in its effective_config.json, "
+                   "else its runs folder's datasets/, else ./datasets)")
     p.add_argument("--output", required=True, help="folder for the JSON report")
     p.add_argument("--output-json-name", default="activation_report.json",
                    help="report file name, so several captures share a folder (default: activation_report.json)")
@@ -289,7 +290,7 @@ def _cmd_capture(args) -> int:
     from fnodiag.diagnostics.capture import (CaptureError, capture, load_generator, read_inputs, summary,
                                              summary_lines, write_report)
     from fnodiag.diagnostics.checkpoint import reference_dataset
-    from fnodiag.runs import ensure_writable_dir
+    from fnodiag.runs import RunDir, ensure_writable_dir
     from fnodiag.simulate import load_or_simulate
 
     if args.batch_size < 1 or args.max_samples < 1:
@@ -308,7 +309,7 @@ def _cmd_capture(args) -> int:
         ckpt = Path(args.checkpoint).resolve()
         run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         beside = own and (run_root / "config.json").is_file()
-        cache = args.cache_dir or (run_root.parent / "datasets" if beside else "datasets")
+        cache = args.cache_dir or (RunDir(run_root).dataset_cache() if beside else "datasets")
         data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
         x = getattr(data, args.split).diffraction[:, None]
         info["input"] = f"dataset {data.key} ({args.split} split)"

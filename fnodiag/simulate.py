@@ -426,26 +426,40 @@ def load_dataset(path) -> GridLinesData:
                          stats=meta.get("stats", {}), fingerprint=meta.get("fingerprint", {}), **common)
 
 
+def cached_dataset(cfg: DataConfig, cache_dir) -> GridLinesData | None:
+    """The dataset for ``cfg`` already in ``<cache_dir>/<dataset_key(cfg)>``, or None; reads only, never writes.
+
+    None when the folder is missing or empty, when the set is damaged or truncated, or when it was
+    made with another configuration (each but the first with a ``warnings.warn`` naming it).
+    """
+    cfg.validate()
+    key = dataset_key(cfg)
+    d = Path(cache_dir) / key
+    if not (d.is_dir() and any(d.iterdir())):
+        return None
+    try:
+        data = load_dataset(d)
+    except ValueError as exc:
+        warnings.warn(f"cached dataset is damaged, regenerating it: {exc}", stacklevel=2)
+        return None
+    if data.config == cfg and data.key == key:
+        return data
+    warnings.warn(f"cached dataset at {str(d)!r} was made with another configuration; regenerating it", stacklevel=2)
+    return None
+
+
 def load_or_simulate(cfg: DataConfig, cache_dir) -> GridLinesData:
     """The dataset for ``cfg`` from ``<cache_dir>/<dataset_key(cfg)>``, simulated and cached if needed.
 
     A cached set is reused only if its stored configuration equals ``cfg``; a damaged,
     truncated or foreign set is reported with ``warnings.warn`` and regenerated.
     """
-    cfg.validate()
-    key = dataset_key(cfg)
-    d = Path(cache_dir) / key
-    if d.exists() and any(d.iterdir()):
-        try:
-            data = load_dataset(d)
-        except ValueError as exc:
-            warnings.warn(f"cached dataset is damaged, regenerating it: {exc}", stacklevel=2)
-            _remove_stale_tmp(d)
-        else:
-            if data.config == cfg and data.key == key:
-                return data
-            warnings.warn(f"cached dataset at {str(d)!r} was made with another configuration; regenerating it",
-                          stacklevel=2)
+    data = cached_dataset(cfg, cache_dir)
+    if data is not None:
+        return data
+    d = Path(cache_dir) / dataset_key(cfg)
+    if d.is_dir():
+        _remove_stale_tmp(d)
     data = simulate(cfg)
     save_dataset(data, d)
     return data

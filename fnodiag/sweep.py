@@ -329,7 +329,7 @@ def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> N
     from fnodiag.simulate import load_or_simulate
 
     cfg = run.read_config()
-    data = load_or_simulate(cfg.data, run.path.parent / "datasets")
+    data = load_or_simulate(cfg.data, run.dataset_cache())
     x = data.test.diffraction[:n_samples, None]
     for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path)):
         if path.is_file():

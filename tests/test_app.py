@@ -316,3 +316,24 @@ def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
     view.optimizer, view.scheduler, view.arch = "dummy_opt", "dummy_sched", "dummy_arch"
     args = view.form_args()
     assert args[args.index("--optimizer") + 1] == "dummy_opt" and args[args.index("--arch") + 1] == "dummy_arch"
+
+
+def test_checkpoint_capture_reads_the_runs_own_dataset_and_never_simulates(runs, dataset_cache, tmp_path):
+    from app.checkpoint import capture_checkpoint
+
+    entry = scan(runs).entries("sw")[0]
+    assert entry.run.dataset_cache() == dataset_cache.resolve()  # recorded by training (--cache-dir / cache_dir=)
+    frame = capture_checkpoint(runs, entry, "last", samples=2)
+    assert len(frame) > 3 and np.isfinite(frame["spatial_std"]).all()
+    assert not (runs / "sw" / "datasets").exists() and not (runs / "datasets").exists()
+    effective = entry.run.read_json("effective_config.json")
+    empty = tmp_path / "nowhere"
+    effective["data"]["cache_dir"] = str(empty)
+    entry.run.write_json("effective_config.json", effective)
+    try:
+        with pytest.raises(FileNotFoundError, match="missing and the dashboard does not simulate"):
+            capture_checkpoint(runs, entry, "last", samples=2)
+        assert not empty.exists()  # nothing written by the server
+    finally:
+        effective["data"]["cache_dir"] = str(dataset_cache.resolve())
+        entry.run.write_json("effective_config.json", effective)

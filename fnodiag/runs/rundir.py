@@ -174,6 +174,18 @@ class RunDir:
                                     "(create one with RunDir.create)")
         return RunConfig.load(self.config_path)
 
+    def dataset_cache(self) -> Path:
+        """The dataset cache folder this run trained on: the one rule every reader follows.
+
+        ``effective_config.json`` ``data.cache_dir`` (recorded by training, so a run trained with
+        ``--cache-dir`` is captured on its own data), else the runs folder's ``datasets/`` (the
+        default of ``fnodiag train`` and of a sweep). The dataset itself is ``<cache>/<data.key>``.
+        """
+        effective = self.read_json("effective_config.json", default=None)
+        data = effective.get("data") if isinstance(effective, dict) else None
+        recorded = data.get("cache_dir") if isinstance(data, dict) else None
+        return Path(recorded) if recorded else self.path.parent / "datasets"
+
     def write_status(self, state: str, *, step: int, epoch: int, message: str = "") -> dict:
         """Write ``status.json``: state, step, epoch, ISO-8601 UTC ``updated``, the writer's ``host`` and
         ``pid``, message; returns what was written. ``updated`` is the heartbeat

@@ -151,7 +151,7 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     system.set_val_reference(data.test.objects[0], grid=data.test.grid, stride=data.test.stride, norm=data.test.norm_Y_I)
     datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=val_batch_size(cfg.train),
                                      num_workers=cfg.train.num_workers, keep_partial_batch=cfg.train.keep_partial_batch)
-    data_info = {"key": data.key, "N": cfg.data.N, "n_train": len(data.train.diffraction),
+    data_info = {"key": data.key, "cache_dir": str(cache_dir.resolve()), "N": cfg.data.N, "n_train": len(data.train.diffraction),
                  "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint}
     callbacks = list(extra_callbacks)
     if cfg.train.capture_every > 0:
