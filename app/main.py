@@ -11,11 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `fnodiag` from the checkout
+import panel as pn
 
-import panel as pn  # noqa: E402
-
-from app.dashboard import TICK_MS, Dashboard  # noqa: E402
+from app.dashboard import TICK_MS, Dashboard
 
 
 def runs_folder(argv: list[str]) -> Path:

@@ -36,10 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fnodiag.config import RunConfig  # noqa: E402
-from fnodiag.runs import RunDir, RunStore, StoreReader  # noqa: E402
+from fnodiag.config import RunConfig
+from fnodiag.runs import RunDir, RunStore, StoreReader
 
 ACT_STATS = ("spatial_std", "std", "abs_mean", "nonfinite")
 

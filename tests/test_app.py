@@ -6,18 +6,15 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
-
-from app.catalog import SINGLE, checkpoint_path, inside, scan  # noqa: E402
-from app.dashboard import Dashboard  # noqa: E402
-from app.launch import Launcher  # noqa: E402
-from app.store import DashboardStore  # noqa: E402
-from fnodiag.runs import RunStore  # noqa: E402
+from app.catalog import SINGLE, checkpoint_path, inside, scan
+from app.dashboard import Dashboard
+from app.launch import Launcher
+from app.store import DashboardStore
+from fnodiag.runs import RunStore
 
 TRAIN_FLAGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
                "--batch-size", "8", "--accelerator", "cpu", "--capture-every", "1"]
@@ -160,7 +157,7 @@ def test_a_long_live_session_rebins_its_figures(runs, monkeypatch):
     assert rebuilt.tail.reader.last_step() == last + 12
 
 
-def test_checkpoint_capture_in_worker_thread(runs):
+def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     dash = Dashboard(runs)
     view = dash.checkpoint
     assert view.image.object is not None and view.image.object.endswith("recon.png")
@@ -169,11 +166,14 @@ def test_checkpoint_capture_in_worker_thread(runs):
     assert view.result is not None and "spatial_std" in view.result.columns
     assert view.result["layer"].iloc[0] == "lifter" and len(view.table.value) == len(view.result)
     assert view.bars.object is not None and "Capture failed" not in view.status.object
-    assert "lightning" not in sys.modules or "app" in sys.modules  # capture path imports torch only
-    code = ("import sys; sys.path.insert(0, %r); import app.dashboard, app.checkpoint, app.main; "
-            "print('lightning' in sys.modules)") % str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    # the dashboard and its capture path import torch only, never Lightning: a fresh process, from
+    # another folder (``app`` is importable because it is installed), with a capture actually run
+    code = ("import sys, asyncio, app.dashboard, app.main\n"
+            "from app.checkpoint import capture_checkpoint\nfrom app.catalog import scan\n"
+            "capture_checkpoint(%r, scan(%r).entries('sw')[0], 'last', samples=1)\n"
+            "print('torch' in sys.modules, 'lightning' in sys.modules)") % (str(runs), str(runs))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "True False", out.stderr[-2000:]
 
 
 def test_launch_and_stop_records_interrupted(tmp_path):

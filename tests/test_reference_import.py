@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
-
-from fnodiag.cli import main  # noqa: E402
-from fnodiag.runs import RunDir, StoreReader  # noqa: E402
-from reference_arm import ARCH, EPOCHS, LR, STEPS, build_reference_arm, csv_rows  # noqa: E402
+from fnodiag.cli import main
+from fnodiag.runs import RunDir, StoreReader
+from reference_arm import ARCH, EPOCHS, LR, STEPS, build_reference_arm, csv_rows
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
-
-from fnodiag.audit import audit_run, lookup  # noqa: E402
-from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, main  # noqa: E402
-from fnodiag.config import DataConfig, RunConfig  # noqa: E402
-from fnodiag.runs import RunDir  # noqa: E402
-from fnodiag.simulate import dataset_key  # noqa: E402
+from fnodiag.audit import audit_run, lookup
+from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, main
+from fnodiag.config import DataConfig, RunConfig
+from fnodiag.runs import RunDir
+from fnodiag.simulate import dataset_key
 
 PROBE = "PROBE"  # replaced by a probe file written by the test
 G = "optimizer.param_groups[0]"

@@ -193,7 +193,6 @@ def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path,
     import time
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
     from app.catalog import scan, summarize
 
     definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 3, "train.capture_every": 0})
