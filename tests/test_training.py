@@ -202,6 +202,22 @@ def test_exponential_and_plateau_schedules(tiny_cfg, dataset_cache, tmp_path):
     assert eff["scheduler"]["class"] == "ReduceLROnPlateau" and eff["scheduler"]["monitor"] == "val/loss"
 
 
+def test_plateau_schedule_reduces_the_lr_on_a_plateau():
+    """Driven by a validation loss that stops improving: factor after ``patience`` bad epochs, floored at min_lr."""
+    from fnodiag.config import ScheduleConfig
+    from fnodiag.training.schedulers import MONITOR, build_scheduler
+
+    cfg = ScheduleConfig(name="plateau", plateau_factor=0.5, plateau_patience=1, plateau_min_lr=2e-3)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-2)
+    entry = build_scheduler(opt, cfg, total_epochs=10)
+    assert entry["monitor"] == MONITOR and entry["interval"] == "epoch"
+    lrs = []
+    for val_loss in (1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4):
+        entry["scheduler"].step(val_loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3, 2.5e-3, 2.5e-3, 2e-3, 2e-3, 2e-3])
+
+
 def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_cfg, dataset_cache, tmp_path, monkeypatch):
     bad_step = STEPS_PER_EPOCH + 3  # inside the second epoch
     original = ReconstructionSystem.physics_loss
