@@ -14,13 +14,12 @@ store never block the training process that writes it.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import holoviews as hv
 from bokeh.models import ColorMapper, Range1d
 
-from fnodiag.plots import heatmap_frame
+from fnodiag.plots import bin_steps, heatmap_frame
 from fnodiag.runs import LayerMatrix, RunDir, StoreReader
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0))
@@ -195,17 +194,11 @@ class LiveLayers:
     def _heat(self, steps, values) -> int:
         self._pending_steps.append(np.asarray(steps))
         self._pending_values.append(values)
-        s, v = np.concatenate(self._pending_steps), np.concatenate(self._pending_values, axis=1)
-        full = (len(s) // self.stride) * self.stride
-        if full == 0:
+        steps, values = np.concatenate(self._pending_steps), np.concatenate(self._pending_values, axis=1)
+        s, v, used = bin_steps(steps, values, self.stride, partial=False)  # the static heatmap's binning, full bins
+        self._pending_steps, self._pending_values = [steps[used:]], [values[:, used:]]
+        if not len(s):
             return 0
-        self._pending_steps, self._pending_values = [s[full:]], [v[:, full:]]
-        s, v = s[:full], v[:, :full]
-        if self.stride > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin stays NaN
-                v = np.nanmean(v.reshape(len(self.layers), -1, self.stride), axis=2)
-            s = s[self.stride - 1::self.stride]
         frame = heatmap_frame(self.layers, s, v, start=self.right)
         self.right = float(s[-1]) + 0.5
         self.columns += len(s)

@@ -10,9 +10,9 @@ summarise, so a live tail appends cells without redrawing the old ones (see
 :func:`heatmap_frame` ``start``), and a long run is shown as at most ``max_steps`` columns: each
 column is the NaN-mean of ``stride`` consecutive logged steps (:func:`downsample_steps`).
 
-Streaming variants (:func:`stream_heatmap`, :func:`stream_lines`) wrap the same elements in a
-``DynamicMap`` over an ``hv.streams.Buffer`` of a ``pandas.DataFrame``; ``Buffer.send`` of new
-rows then sends only those rows to the browser (Bokeh ``ColumnDataSource.stream``).
+Live plots stream new rows into these same elements once rendered: one mechanism,
+``app.live.LiveFigure`` (``ColumnDataSource.stream`` of :func:`heatmap_frame` rows and new points),
+binned by :func:`bin_steps` like the static heatmap.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import pandas as pd
 if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded yet: default to bokeh options
     hv.Store.set_current_backend("bokeh")
 
-__all__ = ["downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
-           "layer_lines", "lines_frame", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "layer_bars", "ssim_bars",
-           "arms_frame", "arms_table", "stream_heatmap", "stream_lines", "log_ticks", "HEATMAP_COLUMNS"]
+__all__ = ["bin_steps", "downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
+           "layer_lines", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "layer_bars", "ssim_bars",
+           "arms_frame", "arms_table", "log_ticks", "HEATMAP_COLUMNS"]
 
 HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
 PALETTE = hv.Cycle("Category10").values
@@ -78,8 +78,41 @@ LEGEND = {"label_text_font_size": "8pt", "glyph_height": 12, "label_height": 12,
           "margin": 4}
 
 
+def bin_steps(steps, values, stride: int, *, partial: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """NaN-mean of consecutive groups of ``stride`` steps: the one binning of every heatmap (static and live).
+
+    Parameters
+    ----------
+    steps : (STEP,) int
+    values : (LAYER, STEP) float
+    stride : int
+        Steps per column (1: nothing binned).
+    partial : bool
+        Keep a last, incomplete group as a column (a finished plot); False leaves it out (a live
+        plot bins it once ``stride`` steps have arrived).
+
+    Returns
+    -------
+    (steps (COL,) int64, values (LAYER, COL) float64, used int)
+        Column ``j`` holds the NaN-mean of steps ``j*stride ... (j+1)*stride - 1`` and is labelled by
+        the last of them; ``used`` is how many input steps the columns cover (the rest are pending).
+    """
+    steps, values = np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
+    n, stride = len(steps), max(1, int(stride))
+    if stride == 1:
+        return steps, values, n
+    cols = -(-n // stride) if partial else n // stride
+    used = min(cols * stride, n)
+    v = np.concatenate([values[:, :used], np.full((values.shape[0], cols * stride - used), np.nan)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin stays NaN
+        binned = np.nanmean(v.reshape(values.shape[0], cols, stride), axis=2)
+    last = np.minimum(np.arange(1, cols + 1) * stride, n) - 1
+    return steps[last], binned, used
+
+
 def downsample_steps(steps, values, max_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Bin a (LAYER, STEP) matrix to at most ``max_steps`` columns.
+    """Bin a (LAYER, STEP) matrix to at most ``max_steps`` columns (:func:`bin_steps`).
 
     Parameters
     ----------
@@ -94,19 +127,10 @@ def downsample_steps(steps, values, max_steps: int) -> tuple[np.ndarray, np.ndar
         Column ``j`` holds the NaN-mean of steps ``j*stride ... (j+1)*stride - 1`` and is labelled
         by the last of them; ``stride`` is 1 when nothing was binned.
     """
-    steps, values = np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
     n = len(steps)
-    if max_steps <= 0 or n <= max_steps:
-        return steps, values, 1
-    stride = -(-n // max_steps)
-    cols = -(-n // stride)
-    pad = cols * stride - n
-    v = np.concatenate([values, np.full((values.shape[0], pad), np.nan)], axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin stays NaN
-        binned = np.nanmean(v.reshape(values.shape[0], cols, stride), axis=2)
-    last = np.minimum(np.arange(1, cols + 1) * stride, n) - 1
-    return steps[last], binned, stride
+    stride = 1 if max_steps <= 0 or n <= max_steps else -(-n // max_steps)
+    s, v, _ = bin_steps(steps, values, stride)
+    return s, v, stride
 
 
 def pick_layers(layers: Sequence[str], k: int, *, must: Sequence[str | None] = ()) -> list[int]:
@@ -220,12 +244,6 @@ def collapse_marks(layers: Sequence[str], collapse: Mapping | None) -> hv.Overla
                                 label=f"earliest: {layer}").opts(marker="star", size=16, color="red",
                                                                   line_color="white"))
     return hv.Overlay(marks)
-
-
-def lines_frame(layers: Sequence[str], steps, values) -> pd.DataFrame:
-    """Wide table ``step, L0, L1, ...`` (column ``L<i>`` is ``layers[i]``) for :func:`stream_lines`."""
-    values = np.asarray(values, dtype=np.float64).reshape(len(layers), -1)
-    return pd.DataFrame({"step": np.asarray(steps, dtype=np.float64), **{f"L{i}": values[i] for i in range(len(layers))}})
 
 
 def _depth_colors(n: int) -> list[str]:
@@ -408,30 +426,3 @@ def arms_table(rows: Sequence[Mapping]) -> hv.Table:
     """:func:`arms_frame` as an ``hv.Table``."""
     frame = arms_frame(rows).astype(object).where(lambda d: d.notna(), "")
     return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(width=900, height=40 + 25 * max(len(frame), 1))
-
-
-# -- streaming variants (notebooks; the app streams into the rendered Bokeh sources directly) --------------------
-
-def stream_heatmap(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str, log: bool = False,
-                   clim: tuple[float, float] | None = None, title: str = "") -> hv.DynamicMap:
-    """A live heatmap: ``DynamicMap`` of Rectangles over a Buffer of :func:`heatmap_frame` rows.
-
-    Create the buffer as ``hv.streams.Buffer(heatmap_frame(...), length=0, index=False)`` and
-    ``buffer.send(heatmap_frame(layers, new_steps, new_values, start=<last x1>))``: only the new
-    rectangles travel to the browser.
-    """
-    def draw(data):
-        return _heatmap_element(data, layers, stat, log, clim or color_limits(data["value"], log), title)
-    return hv.DynamicMap(draw, streams=[buffer])
-
-
-def stream_lines(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str, log: bool = False,
-                 title: str = "") -> hv.DynamicMap:
-    """Live per-layer lines: ``DynamicMap`` of an Overlay of Curves over a Buffer of :func:`lines_frame` rows."""
-    colors = _depth_colors(len(layers))
-
-    def draw(data):
-        curves = [hv.Curve(data, "step", hv.Dimension(f"L{i}", label=stat), label=name).opts(color=colors[i])
-                  for i, name in enumerate(layers)]
-        return hv.Overlay(curves).opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280)
-    return hv.DynamicMap(draw, streams=[buffer])

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from app.catalog import SINGLE, checkpoint_path, inside, scan
@@ -337,3 +338,54 @@ def test_checkpoint_capture_reads_the_runs_own_dataset_and_never_simulates(runs,
     finally:
         effective["data"]["cache_dir"] = str(dataset_cache.resolve())
         entry.run.write_json("effective_config.json", effective)
+
+
+def test_live_heatmap_bins_new_steps_as_the_static_heatmap_does():
+    from app.live import LiveLayers
+    from fnodiag import plots
+
+    class Sink:
+        frames = []
+
+        def stream_rects(self, frame, label=""):
+            self.frames.append(frame)
+            return len(frame)
+
+    layers = ["a", "b"]
+    steps = np.arange(11) * 2
+    values = np.vstack([np.arange(11.0), np.where(np.arange(11) % 4 == 0, np.nan, 1.0)])
+    live = LiveLayers(None, "act", "std", layers, [], 3, heatmap=Sink(), lines=None)
+    for lo, hi in ((0, 2), (2, 7), (7, 11)):  # new rows arrive in uneven chunks
+        live._heat(steps[lo:hi], values[:, lo:hi])
+    s, v, stride = plots.downsample_steps(steps, values, 4)
+    got = pd.concat(Sink.frames)
+    assert stride == 3 and live.columns == 3 and len(live._pending_steps[0]) == 2  # 3 full bins, 2 steps pending
+    for i, name in enumerate(layers):
+        rows = got[got["layer"] == name]
+        np.testing.assert_allclose(rows["value"], v[i, :3])
+        assert rows["step"].tolist() == s[:3].tolist()
+
+
+def test_live_figure_streams_only_new_rows_into_the_rendered_plots(monkeypatch):
+    from bokeh.models import ColumnDataSource
+
+    from app.live import LiveFigure
+    from fnodiag import plots
+
+    streamed = []
+    original = ColumnDataSource.stream
+    monkeypatch.setattr(ColumnDataSource, "stream", lambda self, data, rollover=None, **kw: (
+        streamed.append({k: len(v) for k, v in data.items()}), original(self, data, rollover, **kw))[1])
+    layers, steps = ["a", "b", "c"], np.arange(6)
+    values = np.arange(18.0).reshape(3, 6) + 1
+    heat = LiveFigure(plots.layer_heatmap(layers, steps, values, stat="std"))
+    rect = heat.source("", "Rectangles")
+    before = len(rect.data["color"])
+    new = plots.heatmap_frame(layers, [6], np.full((3, 1), 100.0), start=5.5)
+    assert heat.stream_rects(new) == 3
+    assert streamed == [{k: 3 for k in rect.data}] and len(rect.data["color"]) == before + 3 == 21
+    assert list(rect.data["color"][-3:]) == [100.0] * 3 and max(m.high for m in heat.mappers) == 100.0
+    lines = LiveFigure(plots.layer_lines(layers, steps, values, stat="std"))
+    streamed.clear()
+    assert lines.stream_xy("a", [6, 7], [5.0, np.nan], kinds=("Curve",)) == 1  # non-finite points are not sent
+    assert streamed == [{k: 1 for k in lines.source("a").data}]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 
 import pytest
@@ -102,11 +103,19 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_definition, tmp_path, monkeypatch
     assert rows["stable_sgd-s7"]["momentum"] == 0.9 and rows["stable_sgd-s7"]["nesterov"] is True
     for row in rows.values():
         assert row["state"] == "finished" and row["epochs"] == "2/2"
-        for key in ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "best_phase_ssim",
-                    "last_phase_ssim", "best_amp_mae", "last_amp_mae", "collapse", "onset_step", "earliest_layer",
-                    "wall_time_s", "last_output_spatial_std"):
-            assert key in row
-        assert row["wall_time_s"] > 0 and row["last_output_spatial_std"] > 0
+        run_dir = out / row["run"]  # every value is the one in the run's own files
+        val = json.loads((run_dir / "history.json").read_text())["val_loss"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        collapse = json.loads((run_dir / "collapse.json").read_text())
+        last_capture = json.loads((run_dir / "capture" / "last.json").read_text())
+        assert len(val) == 2 and row["best_val_loss"] == min(val) and row["final_val_loss"] == val[-1]
+        for tag in ("best", "last"):
+            for k in ("amp_ssim", "phase_ssim", "amp_mae"):
+                assert row[f"{tag}_{k}"] == metrics[tag][k] and math.isfinite(row[f"{tag}_{k}"])
+        assert (row["collapse"], row["onset_step"], row["earliest_layer"]) == (
+            collapse["verdict"], collapse["onset_step"], collapse["earliest_layer"])
+        assert row["last_output_spatial_std"] == last_capture["per_layer"]["output"]["spatial_std"] > 0
+        assert row["wall_time_s"] == json.loads((run_dir / "effective_config.json").read_text())["wall_time_s"] > 0
     assert set(summary["arms"]) == {"control", "stable_sgd"}
     assert summary["arms"]["control"]["n_done"] == 1 and summary["arms"]["control"]["final_val_loss"]["n"] == 1
     assert summary["warnings"] == []
