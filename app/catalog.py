@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fnodiag.runs import RunDir, list_runs
 from fnodiag.selection import best_epochs
+from fnodiag.summary import read_outcome
 
 SINGLE = "(single runs)"
 CHECKPOINTS = ("best", "last")
@@ -163,8 +164,8 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def describe_optimizer(effective: dict, config) -> tuple[str, float | None]:
-    """``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)`` from effective_config.json (config as fallback)."""
+def optimizer_label(effective: dict, config) -> tuple[str, float | None]:
+    """The overview's optimizer label and base lr, ``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)`` from effective_config.json (config as fallback)."""
     opt = effective.get("optimizer") or {}
     groups = opt.get("param_groups") or [{}]
     g = groups[0]
@@ -224,27 +225,23 @@ def summarize(entry: RunEntry) -> dict:
         config = run.read_config()
     except (ValueError, TypeError, KeyError):
         config = None
-    effective = run.read_json("effective_config.json", {}) or {}
-    status = run.read_status() or {}
+    outcome = read_outcome(run)  # the sweep summary's reading of the same files (fnodiag.summary)
+    rec = outcome["records"]
+    effective, status, history = rec["effective"], rec["status"] or {}, rec["history"]
     epochs = effective.get("max_epochs") or (config.train.epochs if config else None)
-    state = status.get("state", "starting")
-    collapse = run.read_json("collapse.json", {}) or {}
-    history = run.read_history() or {}
-    metrics = run.read_metrics() or {}
-    val = [v for v in (_finite(x) for x in history.get("val_loss", [])) if v is not None]
-    optimizer, lr = describe_optimizer(effective, config)
-    verdict = collapse.get("verdict")
+    state = outcome["state"] or "starting"
+    optimizer, lr = optimizer_label(effective, config)
+    verdict = outcome["collapse"]
     row.update({
         "state": "collapsed" if verdict == "collapsed" and state == "finished" else state,
         "progress": round(min(1.0, (status.get("epoch") or 0) / epochs), 3) if epochs else 0.0,
         "epoch": status.get("epoch"), "step": status.get("step"), "message": status.get("message", ""),
         "optimizer": optimizer, "lr": lr,
-        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
-        "amp_ssim_best": _finite((metrics.get("best") or {}).get("amp_ssim")),
-        "amp_ssim_last": _finite((metrics.get("last") or {}).get("amp_ssim")),
+        "best_val_loss": outcome["best_val_loss"], "final_val_loss": outcome["final_val_loss"],
+        "amp_ssim_best": _finite(outcome["best_amp_ssim"]), "amp_ssim_last": _finite(outcome["last_amp_ssim"]),
         "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
-        "collapse": verdict or "", "onset_step": collapse.get("onset_step"),
-        "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
+        "collapse": verdict or "", "onset_step": outcome["onset_step"],
+        "earliest_layer": outcome["earliest_layer"], "earliest_step": outcome["earliest_step"],
         **best_columns(history, effective, config.to_dict() if config else None),
         "config_warnings": config_warnings(run),
     })

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import param
 
+from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 from app.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
 
-DEFAULT_ACT_STATS = ["spatial_std", "std", "abs_mean", "mean", "p50", "p95", "p99", "frac_near_zero",
-                     "min_channel_std", "low_freq_ratio", "nonfinite", "spectral_local_ratio"]
+# the recorder's statistic names (the store contract), spatial_std first: the collapse signal
+DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]
 MAX_DEFAULT_ARMS = 4
 
 

@@ -46,7 +46,6 @@ from fnodiag.runs import RunDir
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
 SCHEDULES = {"Default": "constant", "Exponential": "exponential", "WarmupCosine": "warmup_cosine",
              "ReduceLROnPlateau": "plateau"}
-OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 # reference config key -> fnodiag setting
 CONFIG_MAP = {"architecture": "model.arch", "N": "data.N", "fno_modes": "model.modes", "fno_width": "model.width",
               "fno_blocks": "model.blocks", "max_hidden_channels": "model.channel_cap", "seed": "train.seed",
@@ -307,6 +306,8 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
 
 def _effective(cfg: RunConfig, ref: dict, epochs: int) -> dict:
     """What the reference asked for, in fnodiag's effective_config layout (it recorded nothing effective)."""
+    from fnodiag.training.optimizers import OPTIMIZERS, optimizer_class  # the registry names the class (torch)
+
     o = cfg.optim
     group = {"lr": o.lr, "weight_decay": o.weight_decay}
     if o.name == "sgd":
@@ -315,7 +316,7 @@ def _effective(cfg: RunConfig, ref: dict, epochs: int) -> dict:
         group["betas"] = [o.beta1, o.beta2]
     return {"kind": "reference-import", "source": "the reference's config.json (requested values: the reference "
                                                    "recorded no effective configuration; the CSV holds the realised LR)",
-            "optimizer": {"class": OPTIMIZER_CLASSES.get(o.name, o.name), "param_groups": [group]},
+            "optimizer": {"class": optimizer_class(o.name) if o.name in OPTIMIZERS else o.name, "param_groups": [group]},
             "scheduler": {"name": cfg.schedule.name, "frozen": cfg.schedule.frozen, "requested": ref.get("scheduler")},
             "grad_clip": {"algorithm": cfg.clip.algorithm, "value": cfg.clip.value if cfg.clip.algorithm != "none" else None},
             "generator": {"class": cfg.model.arch, "block_class": None, "spectral_layout": "reference"},

@@ -30,11 +30,22 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) -> dict:
-    """One run's row: what trained (effective configuration), how it ended, its scores.
+SCORES = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")
 
-    ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
-    ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.audit.audit_run` finds.
+
+def read_outcome(run: RunDir) -> dict:
+    """What a run's records say about what trained and how it ended: the one reading shared by the
+    sweep summary (:func:`run_row`) and the dashboard's overview rows (``app.catalog.summarize``).
+
+    Returns
+    -------
+    dict
+        ``records``: the parsed ``status`` (None before one was written), ``effective``, ``history``,
+        ``metrics`` and ``collapse`` files ({} when absent); and the values ``state`` (None before a
+        status), ``optimizer`` (the class that trained), ``lr`` (the base lr of group 0),
+        ``best_val_loss`` / ``final_val_loss`` (over finite epochs), ``best_<score>`` / ``last_<score>``
+        for :data:`SCORES`, ``collapse`` (the verdict), ``onset_step``, ``earliest_layer``,
+        ``earliest_step``, ``learned_then_collapsed``.
     """
     status = run.read_status() if run.status_path.is_file() else None
     eff = run.read_json("effective_config.json", default={}) or {}
@@ -44,25 +55,46 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
     val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
     best, last = metrics.get("best") or {}, metrics.get("last") or {}
+    return {
+        "records": {"status": status, "effective": eff, "history": hist, "metrics": metrics, "collapse": collapse},
+        "state": (status or {}).get("state"),
+        "optimizer": (eff.get("optimizer") or {}).get("class"), "lr": group.get("initial_lr", group.get("lr")),
+        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
+        **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last)) for k in SCORES},
+        "collapse": collapse.get("verdict"), "onset_step": collapse.get("onset_step"),
+        "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
+        "learned_then_collapsed": collapse.get("learned_then_collapsed"),
+    }
+
+
+def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) -> dict:
+    """One run's row: what trained (effective configuration), how it ended, its scores.
+
+    ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
+    ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.audit.audit_run` finds.
+    """
+    outcome = read_outcome(run)
+    rec = outcome["records"]
+    status, eff, hist, collapse = rec["status"], rec["effective"], rec["history"], rec["collapse"]
+    group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
     captures = {tag: run.read_json(f"capture/{tag}.json", default={}) or {} for tag in ("best", "last")}
     origin = run.read_origin() if run.config_path.is_file() else None
     kind = origin["kind"] if origin else "fnodiag"
     cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
     return {
         "run": run.path.name, "arm": arm, "seed": seed, "origin": kind,
-        "state": (status or {}).get("state", "not started"),
+        "state": outcome["state"] or "not started",
         "epochs": f"{len(hist.get('train_loss', []))}/{cfg.get('train', {}).get('epochs', '?')}",
-        "optimizer": (eff.get("optimizer") or {}).get("class"),
-        "lr": group.get("initial_lr", group.get("lr")), "momentum": group.get("momentum"),
+        "optimizer": outcome["optimizer"],
+        "lr": outcome["lr"], "momentum": group.get("momentum"),
         "nesterov": group.get("nesterov"), "betas": group.get("betas"), "weight_decay": group.get("weight_decay"),
         "scheduler": (eff.get("scheduler") or {}).get("class"),
         "grad_clip": eff.get("grad_clip"), "generator": (eff.get("generator") or {}).get("block_class"),
         "parameters": (eff.get("generator") or {}).get("parameters"), "data_key": (eff.get("data") or {}).get("key"),
-        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
-        **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last))
-           for k in ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")},
-        "collapse": collapse.get("verdict"), "onset_step": collapse.get("onset_step"),
-        "earliest_layer": collapse.get("earliest_layer"), "learned_then_collapsed": collapse.get("learned_then_collapsed"),
+        "best_val_loss": outcome["best_val_loss"], "final_val_loss": outcome["final_val_loss"],
+        **{f"{tag}_{k}": outcome[f"{tag}_{k}"] for tag in ("best", "last") for k in SCORES},
+        "collapse": outcome["collapse"], "onset_step": outcome["onset_step"],
+        "earliest_layer": outcome["earliest_layer"], "learned_then_collapsed": outcome["learned_then_collapsed"],
         **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
            for tag, c in captures.items()},
         "wall_time_s": eff.get("wall_time_s"),

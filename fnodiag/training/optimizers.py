@@ -50,6 +50,12 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
     return OPTIMIZERS[cfg.name](params, cfg)
 
 
+def optimizer_class(name: str) -> str:
+    """The torch class the registry builds for ``name`` (``"adamw"`` -> ``"AdamW"``), read from a built one."""
+    check_choice("optim", "name", name, OPTIMIZERS)
+    return type(OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(1))], OptimConfig(name=name))).__name__
+
+
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict:
     """What an optimizer really holds: its class and every param-group hyperparameter.
 
