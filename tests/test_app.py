@@ -52,7 +52,9 @@ def test_store_lists_sweeps_arms_seeds_checkpoints(runs):
     assert store.param.checkpoint.objects[:2] == ["best", "last"]
     rows = {r["label"]: r for r in store.rows}
     assert rows["sgd s2"]["state"] == "pending"  # listed in sweep.json, not trained
-    assert rows["adam s1"]["state"] in ("finished", "collapsed") and rows["adam s1"]["progress"] == 1.0
+    verdict = json.loads((runs / "sw" / "adam-s1" / "collapse.json").read_text())["verdict"]
+    assert rows["adam s1"]["collapse"] == verdict and rows["adam s1"]["progress"] == 1.0
+    assert rows["adam s1"]["state"] == ("collapsed" if verdict == "collapsed" else "finished")  # the overview's rule
     # the base lr, not the 0.1 x lr the warm-up starts from
     assert rows["sgd s1"]["optimizer"].startswith("SGD") and rows["sgd s1"]["lr"] == pytest.approx(0.01)
     assert rows["adam s1"]["best_val_loss"] <= rows["adam s1"]["final_val_loss"]
@@ -164,9 +166,10 @@ def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     assert view.image.object is not None and view.image.object.endswith("recon.png")
     dash.store.checkpoint = "last"
     asyncio.run(view._on_click())
-    assert view.result is not None and "spatial_std" in view.result.columns
+    assert "spatial_std" in view.result.columns and np.isfinite(view.result["spatial_std"]).all()
     assert view.result["layer"].iloc[0] == "lifter" and len(view.table.value) == len(view.result)
-    assert view.bars.object is not None and "Capture failed" not in view.status.object
+    assert len(view.bars.object) == len(view.result) and "Capture failed" not in view.status.object
+    np.testing.assert_allclose(view.bars.object.dimension_values(1), view.result["spatial_std"])
     # the dashboard and its capture path import torch only, never Lightning: a fresh process, from
     # another folder (``app`` is importable because it is installed), with a capture actually run
     code = ("import sys, asyncio, app.dashboard, app.main\n"
@@ -281,7 +284,9 @@ def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
         "arm": "control", "seed": 7, "path": "control-s7", "state": "finished"}
     store = DashboardStore(root)
     assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
-    assert store.rows[0]["state"] in ("finished", "collapsed") and store.rows[0]["progress"] == 1.0
+    verdict = json.loads((run / "collapse.json").read_text())["verdict"]
+    assert store.rows[0]["collapse"] == verdict and store.rows[0]["progress"] == 1.0
+    assert store.rows[0]["state"] == ("collapsed" if verdict == "collapsed" else "finished")
 
 
 def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):

@@ -2,7 +2,8 @@
 
 Reuses the Chromium / server helpers of ``test_browser``; its own ``panel serve app`` subprocess
 serves a runs folder holding a tiny trained run and an import of the reference-style fixture folder
-(``reference_arm.py``). Screenshot: ``test-artifacts/imported-run.png``.
+(``reference_arm.py``). Screenshot: ``imported-run.png`` in ``test_browser``'s artifacts folder (temporary,
+or ``test-artifacts/`` under FNODIAG_KEEP_ARTIFACTS=1).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import pytest
 
 from reference_arm import build_reference_arm
-from test_browser import ARTIFACTS, CHROMIUM, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
+from test_browser import CHROMIUM, artifacts, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -31,7 +32,7 @@ def import_server(tmp_path_factory):
         yield url
 
 
-def test_imported_run_is_listed_and_says_it_has_no_live_captures(browser, import_server):
+def test_imported_run_is_listed_and_says_it_has_no_live_captures(browser, import_server, artifacts):
     page, errors = open_page(browser, import_server)
     try:
         # both runs are listed (chosen by default) and the Overview names the import
@@ -40,13 +41,12 @@ def test_imported_run_is_listed_and_says_it_has_no_live_captures(browser, import
         assert page.locator(".choices__item:has-text('own')").count() > 0
         page.wait_for_selector("text=is imported from the reference project", timeout=60_000)
         page.wait_for_selector(".tabulator-cell:has-text('reference-stable')", timeout=60_000)
-        ARTIFACTS.mkdir(exist_ok=True)
         page.wait_for_timeout(1500)  # let the loss curves finish drawing
-        page.screenshot(path=str(ARTIFACTS / "imported-run.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "imported-run.png"), full_page=True)
         page.locator(".bk-tab:has-text('Activations')").first.click()
         page.wait_for_selector("text=no live per-layer captures", timeout=60_000)
         page.wait_for_timeout(1500)
-        page.screenshot(path=str(ARTIFACTS / "imported-run-activations.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "imported-run-activations.png"), full_page=True)
         assert not [e for e in errors if "favicon" not in e], errors
     finally:
         page.close()
