@@ -349,3 +349,41 @@ def test_reader_errors_and_empty_store(tmp_path):
         assert r.last_step() is None and len(r.scalars()) == 0 and r.layer_matrix("grad", "norm").layers == []
         with pytest.raises(ValueError, match="scope"):
             r.scalars(scope="batch")
+
+
+def test_jsonable_is_the_one_sanitiser(tmp_path):
+    import torch
+
+    from fnodiag.runs import jsonable
+
+    record = {"a": np.float64("nan"), 1: (np.int64(3), torch.tensor([1.5, 2.0])), "p": tmp_path / "x", "b": True}
+    assert jsonable(record, nonfinite="null") == {"a": None, "1": [3, [1.5, 2.0]], "p": str(tmp_path / "x"), "b": True}
+    assert math.isnan(jsonable(record)["a"])  # kept unless asked: json writes NaN
+    assert jsonable({"f": object}) == {"f": repr(object)}
+    with pytest.raises(TypeError, match="type is not JSON serialisable"):
+        jsonable({"f": object}, unknown="error")
+    run = RunDir.create(tmp_path / "r", RunConfig())
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        run.write_json("bad.json", {"f": object})
+    assert not (run.path / "bad.json").exists()
+
+
+def test_every_record_writer_is_the_one_fsyncing_atomic_write(tmp_path, monkeypatch):
+    from fnodiag import simulate
+    from fnodiag.diagnostics import export
+    from fnodiag.runs import atomic_write, files
+
+    assert simulate.atomic_write is atomic_write and export.atomic_write is atomic_write
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = tmp_path / "a.npz"
+    atomic_write(path, lambda fh: np.savez(fh, x=np.arange(3)))
+    assert len(synced) == 2  # the file, then its folder
+    with np.load(path) as f:
+        assert f["x"].tolist() == [0, 1, 2]
+    files.atomic_write_text(path, "text")
+    assert path.read_text() == "text" and len(synced) == 4
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(path, lambda fh: (fh.write(b"half"), 1 / 0))
+    assert path.read_text() == "text" and [p.name for p in tmp_path.iterdir()] == ["a.npz"]
