@@ -387,3 +387,10 @@ def test_every_record_writer_is_the_one_fsyncing_atomic_write(tmp_path, monkeypa
     with pytest.raises(ZeroDivisionError):
         atomic_write(path, lambda fh: (fh.write(b"half"), 1 / 0))
     assert path.read_text() == "text" and [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+def test_dataset_cache_is_the_recorded_one_else_the_runs_folders(tmp_path):
+    run = RunDir.create(tmp_path / "runs" / "r", RunConfig())
+    assert run.dataset_cache() == tmp_path / "runs" / "datasets"  # nothing recorded: the default of train/sweep
+    run.write_json("effective_config.json", {"data": {"key": "k", "cache_dir": str(tmp_path / "elsewhere")}})
+    assert run.dataset_cache() == tmp_path / "elsewhere"
