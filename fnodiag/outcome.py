@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-__all__ = ["OUTCOMES", "LEARNED", "BELOW", "COLLAPSED", "NEVER", "DIVERGED", "STOPPED", "best_at_fingerprint",
+__all__ = ["OUTCOMES", "TARGET_AMP_SSIM", "LEARNED", "BELOW", "COLLAPSED", "NEVER", "DIVERGED", "STOPPED", "best_at_fingerprint",
            "run_outcome"]
 
 LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED = (
     "learned", "below target", "learned then collapsed", "never learned", "diverged", "stopped")
 OUTCOMES = (LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED)
+TARGET_AMP_SSIM = 0.80  # last-weights amp SSIM a run must reach to have learned
 
 
 def best_at_fingerprint(collapse: Mapping | None) -> bool | None:
@@ -47,7 +48,7 @@ def best_at_fingerprint(collapse: Mapping | None) -> bool | None:
 
 
 def run_outcome(state: str | None, collapse: Mapping | None, last_amp_ssim: float | None, *,
-                target: float = 0.80) -> str:
+                target: float = TARGET_AMP_SSIM) -> str:
     """The outcome of one run (one of :data:`OUTCOMES`).
 
     Parameters
