@@ -25,7 +25,7 @@ from fnodiag.config import RunConfig
 
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 SCHEDULER_CLASSES = {"constant": None, "warmup_cosine": "WarmupCosineLR", "exponential": "ExponentialLR",
-                     "plateau": "ReduceLROnPlateau"}
+                     "plateau": "ReduceLROnPlateau", "step": "StepLR"}
 BLOCK_CLASSES = {"hybrid": "ControlBlock", "stable_hybrid": "StableBlock", "prenorm_hybrid": "PreNormBlock"}
 GENERATOR_CLASS = "HybridUNO"
 PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
@@ -97,6 +97,8 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
                     "scheduler.total_epochs": t.epochs})
     elif s.name == "exponential":
         exp["scheduler.gamma"] = s.gamma
+    elif s.name == "step":
+        exp.update({"scheduler.step_size": s.step_size, "scheduler.gamma": s.step_gamma})
     elif s.name == "plateau":
         exp.update({"scheduler.factor": s.plateau_factor, "scheduler.patience": s.plateau_patience})
     exp.update({"grad_clip.algorithm": cfg.clip.algorithm,

@@ -50,6 +50,8 @@ OPTIM_FLAGS = [
     ("--warmup-epochs", "schedule.warmup_epochs", int, "warmup_cosine: epochs of linear warmup from 0.1·lr"),
     ("--min-lr-ratio", "schedule.min_lr_ratio", float, "warmup_cosine: final LR as a fraction of lr"),
     ("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
+    ("--step-size", "schedule.step_size", int, "step: epochs between LR steps"),
+    ("--step-gamma", "schedule.step_gamma", float, "step: LR factor at each step (> 1 raises the LR)"),
     ("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
     ("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
     ("--frozen-schedule", "schedule.frozen", "bool",

@@ -166,6 +166,8 @@ class ScheduleConfig(_Section):
     plateau_factor: float = 0.5
     plateau_patience: int = 2
     plateau_min_lr: float = 5e-5
+    step_size: int = 10  # step: the LR is multiplied by step_gamma every step_size epochs
+    step_gamma: float = 0.1  # step: > 1 raises the LR (e.g. to drive a run that learned into a collapse)
     frozen: bool = False  # reference quirk: the LR stays at the value the schedule sets when built
 
     def validate(self) -> "ScheduleConfig":
@@ -178,6 +180,10 @@ class ScheduleConfig(_Section):
         _check(isinstance(self.plateau_patience, int) and self.plateau_patience >= 0,
                f"schedule.plateau_patience={self.plateau_patience!r} must be an integer >= 0")
         _positive(s, "plateau_min_lr", self.plateau_min_lr, strict=False)
+        _check(isinstance(self.step_size, int) and self.step_size >= 1,
+               f"schedule.step_size={self.step_size!r} must be an integer >= 1 (epochs between LR steps)")
+        _check(isinstance(self.step_gamma, (int, float)) and math.isfinite(self.step_gamma) and self.step_gamma > 0,
+               f"schedule.step_gamma={self.step_gamma!r} must be a finite number > 0 (< 1 lowers the LR, > 1 raises it)")
         _check(isinstance(self.frozen, bool), f"schedule.frozen={self.frozen!r} must be true or false")
         return self
 

@@ -19,10 +19,12 @@ import numpy as np
 
 from fnodiag.audit import audit_run
 from fnodiag.config import ConfigError, RunConfig
+from fnodiag.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
+from fnodiag.removal import arm_outcome, collapses, removal_markdown
 from fnodiag.runs import RunDir, atomic_write_text
 from fnodiag.selection import best_epochs
+from fnodiag.verdict import control_check, verdict
 
-TARGET_AMP_SSIM = 0.80
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
 
 
@@ -93,6 +95,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "parameters": (eff.get("generator") or {}).get("parameters"), "data_key": (eff.get("data") or {}).get("key"),
         "best_val_loss": outcome["best_val_loss"], "final_val_loss": outcome["final_val_loss"],
         **{f"{tag}_{k}": outcome[f"{tag}_{k}"] for tag in ("best", "last") for k in SCORES},
+        "outcome": run_outcome(outcome["state"], collapse, outcome["last_amp_ssim"], target=TARGET_AMP_SSIM),
         "collapse": outcome["collapse"], "onset_step": outcome["onset_step"],
         "earliest_layer": outcome["earliest_layer"], "learned_then_collapsed": outcome["learned_then_collapsed"],
         **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
@@ -101,11 +104,23 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "message": (status or {}).get("message", ""),
         "capture_error": _first_line(run.path / "capture" / "error.txt"),
         "reference_quirks": eff.get("reference_quirks", []),
+        "probe": _probe(eff, cfg),
         "best_selection": best_epochs(hist, eff, cfg),
         "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
         "config_warnings": audit_run(run, asked),
     }
+
+
+def _probe(eff: dict, cfg: dict) -> str | None:
+    """The probe a run trained with, as recorded: ``"ideal disk"`` or ``"npz <path>"`` (None: nothing recorded)."""
+    recorded = (eff.get("data") or {}).get("probe")
+    if recorded is not None:
+        return recorded
+    if "data" not in cfg:
+        return None
+    path = cfg["data"].get("probe_npz")
+    return "ideal disk" if path is None else f"npz {path}"
 
 
 def _first_line(path: Path) -> str | None:
@@ -130,8 +145,9 @@ def arm_table(rows: list[dict]) -> dict[str, dict]:
         rs = [r for r in rows if r["arm"] == arm]
         done = [r for r in rs if r["state"] in ("finished", "diverged")]
         entry = {"seeds": [r["seed"] for r in rs], "n_done": len(done),
-                 "n_collapsed": sum(r["collapse"] == "collapsed" for r in done),
-                 "n_diverged": sum(r["state"] == "diverged" for r in done)}
+                 "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),  # learned then collapsed only
+                 "n_diverged": sum(r["state"] == "diverged" for r in done),
+                 "outcomes": {o: n for o in OUTCOMES if (n := sum(r["outcome"] == o for r in rs))}}
         for key in ARM_METRICS:
             v = np.array([_nan(r[key]) for r in done], dtype=float)
             v = v[np.isfinite(v)]
@@ -139,30 +155,6 @@ def arm_table(rows: list[dict]) -> dict[str, dict]:
                            "n": int(v.size)} if v.size else None)
         arms[arm] = entry
     return arms
-
-
-def verdict(arms: dict[str, dict], rows: list[dict]) -> dict:
-    """Which arms avoided collapse with last-weights amp SSIM >= 0.80 on every seed that finished."""
-    avoided, failed, incomplete = [], [], []
-    for arm, a in arms.items():
-        done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
-        if not done:
-            incomplete.append(arm)
-            continue
-        ok = all(r["state"] == "finished" and r["collapse"] != "collapsed" and _nan(r["last_amp_ssim"]) >= TARGET_AMP_SSIM
-                 for r in done)
-        (avoided if ok else failed).append(arm)
-    parts = [f"Arms that avoided collapse at amp SSIM >= {TARGET_AMP_SSIM:.2f} (last weights, every finished seed): "
-             f"{', '.join(avoided) or 'none'}."]
-    for arm in failed:
-        a, s = arms[arm], arms[arm]["last_amp_ssim"]
-        score = f"amp SSIM {s['mean']:.3f} ± {s['std']:.3f}" if s else "no scores"
-        parts.append(f"{arm}: {a['n_collapsed']}/{a['n_done']} seeds collapsed, {a['n_diverged']} diverged, {score}.")
-    n_missing = sum(r["state"] not in ("finished", "diverged") for r in rows)
-    if n_missing:
-        parts.append(f"Incomplete: {n_missing} of {len(rows)} runs have not finished.")
-    return {"target_amp_ssim": TARGET_AMP_SSIM, "avoided_collapse": avoided, "did_not": failed,
-            "incomplete": incomplete, "text": " ".join(parts)}
 
 
 def warnings_for(rows: list[dict]) -> list[str]:
@@ -182,29 +174,24 @@ def warnings_for(rows: list[dict]) -> list[str]:
     return out
 
 
-def _outcome(rows: list[dict], arm: str | None) -> dict | None:
-    """Collapse count and last-weights amp SSIM (mean, std) of an arm's finished seeds."""
-    done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
-    if arm is None or not done:
-        return None
-    v = np.array([_nan(r["last_amp_ssim"]) for r in done])
-    v = v[np.isfinite(v)]
-    return {"n_done": len(done), "n_collapsed": sum(r["collapse"] == "collapsed" for r in done),
-            "amp_ssim": {"mean": float(v.mean()), "std": float(v.std())} if v.size else None}
+def attribution(rows: list[dict], control: str | None = None, baseline: str | None = None) -> dict | None:
+    """Which reference conditions the collapse needs (None when no arm carries any and no ``baseline``).
 
-
-def _collapses(o: dict | None) -> bool:
-    return bool(o) and o["n_collapsed"] * 2 > o["n_done"]
-
-
-def attribution(rows: list[dict]) -> dict | None:
-    """Which reference conditions the collapse needs (None when no arm carries any).
-
-    Each arm with conditions (:func:`fnodiag.config.reference_quirks`) is paired with the arm
-    whose configuration is the same once those conditions are removed; collapse counts and amp
-    SSIM are compared with and without. An arm "collapses" when most of its finished seeds do.
+    With a ``baseline`` arm (a definition's ``baseline = "ARM"``) the question is subtractive:
+    :func:`fnodiag.removal.removal_attribution` (remove one condition at a time). Otherwise it is
+    additive: each arm with conditions (:func:`fnodiag.config.reference_quirks`) is paired with the
+    arm whose configuration is the same once those conditions are removed; collapse counts
+    (learned then collapsed only) and amp SSIM are compared with and without. An arm "collapses"
+    when most of its finished seeds do. Inconclusive (the text says so first) when the ``control``
+    arm did not learn on every seed.
     """
     from fnodiag.config import RunConfig, reference_quirks, without_quirks
+
+    check = control_check(rows, control)
+    if baseline is not None:
+        from fnodiag.removal import removal_attribution
+
+        return removal_attribution(rows, baseline, check)
 
     arms: dict[str, tuple] = {}
     for r in rows:
@@ -219,18 +206,20 @@ def attribution(rows: list[dict]) -> dict | None:
         if quirks:
             base = next((b for b, bcfg in plain.items() if bcfg == without_quirks(cfg)), None)
             table.append({"arm": arm, "conditions": quirks, "baseline": base, "arch": cfg.model.arch,
-                          "with": _outcome(rows, arm), "without": _outcome(rows, base)})
+                          "with": arm_outcome(rows, arm), "without": arm_outcome(rows, base)})
     stable_base = next((a for a, c in plain.items() if c.model.arch != "hybrid"), None)
-    base_out = _outcome(rows, stable_base)
+    base_out = arm_outcome(rows, stable_base)
     stable_rows = [t for t in table if t["baseline"] == stable_base and t["with"]]
-    if base_out is None:
+    if check is not None and not check["ok"]:
+        text = f"Inconclusive: {check['reason']}, so no arm's collapse can be attributed to a condition."
+    elif base_out is None:
         text = "The stable arm without reference conditions has not finished yet: no attribution."
-    elif _collapses(base_out):
+    elif collapses(base_out):
         text = (f"The stable arm collapses without any reference condition ({stable_base}: {base_out['n_collapsed']}/"
                 f"{base_out['n_done']} seeds), so its collapse does not need them.")
     else:
-        alone = [t for t in stable_rows if len(t["conditions"]) == 1 and _collapses(t["with"])]
-        together = [t for t in stable_rows if len(t["conditions"]) > 1 and _collapses(t["with"])]
+        alone = [t for t in stable_rows if len(t["conditions"]) == 1 and collapses(t["with"])]
+        together = [t for t in stable_rows if len(t["conditions"]) > 1 and collapses(t["with"])]
         if alone:
             text = ("The stable arm collapses only with: " + ", ".join(f"{t['conditions'][0]} ({t['with']['n_collapsed']}/"
                     f"{t['with']['n_done']} seeds)" for t in alone) + f"; without them it does not ({stable_base}).")
@@ -242,7 +231,8 @@ def attribution(rows: list[dict]) -> dict | None:
                     f"({len(stable_rows)} condition arms against {stable_base}).")
     if any(r["state"] not in ("finished", "diverged") for r in rows):
         text += " (Some runs have not finished: provisional.)"
-    return {"rows": table, "text": text}
+    return {"kind": "additive", "rows": table, "text": text,
+            "conclusion": "inconclusive" if text.startswith("Inconclusive") else "answered"}
 
 
 def _fmt(v, digits=4) -> str:
@@ -293,14 +283,28 @@ def _selection_md(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def probe_note(rows: list[dict]) -> str | None:
+    """Which probe the runs trained with, as they recorded it (None when no run recorded one)."""
+    probes = sorted({r["probe"] for r in rows if r.get("probe")})
+    if not probes:
+        return None
+    if probes == ["ideal disk"]:
+        return ("Probe: every run used the ideal disk probe. The reference's probe was an experimental reconstruction "
+                "that is not available; pass `--probe-npz FILE` (an NPZ with a 'probeGuess' array) to train with yours.")
+    return "Probe: " + "; ".join(f"{p} ({sum(r.get('probe') == p for r in rows)} runs)" for p in probes) + "."
+
+
 def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str], att: dict | None = None) -> str:
     """The human-readable summary."""
     lines = [f"# Sweep `{name}`", "", f"_generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC_", "",
              "## Verdict", "", verdict_["text"], ""]
+    probe = probe_note(rows)
+    if probe:
+        lines += [probe, ""]
     if warns:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
     if att:
-        lines += _attribution_md(att)
+        lines += removal_markdown(att) if att.get("kind") == "removal" else _attribution_md(att)
     lines += ["## Arms (mean ± std over seeds)", "",
               "| arm | done | collapsed | best val loss | final val loss | amp SSIM best | amp SSIM last | phase SSIM last | amp MAE last |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -309,9 +313,9 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
                      f"{_stat(a['final_val_loss'], 4)} | {_stat(a['best_amp_ssim'])} | {_stat(a['last_amp_ssim'])} | "
                      f"{_stat(a['last_phase_ssim'])} | {_stat(a['last_amp_mae'])} |")
     lines += ["", "## Runs", "",
-              "| run | state | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | final val "
-              "| amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| run | state | outcome | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | "
+              "final val | amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
         clip = (r["grad_clip"] or {}).get("algorithm")
@@ -320,7 +324,7 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(r.get("origin"), "")
         if r.get("config_warnings"):
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
-        lines.append(f"| {r['run']} | {state} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
+        lines.append(f"| {r['run']} | {state} | {r['outcome']} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
                      f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
                      f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
                      f"{col} | {_fmt(r['wall_time_s'], 0)} |")
@@ -425,9 +429,13 @@ def write_summary(sweep_dir: str | Path) -> dict:
     rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
             for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
     arms = arm_table(rows)
-    v, warns, att = verdict(arms, rows), warnings_for(rows) + run_state_warnings(rows), attribution(rows)
+    spec = manifest.get("spec") or {}
+    control, baseline = manifest.get("control", spec.get("control")), manifest.get("baseline", spec.get("baseline"))
+    v, warns = verdict(arms, rows, control), warnings_for(rows) + run_state_warnings(rows)
+    att = attribution(rows, control, baseline)
     summary = {"sweep": manifest["name"], "definition": manifest.get("definition"),
                "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "verdict": v,
+               "control": control, "baseline": baseline, "probe": probe_note(rows),
                "warnings": warns, "attribution": att, "arms": arms,
                "runs": [{k: r[k] for k in r if k != "expected"} for r in rows]}
     atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")

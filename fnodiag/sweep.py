@@ -61,11 +61,13 @@ class SweepDefinition:
     def from_dict(cls, d: dict) -> "SweepDefinition":
         """Inverse of :meth:`to_dict` (e.g. a manifest's ``spec``)."""
         return cls(name=d["name"], seeds=tuple(d["seeds"]), arms=dict(d["arms"]), shared=dict(d.get("shared") or {}),
-                   preset=d.get("preset"), description=d.get("description", ""), source=d.get("source", ""))
+                   preset=d.get("preset"), description=d.get("description", ""), source=d.get("source", ""),
+                   control=d.get("control"), baseline=d.get("baseline"))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "preset": self.preset, "seeds": list(self.seeds),
-                "shared": self.shared, "arms": self.arms, "source": self.source}
+                "shared": self.shared, "arms": self.arms, "source": self.source, "control": self.control,
+                "baseline": self.baseline}
 
 
 def shipped_definitions() -> list[str]:
@@ -140,7 +142,8 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
     arm_entries = {a: ({"overrides": {**defn.shared, **defn.arms[a], **overrides}, "flags": dict(overrides)}
                        if a in chosen or a not in before else before[a])
                    for a in dict.fromkeys(r["arm"] for r in runs.values())}
-    manifest.update({"name": defn.name, "definition": defn.source, "seeds": sorted({r["seed"] for r in runs.values()}),
+    manifest.update({"name": defn.name, "definition": defn.source, "control": defn.control, "baseline": defn.baseline,
+                     "seeds": sorted({r["seed"] for r in runs.values()}),
                      "arms": arm_entries,
                      "runs": runs, "spec": defn.to_dict()})
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")  # keeps the arms in definition order

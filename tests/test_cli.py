@@ -28,6 +28,7 @@ NON_DEFAULT = {
     "--weight-decay": ("0.1", 0.1), "--beta1": ("0.5", 0.5), "--beta2": ("0.9", 0.9),
     "--scheduler": ("exponential", "exponential"), "--warmup-epochs": ("2", 2), "--min-lr-ratio": ("0.2", 0.2),
     "--gamma": ("0.8", 0.8), "--frozen-schedule": (None, True), "--forward-gain": ("batch", "batch"), "--plateau-factor": ("0.3", 0.3), "--plateau-patience": ("4", 4),
+    "--step-size": ("3", 3), "--step-gamma": ("2.0", 2.0),
     "--grad-clip": ("2.5", 2.5), "--grad-clip-algorithm": ("value", "value"),
     "--epochs": ("7", 7), "--batch-size": ("4", 4), "--infer-batch-size": ("3", 3), "--seed": ("5", 5),
     "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--accelerator": ("cpu", "cpu"),

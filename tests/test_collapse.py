@@ -303,3 +303,49 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
     assert "head" in [d["layer"] for d in report["dead_channels"]]
     assert "lifter" not in [d["layer"] for d in report["dead_channels"]]
     assert json.loads(run.collapse_path.read_text())["onset_step"] == report["onset_step"]
+
+
+# -- a genuine collapse, driven by the run's own configuration ------------------------------------------
+
+# N=32 patches of a 64-px object with 20 lines and no phase: a 2-level width-8 U-NO learns it in a few
+# epochs (val amp SSIM ~0.27 against the constant-output 0.099). At epoch 5 the `step` schedule raises
+# Adam's lr 30x (3e-3 -> 0.09): the activations blow up, the decoder stage's GELU units are driven
+# negative everywhere and die, so decoder.0 emits its conv bias (a spatially constant map) and the head
+# and output follow; the encoder and bottleneck keep varying. One torch thread: the step after the
+# kick is chaotic, and a different thread count sums in another order.
+REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "model.modes": 6,
+                 "optim.name": "adam", "optim.lr": 3e-3, "schedule.name": "step", "schedule.step_size": 5,
+                 "schedule.step_gamma": 30.0, "train.epochs": 7, "train.capture_every": 2}
+
+
+def test_a_run_that_learns_then_gets_a_30x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
+    from fnodiag.summary import run_row
+    from fnodiag.training.run import train
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = train(tiny_cfg.override(REAL_COLLAPSE).validate(), tmp_path, name="kick", cache_dir=tmp_path / "ds",
+                    progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    # what the run recorded, nothing written by the test
+    history, report = run.read_history(), run.read_json("collapse.json")
+    effective = run.read_json("effective_config.json")
+    assert effective["scheduler"]["class"] == "StepLR" and effective["scheduler"]["gamma"] == 30.0
+    lr = history["lr"]
+    kick = next(e for e in range(1, len(lr)) if lr[e] > 10 * lr[e - 1])  # the epoch the lr was raised
+    assert kick == 5 and lr[kick] == pytest.approx(0.09)
+    fingerprint = effective["data"]["fingerprint"]["amp_ssim"]
+    assert max(history["val_amp_ssim"][:kick]) > fingerprint + 0.1  # it had learned before the kick
+    assert report["verdict"] == "collapsed" and report["learned_then_collapsed"] is True
+    assert report["best_weights"]["at_fingerprint"] is False and report["metrics"]["last"]["at_fingerprint"] is True
+    steps_per_epoch = run.read_status()["step"] // len(lr)
+    assert report["onset_epoch"] in (kick, kick + 1)
+    assert kick * steps_per_epoch <= report["onset_step"] < (kick + 2) * steps_per_epoch
+    assert report["earliest_layer"] == "decoder.0"
+    onsets = report["per_layer_onset"]
+    assert onsets["decoder.0"] == onsets["head"] == onsets["output"] == report["onset_step"]
+    assert all(onsets[name] is None for name in onsets if name.startswith(("lifter", "encoder", "bottleneck")))
+    row = run_row(run, "kick", 0)
+    assert row["outcome"] == "learned then collapsed" and row["earliest_layer"] == "decoder.0"

@@ -1,7 +1,7 @@
 """Every ``fnodiag train`` flag reaches ``config.json`` and ``effective_config.json`` through every path.
 
 One table (:data:`FLAGS`): a non-default value for every flag, the ``config.json`` field it must
-set and the ``effective_config.json`` field that proves it trained. Three groups of flags (one per
+set and the ``effective_config.json`` field that proves it trained. Four groups of flags (one per
 schedule with settings of its own) are given, each in one invocation, to ``fnodiag train`` and to
 ``fnodiag sweep`` (two arms, whose definition sets values the flags must override); the dashboard's
 Launch form builds its command lines the same way. Real training, tiny data, shared dataset cache.
@@ -56,6 +56,8 @@ FLAGS = [
     (2, "--gamma", "0.8", "schedule.gamma", 0.8, "scheduler.gamma", 0.8),
     (3, "--plateau-factor", "0.3", "schedule.plateau_factor", 0.3, "scheduler.factor", 0.3),
     (3, "--plateau-patience", "4", "schedule.plateau_patience", 4, "scheduler.patience", 4),
+    (4, "--step-size", "3", "schedule.step_size", 3, "scheduler.step_size", 3),
+    (4, "--step-gamma", "2.0", "schedule.step_gamma", 2.0, "scheduler.gamma", 2.0),
     (3, "--frozen-schedule", None, "schedule.frozen", True, "scheduler.frozen", True),
     (1, "--grad-clip", "1.5", "clip.value", 1.5, "grad_clip.value", 1.5),
     (1, "--grad-clip", "1.5", "clip.algorithm", "norm", "grad_clip.algorithm", "norm"),  # the configuration's rule
@@ -80,7 +82,7 @@ TINY = ["--N", "32", "--object-size", "64", "--train-stride", "8", "--test-strid
         "--width", "4", "--modes", "4", "--epochs", "1", "--batch-size", "8", "--infer-batch-size", "8",
         "--accelerator", "cpu", "--devices", "1"]
 GROUP_BASE = {2: ["--optimizer", "adamw", "--scheduler", "exponential", "--grad-clip", "0.5", "--arch", "prenorm_hybrid"],
-              3: ["--optimizer", "adam", "--scheduler", "plateau"]}
+              3: ["--optimizer", "adam", "--scheduler", "plateau"], 4: ["--scheduler", "step"]}
 # The sweep definition: tiny shared settings and two arms with settings the flags must override.
 ARMS = {"one": {"optim.lr": 0.05, "model.layerscale_init": 0.5, "train.epochs": 3}, "two": {"schedule.name": "constant"}}
 
@@ -132,7 +134,7 @@ def paths(tmp_path_factory):
 
 
 def _run_groups(d: Path, probe: Path, cache: Path, out: dict) -> None:
-    for group in (1, 2, 3):
+    for group in (1, 2, 3, 4):
         argv = _argv(group, probe)
         assert main(["train", *argv, "--out", str(d / "train"), "--name", f"g{group}", "--cache-dir", str(cache),
                      "--no-progress"]) == 0
@@ -165,7 +167,7 @@ def test_flag_reaches_config_and_effective_config(paths, path, row):
 
 @pytest.mark.parametrize("path", ["train", "sweep"])
 def test_every_run_passes_the_summary_check(paths, path):
-    for group in (1, 2, 3):
+    for group in (1, 2, 3, 4):
         for run in paths[(path, group)]:
             assert audit_run(run) == [], run.path
 

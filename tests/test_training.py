@@ -16,6 +16,7 @@ from torch import nn
 from fnodiag.metrics import METRIC_KEYS
 from fnodiag.models import build_model, count_parameters
 from fnodiag.runs import StoreReader
+from fnodiag.summary import run_row
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, global_grad_norm, unitwise_norm
 from fnodiag.training.evaluate import generator_state
 from fnodiag.training.optimizers import OPTIMIZERS, build_optimizer
@@ -332,7 +333,9 @@ def test_run_diverging_before_any_checkpoint_records_no_metrics(tiny_cfg, datase
     run = train(tiny_cfg, tmp_path, name="early", cache_dir=dataset_cache, progress=False)
     assert run.read_status()["state"] == "diverged" and not run.last_ckpt_path.exists()
     assert run.read_metrics() == {"best": None, "last": None}
-    assert run.read_json("collapse.json")["verdict"] in ("insufficient_data", "healthy", "collapsed")
+    collapse = run.read_json("collapse.json")  # no capture (capture_every 0), no metrics: nothing to judge
+    assert collapse["verdict"] == "insufficient_data" and collapse["learned_then_collapsed"] is False
+    assert run_row(run, "a", 0)["outcome"] == "diverged"
 
 
 def test_validation_amp_ssim_per_epoch_matches_the_final_metrics(arm_runs):

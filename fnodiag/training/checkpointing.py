@@ -1,15 +1,38 @@
 """``SafeCheckpoint``: a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the last
-good ``best.ckpt`` / ``last.ckpt`` survive."""
+good ``best.ckpt`` / ``last.ckpt`` survive, and keeps ``last.ckpt`` at the last epoch."""
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class SafeCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that stops saving once the system has diverged."""
+    """``ModelCheckpoint`` that stops saving once the system has diverged and keeps ``last.ckpt`` current.
+
+    Lightning 2.6 writes ``last.ckpt`` only in a step where a top-k checkpoint was saved too
+    (``save_last=True``: "a copy whenever a checkpoint file gets saved"), so with ``save_top_k=1``
+    on the validation loss ``last.ckpt`` stayed at the best epoch once the loss stopped improving:
+    the "last weights" metrics were the best weights' and a run that learned then collapsed looked
+    healthy. Here ``last.ckpt`` is written at the end of every epoch's checkpoint hook.
+    """
 
     def _should_skip_saving_checkpoint(self, trainer) -> bool:
         return _diverged(trainer) or super()._should_skip_saving_checkpoint(trainer)
+
+    def _save_last_now(self, trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:  # top-k (and last) not saved now
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module):
+        active = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        if active:
+            self._save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        active = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        if active:
+            self._save_last_now(trainer)
 
     def on_train_end(self, trainer, pl_module):
         # Lightning saves last.ckpt here when none was saved yet, bypassing the check above.

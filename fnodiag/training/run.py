@@ -152,7 +152,8 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=val_batch_size(cfg.train),
                                      num_workers=cfg.train.num_workers, keep_partial_batch=cfg.train.keep_partial_batch)
     data_info = {"key": data.key, "cache_dir": str(cache_dir.resolve()), "N": cfg.data.N, "n_train": len(data.train.diffraction),
-                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint}
+                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint,
+                 "probe": "ideal disk" if data.config.probe_npz is None else f"npz {data.config.probe_npz}"}
     callbacks = list(extra_callbacks)
     if cfg.train.capture_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))

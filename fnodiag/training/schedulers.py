@@ -51,6 +51,11 @@ def _exponential(opt, cfg: ScheduleConfig, total_epochs: int):
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
 
 
+def _step(opt, cfg: ScheduleConfig, total_epochs: int):
+    """LR x ``step_gamma`` every ``step_size`` epochs; ``step_gamma > 1`` raises it (torch's StepLR allows that)."""
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.step_gamma)
+
+
 def _plateau(opt, cfg: ScheduleConfig, total_epochs: int):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
@@ -62,6 +67,7 @@ SCHEDULERS: dict[str, Callable] = {
     "warmup_cosine": _warmup_cosine,
     "exponential": _exponential,
     "plateau": _plateau,
+    "step": _step,
 }
 
 MONITOR = "val/loss"
@@ -94,6 +100,8 @@ def expected_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, total_epochs: i
                                               total_epochs=total_epochs, min_lr_ratio=cfg.min_lr_ratio)
     if cfg.name == "exponential":
         return base_lr * cfg.gamma ** epoch
+    if cfg.name == "step":
+        return base_lr * cfg.step_gamma ** (epoch // cfg.step_size)
     return None
 
 
