@@ -222,6 +222,26 @@ def collapse_marks(layers: Sequence[str], collapse: Mapping | None) -> hv.Overla
     return hv.Overlay(marks)
 
 
+def onset_lines(onsets: Mapping[str, float | None]) -> hv.Overlay:
+    """Red dashed vertical lines at each run's collapse onset step (``{label: step or None}``), for any step axis.
+
+    Empty (but overlayable) when no run has an onset.
+    """
+    marks = [hv.VLine(np.nan).opts(alpha=0)]
+    for label, step in onsets.items():
+        if step is not None and np.isfinite(float(step)):
+            marks.append(hv.VLine(float(step), label=f"collapse onset ({label})" if len(onsets) > 1 else "collapse onset")
+                         .opts(color="red", line_dash="dashed", line_width=2))
+    return hv.Overlay(marks)
+
+
+def with_onsets(element, onsets: Mapping[str, float | None]) -> hv.Overlay:
+    """``element * onset_lines(onsets)`` keeping the element's overlay options (title, log axis, size)."""
+    kept = element.opts.get("plot").kwargs if isinstance(element, hv.Overlay) else {}
+    out = element * onset_lines(onsets)
+    return out.opts(**kept) if kept else out
+
+
 def lines_frame(layers: Sequence[str], steps, values) -> pd.DataFrame:
     """Wide table ``step, L0, L1, ...`` (column ``L<i>`` is ``layers[i]``) for :func:`stream_lines`."""
     values = np.asarray(values, dtype=np.float64).reshape(len(layers), -1)
@@ -435,3 +455,9 @@ def stream_lines(buffer: hv.streams.Buffer, layers: Sequence[str], *, stat: str,
                   for i, name in enumerate(layers)]
         return hv.Overlay(curves).opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280)
     return hv.DynamicMap(draw, streams=[buffer])
+
+
+# Live reconstruction frames (amplitude / phase beside the truth, a strip across the run).
+from fnodiag.frame_plots import frame_images, frame_strip, is_flat, shared_range, strip_indices  # noqa: E402
+
+__all__ += ["onset_lines", "with_onsets", "frame_images", "frame_strip", "is_flat", "shared_range", "strip_indices"]

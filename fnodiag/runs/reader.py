@@ -181,6 +181,21 @@ class StoreReader:
                 for r in self._query(f"SELECT step FROM {t} ORDER BY id DESC LIMIT 1")]
         return max((r[0] for r in rows), default=None)
 
+    def step_walls(self, name: str = "train/loss", *, last: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, walls)`` of the last ``last`` per-step rows of ``name``, oldest first, (ROW,) int64 / float64."""
+        rows = self._query("SELECT step, wall FROM (SELECT id, step, wall FROM scalars WHERE name_id = ? AND scope = 0 "
+                           "ORDER BY id DESC LIMIT ?) ORDER BY id", (self._lookup("scalar", name), int(last)))
+        if not rows:
+            return _EMPTY_I, _EMPTY_F
+        a = np.array(rows, dtype=np.float64)
+        return a[:, 0].astype(np.int64), a[:, 1]
+
+    def first_wall(self, name: str = "train/loss") -> float | None:
+        """Unix time of the first per-step row of ``name`` (when training started); None before one."""
+        rows = self._query("SELECT wall FROM scalars WHERE name_id = ? AND scope = 0 ORDER BY id LIMIT 1",
+                           (self._lookup("scalar", name),))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def scalars(self, name: str | None = None, *, after: int = 0, scope: str | None = None) -> ScalarRecords:
         """Scalar rows with id > ``after`` (of one ``name`` / ``scope`` when given), in write order."""
         if scope is not None and scope not in SCOPES:
