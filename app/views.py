@@ -281,7 +281,7 @@ class OverviewView(LiveView):
         self._table = pn.widgets.Tabulator(arms_frame([]), disabled=True, show_index=False,
                                            sizing_mode="stretch_width", height=220, titles=TABLE_TITLES, formatters={
                                                "progress": {"type": "progress", "max": 1, "legend": True},
-                                               "settings": {"type": "html"}})
+                                               "settings": {"type": "html"}, "time_left": {"type": "html"}})
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")

@@ -38,7 +38,7 @@ def is_flat(pred, truth=None) -> bool:
 
 def _image(img, title: str, channel: str, clim, size: int) -> hv.Image:
     h, w = np.shape(img)
-    return hv.Image(np.asarray(img, np.float32)[::-1], bounds=(0, 0, w, h), kdims=["x", "y"],
+    return hv.Image(np.asarray(img, np.float32), bounds=(0, 0, w, h), kdims=["x", "y"],
                     vdims=[channel]).opts(cmap=CMAPS[channel], clim=clim, title=title, xaxis=None, yaxis=None,
                                           width=size, height=size, colorbar=False, toolbar=None,
                                           fontsize={"title": 9})

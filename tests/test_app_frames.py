@@ -49,19 +49,22 @@ def test_reconstructions_follow_new_frames_scrub_back_and_flag_a_constant_output
     assert feed.slider.value == len(steps) - 1 and feed.slider.end == len(steps) - 1  # at the latest frame
     assert f"Frame {len(steps)} of {len(steps)} (latest): **step 8**" in feed.info.object
     assert "constant output" not in feed.info.object
-    titles = [el.opts.get("plot").kwargs.get("title") for el in feed.images.object]
+    titles = [f.figure.title.text for f in feed.big.values()]
     assert titles == ["predicted amp @ step 8", "truth amp", "predicted phase @ step 8", "truth phase"]
-    assert len(feed.strip.object) == len(steps) + 1  # every frame (<= 8) and the truth
+    truth = StoreReader(run.store_path).frame_truth()
+    np.testing.assert_array_equal(feed.big["truth amp"].source.data["image"][0], truth[0][0][::-1])
+    strip = [f.figure.title.text for f in feed.small if f.figure.visible]
+    assert strip == [f"step {s}" for s in steps] + ["truth amp"]  # every frame (<= 8), then the truth
     with RunStore(run.store_path) as store:  # training goes on: a collapsed (constant) output arrives
         flat = np.full((2, 32, 32), 0.3, np.float32)
         store.log_frame(10, 1, {"amp": flat, "phase": flat * 0})
     assert dash.tick() >= 1
     assert feed.slider.value == feed.slider.end == len(steps)  # followed the new frame
     assert "step 10" in feed.info.object and "constant output" in feed.info.object
-    amp = feed.images.object[0]
-    truth = feed.images.object[1]
-    assert amp.opts.get("plot").kwargs["clim"] == truth.opts.get("plot").kwargs["clim"]  # one colour range
-    assert "CONSTANT OUTPUT" in amp.opts.get("plot").kwargs["title"]
+    amp, truth = feed.big["pred amp"], feed.big["truth amp"]
+    assert (amp.mapper.low, amp.mapper.high) == (truth.mapper.low, truth.mapper.high)  # one colour range
+    assert amp.mapper.low < 0.3 < amp.mapper.high and np.ptp(amp.source.data["image"][0]) == 0
+    assert "CONSTANT OUTPUT" in amp.figure.title.text
     feed.slider.value = 1  # scrub back
     assert "Frame 2 of 6 (earlier): **step 2**" in feed.info.object
     with RunStore(run.store_path) as store:
