@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnodiag.runs import RunDir, list_runs
+from fnodiag.runs.progress import duration, read_progress
 from fnodiag.selection import best_epochs
 from fnodiag.summary import read_outcome
 
@@ -245,7 +246,21 @@ def summarize(entry: RunEntry) -> dict:
         **best_columns(history, effective, config.to_dict() if config else None),
         "config_warnings": config_warnings(run),
     })
+    row.update(progress_columns(run))
     return row
+
+
+def progress_columns(run) -> dict:
+    """``progress`` (step / total steps), ``time_left``, ``progress_text`` and the numbers behind them
+    (:func:`fnodiag.runs.progress.read_progress`)."""
+    p = read_progress(run)
+    out = {f"progress_{k}": p[k] for k in ("step", "total_steps", "elapsed_s", "eta_s", "heartbeat_age_s")}
+    out["progress_text"] = p["text"]
+    if p["fraction"] is not None:
+        out["progress"] = round(p["fraction"], 3)
+    out["time_left"] = (f"~{duration(p['eta_s'])}" if p["eta_s"] is not None else "measuring") \
+        if p["state"] == "running" else ("" if p["state"] != "stopped" else "stopped")
+    return out
 
 
 def best_columns(history: dict, effective: dict, config: dict | None = None) -> dict:

@@ -27,7 +27,8 @@ def _doc():
 # Short headers for the arms table (its 15 columns fit a laptop screen).
 TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val loss", "best_ckpt_by": "best.ckpt by",
                 "best_ssim_epoch": "best SSIM epoch", "amp_ssim_best": "SSIM best",
-                "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer"}
+                "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer",
+                "time_left": "time left"}
 
 
 def checks_mark(warnings: list[str] | None) -> str:
@@ -42,9 +43,29 @@ def checks_mark(warnings: list[str] | None) -> str:
 
 def arms_frame(rows):
     """:func:`fnodiag.plots.arms_frame` plus the ``settings`` column (:func:`checks_mark`) after ``state``."""
+    import html
+
     frame = plots.arms_frame(rows)
     frame.insert(list(frame.columns).index("state") + 1, "settings", [checks_mark(r.get("config_warnings")) for r in rows])
+    frame.insert(list(frame.columns).index("progress") + 1, "time_left",
+                 [f'<span title="{html.escape(r.get("progress_text", ""), quote=True)}">{r.get("time_left", "")}</span>'
+                  for r in rows])
     return frame
+
+
+def onsets(store, entries) -> dict:
+    """``{label: collapse onset step or None}`` of the runs shown (``collapse.json``'s ``onset_step``)."""
+    return {e.label: store.row(e).get("onset_step") for e in entries}
+
+
+def progress_lines(rows, chosen) -> str:
+    """Markdown: one line per chosen run that is running or stopped (:func:`fnodiag.runs.progress.progress_text`)."""
+    lines = []
+    for r in rows:
+        if r["label"] in chosen and r.get("state") in ("running", "stopped") and r.get("progress_text"):
+            extra = f" — {r['message'].splitlines()[0]}" if r.get("state") == "stopped" and r.get("message") else ""
+            lines.append(f"**{r['label']}**: {r['progress_text']}{extra}")
+    return "\n\n".join(lines)
 
 
 def fingerprint(rows) -> float | None:
@@ -81,6 +102,7 @@ class LiveView(Viewer):
         self._feeds: list = []
         self._tails: list[Tail] = []
         self._waiting = False  # a selected run has no records yet: rebuild when they appear
+        self._onsets: dict = {}  # collapse onsets drawn: rebuild when one appears (a run finished)
         self.store.param.watch(lambda *_: self.rebuild(), list(self._deps))
         self.rebuild()
 
@@ -96,6 +118,7 @@ class LiveView(Viewer):
             self._layout[:] = [pn.pane.Markdown("Choose a sweep and at least one arm and seed on the left.")]
             return
         self._waiting = False
+        self._onsets = onsets(self.store, entries)
         self._layout[:] = self.build(entries)
 
     def tail(self, entry) -> Tail:
@@ -109,6 +132,9 @@ class LiveView(Viewer):
     def tick(self) -> int:
         """Stream rows written since the last tick; returns the number of points sent."""
         if self._waiting and any(e.run.store_path.is_file() for e in self.store.selected()):
+            self.rebuild()
+            return 0
+        if self._onsets and onsets(self.store, self.store.selected()) != self._onsets:
             self.rebuild()
             return 0
         return sum(feed.tick() for feed in self._feeds)
@@ -220,15 +246,19 @@ class GradientsView(LayersView):
             colors.update({e.label: c, f"{e.label} pre-clip": c, f"{e.label} post-clip": c})
         pre = {k: v for k, v in norms.items() if k.endswith("pre-clip")}
         post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
-        norm_el = (plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
-                   * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors)).opts(
+        marks = onsets(self.store, entries)
+        norm_el = plots.with_onsets(plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
+                   * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors),
+                   marks).opts(
             title="global grad norm (dashed: after clipping)", logy=True, hooks=[plots.log_ticks], responsive=True,
             height=260, legend_position="top_right")
         nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
-        lf = LiveFigure(plots.scalar_curves(lrs, ylabel="learning rate", log=True, title="realised learning rate",
-                                            colors=colors), doc=_doc(), log_y=True)
-        cf = LiveFigure(plots.scalar_curves(clips, ylabel="clip fraction", title="fraction of steps clipped (per epoch)",
-                                            colors=colors), doc=_doc())
+        lf = LiveFigure(plots.with_onsets(plots.scalar_curves(lrs, ylabel="learning rate", log=True,
+                                                              title="realised learning rate", colors=colors), marks),
+                        doc=_doc(), log_y=True)
+        cf = LiveFigure(plots.with_onsets(plots.scalar_curves(clips, ylabel="clip fraction", colors=colors,
+                                                              title="fraction of steps clipped (per epoch)"), marks),
+                        doc=_doc())
         for e in entries:
             t = tails[e.label]
             self._feeds += [ScalarFeed(t, "grad/norm_preclip", nf, f"{e.label} pre-clip"),
@@ -251,9 +281,10 @@ class OverviewView(LiveView):
         self._table = pn.widgets.Tabulator(arms_frame([]), disabled=True, show_index=False,
                                            sizing_mode="stretch_width", height=220, titles=TABLE_TITLES, formatters={
                                                "progress": {"type": "progress", "max": 1, "legend": True},
-                                               "settings": {"type": "html"}})
+                                               "settings": {"type": "html"}, "time_left": {"type": "html"}})
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
+        self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
         super().__init__(**params)
         self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
         self.update_rows()
@@ -263,6 +294,7 @@ class OverviewView(LiveView):
         frame = arms_frame(rows)
         self._table.value = frame
         chosen = {e.label for e in self.store.selected()}
+        self._progress.object = progress_lines(rows, chosen)
         fp = fingerprint(rows)
         bars = [{"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
                 for r in rows if r["label"] in chosen]
@@ -277,18 +309,20 @@ class OverviewView(LiveView):
         for e in entries:
             t = tails[e.label] = self.tail(e)
             runs[e.label] = {"train": t.scalar("train/loss"), "val": t.scalar("epoch/val_loss", scope="epoch")}
-        lf = LiveFigure(plots.loss_curves(runs, title="loss (thin: train per step, dots: validation per epoch)"),
-                        doc=_doc(), log_y=True)
+        marks = onsets(self.store, entries)
+        lf = LiveFigure(plots.with_onsets(plots.loss_curves(runs, title="loss (thin: train per step, dots: validation "
+                                                                       "per epoch)"), marks), doc=_doc(), log_y=True)
         for e in entries:
             self._feeds += [ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
                             ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch")]
-        sf = LiveFigure(plots.ssim_curves({e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch")
-                                           for e in entries}, fingerprint=fingerprint(map(self.store.row, entries)),
-                                          title="validation amp SSIM per epoch (red: a constant output)"), doc=_doc())
+        sf = LiveFigure(plots.with_onsets(plots.ssim_curves(
+            {e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch") for e in entries},
+            fingerprint=fingerprint(map(self.store.row, entries)),
+            title="validation amp SSIM per epoch (red: a constant output)"), marks), doc=_doc())
         self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
         notes = [f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
                  "from its Lightning CSV log, no live per-layer captures." for e in entries
                  for imp in [_imported(e)] if imp is not None]
-        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
+        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [self._progress, self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
                                     sizing_mode="stretch_width"), self._bars]

@@ -36,7 +36,7 @@ LR_RTOL = 1e-6
 RTOL = {"generator.layerscale_init": 1e-6}  # read back from a float32 parameter
 # Fields that runs recorded before fnodiag wrote them lack: a missing one is not a difference.
 RECORDED_LATER = ("generator.modes", "generator.layerscale_init", "val_loader.batch_size", "val_loader.drop_last",
-                  "train_loader.drop_last", "best_checkpoint.monitor", "best_checkpoint.mode")
+                  "train_loader.drop_last", "best_checkpoint.monitor", "best_checkpoint.mode", "frames.every")
 
 
 @lru_cache(maxsize=64)
@@ -116,7 +116,8 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
                 "infer_batch_size": val_batch_size(t), "val_loader.batch_size": val_batch_size(t),
                 "val_loader.drop_last": False, "train_loader.drop_last": not t.keep_partial_batch,
                 "best_checkpoint.monitor": "val/loss", "best_checkpoint.mode": "min",
-                "num_workers": t.num_workers, "capture.every": t.capture_every})
+                "num_workers": t.num_workers, "capture.every": t.capture_every,
+                "frames.every": t.frame_every})
     if cfg.model.arch != "hybrid" and not resumed:  # the control block has no LayerScale
         exp["generator.layerscale_init"] = cfg.model.layerscale_init
     if t.accelerator in ACCELERATOR_CLASSES:

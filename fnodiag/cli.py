@@ -73,6 +73,8 @@ RUN_FLAGS = [
     ("--forward-gain", "train.forward_gain", str,
      "reference quirk: 'batch' multiplies each prediction by the size of its batch; 'none' is correct physics"),
     ("--capture-every", "train.capture_every", int, "live activation capture every k steps; 0 turns it off"),
+    ("--frame-every", "train.frame_every", int,
+     "live reconstruction frames (probe batch amplitude / phase) every M steps; 0 turns them off"),
     ("--accelerator", "train.accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
     ("--devices", "train.devices", str, "Lightning devices: auto, a count, or ids"),
     ("--strategy", "train.strategy", str, "Lightning strategy: auto, ddp, ..."),

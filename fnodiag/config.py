@@ -230,6 +230,7 @@ class TrainConfig(_Section):
     val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by fnodiag.data.val_batch_size
     keep_partial_batch: bool = False  # reference quirk: keep the train loader's last partial batch
     capture_every: int = 10  # 0 turns live capture off
+    frame_every: int = 25  # live reconstruction frames every M steps (stage-a: 344 frames in 20 epochs); 0 = off
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
@@ -249,6 +250,8 @@ class TrainConfig(_Section):
                f"train.keep_partial_batch={self.keep_partial_batch!r} must be true or false")
         _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
                f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)")
+        _check(isinstance(self.frame_every, int) and not isinstance(self.frame_every, bool) and self.frame_every >= 0,
+               f"train.frame_every={self.frame_every!r} must be an integer >= 0 (0 turns reconstruction frames off)")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0,
                f"train.num_workers={self.num_workers!r} must be an integer >= 0")
         return self

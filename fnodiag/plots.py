@@ -246,6 +246,26 @@ def collapse_marks(layers: Sequence[str], collapse: Mapping | None) -> hv.Overla
     return hv.Overlay(marks)
 
 
+def onset_lines(onsets: Mapping[str, float | None]) -> hv.Overlay:
+    """Red dashed vertical lines at each run's collapse onset step (``{label: step or None}``), for any step axis.
+
+    Empty (but overlayable) when no run has an onset.
+    """
+    marks = [hv.VLine(np.nan).opts(alpha=0)]
+    for label, step in onsets.items():
+        if step is not None and np.isfinite(float(step)):
+            marks.append(hv.VLine(float(step), label=f"collapse onset ({label})" if len(onsets) > 1 else "collapse onset")
+                         .opts(color="red", line_dash="dashed", line_width=2))
+    return hv.Overlay(marks)
+
+
+def with_onsets(element, onsets: Mapping[str, float | None]) -> hv.Overlay:
+    """``element * onset_lines(onsets)`` keeping the element's overlay options (title, log axis, size)."""
+    kept = element.opts.get("plot").kwargs if isinstance(element, hv.Overlay) else {}
+    out = element * onset_lines(onsets)
+    return out.opts(**kept) if kept else out
+
+
 def _depth_colors(n: int) -> list[str]:
     from bokeh.palettes import Viridis256
     return [Viridis256[int(round(k))] for k in np.linspace(0, 230, max(n, 1))][:n]
@@ -426,3 +446,9 @@ def arms_table(rows: Sequence[Mapping]) -> hv.Table:
     """:func:`arms_frame` as an ``hv.Table``."""
     frame = arms_frame(rows).astype(object).where(lambda d: d.notna(), "")
     return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(width=900, height=40 + 25 * max(len(frame), 1))
+
+
+# Live reconstruction frames (amplitude / phase beside the truth, a strip across the run).
+from fnodiag.frame_plots import frame_images, frame_strip, is_flat, shared_range, strip_indices  # noqa: E402
+
+__all__ += ["onset_lines", "with_onsets", "frame_images", "frame_strip", "is_flat", "shared_range", "strip_indices"]

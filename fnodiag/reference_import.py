@@ -114,6 +114,7 @@ def map_config(ref: dict, arch_dir: Path) -> tuple[RunConfig, dict, list[str]]:
                      "(brief §5.4); the CSV's learning_rate column is the LR that really trained")
     flat["model.spectral_layout"] = "reference"
     flat["train.capture_every"] = 0  # the reference recorded no live per-layer captures
+    flat["train.frame_every"] = 0  # nor reconstruction frames
     cfg = RunConfig()
     for setting, value in flat.items():
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnodiag.runs.store import SCHEMA_VERSION, SCOPES
+from fnodiag.runs.store import READABLE_VERSIONS, SCHEMA_VERSION, SCOPES, TRUTH_STEP
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,24 @@ class LayerMatrix(tuple):
     values = property(lambda self: self[2], doc="(LAYER, STEP) float64; NaN where nothing was logged.")
 
 
+@dataclass(frozen=True)
+class FrameRecords:
+    """Reconstruction frames of the probe batch, by step; ``position`` is the last row id seen.
+
+    ``amp`` / ``phase`` hold the decoded values (within 1/255 of each image's range); both
+    channels of a step are committed in one transaction (:meth:`RunStore.log_frame`).
+    """
+
+    step: np.ndarray   # (FRAME,) int64, sorted
+    epoch: np.ndarray  # (FRAME,) int64
+    amp: np.ndarray    # (FRAME, P, H, W) float32
+    phase: np.ndarray  # (FRAME, P, H, W) float32
+    position: int
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
 _EMPTY_I, _EMPTY_F, _EMPTY_S = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, dtype=object)
 
 
@@ -81,6 +99,7 @@ class StoreReader:
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
         self._lock = threading.RLock()
         self._ready = False
+        self._version = 0
         self._names: dict[int, tuple[str, str]] = {}
         self._ids: dict[tuple[str, str], int] = {}
 
@@ -100,10 +119,11 @@ class StoreReader:
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     return []
-                if version != SCHEMA_VERSION:
+                if version not in READABLE_VERSIONS:
                     raise ValueError(f"store {str(self.path)!r} has schema version {version}; this fnodiag reads "
-                                     f"version {SCHEMA_VERSION}; upgrade fnodiag")
+                                     f"versions up to {SCHEMA_VERSION}; upgrade fnodiag")
                 self._ready = True
+                self._version = version
             return self._conn.execute(sql, args).fetchall()
 
     def _refresh(self) -> None:
@@ -160,6 +180,21 @@ class StoreReader:
         rows = [r for t in ("scalars", "layer_stats")
                 for r in self._query(f"SELECT step FROM {t} ORDER BY id DESC LIMIT 1")]
         return max((r[0] for r in rows), default=None)
+
+    def step_walls(self, name: str = "train/loss", *, last: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, walls)`` of the last ``last`` per-step rows of ``name``, oldest first, (ROW,) int64 / float64."""
+        rows = self._query("SELECT step, wall FROM (SELECT id, step, wall FROM scalars WHERE name_id = ? AND scope = 0 "
+                           "ORDER BY id DESC LIMIT ?) ORDER BY id", (self._lookup("scalar", name), int(last)))
+        if not rows:
+            return _EMPTY_I, _EMPTY_F
+        a = np.array(rows, dtype=np.float64)
+        return a[:, 0].astype(np.int64), a[:, 1]
+
+    def first_wall(self, name: str = "train/loss") -> float | None:
+        """Unix time of the first per-step row of ``name`` (when training started); None before one."""
+        rows = self._query("SELECT wall FROM scalars WHERE name_id = ? AND scope = 0 ORDER BY id LIMIT 1",
+                           (self._lookup("scalar", name),))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def scalars(self, name: str | None = None, *, after: int = 0, scope: str | None = None) -> ScalarRecords:
         """Scalar rows with id > ``after`` (of one ``name`` / ``scope`` when given), in write order."""
@@ -239,3 +274,66 @@ class StoreReader:
         values = np.full((len(lids), len(steps)), np.nan)
         values[row, col] = value
         return LayerMatrix(self._texts(lids).tolist(), steps, values, position)
+
+    # -- reconstruction frames (schema version 2) -------------------------------------------------
+    def _has_frames(self) -> bool:
+        if not self._query("SELECT 1"):  # the writer has not committed the schema yet
+            return False
+        if self._version >= 2:
+            return True
+        # a version-1 store written before frames existed, perhaps upgraded by a writer since
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE name = 'frames'"))
+
+    def frame_steps(self) -> np.ndarray:
+        """Steps that have a predicted frame, (FRAME,) int64 sorted (cheap: no image data read)."""
+        if not self._has_frames():
+            return _EMPTY_I
+        rows = self._query("SELECT DISTINCT step FROM frames WHERE role = 'pred' ORDER BY step")
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def frames(self, *, after: int = 0, steps=None) -> FrameRecords:
+        """Predicted frames from rows with id > ``after`` (only ``steps`` when given), sorted by step.
+
+        Parameters
+        ----------
+        after : int
+            A previous result's ``position``: only frames written since (a live tail).
+        steps : sequence of int, optional
+            Read only these steps (e.g. a strip across the run) instead of every frame.
+        """
+        from fnodiag.diagnostics.frames import decode
+
+        if not self._has_frames():
+            return FrameRecords(_EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32),
+                                np.zeros((0, 0, 0, 0), np.float32), int(after))
+        where, args = "id > ? AND role = 'pred'", [int(after)]
+        if steps is not None:
+            steps = [int(s) for s in steps]
+            where += f" AND step IN ({', '.join('?' * len(steps))})" if steps else " AND 0"
+            args += steps
+        rows = self._query(f"SELECT id, step, epoch, channel, p, h, w, lo, hi, data FROM frames "
+                           f"WHERE {where} ORDER BY id", args)
+        by_step: dict[int, dict] = {}
+        for _, step, epoch, channel, p, h, w, lo, hi, data in rows:
+            d = by_step.setdefault(step, {"epoch": epoch})
+            d[channel] = decode(data, np.frombuffer(lo, "<f8"), np.frombuffer(hi, "<f8"), (p, h, w))
+        done = sorted(s for s, d in by_step.items() if "amp" in d and "phase" in d)
+        position = rows[-1][0] if rows else int(after)
+        if not done:
+            return FrameRecords(_EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32),
+                                np.zeros((0, 0, 0, 0), np.float32), position)
+        return FrameRecords(np.array(done, np.int64), np.array([by_step[s]["epoch"] for s in done], np.int64),
+                            np.stack([by_step[s]["amp"] for s in done]), np.stack([by_step[s]["phase"] for s in done]),
+                            position)
+
+    def frame_truth(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ground truth of the probe patches ``(amp, phase)``, each (P, H, W) float32; None when not written."""
+        from fnodiag.diagnostics.frames import decode
+
+        if not self._has_frames():
+            return None
+        rows = self._query("SELECT channel, p, h, w, lo, hi, data FROM frames WHERE role = 'truth' AND step = ?",
+                           (TRUTH_STEP,))
+        got = {c: decode(data, np.frombuffer(lo, "<f8"), np.frombuffer(hi, "<f8"), (p, h, w))
+               for c, p, h, w, lo, hi, data in rows}
+        return (got["amp"], got["phase"]) if "amp" in got and "phase" in got else None

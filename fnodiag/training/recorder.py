@@ -28,6 +28,7 @@ from fnodiag.data import describe_loader
 from fnodiag.runs import Heartbeat, RunDir, RunStore
 from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
 from fnodiag.training.live_capture import LiveCapture
+from fnodiag.training.live_frames import describe_frames
 from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
@@ -99,6 +100,7 @@ class RunRecorder(Callback):
             "infer_batch_size": getattr(trainer.val_dataloaders, "batch_size", None),
             "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
             "capture": describe_capture(trainer),
+            "frames": describe_frames(trainer),
             "steps_per_epoch": trainer.num_training_batches,
             "train_loader": describe_loader(trainer.train_dataloader) if trainer.train_dataloader is not None else None,
             "val_loader": ({"batching": pl_module.cfg.train.val_batching, **describe_loader(trainer.val_dataloaders)}

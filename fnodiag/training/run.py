@@ -29,6 +29,7 @@ from fnodiag.training.recorder import RunRecorder
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
+from fnodiag.training.live_frames import LiveFrames, probe_truth
 from fnodiag.training.registries import validated
 from fnodiag.training.rng import RngState
 from fnodiag.training.schedulers import MONITOR
@@ -158,6 +159,10 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     if cfg.train.capture_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
         callbacks.append(LiveCapture(store, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every))
+    if cfg.train.frame_every > 0:
+        probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
+        callbacks.append(LiveFrames(store, probe.unsqueeze(1), probe_truth(data.train, PROBE_BATCH),
+                                    every=cfg.train.frame_every))
     trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:
