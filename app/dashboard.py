@@ -13,6 +13,7 @@ from pathlib import Path
 import panel as pn
 
 from app.checkpoint import CheckpointView
+from app.compare import CompareView
 from app.launch import DEMO_ARGS, LaunchView
 from app.store import DashboardStore
 from app.views import ActivationsView, GradientsView, OverviewView
@@ -33,7 +34,7 @@ class Dashboard:
     def __init__(self, root: str | Path):
         self.store = DashboardStore(root)
         self.views = [OverviewView(store=self.store), ActivationsView(store=self.store),
-                      GradientsView(store=self.store)]
+                      GradientsView(store=self.store), CompareView(store=self.store)]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store)
         self.ticks = 0
