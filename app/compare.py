@@ -178,7 +178,7 @@ class CompareView(Viewer):
         if len(self.arms) > 1:
             out.append(pn.widgets.FileDownload(callback=lambda: csv_bytes(self.ratio_rows, RATIO_COLUMNS),
                                                filename=f"compare-logratio-{self.source}-{stat}.csv",
-                                               label="Download the difference maps (CSV)", button_type="light",
+                                               label="Download the difference maps (CSV)", color="light",
                                                width=320))
         else:
             notes.append("Choose a second arm to see where it differs from the reference.")
@@ -189,7 +189,7 @@ class CompareView(Viewer):
     def _with_download(element, what: str, callback, filename: str, height: int) -> pn.Column:
         return pn.Column(pn.pane.HoloViews(element, sizing_mode="stretch_width", height=height),
                          pn.widgets.FileDownload(callback=callback, filename=filename, label=f"Download the {what} (CSV)",
-                                                 button_type="light", width=320), sizing_mode="stretch_width")
+                                                 color="light", width=320), sizing_mode="stretch_width")
 
     def tick(self) -> int:
         """Re-read every ``REREAD_TICKS`` ticks while a chosen run trains; returns 0 (nothing streamed)."""
