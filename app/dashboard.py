@@ -29,26 +29,35 @@ class Dashboard:
     ----------
     root : str or Path
         The runs folder.
+    read_only : bool
+        No Launch tab and no demo button (``--args --read-only``); nothing can be started or stopped.
+    may_control : callable, optional
+        Asked by the Launch tab's Start / Stop handlers whether this session may start or stop runs.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None):
+        self.read_only = read_only
         self.store = DashboardStore(root)
         self.views = [OverviewView(store=self.store), ActivationsView(store=self.store),
                       GradientsView(store=self.store), CompareView(store=self.store)]
         self.checkpoint = CheckpointView(store=self.store)
-        self.launch = LaunchView(store=self.store)
+        self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
         self.ticks = 0
         self.last_tick_ms = 0.0
         self.points_sent = 0
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.tabs = pn.Tabs(*[(v.title, v) for v in self.views], (self.checkpoint.title, self.checkpoint),
-                            (self.launch.title, self.launch), dynamic=False, sizing_mode="stretch_width")
+                            *([] if read_only else [(self.launch.title, self.launch)]), dynamic=False,
+                            sizing_mode="stretch_width")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
         self._update_empty()
 
     def _update_empty(self) -> None:
-        if self.store.sweep is None:
+        if self.store.sweep is None and self.read_only:
+            self.empty[:] = [pn.pane.Markdown(f"### No runs in `{self.store.root}` yet\n\nThis dashboard is "
+                                              "read-only: runs are started elsewhere and appear here as they train.")]
+        elif self.store.sweep is None:
             demo = pn.widgets.Button(label="Start a quick demo run", color="success")
             demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=len(self.tabs) - 1)))
             self.empty[:] = [pn.pane.Markdown(
