@@ -14,6 +14,7 @@ import panel as pn
 
 from app.checkpoint import CheckpointView
 from app.compare import CompareView
+from app.export import PLOTS, download_button
 from app.launch import DEMO_ARGS, LaunchView
 from app.store import DashboardStore
 from app.views import ActivationsView, GradientsView, OverviewView
@@ -46,7 +47,9 @@ class Dashboard:
         self.last_tick_ms = 0.0
         self.points_sent = 0
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.tabs = pn.Tabs(*[(v.title, v) for v in self.views], (self.checkpoint.title, self.checkpoint),
+        shown = [pn.Column(v, download_button(v.title, self.store), sizing_mode="stretch_width") if v.title in PLOTS
+                 else v for v in self.views]  # a CSV of the tab's plot data under each (Compare: one per plot)
+        self.tabs = pn.Tabs(*[(v.title, t) for v, t in zip(self.views, shown)], (self.checkpoint.title, self.checkpoint),
                             *([] if read_only else [(self.launch.title, self.launch)]), dynamic=False,
                             sizing_mode="stretch_width")
         self.empty = pn.Column(sizing_mode="stretch_width")
