@@ -66,13 +66,27 @@ class CompareView(Viewer):
             pn.widgets.IntSlider.from_param(self.param.step, width=260),
             pn.widgets.Select.from_param(self.param.epoch, width=140))
         self._busy = False  # set while reload() adjusts the view's own parameters
+        self.visible = False  # the dashboard sets it when the tab is shown / hidden
+        self._stale = True  # the selection changed while hidden: read and draw when shown (opened())
         guard = lambda f: (lambda *_: None if self._busy else f())
-        self.store.param.watch(guard(self.reload), ["arms", "seeds", "sweep"])
-        self.store.param.watch(guard(self.draw), ["log_color"])
+        self.store.param.watch(guard(self._selection_changed), ["arms", "seeds", "sweep", "log_color"])
         self.param.watch(guard(self.reload), ["source", "stat"])
         self.param.watch(guard(self.draw), ["reference", "step"])
         self.param.watch(self._on_epoch, ["epoch"])
-        self.reload()
+        self._note.object = "Open this tab to compare the chosen arms."
+
+    def _selection_changed(self) -> None:
+        if self.visible:
+            self.reload()
+        else:
+            self._stale = True
+
+    def opened(self) -> None:
+        """The tab is shown: read and draw if the selection changed since (rendering costs seconds, so a
+        session does not pay for it until the tab is opened)."""
+        self.visible = True
+        if self._stale:
+            self.reload()
 
     def __panel__(self):
         return pn.Column(self._controls, self._note, self._plots, sizing_mode="stretch_width")
@@ -101,7 +115,7 @@ class CompareView(Viewer):
 
     def reload(self) -> None:
         """Re-read the chosen runs' stores and redraw."""
-        self._busy = True  # the stat offered may change while reading
+        self._busy, self._stale = True, False  # the stat offered may change while reading
         try:
             self._reload()
         finally:
@@ -194,6 +208,7 @@ class CompareView(Viewer):
     def tick(self) -> int:
         """Re-read every ``REREAD_TICKS`` ticks while a chosen run trains; returns 0 (nothing streamed)."""
         self.ticks += 1
+        self.opened()  # ticks reach only the view on show
         if self.ticks % REREAD_TICKS == 0 and self.store.any_running:
             self.reload()
         return 0

@@ -52,9 +52,16 @@ class Dashboard:
         self.tabs = pn.Tabs(*[(v.title, t) for v, t in zip(self.views, shown)], (self.checkpoint.title, self.checkpoint),
                             *([] if read_only else [(self.launch.title, self.launch)]), dynamic=False,
                             sizing_mode="stretch_width")
+        self.tabs.param.watch(self._on_tab, "active")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
         self._update_empty()
+
+    def _on_tab(self, event) -> None:
+        """Tell views that draw only while shown (``opened`` / ``visible``, e.g. Compare) which tab is on show."""
+        for k, view in enumerate(self.views):
+            if hasattr(view, "opened"):
+                view.opened() if k == event.new else setattr(view, "visible", False)
 
     def _update_empty(self) -> None:
         if self.store.sweep is None and self.read_only:

@@ -88,6 +88,8 @@ def test_compare_view_over_a_real_two_arm_sweep(sweep):
     d = Dashboard(sweep.parent)
     view = next(v for v in d.views if v.title == "Compare")
     d.store.seeds = [7, 8]
+    assert not view.arms  # nothing read (nor rendered) until the tab is opened
+    d.tabs.active = d.views.index(view)
     assert list(view.arms) == ["adam", "sgd"] and view.reference == "adam"
     view.stat = "std"
     step = view.param.step.bounds[1]
