@@ -1,4 +1,4 @@
-"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard), ``serve``.
+"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard).
 
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:

@@ -1,8 +1,8 @@
 """Serving the dashboard safely: is a ``panel serve`` command line open to other machines without authentication?
 
 Pure parsing of the ``panel serve`` arguments (and the environment variables Bokeh and Panel read
-for the same settings); no Panel import. Used by ``app/app_hooks.py`` (so ``panel serve app`` itself
-refuses) and by ``fnodiag serve`` (which checks before it starts the server).
+for the same settings); no Panel import. Used by ``app/app_hooks.py``, so ``panel serve app`` itself refuses
+to start (exit status 2, one line).
 
 *Remote access* is an ``--address`` that is not a loopback address (``0.0.0.0``, ``::``, a LAN
 address, a host name other than ``localhost``), or an ``--allow-websocket-origin`` (or
@@ -20,9 +20,9 @@ from typing import Mapping, Sequence
 
 __all__ = ["serve_options", "remote_reasons", "refusal", "is_loopback_host", "REFUSAL_HINT"]
 
-REFUSAL_HINT = ("add Panel's authentication: --basic-auth PASSWORD_OR_USERS_JSON (with --cookie-secret SECRET; "
-                "`fnodiag serve` makes one) or --oauth-provider NAME (with its --oauth-key / --oauth-secret), or "
-                "serve this machine only with --address 127.0.0.1")
+REFUSAL_HINT = ("add Panel's authentication: --basic-auth PASSWORD_OR_USERS_JSON --cookie-secret SECRET, or "
+                "--oauth-provider NAME (with its --oauth-key / --oauth-secret), or serve this machine only with "
+                "--address 127.0.0.1")
 
 
 def _parser() -> argparse.ArgumentParser:
