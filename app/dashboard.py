@@ -13,6 +13,8 @@ from pathlib import Path
 import panel as pn
 
 from app.checkpoint import CheckpointView
+from app.compare import CompareView
+from app.export import PLOTS, download_button
 from app.launch import DEMO_ARGS, LaunchView
 from app.reconstructions import ReconstructionsView
 from app.store import DashboardStore
@@ -29,26 +31,45 @@ class Dashboard:
     ----------
     root : str or Path
         The runs folder.
+    read_only : bool
+        No Launch tab and no demo button (``--args --read-only``); nothing can be started or stopped.
+    may_control : callable, optional
+        Asked by the Launch tab's Start / Stop handlers whether this session may start or stop runs.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None):
+        self.read_only = read_only
         self.store = DashboardStore(root)
         self.views = [OverviewView(store=self.store), ActivationsView(store=self.store),
-                      GradientsView(store=self.store), ReconstructionsView(store=self.store)]
+                      GradientsView(store=self.store), ReconstructionsView(store=self.store),
+                      CompareView(store=self.store)]
         self.checkpoint = CheckpointView(store=self.store)
-        self.launch = LaunchView(store=self.store)
+        self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
         self.ticks = 0
         self.last_tick_ms = 0.0
         self.points_sent = 0
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.tabs = pn.Tabs(*[(v.title, v) for v in self.views], (self.checkpoint.title, self.checkpoint),
-                            (self.launch.title, self.launch), dynamic=False, sizing_mode="stretch_width")
+        shown = [pn.Column(v, download_button(v.title, self.store), sizing_mode="stretch_width") if v.title in PLOTS
+                 else v for v in self.views]  # a CSV of the tab's plot data under each (Compare: one per plot)
+        self.tabs = pn.Tabs(*[(v.title, t) for v, t in zip(self.views, shown)], (self.checkpoint.title, self.checkpoint),
+                            *([] if read_only else [(self.launch.title, self.launch)]), dynamic=False,
+                            sizing_mode="stretch_width")
+        self.tabs.param.watch(self._on_tab, "active")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
         self._update_empty()
 
+    def _on_tab(self, event) -> None:
+        """Tell views that draw only while shown (``opened`` / ``visible``, e.g. Compare) which tab is on show."""
+        for k, view in enumerate(self.views):
+            if hasattr(view, "opened"):
+                view.opened() if k == event.new else setattr(view, "visible", False)
+
     def _update_empty(self) -> None:
-        if self.store.sweep is None:
+        if self.store.sweep is None and self.read_only:
+            self.empty[:] = [pn.pane.Markdown(f"### No runs in `{self.store.root}` yet\n\nThis dashboard is "
+                                              "read-only: runs are started elsewhere and appear here as they train.")]
+        elif self.store.sweep is None:
             demo = pn.widgets.Button(label="Start a quick demo run", color="success")
             demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=len(self.tabs) - 1)))
             self.empty[:] = [pn.pane.Markdown(

@@ -210,6 +210,9 @@ class LaunchView(Viewer):
     arm = param.Selector(default=None, objects=[], label="Arm")
     sweep_seed = param.Selector(default=None, objects=[], label="Seed")
     sweep_epochs = param.Integer(default=0, bounds=(0, 10_000), label="Epochs (0 = the definition's)")
+    may_control = param.Callable(default=None, precedence=-1,
+                                 doc="Called when Start / Stop is clicked: may this session start or stop runs? "
+                                     "(None: yes). The server-side check, whatever the page shows.")
     title = "Launch"
 
     def __init__(self, **params):
@@ -266,8 +269,25 @@ class LaunchView(Viewer):
         """Extra ``fnodiag sweep`` flags from the form (overrides of the definition)."""
         return ["--epochs", str(self.sweep_epochs)] if self.sweep_epochs else []
 
+    def refused(self) -> bool:
+        """True (and says so) when this session may not start or stop runs (:attr:`may_control`)."""
+        if self.may_control is None or self.may_control():
+            return False
+        self.feedback.object = ("Refused: only sessions on this machine or logged-in users may start or stop runs "
+                                "(serve with Panel's --basic-auth or --oauth-provider).")
+        return True
+
+    def stop(self, name: str) -> bool:
+        """Stop a launched run (SIGINT) if this session may; returns whether it was asked to stop."""
+        if self.refused():
+            return False
+        self.launcher.stop(name)
+        return True
+
     def start_arm(self, args: list[str] | None = None):
         """Start the chosen arm x seed of the chosen definition (``args`` replace the form's overrides)."""
+        if self.refused():
+            return None
         spec = self.definition_spec()
         if not spec or self.arm is None or self.sweep_seed is None:
             self.feedback.object = "Not started: choose a sweep definition, an arm and a seed."
@@ -285,6 +305,8 @@ class LaunchView(Viewer):
         return launched
 
     def start(self, args: list[str], name: str | None = None):
+        if self.refused():
+            return None
         try:
             launched = self.launcher.start(args, name)
         except ValueError as exc:
@@ -305,7 +327,7 @@ class LaunchView(Viewer):
         for name, launched in self.launcher.runs.items():
             if name not in self._rows:
                 stop = pn.widgets.Button(label="Stop", color="danger", width=70)
-                stop.on_click(lambda _, n=name: self.launcher.stop(n))
+                stop.on_click(lambda _, n=name: self.stop(n))
                 self._rows[name] = (pn.pane.Markdown("", width=500), stop)
             text, stop = self._rows[name]
             status = launched.run.read_status() or {}

@@ -1,7 +1,10 @@
 """``panel serve app``: the fnodiag dashboard over a runs folder.
 
-Runs folder: ``--args --runs DIR``, else ``$FNODIAG_RUNS``, else ``./runs``. Sessions from other
-hosts are refused unless ``FNODIAG_ALLOW_REMOTE=1`` (serve with ``--address 127.0.0.1`` as well).
+Runs folder: ``--args --runs DIR``, else ``$FNODIAG_RUNS``, else ``./runs``; ``--args --read-only``
+switches the Launch tab off. Serving other machines needs Panel's ``--basic-auth`` or
+``--oauth-provider`` (``app_hooks.py`` refuses to start otherwise). A session from another host is
+served when it is logged in (or ``FNODIAG_ALLOW_REMOTE=1``); only sessions from this machine or
+logged-in users may start or stop runs, checked when the Start / Stop handlers run.
 """
 from __future__ import annotations
 
@@ -24,27 +27,48 @@ def runs_folder(argv: list[str]) -> Path:
     return Path(args.runs).expanduser().resolve()
 
 
-def local_request() -> bool:
-    """True when the session's browser connects from this machine (or remote access is allowed)."""
-    if os.environ.get("FNODIAG_ALLOW_REMOTE") == "1":
-        return True
-    ctx = getattr(pn.state.curdoc, "session_context", None)
+def read_only(argv: list[str]) -> bool:
+    """``--read-only`` among the app's arguments (``panel serve app --args --runs DIR --read-only``)."""
+    return "--read-only" in argv
+
+
+def from_this_machine(doc=None, unknown: bool = True) -> bool:
+    """True when the session (of ``doc``, default the current one) connects from a loopback address;
+    ``unknown`` when its address is not known."""
+    ctx = getattr(doc or pn.state.curdoc, "session_context", None)
     request = getattr(ctx, "request", None)
     ip = getattr(request, "remote_ip", None)
     if not ip:
-        return True
+        return unknown
     try:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
         return False
 
 
+def may_control_check(doc):
+    """The Launch tab's server-side check for the session of ``doc``: called when Start / Stop runs, it
+    allows a session from this machine or a logged-in user (``pn.state.user``), nothing else."""
+    from panel.io.state import set_curdoc
+
+    def check() -> bool:
+        with set_curdoc(doc):
+            return from_this_machine(doc, unknown=False) or bool(pn.state.user)
+    return check
+
+
+def local_request() -> bool:
+    """True when the session may see the dashboard: from this machine, logged in, or remote access allowed."""
+    return os.environ.get("FNODIAG_ALLOW_REMOTE") == "1" or from_this_machine() or bool(pn.state.user)
+
+
 pn.extension("tabulator", notifications=False)
 
 if not local_request():
-    pn.pane.Markdown("This dashboard only serves this machine (set FNODIAG_ALLOW_REMOTE=1 to allow others).").servable()
+    pn.pane.Markdown("This dashboard only serves this machine and logged-in users (serve it with Panel's "
+                     "--basic-auth or --oauth-provider).").servable()
 else:
-    dashboard = Dashboard(runs_folder(sys.argv[1:]))
+    dashboard = Dashboard(runs_folder(sys.argv[1:]), read_only=read_only(sys.argv[1:]), may_control=may_control_check(pn.state.curdoc))
     dashboard.layout().servable(title="fnodiag dashboard")
     callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
     pn.state.on_session_destroyed(lambda _ctx: callback.stop())

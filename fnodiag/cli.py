@@ -1,4 +1,4 @@
-"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep`` and ``summarize``.
+"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard).
 
 Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
 that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
     p.add_argument("--N", dest="data__N", type=int, default=None, metavar="N",
                    help="input patch size of a bare state dict without a saved run config (default: 64)")
+
+    p = sub.add_parser("export", help="write a run's per-step scalars and per-layer statistics as TensorBoard event files")
+    p.add_argument("run", help="a run folder (holding run.sqlite): the --out/<name> of fnodiag train, a sweep's "
+                               "<arm>-s<seed>, or an imported run")
+    p.add_argument("--tensorboard", required=True, metavar="DIR",
+                   help="TensorBoard log folder; the events go to DIR/<run folder name>/ (tags scalars/<name> and "
+                        "<source>/<stat>/<layer>); existing files are kept")
 
     p = sub.add_parser("sweep", help="run (or resume) a sweep of arms x seeds, capture and summarize it")
     p.add_argument("definition", help="a shipped definition (stage-a, quick, ...) or a sweep TOML file")
@@ -350,6 +357,16 @@ def _cmd_export_checkpoint(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from fnodiag.tensorboard_export import export_tensorboard
+
+    info = export_tensorboard(args.run, args.tensorboard)
+    print(f"wrote {info['scalars']} scalar values and {info['layer_values']} per-layer values "
+          f"({len(info['tags'])} tags) as TensorBoard events; view with: tensorboard --logdir {args.tensorboard}")
+    print(info["folder"])
+    return 0
+
+
 def _cmd_sweep(args) -> int:
     from fnodiag.sweep import load_definition, run_sweep
 
@@ -394,7 +411,8 @@ def _cmd_import(args) -> int:
 
 
 COMMANDS = {"import": _cmd_import, "simulate": _cmd_simulate, "train": _cmd_train, "capture": _cmd_capture,
-            "sweep": _cmd_sweep, "summarize": _cmd_summarize, "export-checkpoint": _cmd_export_checkpoint}
+            "sweep": _cmd_sweep, "summarize": _cmd_summarize, "export-checkpoint": _cmd_export_checkpoint,
+            "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

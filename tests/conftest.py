@@ -62,3 +62,11 @@ def tiny_sweep(tmp_path):
         path.write_text("\n".join(lines) + "\n")
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def two_arm_sweep(tmp_path_factory):
+    """A real sweep folder ``runs/tiny2``: arms adam / sgd x seeds 7, 8, two epochs, live capture every 2 steps."""
+    from two_arms import build_two_arm_sweep
+
+    return build_two_arm_sweep(tmp_path_factory.mktemp("two-arms") / "runs", epochs=2)
