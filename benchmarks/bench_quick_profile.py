@@ -21,19 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 
-from fnodiag.sweep import load_definition
-from fnodiag.simulate import simulate
-from fnodiag.training.system import ReconstructionSystem
-
-import lightning as L
-
 from fnodiag.data import GridLinesDataModule
 from fnodiag.runs import RunDir, RunStore
+from fnodiag.simulate import simulate
+from fnodiag.sweep import load_definition
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.run import build_trainer
+from fnodiag.training.system import ReconstructionSystem
 
 
 class CycleTimer(L.Callback):
