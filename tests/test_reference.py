@@ -84,8 +84,8 @@ def test_reference_attribution_sweep_end_to_end(tmp_path):
     assert effective["forward_gain"] == "batch" and effective["scheduler"]["frozen"] is True
     assert effective["generator"]["spectral_layout"] == "reference"
     # the definition states the reference's validation batching: the training batch size, partial last kept
-    assert effective["val_loader"] == {"batching": "train", "batch_size": 8, "drop_last": False, "n_samples": 16,
-                                       "num_batches": 2, "last_batch_size": 8}
+    assert effective["val_loader"] == {"batching": "train", "batch_size": 4, "drop_last": False, "n_samples": 16,
+                                       "num_batches": 4, "last_batch_size": 4}
     assert effective["train_loader"]["drop_last"] is False and effective["train_loader"]["last_batch_size"] == 1
     md = (out / "summary.md").read_text()
     assert "## Attribution to the reference conditions" in md and "⚑ forward_gain" in md

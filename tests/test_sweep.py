@@ -41,6 +41,14 @@ def test_shipped_definitions_are_valid_and_as_specified():
         assert (q.model.arch, q.optim.name, q.optim.momentum, q.optim.weight_decay) == \
             (a.model.arch, a.optim.name, a.optim.momentum, a.optim.weight_decay)
         assert q.optim.lr == 2e-3 and q.clip == a.clip
+    # quick-reference is reduced exactly like quick (its control and stable_adam arms are quick's)
+    ref, stage_ref = load_definition("quick-reference"), load_definition("stage-a-reference")
+    assert list(ref.arms) == list(stage_ref.arms) and ref.seeds == quick.seeds
+    for arm in ("control", "stable_adam"):
+        r, q = ref.config(arm, 1), quick.config(arm, 1)
+        assert (r.data, r.model, r.optim, r.schedule) == (q.data, q.model, q.optim, q.schedule)
+        assert (r.train.epochs, r.train.batch_size, r.train.capture_every) == (q.train.epochs, q.train.batch_size,
+                                                                               q.train.capture_every)
 
 
 def test_definition_errors(tmp_path):
