@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, TITLES_JS, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
+from test_browser import artifacts, CHROMIUM, TITLES_JS, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -56,9 +56,8 @@ def _info(page) -> str:
     return page.locator("p", has_text=re.compile(r"^Frame \d+ of \d+")).last.inner_text()
 
 
-def test_reconstructions_update_while_training_and_the_slider_scrubs(patient, frames_server):
+def test_reconstructions_update_while_training_and_the_slider_scrubs(patient, frames_server, artifacts):
     url, proc = frames_server
-    ARTIFACTS.mkdir(exist_ok=True)
     page, errors = open_page(patient, url)
     try:
         page.locator(".bk-tab:has-text('Reconstructions')").first.click()
@@ -71,7 +70,7 @@ def test_reconstructions_update_while_training_and_the_slider_scrubs(patient, fr
         latest = re.match(r"Frame (\d+) of (\d+) \(latest\): step (\d+)", _info(page))
         assert latest and latest.group(1) == latest.group(2)
         page.wait_for_timeout(500)
-        page.screenshot(path=str(ARTIFACTS / "reconstructions-live.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "reconstructions-live.png"), full_page=True)
         # scrub back to the first frame: drag the slider's handle to the left end of its track
         handle, track = page.locator(".noUi-handle").first, page.locator(".noUi-base").first
         box, hb = track.bounding_box(), handle.bounding_box()
@@ -85,13 +84,13 @@ def test_reconstructions_update_while_training_and_the_slider_scrubs(patient, fr
         n = int(re.match(r"Frame \d+ of (\d+)", _info(page)).group(1))
         wait_for(lambda: int(re.match(r"Frame \d+ of (\d+)", _info(page)).group(1)) > n, 60, "more frames counted")
         assert _info(page).startswith("Frame 1 of") and 0 in _shown_steps(page)
-        page.screenshot(path=str(ARTIFACTS / "reconstructions-scrubbed.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "reconstructions-scrubbed.png"), full_page=True)
         assert not errors, errors
     finally:
         page.close()
 
 
-def test_progress_shows_step_of_total_and_time_left(patient, frames_server):
+def test_progress_shows_step_of_total_and_time_left(patient, frames_server, artifacts):
     url, proc = frames_server
     page, errors = open_page(patient, url)
     try:
@@ -108,7 +107,7 @@ def test_progress_shows_step_of_total_and_time_left(patient, frames_server):
         assert re.fullmatch(r"~(\d+h\d+m|\d+m\d+s|\d+s)", cell.inner_text().strip())  # the time-left column, as text
         bar = page.locator(".tabulator-cell[tabulator-field='progress']").first
         assert bar.inner_text().strip() not in ("", "0")  # the progress column is not empty while running
-        page.screenshot(path=str(ARTIFACTS / "overview-progress.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "overview-progress.png"), full_page=True)
         assert proc.poll() is None
         assert not errors, errors
     finally:

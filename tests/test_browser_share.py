@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, REPO, TITLES_JS, browser, free_port, wait_for  # noqa: F401
+from test_browser import artifacts, CHROMIUM, REPO, TITLES_JS, browser, free_port, wait_for  # noqa: F401
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -76,7 +76,7 @@ def add_seed(page, seed: str) -> None:
     page.keyboard.press("Escape")
 
 
-def test_compare_tab_shows_arms_per_layer_and_downloads_what_it_draws(browser, two_arm_sweep, tmp_path):
+def test_compare_tab_shows_arms_per_layer_and_downloads_what_it_draws(browser, two_arm_sweep, tmp_path, artifacts):
     from fnodiag import compare
     from fnodiag.runs import StoreReader
 
@@ -92,8 +92,7 @@ def test_compare_tab_shows_arms_per_layer_and_downloads_what_it_draws(browser, t
         assert bars, page.evaluate(TITLES_JS)
         step = int(bars[-1].split("at step ")[1].split(" ")[0])
         page.wait_for_timeout(1500)  # let the figures paint
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard-compare.png"), full_page=True)
         with page.expect_download() as d:
             page.get_by_text("Download the layer values (CSV)").click()
         path = tmp_path / "layers.csv"
@@ -146,18 +145,18 @@ def test_tab_csv_download_matches_the_store(browser, two_arm_sweep, tmp_path):
     assert got == pytest.approx(list(zip(pre.step.tolist(), pre.value.tolist())))
 
 
-def test_read_only_hides_launch(browser, two_arm_sweep):
+def test_read_only_hides_launch(browser, two_arm_sweep, artifacts):
     with serve(two_arm_sweep.parent, app_args=["--read-only"]) as (url, _):
         page, errors = open_page(browser, url)
         page.wait_for_selector(".bk-tab:has-text('Compare')", timeout=30_000)
         assert page.locator(".bk-tab:has-text('Launch')").count() == 0
         assert page.locator(".bk-tab:has-text('Checkpoint')").count() == 1
-        page.screenshot(path=str(ARTIFACTS / "dashboard-read-only.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard-read-only.png"), full_page=True)
         assert not errors, errors
         page.close()
 
 
-def test_basic_auth_login_through_the_page(browser, two_arm_sweep):
+def test_basic_auth_login_through_the_page(browser, two_arm_sweep, artifacts):
     """Open to other machines (--address 0.0.0.0) with Panel's --basic-auth: it starts, asks for a login,
     and a logged-in user sees the runs and may launch."""
     with serve(two_arm_sweep.parent, "--address", "0.0.0.0", "--basic-auth", "s3cret-pw",
@@ -165,7 +164,7 @@ def test_basic_auth_login_through_the_page(browser, two_arm_sweep):
         page = browser.new_page()
         page.goto(url, timeout=400_000)
         page.wait_for_selector("input[name=username]", timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
+        page.screenshot(path=str(artifacts / "dashboard-login.png"))
         page.fill("input[name=username]", "scientist")
         page.fill("input[name=password]", "wrong")
         page.click("button[type=submit]")
@@ -199,7 +198,7 @@ def test_remote_access_without_auth_refuses_to_start(args, two_arm_sweep):
     assert args[1].split(":")[0] in lines[0]
 
 
-def test_a_remote_session_without_login_may_not_start_runs(browser, two_arm_sweep):
+def test_a_remote_session_without_login_may_not_start_runs(browser, two_arm_sweep, artifacts):
     """FNODIAG_ALLOW_REMOTE=1 serves other machines unauthenticated (auth elsewhere): such a session sees the
     runs, but its Start click is refused by the server (no run is created)."""
     ip = _lan_address()
@@ -212,6 +211,6 @@ def test_a_remote_session_without_login_may_not_start_runs(browser, two_arm_swee
         page.locator(".bk-tab:has-text('Launch')").first.click()
         page.get_by_role("button", name="Quick demo run").click()
         page.wait_for_selector("text=Refused: only sessions on this machine or logged-in users", timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-remote-refused.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard-remote-refused.png"), full_page=True)
         page.close()
     assert sorted(p.name for p in root.iterdir()) == before
