@@ -31,7 +31,7 @@ NON_DEFAULT = {
     "--step-size": ("3", 3), "--step-gamma": ("2.0", 2.0),
     "--grad-clip": ("2.5", 2.5), "--grad-clip-algorithm": ("value", "value"),
     "--epochs": ("7", 7), "--batch-size": ("4", 4), "--infer-batch-size": ("3", 3), "--seed": ("5", 5),
-    "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--accelerator": ("cpu", "cpu"),
+    "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--frame-every": ("4", 4), "--accelerator": ("cpu", "cpu"),
     "--devices": ("2", "2"), "--strategy": ("ddp", "ddp"), "--precision": ("bf16-mixed", "bf16-mixed"),
     "--num-workers": ("1", 1), "--val-batching": ("train", "train"), "--keep-partial-batch": (None, True),
 }

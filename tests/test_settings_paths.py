@@ -71,6 +71,7 @@ FLAGS = [
     (2, "--loss", "poisson", "train.loss", "poisson", "loss.name", "poisson"),
     (1, "--forward-gain", "batch", "train.forward_gain", "batch", "forward_gain", "batch"),
     (1, "--capture-every", "3", "train.capture_every", 3, "capture.every", 3),
+    (1, "--frame-every", "2", "train.frame_every", 2, "frames.every", 2),
     (1, "--accelerator", "cpu", "train.accelerator", "cpu", "accelerator", "CPUAccelerator"),
     (1, "--devices", "1", "train.devices", "1", "num_devices", 1),
     (2, "--strategy", "ddp", "train.strategy", "ddp", "strategy", "DDPStrategy"),
