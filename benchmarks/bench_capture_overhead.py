@@ -23,43 +23,14 @@ from pathlib import Path
 
 rounds = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--rounds=")), 2)
 sys.argv = [a for a in sys.argv if not a.startswith("--rounds")]
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from bench_train_step import StepTimer, stage_a_setup  # noqa: E402  (same folder)
+from bench_train_step import lightning_steps, stage_a_setup  # noqa: E402  (same folder)
 
 from fnodiag.config import TrainConfig  # noqa: E402
-from fnodiag.data import GridLinesDataModule  # noqa: E402
-from fnodiag.runs import RunDir, RunStore  # noqa: E402
-from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture  # noqa: E402
-from fnodiag.training.live_frames import LiveFrames, probe_truth  # noqa: E402
-from fnodiag.training.run import build_trainer  # noqa: E402
-from fnodiag.training.system import ReconstructionSystem  # noqa: E402
+from fnodiag.runs import RunStore  # noqa: E402
+from fnodiag.training.live_capture import PROBE_BATCH  # noqa: E402
 
 BUDGET = {10: 1.05, 1: 1.3}
 M = TrainConfig().frame_every
-
-
-def run_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0, frame_every: int = 0):
-    """Step times and the store's size of a real fnodiag Lightning run with optional capture / frames."""
-    L.seed_everything(cfg.train.seed, verbose=False)
-    run = RunDir.create(Path(tempfile.mkdtemp(dir=workdir)) / "run", cfg)
-    store = RunStore(run.store_path)
-    timer = StepTimer()
-    callbacks = [timer]
-    probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
-    if capture_every:
-        callbacks.insert(0, LiveCapture(store, module="generator", probe=probe, every=capture_every))
-    if frame_every:
-        callbacks.insert(0, LiveFrames(store, probe, probe_truth(data.train, PROBE_BATCH), every=frame_every))
-    trainer = build_trainer(cfg, run, store, {"key": data.key, "N": cfg.data.N}, progress=False,
-                            extra_callbacks=callbacks)
-    trainer.fit_loop.epoch_loop.max_steps = n_steps
-    trainer.limit_train_batches = n_steps
-    trainer.limit_val_batches = 0
-    dm = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=cfg.train.infer_batch_size)
-    trainer.fit(ReconstructionSystem(cfg.to_dict(), probe=data.probe), datamodule=dm)
-    store.close()
-    return timer.times, run.store_path.stat().st_size
 
 
 def main() -> None:
@@ -73,7 +44,7 @@ def main() -> None:
         RunStore(empty).close()
         for _ in range(rounds):
             for arm, (k, m) in arms.items():
-                times, sizes[arm] = run_steps(cfg, data, n, Path(tmp), capture_every=k, frame_every=m)
+                times, sizes[arm] = lightning_steps(cfg, data, n, Path(tmp), capture_every=k, frame_every=m)
                 means[arm].append(statistics.fmean(times[args.warmup:]))
         empty_bytes = empty.stat().st_size
     base = min(means["none"])

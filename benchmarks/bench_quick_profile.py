@@ -24,13 +24,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from bench_train_step import lightning_steps  # same folder
 
-from fnodiag.data import GridLinesDataModule
-from fnodiag.runs import RunDir, RunStore
 from fnodiag.simulate import simulate
 from fnodiag.sweep import load_definition
-from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
-from fnodiag.training.run import build_trainer
 from fnodiag.training.system import ReconstructionSystem
 
 
@@ -46,27 +43,6 @@ class CycleTimer(L.Callback):
     @property
     def times(self) -> list[float]:
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
-
-
-def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0) -> list[float]:
-    """Full-cycle step times of a real fnodiag Lightning run (recorder, checkpointing, optional live capture)."""
-    L.seed_everything(cfg.train.seed, verbose=False)
-    run = RunDir.create(Path(tempfile.mkdtemp(dir=workdir)) / "run", cfg)
-    store = RunStore(run.store_path)
-    timer = CycleTimer()
-    callbacks = [timer]
-    if capture_every:
-        probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
-        callbacks.insert(0, LiveCapture(store, module="generator", probe=probe, every=capture_every))
-    info = {"key": data.key, "N": cfg.data.N}
-    trainer = build_trainer(cfg, run, store, info, progress=False, extra_callbacks=callbacks)
-    trainer.fit_loop.epoch_loop.max_steps = n_steps
-    trainer.limit_train_batches = n_steps
-    trainer.limit_val_batches = 0
-    dm = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=cfg.train.infer_batch_size)
-    trainer.fit(ReconstructionSystem(cfg.to_dict(), probe=data.probe), datamodule=dm)
-    store.close()
-    return timer.times
 
 
 def plain(cfg, data, n_steps: int, *, compile_: bool = False) -> tuple[list[float], float]:
@@ -118,7 +94,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for k in (0, 10, 25):
                 c = cfg.override({"train.capture_every": k})
-                t = statistics.mean(lightning_steps(c, data, args.steps + 2, Path(tmp), capture_every=k)[1:])
+                t = statistics.mean(lightning_steps(c, data, args.steps + 2, Path(tmp), capture_every=k,
+                                                                timer=CycleTimer())[0][1:])
                 rows.append((f"lightning, {threads} thread(s), capture every {k or 'off'}", t, base))
         if args.compile:
             try:

@@ -24,6 +24,7 @@ from fnodiag.data import GridLinesDataModule
 from fnodiag.runs import RunDir, RunStore
 from fnodiag.simulate import simulate
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
+from fnodiag.training.live_frames import LiveFrames, probe_truth
 from fnodiag.training.run import build_trainer
 from fnodiag.training.system import ReconstructionSystem
 
@@ -68,25 +69,29 @@ def plain_steps(cfg, data, n_steps: int, device: str) -> list[float]:
     return times
 
 
-def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0) -> list[float]:
-    """Step times of a real fnodiag Lightning run (recorder, checkpointing, optional live capture)."""
+def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0, frame_every: int = 0,
+                    timer: L.Callback | None = None) -> tuple[list[float], int]:
+    """Step times (``timer``'s, default ``StepTimer``) and the store's bytes of a real fnodiag Lightning run:
+    recorder, checkpointing, live capture every ``capture_every`` steps and frames every ``frame_every`` (0: off)."""
     L.seed_everything(cfg.train.seed, verbose=False)
     run = RunDir.create(Path(tempfile.mkdtemp(dir=workdir)) / "run", cfg)
     store = RunStore(run.store_path)
-    timer = StepTimer()
+    timer = timer or StepTimer()
     callbacks = [timer]
+    probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
     if capture_every:
-        probe = torch.from_numpy(data.train.diffraction[:PROBE_BATCH]).unsqueeze(1)
         callbacks.insert(0, LiveCapture(store, module="generator", probe=probe, every=capture_every))
-    info = {"key": data.key, "N": cfg.data.N}
-    trainer = build_trainer(cfg, run, store, info, progress=False, extra_callbacks=callbacks)
+    if frame_every:
+        callbacks.insert(0, LiveFrames(store, probe, probe_truth(data.train, PROBE_BATCH), every=frame_every))
+    trainer = build_trainer(cfg, run, store, {"key": data.key, "N": cfg.data.N}, progress=False,
+                            extra_callbacks=callbacks)
     trainer.fit_loop.epoch_loop.max_steps = n_steps
     trainer.limit_train_batches = n_steps
     trainer.limit_val_batches = 0
     dm = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=cfg.train.infer_batch_size)
     trainer.fit(ReconstructionSystem(cfg.to_dict(), probe=data.probe), datamodule=dm)
     store.close()
-    return timer.times
+    return timer.times, run.store_path.stat().st_size
 
 
 def stage_a_setup(description: str, steps: int = 8):
@@ -111,7 +116,7 @@ def main() -> None:
     n = args.warmup + args.steps
     with tempfile.TemporaryDirectory() as tmp:  # plain before and after, so warm-up order does not favour either
         plain = plain_steps(cfg, data, n, args.device)[args.warmup:]
-        light = lightning_steps(cfg, data, n, Path(tmp))[args.warmup:]
+        light = lightning_steps(cfg, data, n, Path(tmp))[0][args.warmup:]
         plain += plain_steps(cfg, data, n, args.device)[args.warmup:]
     p, q = statistics.median(plain), statistics.median(light)
     print(f"stable_hybrid stage-a ({cfg.model.spectral_layout} layout), batch {args.batch}, device {args.device}, "

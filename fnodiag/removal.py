@@ -143,18 +143,20 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
     return {"kind": "removal", "baseline": baseline, "conclusion": conclusion, "rows": table, "text": text}
 
 
+def outcome_cells(o: dict | None) -> tuple[str, str]:
+    """An :func:`arm_outcome` as two table cells: ``"collapsed/done"`` and ``"amp SSIM mean ± std"``."""
+    if not o:
+        return "–", "–"
+    ssim = f"{o['amp_ssim']['mean']:.3f} ± {o['amp_ssim']['std']:.3f}" if o["amp_ssim"] else "–"
+    return f"{o['n_collapsed']}/{o['n_done']}", ssim
+
+
 def removal_markdown(att: dict) -> list[str]:
     """The ``## Attribution: remove one condition`` section of ``summary.md``."""
-    def cell(o):
-        if not o:
-            return "–", "–"
-        ssim = f"{o['amp_ssim']['mean']:.3f} ± {o['amp_ssim']['std']:.3f}" if o["amp_ssim"] else "–"
-        return f"{o['n_collapsed']}/{o['n_done']}", ssim
-
     lines = [f"## Attribution: remove one condition from `{att['baseline']}`", "", att["text"], "",
              "| removed / changed condition | arm | collapsed with (baseline) | collapsed without (arm) | "
              "amp SSIM with | amp SSIM without |", "|---|---|---|---|---|---|"]
     for t in att["rows"]:
-        (cw, sw), (cn, sn) = cell(t["with"]), cell(t["without"])
+        (cw, sw), (cn, sn) = outcome_cells(t["with"]), outcome_cells(t["without"])
         lines.append(f"| {t['condition']} | {t['arm']} | {cw} | {cn} | {sw} | {sn} |")
     return lines + ["", "Collapsed = learned then collapsed (a run that never learned is not counted).", ""]

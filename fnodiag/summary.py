@@ -20,7 +20,7 @@ import numpy as np
 from fnodiag.audit import audit_run
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
-from fnodiag.removal import arm_outcome, collapses, removal_markdown
+from fnodiag.removal import arm_outcome, collapses, outcome_cells, removal_markdown
 from fnodiag.runs import RunDir, atomic_write_text
 from fnodiag.selection import best_epochs
 from fnodiag.verdict import control_check, verdict
@@ -246,17 +246,11 @@ def _stat(a: dict | None, digits=3) -> str:
 
 
 def _attribution_md(att: dict) -> list[str]:
-    def cell(o):
-        if not o:
-            return "–", "–"
-        ssim = f"{o['amp_ssim']['mean']:.3f} ± {o['amp_ssim']['std']:.3f}" if o["amp_ssim"] else "–"
-        return f"{o['n_collapsed']}/{o['n_done']}", ssim
-
     lines = ["## Attribution to the reference conditions", "", att["text"], "",
              "| arm | conditions | without them (arm) | collapsed with | collapsed without | amp SSIM with | amp SSIM without |",
              "|---|---|---|---|---|---|---|"]
     for t in att["rows"]:
-        (cw, sw), (cn, sn) = cell(t["with"]), cell(t["without"])
+        (cw, sw), (cn, sn) = outcome_cells(t["with"]), outcome_cells(t["without"])
         lines.append(f"| {t['arm']} | {', '.join(t['conditions'])} | {t['baseline'] or '–'} | {cw} | {cn} | {sw} | {sn} |")
     return lines + [""]
 

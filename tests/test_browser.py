@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -103,23 +102,27 @@ def live_run(runs):
 
 
 @contextlib.contextmanager
-def serve_app(root: Path):
-    """``panel serve app`` on ``root`` in a subprocess; yields the page URL and stops the server."""
+def serve(root, *serve_args, app_args=(), host="127.0.0.1", env=None):
+    """``panel serve app`` on ``root`` in a subprocess with extra ``serve_args`` (and ``--args`` ``app_args``);
+    yields ``(url, process)`` once the first session is built, and stops the server."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
-                             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
-                             "--liveness"], cwd=REPO, env={**os.environ, "FNODIAG_RUNS": str(root)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = list(serve_args) or ["--address", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--port", str(port), *args,
+           "--allow-websocket-origin", f"{host}:{port}", "--liveness", "--args", "--runs", str(root), *app_args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
 
     def up():
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2).status == 200
+            return urllib.request.urlopen(f"http://{host}:{port}/liveness", timeout=2).status == 200
         except OSError:
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             return False
     try:
         wait_for(up, 90, "panel serve to answer", step=0.3)
-        yield f"http://127.0.0.1:{port}/app"
+        with contextlib.suppress(OSError):  # the first session imports the plotting stack: not under page.goto's timeout
+            urllib.request.urlopen(f"http://{host}:{port}/app", timeout=120).read()
+        yield f"http://{host}:{port}/app", proc
     finally:
         proc.terminate()
         try:
@@ -127,6 +130,13 @@ def serve_app(root: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def serve_app(root: Path):
+    """:func:`serve` on loopback; yields the page URL."""
+    with serve(root) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

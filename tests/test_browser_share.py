@@ -14,45 +14,14 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.request
 
 import numpy as np
 import pytest
 
-from test_browser import artifacts, CHROMIUM, REPO, TITLES_JS, browser, free_port, wait_for  # noqa: F401
+from test_browser import CHROMIUM, REPO, TITLES_JS, artifacts, browser, free_port, serve, wait_for  # noqa: F401
 
 pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
-
-
-@contextlib.contextmanager
-def serve(root, *serve_args, app_args=(), host="127.0.0.1", env=None):
-    """``panel serve app`` with extra ``serve_args`` (and ``--args`` ``app_args``); yields ``(url, process)``."""
-    port = free_port()
-    args = list(serve_args) or ["--address", "127.0.0.1"]
-    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--port", str(port), *args,
-           "--allow-websocket-origin", f"{host}:{port}", "--liveness", "--args", "--runs", str(root), *app_args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-    def up():
-        try:
-            return urllib.request.urlopen(f"http://{host}:{port}/liveness", timeout=2).status == 200
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            return False
-    try:
-        wait_for(up, 90, "panel serve to answer", step=0.3)
-        with contextlib.suppress(OSError):  # the first session imports the plotting stack: not under page.goto's timeout
-            urllib.request.urlopen(f"http://{host}:{port}/app", timeout=120).read()
-        yield f"http://{host}:{port}/app", proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def open_page(browser, url):
