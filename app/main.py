@@ -62,7 +62,22 @@ def local_request() -> bool:
     return os.environ.get("FNODIAG_ALLOW_REMOTE") == "1" or from_this_machine() or bool(pn.state.user)
 
 
+def panel_files_from_this_server(doc) -> None:
+    """Point the session's component stylesheets at this server's copy of Panel's files from the start.
+
+    Panel links them to its CDN until it renders the page, when it sets the document's ``dist_url``;
+    models made before that (a live tick, a second session building at the same time) kept the CDN
+    links, which a server without internet access cannot load. Panel's own ``Location`` sets it the same way.
+    """
+    from panel.io.resources import LOCAL_DIST
+
+    if doc is not None and doc.session_context is not None:
+        doc._template_variables.setdefault("dist_url", f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path
+                                           else LOCAL_DIST)
+
+
 pn.extension("tabulator", notifications=False)
+panel_files_from_this_server(pn.state.curdoc)
 
 if not local_request():
     pn.pane.Markdown("This dashboard only serves this machine and logged-in users (serve it with Panel's "

@@ -26,6 +26,9 @@ KEEP_ARTIFACTS = os.environ.get("FNODIAG_KEEP_ARTIFACTS", "") not in ("", "0")
 CHROMIUM = os.environ.get("FNODIAG_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+# How long a page may take to build its session: bounds, not measurements. On a slow 2-core machine two
+# sessions built at once beside a training run have taken over a minute.
+SESSION_MS = 300_000
 TINY = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4", "--batch-size", "8",
         "--capture-every", "1", "--accelerator", "cpu", "--no-progress"]
 # Total points held by the page's Bokeh data sources.
@@ -164,10 +167,11 @@ def open_page(browser, url, wait: bool = True):
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, wait_until="load" if wait else "commit")
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
+    page.goto(url, wait_until="load" if wait else "commit", timeout=SESSION_MS)
     if wait:
         page.bring_to_front()
-        page.wait_for_selector("text=Overview", timeout=60_000)
+        page.wait_for_selector("text=Overview", timeout=SESSION_MS)
     return page, errors
 
 
@@ -206,46 +210,49 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
     from fnodiag.runs import StoreReader
 
     pages = [open_page(browser, server, wait=False) for _ in range(2)]  # both sessions load at once
-    page, errors = pages[0]
-    page.wait_for_selector("text=Overview", timeout=60_000)
-    page.bring_to_front()  # the page opened last is in front; a background page gets few frames to act on
-    page.locator(".bk-tab:has-text('Activations')").first.click()
-    for p, _ in pages:
-        wait_for(lambda: p.evaluate(POINTS_JS) > 0, 60, "plots with data")
-    reader = StoreReader(run.store_path)
-    latencies, counts, second, painted = [], [], [], []
-    seen = len(reader.scalars("train/loss"))
-    deadline = time.time() + 60
-    while proc.poll() is None and time.time() < deadline and len(latencies) < 4:
-        n = len(reader.scalars("train/loss"))
-        if n > seen:  # new rows committed: how long until the page holds more points?
-            t0, before = time.time(), [p.evaluate(POINTS_JS) for p, _ in pages]
-            seen = n
-            grown = wait_for(lambda: page.evaluate(POINTS_JS) > before[0], 10, "new points in the page", step=0.02)
-            latencies.append(time.time() - t0)
-            counts.append(page.evaluate(POINTS_JS))
-            assert grown
-            painted.append(page.evaluate(PAINTED_JS))  # the page paints while points stream in (not starved)
-            other = pages[1][0]
-            wait_for(lambda: other.evaluate(POINTS_JS) > before[1], 10, "new points in the second page", step=0.02)
-            second.append(other.evaluate(POINTS_JS))
-        time.sleep(0.02)
-    page.bring_to_front()
-    fps = page.evaluate(FPS_JS) if proc.poll() is None else None  # for the note only (machines are noisy)
-    reader.close()
-    page.screenshot(path=str(artifacts / "dashboard-live.png"), full_page=True)
-    pages[1][0].bring_to_front()
-    pages[1][0].screenshot(path=str(artifacts / "dashboard-live-second-session.png"), full_page=True)
-    assert len(latencies) >= 2, "the run finished before new points could be watched"
-    assert painted == [True] * len(latencies)  # every batch of new points was followed by painted frames
-    assert counts == sorted(counts) and counts[-1] > counts[0]
-    assert second == sorted(second) and second[-1] > second[0]  # the second session got new points as well
-    (artifacts / "live-latency.txt").write_text(
-        "seconds from a committed store row to more points in the page: "
-        + ", ".join(f"{x:.2f}" for x in latencies) + f"\nframes painted per second while streaming: {fps}\n")
-    for p, errs in pages:
-        assert not errs, errs
-        p.close()
+    try:
+        page, errors = pages[0]
+        page.wait_for_selector("text=Overview", timeout=SESSION_MS)
+        page.bring_to_front()  # the page opened last is in front; a background page gets few frames to act on
+        page.locator(".bk-tab:has-text('Activations')").first.click()
+        for p, _ in pages:
+            wait_for(lambda: p.evaluate(POINTS_JS) > 0, SESSION_MS / 1000, "plots with data")
+        reader = StoreReader(run.store_path)
+        latencies, counts, second, painted = [], [], [], []
+        seen = len(reader.scalars("train/loss"))
+        deadline = time.time() + 60
+        while proc.poll() is None and time.time() < deadline and len(latencies) < 4:
+            n = len(reader.scalars("train/loss"))
+            if n > seen:  # new rows committed: how long until the page holds more points?
+                t0, before = time.time(), [p.evaluate(POINTS_JS) for p, _ in pages]
+                seen = n
+                grown = wait_for(lambda: page.evaluate(POINTS_JS) > before[0], 10, "new points in the page", step=0.02)
+                latencies.append(time.time() - t0)
+                counts.append(page.evaluate(POINTS_JS))
+                assert grown
+                painted.append(page.evaluate(PAINTED_JS))  # the page paints while points stream in (not starved)
+                other = pages[1][0]
+                wait_for(lambda: other.evaluate(POINTS_JS) > before[1], 10, "new points in the second page", step=0.02)
+                second.append(other.evaluate(POINTS_JS))
+            time.sleep(0.02)
+        page.bring_to_front()
+        fps = page.evaluate(FPS_JS) if proc.poll() is None else None  # for the note only (machines are noisy)
+        reader.close()
+        page.screenshot(path=str(artifacts / "dashboard-live.png"), full_page=True)
+        pages[1][0].bring_to_front()
+        pages[1][0].screenshot(path=str(artifacts / "dashboard-live-second-session.png"), full_page=True)
+        assert len(latencies) >= 2, "the run finished before new points could be watched"
+        assert painted == [True] * len(latencies)  # every batch of new points was followed by painted frames
+        assert counts == sorted(counts) and counts[-1] > counts[0]
+        assert second == sorted(second) and second[-1] > second[0]  # the second session got new points as well
+        (artifacts / "live-latency.txt").write_text(
+            "seconds from a committed store row to more points in the page: "
+            + ", ".join(f"{x:.2f}" for x in latencies) + f"\nframes painted per second while streaming: {fps}\n")
+        for _, errs in pages:
+            assert not errs, errs
+    finally:  # a failed check must not leave two live sessions ticking for the next tests
+        for p, _ in pages:
+            p.close()
 
 
 def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, server, runs, tiny_sweep, artifacts):

@@ -309,16 +309,18 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
 
 # N=32 patches of a 64-px object with 20 lines and no phase: a 2-level width-8 U-NO learns it in a few
 # epochs (val amp SSIM ~0.27 against the constant-output 0.099). At epoch 5 the `step` schedule raises
-# Adam's lr 30x (3e-3 -> 0.09): the activations blow up, the decoder stage's GELU units are driven
+# Adam's lr 100x (3e-3 -> 0.3): the activations blow up, the decoder stage's GELU units are driven
 # negative everywhere and die, so decoder.0 emits its conv bias (a spatially constant map) and the head
-# and output follow; the encoder and bottleneck keep varying. One torch thread: the step after the
-# kick is chaotic, and a different thread count sums in another order.
+# and output follow; the encoder and bottleneck keep varying. The steps after the kick are chaotic:
+# another thread count or CPU sums in another order and ends elsewhere. A 30x kick (or seed 0, 2)
+# sometimes left the output oscillating between dead and exploding on one of them; this seed and a
+# 100x kick collapsed, with the onset in epoch 5 or 6, at 1 and 2 threads and 7 or 8 epochs (one thread here).
 REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "model.modes": 6,
                  "optim.name": "adam", "optim.lr": 3e-3, "schedule.name": "step", "schedule.step_size": 5,
-                 "schedule.step_gamma": 30.0, "train.epochs": 7, "train.capture_every": 2}
+                 "schedule.step_gamma": 100.0, "train.epochs": 7, "train.capture_every": 2, "train.seed": 1}
 
 
-def test_a_run_that_learns_then_gets_a_30x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
+def test_a_run_that_learns_then_gets_a_100x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
     from fnodiag.summary import run_row
     from fnodiag.training.run import train
 
@@ -332,10 +334,10 @@ def test_a_run_that_learns_then_gets_a_30x_lr_is_detected_as_learned_then_collap
     # what the run recorded, nothing written by the test
     history, report = run.read_history(), run.read_json("collapse.json")
     effective = run.read_json("effective_config.json")
-    assert effective["scheduler"]["class"] == "StepLR" and effective["scheduler"]["gamma"] == 30.0
+    assert effective["scheduler"]["class"] == "StepLR" and effective["scheduler"]["gamma"] == 100.0
     lr = history["lr"]
     kick = next(e for e in range(1, len(lr)) if lr[e] > 10 * lr[e - 1])  # the epoch the lr was raised
-    assert kick == 5 and lr[kick] == pytest.approx(0.09)
+    assert kick == 5 and lr[kick] == pytest.approx(0.3)
     fingerprint = effective["data"]["fingerprint"]["amp_ssim"]
     assert max(history["val_amp_ssim"][:kick]) > fingerprint + 0.1  # it had learned before the kick
     assert report["verdict"] == "collapsed" and report["learned_then_collapsed"] is True
@@ -345,7 +347,7 @@ def test_a_run_that_learns_then_gets_a_30x_lr_is_detected_as_learned_then_collap
     assert kick * steps_per_epoch <= report["onset_step"] < (kick + 2) * steps_per_epoch
     assert report["earliest_layer"] == "decoder.0"
     onsets = report["per_layer_onset"]
-    assert onsets["decoder.0"] == onsets["head"] == onsets["output"] == report["onset_step"]
+    assert onsets["decoder.0"] <= onsets["head"] <= onsets["output"] == report["onset_step"]  # downstream in order
     assert all(onsets[name] is None for name in onsets if name.startswith(("lifter", "encoder", "bottleneck")))
     row = run_row(run, "kick", 0)
     assert row["outcome"] == "learned then collapsed" and row["earliest_layer"] == "decoder.0"
