@@ -66,8 +66,9 @@ def panel_files_from_this_server(doc) -> None:
     """Point the session's component stylesheets at this server's copy of Panel's files from the start.
 
     Panel links them to its CDN until it renders the page, when it sets the document's ``dist_url``;
-    models made before that (a live tick, a second session building at the same time) kept the CDN
-    links, which a server without internet access cannot load. Panel's own ``Location`` sets it the same way.
+    models styled before that (a live tick, a second session building at the same time) can keep the
+    CDN links, which a server without internet access cannot load (the browser test saw such loads
+    fail). Panel's own ``Location`` sets it the same way.
     """
     from panel.io.resources import LOCAL_DIST
 
