@@ -40,7 +40,7 @@ def test_shipped_definitions_are_valid_and_as_specified():
         q, a = quick.config(arm, 1), stage_a.config(arm, 1)
         assert (q.model.arch, q.optim.name, q.optim.momentum, q.optim.weight_decay) == \
             (a.model.arch, a.optim.name, a.optim.momentum, a.optim.weight_decay)
-        assert q.optim.lr == 2e-3 and q.clip == a.clip
+        assert q.optim.lr == 3e-3 and q.clip == a.clip
     # quick-reference is reduced exactly like quick (its control and stable_adam arms are quick's)
     ref, stage_ref = load_definition("quick-reference"), load_definition("stage-a-reference")
     assert list(ref.arms) == list(stage_ref.arms) and ref.seeds == quick.seeds
