@@ -308,19 +308,21 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
 # -- a genuine collapse, driven by the run's own configuration ------------------------------------------
 
 # N=32 patches of a 64-px object with 20 lines and no phase: a 2-level width-8 U-NO learns it in a few
-# epochs (val amp SSIM ~0.27 against the constant-output 0.099). At epoch 5 the `step` schedule raises
-# Adam's lr 100x (3e-3 -> 0.3): the activations blow up, the decoder stage's GELU units are driven
+# epochs (val amp SSIM ~0.2-0.27 against the constant-output 0.099). At epoch 5 the `step` schedule raises
+# Adam's lr 300x (3e-3 -> 0.9): the activations blow up, the decoder stage's GELU units are driven
 # negative everywhere and die, so decoder.0 emits its conv bias (a spatially constant map) and the head
 # and output follow; the encoder and bottleneck keep varying. The steps after the kick are chaotic:
-# another thread count or CPU sums in another order and ends elsewhere. A 30x kick (or seed 0, 2)
-# sometimes left the output oscillating between dead and exploding on one of them; this seed and a
-# 100x kick collapsed, with the onset in epoch 5 or 6, at 1 and 2 threads and 7 or 8 epochs (one thread here).
+# another thread count or CPU sums in another order and may end elsewhere (an exploding instead of a
+# dead output, where no onset exists). This seed and kick were chosen on a 2-core Intel Xeon (AVX-512),
+# where they collapsed with the onset in epoch 5 or 6 at 1 and 2 threads and with 7 or 8 epochs; of 13
+# seed/kick pairs tried there, 1 did so in all four (seed 1 with a 100x kick, chosen the same way on an
+# AMD EPYC a session earlier, fails here at one thread). One thread here.
 REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "model.modes": 6,
                  "optim.name": "adam", "optim.lr": 3e-3, "schedule.name": "step", "schedule.step_size": 5,
-                 "schedule.step_gamma": 100.0, "train.epochs": 7, "train.capture_every": 2, "train.seed": 1}
+                 "schedule.step_gamma": 300.0, "train.epochs": 7, "train.capture_every": 2, "train.seed": 9}
 
 
-def test_a_run_that_learns_then_gets_a_100x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
+def test_a_run_that_learns_then_gets_a_300x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
     from fnodiag.summary import run_row
     from fnodiag.training.run import train
 
@@ -334,10 +336,10 @@ def test_a_run_that_learns_then_gets_a_100x_lr_is_detected_as_learned_then_colla
     # what the run recorded, nothing written by the test
     history, report = run.read_history(), run.read_json("collapse.json")
     effective = run.read_json("effective_config.json")
-    assert effective["scheduler"]["class"] == "StepLR" and effective["scheduler"]["gamma"] == 100.0
+    assert effective["scheduler"]["class"] == "StepLR" and effective["scheduler"]["gamma"] == 300.0
     lr = history["lr"]
     kick = next(e for e in range(1, len(lr)) if lr[e] > 10 * lr[e - 1])  # the epoch the lr was raised
-    assert kick == 5 and lr[kick] == pytest.approx(0.3)
+    assert kick == 5 and lr[kick] == pytest.approx(0.9)
     fingerprint = effective["data"]["fingerprint"]["amp_ssim"]
     assert max(history["val_amp_ssim"][:kick]) > fingerprint + 0.1  # it had learned before the kick
     assert report["verdict"] == "collapsed" and report["learned_then_collapsed"] is True
