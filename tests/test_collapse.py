@@ -314,9 +314,9 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
 # and output follow; the encoder and bottleneck keep varying. The steps after the kick are chaotic:
 # another thread count or CPU sums in another order and may end elsewhere (an exploding instead of a
 # dead output, where no onset exists). This seed and kick were chosen on a 2-core Intel Xeon (AVX-512),
-# where they collapsed with the onset in epoch 5 or 6 at 1 and 2 threads and with 7 or 8 epochs; of 13
-# seed/kick pairs tried there, 1 did so in all four (seed 1 with a 100x kick, chosen the same way on an
-# AMD EPYC a session earlier, fails here at one thread). One thread here.
+# where they collapsed with the onset in epoch 5 or 6 at 1 and 2 threads and with 7 or 8 epochs; of 25
+# seed/kick pairs tried there (x100, x300, x1000), only this one did so in all four (seed 1 with a 100x
+# kick, chosen the same way on an AMD EPYC a session earlier, fails here at one thread). One thread here.
 REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "model.modes": 6,
                  "optim.name": "adam", "optim.lr": 3e-3, "schedule.name": "step", "schedule.step_size": 5,
                  "schedule.step_gamma": 300.0, "train.epochs": 7, "train.capture_every": 2, "train.seed": 9}
