@@ -2,7 +2,7 @@
 
 Bokeh runs this module while it builds the app, before the server listens. The ``panel serve``
 command line is ``sys.orig_argv`` (Bokeh hands the module only the ``--args`` part as ``sys.argv``);
-:func:`fnodiag.serving.refusal` decides, and a refused configuration exits with status 2 and one
+:func:`fnodiag.dashboard.serving.refusal` decides, and a refused configuration exits with status 2 and one
 line on stderr (an exception here would only be logged by Bokeh, and the server would start).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fnodiag.serving import refusal
+from fnodiag.dashboard.serving import refusal
 
 _message = refusal(getattr(sys, "orig_argv", sys.argv), os.environ)
 if _message:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import panel as pn
 
-from app.dashboard import TICK_MS, Dashboard
+from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
 
 
 def runs_folder(argv: list[str]) -> Path:

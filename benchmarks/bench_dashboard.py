@@ -15,7 +15,7 @@ dashboard draws, per-module gradient norms and per-step scalars, then measures i
 are other processes each running a session's own code path (``Dashboard(root)`` then
 ``Dashboard.tick()`` every ``TICK_MS``: new rows streamed into every figure, status re-reads,
 folder rescans), or, with ``--reader-kind tail``, threads of this process each tailing the store
-with :class:`app.live.Tail` as the views do. Readers tick and rest in turns of ``--phase`` seconds
+with :class:`fnodiag.dashboard.live.Tail` as the views do. Readers tick and rest in turns of ``--phase`` seconds
 during the same run, and steps are compared by phase, so other load on the machine (which drifts
 over seconds to minutes) weighs on both sides alike.
 
@@ -76,7 +76,7 @@ def active(t0: float, phase: float, now: float | None = None) -> bool:
 
 def reader_process(root: Path, t0: float, phase: float) -> None:
     """One dashboard session without a browser: wait for a run, then ``Dashboard.tick()`` every TICK_MS (odd phases)."""
-    from app.dashboard import TICK_MS, Dashboard
+    from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
     from fnodiag.runs import RunDir
 
     print("ready", flush=True)
@@ -101,7 +101,7 @@ def reader_process(root: Path, t0: float, phase: float) -> None:
 
 def tail_thread(run, stop: threading.Event, t0: float, phase: float, out: list) -> None:
     """What one session's views read each tick: new loss / grad / lr rows and new activation and grad matrices."""
-    from app.live import Tail
+    from fnodiag.dashboard.live import Tail
 
     while not run.store_path.is_file() and not stop.is_set():
         time.sleep(0.05)
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=20)
     parser.add_argument("--slowdown", type=int, metavar="N", help="measure training step time with N readers instead")
     parser.add_argument("--reader-kind", choices=("dashboard", "tail"), default="dashboard",
-                        help="dashboard: processes running Dashboard.tick(); tail: threads of app.live.Tail reads")
+                        help="dashboard: processes running Dashboard.tick(); tail: threads of fnodiag.dashboard.live.Tail reads")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the tiny run (--slowdown; 10 steps each)")
     parser.add_argument("--rounds", type=int, default=2, help="training runs (--slowdown)")
     parser.add_argument("--phase", type=float, default=2.0, help="seconds readers tick / rest in turn (--slowdown)")
@@ -225,7 +225,7 @@ def main() -> None:
             print(f"store alone, one stat (layer_matrix): {(time.perf_counter() - t0) * 1e3:.0f} ms")
 
         from bokeh.document import Document
-        from app.dashboard import Dashboard
+        from fnodiag.dashboard.dashboard import Dashboard
         Dashboard(root)  # warm imports and HoloViews option trees once
         t0 = time.perf_counter()
         dash = Dashboard(root)

@@ -1,7 +1,7 @@
 """Benchmark of the one norm kernel: complex gradients through their real view vs torch's complex kernel.
 
 Builds the stage-a generator, gives every parameter a random gradient and times, in one process,
-:func:`fnodiag.norms.tensor_norms` (complex tensors as ``torch.view_as_real`` views) against
+:func:`fnodiag.diagnostics.norms.tensor_norms` (complex tensors as ``torch.view_as_real`` views) against
 ``torch._foreach_norm`` over the complex tensors themselves (what the clipping and statistics code
 did before the real view). Prints both medians and their ratio (complex / real view; the view was
 ~30x faster on a 2-core CPU); machines are shared, so read the ratio, not the times.
@@ -18,7 +18,7 @@ import torch
 
 from fnodiag.config import preset
 from fnodiag.models import build_model
-from fnodiag.norms import tensor_norms
+from fnodiag.diagnostics.norms import tensor_norms
 
 
 def median_s(fn, repeats: int) -> float:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from bench_train_step import lightning_steps  # same folder
 
-from fnodiag.simulate import simulate
-from fnodiag.sweep import load_definition
+from fnodiag.ptycho.simulate import simulate
+from fnodiag.sweeps.runner import load_definition
 from fnodiag.training.system import ReconstructionSystem
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fnodiag.sweep import load_definition, run_sweep
+from fnodiag.sweeps.runner import load_definition, run_sweep
 
 TARGET_S = {"quick": 1200.0, "quick-reference": 2100.0}
 

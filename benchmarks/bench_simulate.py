@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
-from fnodiag import simulate as sim
+from fnodiag.ptycho import simulate as sim
 from fnodiag.config import DataConfig
-from fnodiag.physics import as_probe_layout, far_field_amplitude
+from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
 
 BUDGET_S = 30.0
 

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fnodiag.simulate import load_or_simulate
-from fnodiag.sweep import load_definition, run_sweep
+from fnodiag.ptycho.simulate import load_or_simulate
+from fnodiag.sweeps.runner import load_definition, run_sweep
 
 TINY = {"data.N": 32, "data.object_size": 64, "data.set_phi": True, "model.blocks": 2, "model.width": 4,
         "model.modes": 4, "train.batch_size": 8, "train.infer_batch_size": 16, "train.capture_every": 0,

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from fnodiag.config import preset
-from fnodiag.data import GridLinesDataModule
+from fnodiag.training.data import GridLinesDataModule
 from fnodiag.runs import RunDir, RunStore
-from fnodiag.simulate import simulate
+from fnodiag.ptycho.simulate import simulate
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.live_frames import LiveFrames, probe_truth
 from fnodiag.training.run import build_trainer

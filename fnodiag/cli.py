@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
-    from fnodiag.simulate import dataset_key, load_or_simulate
+    from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
 
     from fnodiag.runs import ensure_writable_dir
 
@@ -302,7 +302,7 @@ def _cmd_capture(args) -> int:
                                              summary_lines, write_report)
     from fnodiag.diagnostics.checkpoint import reference_dataset
     from fnodiag.runs import RunDir, ensure_writable_dir
-    from fnodiag.simulate import load_or_simulate
+    from fnodiag.ptycho.simulate import load_or_simulate
 
     if args.batch_size < 1 or args.max_samples < 1:
         raise ConfigError("--batch-size and --max-samples must be >= 1")
@@ -346,7 +346,7 @@ def _cmd_capture(args) -> int:
 
 
 def _cmd_export_checkpoint(args) -> int:
-    from fnodiag.diagnostics.export import export_checkpoint
+    from fnodiag.interop.checkpoint_export import export_checkpoint
 
     info = export_checkpoint(args.source, args.output, layout=args.layout, weights=args.weights,
                              overrides=_flag_overrides(args), force=args.force)
@@ -358,7 +358,7 @@ def _cmd_export_checkpoint(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from fnodiag.tensorboard_export import export_tensorboard
+    from fnodiag.interop.tensorboard import export_tensorboard
 
     info = export_tensorboard(args.run, args.tensorboard)
     print(f"wrote {info['scalars']} scalar values and {info['layer_values']} per-layer values "
@@ -368,7 +368,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from fnodiag.sweep import load_definition, run_sweep
+    from fnodiag.sweeps.runner import load_definition, run_sweep
 
     defn = load_definition(args.definition)
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
@@ -390,7 +390,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_summarize(args) -> int:
-    from fnodiag.summary import write_summary
+    from fnodiag.sweeps.summary import write_summary
 
     write_summary(args.folder)
     print((Path(args.folder) / "summary.md").read_text())
@@ -398,7 +398,7 @@ def _cmd_summarize(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    from fnodiag.reference_import import import_reference
+    from fnodiag.interop.reference_import import import_reference
 
     run = import_reference(args.source, args.out, arch=args.arch, capture=not args.no_capture)
     info = run.read_json("imported.json")

@@ -227,7 +227,7 @@ class TrainConfig(_Section):
     seed: int = 20260128
     loss: str = "mae"
     forward_gain: str = "none"  # reference quirk 'batch': prediction x the size of each batch (brief §2.2)
-    val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by fnodiag.data.val_batch_size
+    val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by fnodiag.training.data.val_batch_size
     keep_partial_batch: bool = False  # reference quirk: keep the train loader's last partial batch
     capture_every: int = 10  # 0 turns live capture off
     frame_every: int = 25  # live reconstruction frames every M steps (stage-a: 344 frames in 20 epochs); 0 = off

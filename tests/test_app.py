@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.catalog import SINGLE, checkpoint_path, inside, scan
-from app.dashboard import Dashboard
-from app.launch import Launcher
-from app.store import DashboardStore
+from fnodiag.dashboard.catalog import SINGLE, checkpoint_path, inside, scan
+from fnodiag.dashboard.dashboard import Dashboard
+from fnodiag.dashboard.launch import Launcher
+from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunStore
 
 TRAIN_FLAGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
@@ -140,7 +140,7 @@ def test_tick_sends_only_new_points(runs):
 
 def test_a_long_live_session_rebins_its_figures(runs, monkeypatch):
     """Streamed points pile up; past twice what a view opens with, the view re-reads its runs binned."""
-    import app.views as views
+    import fnodiag.dashboard.views as views
 
     monkeypatch.setattr(views, "HEATMAP_MAX_STEPS", 4)
     monkeypatch.setattr(views, "LINES_MAX_STEPS", 6)
@@ -171,9 +171,9 @@ def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     assert len(view.bars.object) == len(view.result) and "Capture failed" not in view.status.object
     np.testing.assert_allclose(view.bars.object.dimension_values(1), view.result["spatial_std"])
     # the dashboard and its capture path import torch only, never Lightning: a fresh process, from
-    # another folder (``app`` is importable because it is installed), with a capture actually run
-    code = ("import sys, asyncio, app.dashboard, app.main\n"
-            "from app.checkpoint import capture_checkpoint\nfrom app.catalog import scan\n"
+    # another folder, with a capture actually run
+    code = ("import sys, asyncio, fnodiag.dashboard.dashboard\n"
+            "from fnodiag.dashboard.checkpoint import capture_checkpoint\nfrom fnodiag.dashboard.catalog import scan\n"
             "capture_checkpoint(%r, scan(%r).entries('sw')[0], 'last', samples=1)\n"
             "print('torch' in sys.modules, 'lightning' in sys.modules)") % (str(runs), str(runs))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -306,7 +306,7 @@ def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):
 
 
 def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
-    from app.launch import LaunchView
+    from fnodiag.dashboard.launch import LaunchView
     from fnodiag.config import PRESETS
     from fnodiag.models import MODELS
     from fnodiag.training.optimizers import OPTIMIZERS
@@ -325,7 +325,7 @@ def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
 
 
 def test_checkpoint_capture_reads_the_runs_own_dataset_and_never_simulates(runs, dataset_cache, tmp_path):
-    from app.checkpoint import capture_checkpoint
+    from fnodiag.dashboard.checkpoint import capture_checkpoint
 
     entry = scan(runs).entries("sw")[0]
     assert entry.run.dataset_cache() == dataset_cache.resolve()  # recorded by training (--cache-dir / cache_dir=)
@@ -346,7 +346,7 @@ def test_checkpoint_capture_reads_the_runs_own_dataset_and_never_simulates(runs,
 
 
 def test_live_heatmap_bins_new_steps_as_the_static_heatmap_does():
-    from app.live import LiveLayers
+    from fnodiag.dashboard.live import LiveLayers
     from fnodiag import plots
 
     class Sink:
@@ -374,7 +374,7 @@ def test_live_heatmap_bins_new_steps_as_the_static_heatmap_does():
 def test_live_figure_streams_only_new_rows_into_the_rendered_plots(monkeypatch):
     from bokeh.models import ColumnDataSource
 
-    from app.live import LiveFigure
+    from fnodiag.dashboard.live import LiveFigure
     from fnodiag import plots
 
     streamed = []

@@ -12,8 +12,8 @@ from bokeh.models import Span
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
 
-from app.dashboard import Dashboard  # noqa: E402
-from app.reconstructions import ReconstructionsView  # noqa: E402
+from fnodiag.dashboard.dashboard import Dashboard  # noqa: E402
+from fnodiag.dashboard.reconstructions import ReconstructionsView  # noqa: E402
 from fnodiag import plots  # noqa: E402
 from fnodiag.runs import RunStore, StoreReader  # noqa: E402
 

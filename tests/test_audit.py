@@ -1,4 +1,4 @@
-"""The summary's proof (fnodiag.audit): expected effective configuration, comparison, realised LR.
+"""The summary's proof (fnodiag.analysis.audit): expected effective configuration, comparison, realised LR.
 
 Pure tests on hand-written records, then the reference's three failures faked in the records of a
 real finished tiny sweep (Adam where SGD was asked; a warmup-cosine LR that never moved; a clip
@@ -12,10 +12,10 @@ import sqlite3
 
 import pytest
 
-from fnodiag.audit import (compare_effective, config_differences, expected_effective, generator_parameters,
+from fnodiag.analysis.audit import (compare_effective, config_differences, expected_effective, generator_parameters,
                            lookup, lr_differences, warning)
 from fnodiag.config import RunConfig, resolve
-from fnodiag.summary import write_summary
+from fnodiag.sweeps.summary import write_summary
 from tests.conftest import TINY
 
 SGD_WC = {"optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.5, "schedule.name": "warmup_cosine",
@@ -124,7 +124,7 @@ def test_config_differences(sgd_cfg):
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     """A real tiny sweep: one SGD + warmup-cosine arm, 2 epochs, clip asked by an override (``--grad-clip 1.0``)."""
-    from fnodiag.sweep import load_definition, run_sweep
+    from fnodiag.sweeps.runner import load_definition, run_sweep
 
     d = tmp_path_factory.mktemp("audit")
     arm = {k: v for k, v in SGD_WC.items() if not k.startswith("clip.")}

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fnodiag.data import AmplitudeDataset, GridLinesDataModule, describe_loader, val_batch_size
+from fnodiag.training.data import AmplitudeDataset, GridLinesDataModule, describe_loader, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, StoreReader
-from fnodiag.selection import LOSS_CRITERION, SSIM_CRITERION, best_epochs
-from fnodiag.simulate import load_or_simulate
-from fnodiag.summary import _selection_md, run_row
+from fnodiag.diagnostics.selection import LOSS_CRITERION, SSIM_CRITERION, best_epochs
+from fnodiag.ptycho.simulate import load_or_simulate
+from fnodiag.sweeps.summary import _selection_md, run_row
 from fnodiag.training.run import train
 from fnodiag.training.system import ReconstructionSystem
 
@@ -170,7 +170,7 @@ def test_best_by_loss_and_by_ssim_differ_and_both_are_reported(gain_run):
     assert row["best_selection"]["criterion"] == LOSS_CRITERION and row["best_weights_criterion"] == SSIM_CRITERION
     md = "\n".join(_selection_md([row]))
     assert "| gain | val_loss (min) ⚑ gain | 0 (0.1000) | 2 (0.900) ≠ best.ckpt | val_amp_ssim (max) |" in md
-    from app.catalog import RunEntry, summarize
+    from fnodiag.dashboard.catalog import RunEntry, summarize
 
     cols = summarize(RunEntry("s", "stable", 7, gain_run))
     assert (cols["best_ckpt_by"], cols["best_ssim_epoch"]) == ("val loss (min), ep 0 ⚑ gain", "2 (0.900)")

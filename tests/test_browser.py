@@ -296,8 +296,8 @@ def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, 
     (0, 1, []),                               # no log axis over zero
 ])
 def test_log_axis_ticks_in_the_browser(browser, lo, hi, expected):
-    """The 1-2-5 log ticker's JavaScript (fnodiag.plots.LOG_TICKS_JS) as Chromium runs it."""
-    from fnodiag.plots import LOG_TICKS_JS
+    """The 1-2-5 log ticker's JavaScript (fnodiag.plots.layers.LOG_TICKS_JS) as Chromium runs it."""
+    from fnodiag.plots.layers import LOG_TICKS_JS
 
     page = browser.new_page()
     try:
@@ -309,7 +309,7 @@ def test_log_axis_ticks_in_the_browser(browser, lo, hi, expected):
 
 
 def test_log_axis_labels_in_the_browser(browser):
-    from fnodiag.plots import LOG_LABEL_JS
+    from fnodiag.plots.layers import LOG_LABEL_JS
 
     page = browser.new_page()
     try:

@@ -46,7 +46,7 @@ def add_seed(page, seed: str) -> None:
 
 
 def test_compare_tab_shows_arms_per_layer_and_downloads_what_it_draws(browser, two_arm_sweep, tmp_path, artifacts):
-    from fnodiag import compare
+    from fnodiag.analysis import compare
     from fnodiag.runs import StoreReader
 
     with serve(two_arm_sweep.parent) as (url, _):

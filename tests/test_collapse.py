@@ -283,7 +283,7 @@ class ZeroHeadAndRecord(Callback):
 
 
 def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_path):
-    from fnodiag.simulate import load_or_simulate
+    from fnodiag.ptycho.simulate import load_or_simulate
     from fnodiag.training.run import train
 
     cfg = tiny_cfg.override({"train.epochs": 2})
@@ -323,7 +323,7 @@ REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "m
 
 
 def test_a_run_that_learns_then_gets_a_300x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
-    from fnodiag.summary import run_row
+    from fnodiag.sweeps.summary import run_row
     from fnodiag.training.run import train
 
     previous = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""Arms compared layer by layer: the maths of :mod:`fnodiag.compare` against plain numpy loops, and the
+"""Arms compared layer by layer: the maths of :mod:`fnodiag.analysis.compare` against plain numpy loops, and the
 dashboard's Compare tab over a real two-arm, two-seed tiny sweep (numbers checked against the raw store rows)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fnodiag import compare
+from fnodiag.analysis import compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout, as test_app
 
@@ -83,7 +83,7 @@ def _raw(run_dir, source, stat, step):
 
 
 def test_compare_view_over_a_real_two_arm_sweep(sweep):
-    from app.dashboard import Dashboard
+    from fnodiag.dashboard.dashboard import Dashboard
 
     d = Dashboard(sweep.parent)
     view = next(v for v in d.views if v.title == "Compare")

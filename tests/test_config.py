@@ -77,7 +77,7 @@ def test_load_reports_bad_json(tmp_path):
 
 
 def test_integer_floats_are_normalised_so_cache_keys_agree():
-    from fnodiag.simulate import dataset_key
+    from fnodiag.ptycho.simulate import dataset_key
 
     a, b = DataConfig(nphotons=10**9), DataConfig(nphotons=1e9)
     assert a == b and isinstance(a.nphotons, float)
@@ -139,7 +139,7 @@ def test_resolve_errors_name_the_source_and_the_seed_conflict():
 
 
 def test_sweep_tables_may_nest_sections(tmp_path):
-    from fnodiag.sweep import load_definition
+    from fnodiag.sweeps.runner import load_definition
 
     path = tmp_path / "nested.toml"
     path.write_text('name = "n"\nseeds = [1]\n[shared]\noptim.lr = 0.002\n[arms.a.optim]\nname = "sgd"\n'

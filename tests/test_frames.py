@@ -15,7 +15,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.diagnostics.frames import amp_phase, decode, default_frame_every, encode, flatness
+from fnodiag.runs.frames import amp_phase, decode, default_frame_every, encode, flatness
 from fnodiag.runs import RunStore, StoreReader
 from fnodiag.training.run import train
 
@@ -191,7 +191,7 @@ def framed_runs(tmp_path_factory, dataset_cache, tiny_cfg):
 
 
 def test_training_writes_frames_every_m_steps_with_the_truth(framed_runs, dataset_cache):
-    from fnodiag.simulate import load_or_simulate
+    from fnodiag.ptycho.simulate import load_or_simulate
 
     straight, _, _ = framed_runs
     effective = straight.read_json("effective_config.json")

@@ -16,7 +16,7 @@ import fnodiag
 PACKAGE = Path(fnodiag.__file__).parent
 # Deferred by design, function level only: the sweep runner picks an executor, and the executors run
 # ``sweep.run_one`` in worker processes (locally or under Ray). Any other circle, or this one growing, fails.
-KNOWN_DEFERRED = {frozenset({"fnodiag.sweep", "fnodiag.executors", "fnodiag.ray_exec", "fnodiag.summary"})}
+KNOWN_DEFERRED = {frozenset({"fnodiag.sweeps.runner", "fnodiag.sweeps.executors", "fnodiag.sweeps.ray", "fnodiag.sweeps.summary"})}
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:
@@ -109,7 +109,7 @@ def test_no_import_circle_inside_functions_either():
 
 
 @pytest.mark.parametrize("low, high", [("fnodiag.config", "fnodiag.models"), ("fnodiag.config", "fnodiag.training"),
-                                       ("fnodiag.runs", "fnodiag.training"), ("fnodiag.runs", "fnodiag.sweep")])
+                                       ("fnodiag.runs", "fnodiag.training"), ("fnodiag.runs", "fnodiag.sweeps.runner")])
 def test_lower_layers_do_not_import_higher_ones(low, high):
     g = graph(top_level_only=False)
     bad = {(a, b) for a, targets in g.items() if a == low or a.startswith(low + ".")

@@ -131,7 +131,7 @@ def test_live_capture_run_read_back_in_another_process_and_listed_by_the_dashboa
                          check=True, timeout=120)
     got = json.loads(out.stdout)
     assert got == {"layers": ["net.0", "net.1", "cplx", "head", "output"], "steps": [0, 2, 4], "loss": 6}
-    from app.catalog import scan, summarize
+    from fnodiag.dashboard.catalog import scan, summarize
 
     cat = scan(run.parent)
     assert not cat.problems

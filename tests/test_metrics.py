@@ -1,11 +1,11 @@
-"""Tests for fnodiag.metrics: stitching alignment, metric invariants, pinned values, fingerprint."""
+"""Tests for fnodiag.ptycho.metrics: stitching alignment, metric invariants, pinned values, fingerprint."""
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter
 
-from fnodiag.metrics import (
+from fnodiag.ptycho.metrics import (
     METRIC_KEYS,
     constant_output_fingerprint,
     evaluate,
@@ -162,7 +162,7 @@ def test_constant_prediction_reproduces_fingerprint():
 
 @pytest.mark.parametrize("N, ssim, mae", [(64, 0.2771, 0.5131), (128, 0.2355, 0.5209)])
 def test_reference_fingerprint_on_real_test_object(N, ssim, mae):
-    from fnodiag.simulate import make_objects
+    from fnodiag.ptycho.simulate import make_objects
 
     objects = make_objects(1, 392, seed=2, set_phi=True)
     stride = 10

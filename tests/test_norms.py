@@ -1,10 +1,10 @@
-"""fnodiag.norms: one norm implementation, complex tensors through their real view (no copy)."""
+"""fnodiag.diagnostics.norms: one norm implementation, complex tensors through their real view (no copy)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fnodiag import norms
+from fnodiag.diagnostics import norms
 from fnodiag.diagnostics.stats import grad_norms, weight_norms
 from fnodiag.training.clipping import global_grad_norm
 
@@ -51,7 +51,7 @@ def test_clipping_and_layer_statistics_share_the_one_kernel(monkeypatch):
     total = global_grad_norm(list(m.parameters()))
     _, per_module = grad_norms(m)
     _, per_weight = weight_norms(m)
-    assert len(spy.calls) == 3  # each of the three went through fnodiag.norms
+    assert len(spy.calls) == 3  # each of the three went through fnodiag.diagnostics.norms
     complex_grad = m.spec.w.grad.data_ptr()
     assert all((torch.float32, complex_grad) in call for call in spy.calls[:2])
     assert not any(dtype.is_complex for call in spy.calls for dtype, _ in call)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fnodiag import physics, simulate as sim
+from fnodiag.ptycho import forward as physics
+from fnodiag.ptycho import simulate as sim
 from fnodiag.config import LOSSES_ALLOWED, DataConfig
 
 SMALL = DataConfig(N=32, object_size=128, nimgs_train=1, nimgs_test=1, set_phi=True, n_lines=60)
@@ -50,7 +51,7 @@ def test_reproduces_noiseless_simulated_diffraction(clean):
         with torch.no_grad():
             amp = model(torch.from_numpy(patches.astype(np.complex64))[:, None])[:, 0].numpy()
         np.testing.assert_allclose(amp, split.diffraction, rtol=1e-5, atol=1e-6)
-        # and against numpy's FFT for a few patches, the check independent of fnodiag.physics
+        # and against numpy's FFT for a few patches, the check independent of fnodiag.ptycho.forward
         ref = np.abs(np.fft.fftshift(np.fft.fft2(patches[:5] * clean.probe, norm="ortho"), axes=(-2, -1)))
         np.testing.assert_allclose(split.diffraction[:5], ref, rtol=1e-4, atol=1e-6)
 

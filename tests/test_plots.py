@@ -1,4 +1,4 @@
-"""fnodiag.plots: builders return the right HoloViews elements holding the right data."""
+"""fnodiag.plots.layers: builders return the right HoloViews elements holding the right data."""
 from __future__ import annotations
 
 import holoviews as hv

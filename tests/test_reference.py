@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from fnodiag.config import reference_quirks, without_quirks
-from fnodiag.physics import ForwardModel
+from fnodiag.ptycho.forward import ForwardModel
 from fnodiag.runs import StoreReader
-from fnodiag.simulate import simulate
-from fnodiag.sweep import load_definition, run_sweep
+from fnodiag.ptycho.simulate import simulate
+from fnodiag.sweeps.runner import load_definition, run_sweep
 from fnodiag.training.run import train
 from fnodiag.training.system import ReconstructionSystem
 

@@ -99,9 +99,9 @@ def test_import_captures_model_pt(imported):
 
 
 def test_imported_run_shown_beside_an_own_run_in_dashboard_and_summary(imported, tiny_cfg, dataset_cache):
-    from app.store import DashboardStore
-    from app.views import ActivationsView, GradientsView, OverviewView
-    from fnodiag.summary import write_summary
+    from fnodiag.dashboard.store import DashboardStore
+    from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
+    from fnodiag.sweeps.summary import write_summary
     from fnodiag.training.run import train
 
     root = imported.path.parent
@@ -194,7 +194,7 @@ def test_csv_fixture_has_the_csvlogger_shape(arm):
 
 
 def test_a_failure_while_writing_leaves_no_partial_run(arm, tmp_path, monkeypatch):
-    import fnodiag.reference_import as ri
+    import fnodiag.interop.reference_import as ri
 
     def broken(run, rows):
         (run.path / "half-written").write_text("x")

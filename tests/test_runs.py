@@ -369,9 +369,10 @@ def test_jsonable_is_the_one_sanitiser(tmp_path):
 
 
 def test_every_record_writer_is_the_one_fsyncing_atomic_write(tmp_path, monkeypatch):
-    from fnodiag import simulate
-    from fnodiag.diagnostics import export
-    from fnodiag.runs import atomic_write, files
+    from fnodiag.ptycho import simulate
+    from fnodiag import files
+    from fnodiag.interop import checkpoint_export as export
+    from fnodiag.runs import atomic_write
 
     assert simulate.atomic_write is atomic_write and export.atomic_write is atomic_write
     synced = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fnodiag.serving import is_loopback_host, refusal, serve_options
+from fnodiag.dashboard.serving import is_loopback_host, refusal, serve_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout, as test_app
 
@@ -47,8 +47,8 @@ def test_options_and_loopback_hosts():
 
 
 def test_start_and_stop_are_checked_when_clicked(tmp_path):
-    from app.dashboard import Dashboard
-    from app.launch import DEMO_ARGS
+    from fnodiag.dashboard.dashboard import Dashboard
+    from fnodiag.dashboard.launch import DEMO_ARGS
 
     allowed = {"yes": False}
     d = Dashboard(tmp_path / "runs", may_control=lambda: allowed["yes"])

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fnodiag.audit import audit_run, lookup
+from fnodiag.analysis.audit import audit_run, lookup
 from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, main
 from fnodiag.config import DataConfig, RunConfig
 from fnodiag.runs import RunDir
-from fnodiag.simulate import dataset_key
+from fnodiag.ptycho.simulate import dataset_key
 
 PROBE = "PROBE"  # replaced by a probe file written by the test
 G = "optimizer.param_groups[0]"
@@ -174,8 +174,8 @@ def test_every_run_passes_the_summary_check(paths, path):
 
 
 def test_launch_form_command_line_reaches_the_run(tmp_path):
-    from app.launch import Launcher, LaunchView
-    from app.store import DashboardStore
+    from fnodiag.dashboard.launch import Launcher, LaunchView
+    from fnodiag.dashboard.store import DashboardStore
     from fnodiag.models import MODELS
 
     root = tmp_path / "runs"

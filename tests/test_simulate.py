@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fnodiag import simulate as sim
+from fnodiag.ptycho import simulate as sim
 from fnodiag.config import ConfigError, DataConfig
 
 STAGE_A = DataConfig(N=64, nimgs_train=1, nimgs_test=1, set_phi=True)

@@ -9,8 +9,8 @@ import pytest
 
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
-from fnodiag.summary import write_summary
-from fnodiag.sweep import load_definition, run_sweep, shipped_definitions
+from fnodiag.sweeps.summary import write_summary
+from fnodiag.sweeps.runner import load_definition, run_sweep, shipped_definitions
 from fnodiag.training.system import ReconstructionSystem
 
 TINY_ARMS = {"control": {"model.arch": "hybrid", "optim.name": "adam"},
@@ -211,7 +211,7 @@ def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path,
     import time
     from pathlib import Path
 
-    from app.catalog import scan, summarize
+    from fnodiag.dashboard.catalog import scan, summarize
 
     definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 3, "train.capture_every": 0})
     out = tmp_path / "sw"

@@ -18,9 +18,9 @@ import pytest
 
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
-from fnodiag.executors import Resources, gpu_slots, threads_per_run
+from fnodiag.sweeps.executors import Resources, gpu_slots, threads_per_run
 from fnodiag.runs.lock import RunBusy, RunLock
-from fnodiag.sweep import load_definition, run_sweep
+from fnodiag.sweeps.runner import load_definition, run_sweep
 
 from conftest import TINY
 

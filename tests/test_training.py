@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from fnodiag.metrics import METRIC_KEYS
+from fnodiag.ptycho.metrics import METRIC_KEYS
 from fnodiag.models import build_model, count_parameters
 from fnodiag.runs import StoreReader
-from fnodiag.summary import run_row
+from fnodiag.sweeps.summary import run_row
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, global_grad_norm, unitwise_norm
 from fnodiag.training.evaluate import generator_state
 from fnodiag.training.optimizers import OPTIMIZERS, build_optimizer

@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from fnodiag.outcome import OUTCOMES, run_outcome
+from fnodiag.analysis.outcome import OUTCOMES, run_outcome
 from fnodiag.runs import RunDir
-from fnodiag.summary import write_summary
-from fnodiag.sweep import load_definition, run_name, run_sweep
+from fnodiag.sweeps.summary import write_summary
+from fnodiag.sweeps.runner import load_definition, run_name, run_sweep
 
 from conftest import TINY
 
@@ -112,7 +112,7 @@ RECORDS = {  # outcome -> (status state, best amp SSIM, last amp SSIM, collapse.
 
 def _write_runs(out, defn, outcomes: dict[tuple[str, int], str]):
     """Run folders with config.json, status.json, metrics.json and collapse.json, and a sweep.json."""
-    from fnodiag.sweep import _write_manifest
+    from fnodiag.sweeps.runner import _write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     _write_manifest(out, defn, list(outcomes), {})

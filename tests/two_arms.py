@@ -1,6 +1,6 @@
 """A real two-arm sweep of tiny runs (two seeds each, live capture every 2 steps) for comparison tests.
 
-``build_two_arm_sweep(root)`` writes the definition, runs it (``fnodiag.sweep.run_sweep``, in this process) and
+``build_two_arm_sweep(root)`` writes the definition, runs it (``fnodiag.sweeps.runner.run_sweep``, in this process) and
 returns the sweep folder ``root/tiny2`` (``adam-s7``, ``adam-s8``, ``sgd-s7``, ``sgd-s8``).
 """
 from __future__ import annotations
@@ -22,6 +22,6 @@ def build_two_arm_sweep(root: Path, *, epochs: int = 1) -> Path:
         lines += [f"[arms.{arm}]", *entries(settings)]
     definition = root.parent / "tiny2.toml"
     definition.write_text("\n".join(lines) + "\n")
-    from fnodiag.sweep import load_definition, run_sweep
+    from fnodiag.sweeps.runner import load_definition, run_sweep
 
     return run_sweep(load_definition(definition), root / "tiny2", echo=lambda _line: None)

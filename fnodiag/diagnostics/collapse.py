@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fnodiag.runs import RunDir, StoreReader, jsonable
-from fnodiag.selection import best_epochs, best_weights
+from fnodiag.diagnostics.selection import best_epochs, best_weights
 
 __all__ = ["DEFAULTS", "collapse_onset", "earliest_collapsing_layer", "dead_channels", "gradient_health",
            "metrics_at_fingerprint", "detect_collapse", "write_collapse"]
@@ -240,7 +240,7 @@ def metrics_at_fingerprint(metrics: Mapping[str, float] | None, fingerprint: Map
     metrics : dict or None
         One entry of ``metrics.json`` (``best`` or ``last``).
     fingerprint : dict
-        :func:`fnodiag.metrics.constant_output_fingerprint` of the run's test object.
+        :func:`fnodiag.ptycho.metrics.constant_output_fingerprint` of the run's test object.
     """
     try:
         fp_ssim, fp_mae = float(fingerprint["amp_ssim"]), float(fingerprint["amp_mae"])
@@ -332,7 +332,7 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     are. "Best weights" are those of ``best.ckpt`` (lowest validation loss), except under the batch
     gain (``forward_gain='batch'``), whose validation loss depends on the batch size: there they are
     the epoch with the highest validation amp SSIM, scored by the per-epoch amp SSIM / MAE recorded
-    in ``history.json`` (:func:`fnodiag.selection.best_weights`; amp SSIM alone, within
+    in ``history.json`` (:func:`fnodiag.diagnostics.selection.best_weights`; amp SSIM alone, within
     ``fingerprint_tol``, for a history without ``val_amp_mae``). ``best_weights`` in the report
     names the criterion and epoch, ``best_selection`` both best epochs. The reference's crash heuristic (amp_ssim < 0.5 or final val loss > 0.15, brief §8.5) is
     reported beside, not used: its loss threshold only holds for the reference's loss scale, and

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fnodiag.norms import norm_view, tensor_norms
+from fnodiag.diagnostics.norms import norm_view, tensor_norms
 
 ACTIVATION_STATS = ("mean", "std", "abs_mean", "p50", "p95", "p99", "frac_near_zero",
                     "spatial_std", "min_channel_std", "low_freq_ratio", "nonfinite")

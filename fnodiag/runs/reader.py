@@ -301,7 +301,7 @@ class StoreReader:
         steps : sequence of int, optional
             Read only these steps (e.g. a strip across the run) instead of every frame.
         """
-        from fnodiag.diagnostics.frames import decode
+        from fnodiag.runs.frames import decode
 
         if not self._has_frames():
             return FrameRecords(_EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32),
@@ -328,7 +328,7 @@ class StoreReader:
 
     def frame_truth(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Ground truth of the probe patches ``(amp, phase)``, each (P, H, W) float32; None when not written."""
-        from fnodiag.diagnostics.frames import decode
+        from fnodiag.runs.frames import decode
 
         if not self._has_frames():
             return None

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.runs.files import atomic_write_text, jsonable
+from fnodiag.files import atomic_write_text, jsonable
 from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
 from fnodiag.runs.store import RunStore

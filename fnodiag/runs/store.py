@@ -18,7 +18,7 @@ it is and upgraded in place when a writer opens it)::
     layer_index(source_id, stat_id, layer_id) PRIMARY KEY: which series exist
     frames(id INTEGER PRIMARY KEY, step INT, epoch INT, role TEXT, channel TEXT, p INT, h INT, w INT,
            lo BLOB, hi BLOB, data BLOB)                                           (version 2)
-        live reconstructions (:mod:`fnodiag.diagnostics.frames`): role 'pred' | 'truth', channel
+        live reconstructions (:mod:`fnodiag.runs.frames`): role 'pred' | 'truth', channel
         'amp' | 'phase'; data = (P, H, W) uint8 codes, lo / hi = (P,) '<f8' per-image range;
         the truth of the probe patches is stored once at step -1 (never truncated)
         UNIQUE INDEX frames_key(role, channel, step): a rewritten step replaces the old row
@@ -194,11 +194,11 @@ class RunStore:
         transaction, so a reader sees a whole frame or none). ``role`` is 'pred' (the generator's
         output at ``step``) or 'truth' (the ground truth of the probe patches: pass ``step``
         :data:`TRUTH_STEP`; written once, kept by :meth:`truncate`). A frame of the same role,
-        channel and step replaces an earlier one. Encoding: :func:`fnodiag.diagnostics.frames.encode`.
+        channel and step replaces an earlier one. Encoding: :func:`fnodiag.runs.frames.encode`.
         """
         if not self.enabled:
             return
-        from fnodiag.diagnostics.frames import CHANNELS, ROLES, encode
+        from fnodiag.runs.frames import CHANNELS, ROLES, encode
 
         bad = [c for c in channels if c not in CHANNELS]
         if bad or role not in ROLES:

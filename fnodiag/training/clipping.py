@@ -3,7 +3,7 @@
 Pure functions on parameters; the Lightning system calls them from ``configure_gradient_clipping``
 with the thresholds the Trainer holds and records the global norm before and after clipping.
 Complex gradients (the spectral weights) are reduced and clipped through their real views
-(:mod:`fnodiag.norms`, which holds the norm kernels and the measured real-view speed-up);
+(:mod:`fnodiag.diagnostics.norms`, which holds the norm kernels and the measured real-view speed-up);
 ``torch.nn.utils.clip_grad_value_`` refuses complex tensors.
 """
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from fnodiag.norms import global_norm, real_view
+from fnodiag.diagnostics.norms import global_norm, real_view
 
 
 def global_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
     """L2 norm over every gradient (complex gradients by magnitude), as a 0-d tensor on the grads' device.
 
-    No host synchronisation: the caller decides when to transfer (:func:`fnodiag.norms.global_norm`).
+    No host synchronisation: the caller decides when to transfer (:func:`fnodiag.diagnostics.norms.global_norm`).
     """
     return global_norm([p.grad for p in params if p.grad is not None])
 

@@ -15,9 +15,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fnodiag.diagnostics.capture import read_checkpoint  # noqa: E402
-from fnodiag.metrics import evaluate_patches, ground_truth_canvas, stitch  # noqa: E402
+from fnodiag.ptycho.metrics import evaluate_patches, ground_truth_canvas, stitch  # noqa: E402
 from fnodiag.runs import RunDir  # noqa: E402
-from fnodiag.simulate import GridLinesData  # noqa: E402
+from fnodiag.ptycho.simulate import GridLinesData  # noqa: E402
 
 def generator_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """Generator-only state dict of a checkpoint (weights-only unpickling, generator keys selected)."""

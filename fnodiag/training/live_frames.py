@@ -1,6 +1,6 @@
 """Live reconstruction frames: the probe batch's predicted amplitude and phase every M steps.
 
-A thin callback over :mod:`fnodiag.diagnostics.frames` (the 8-bit encoding) and
+A thin callback over :mod:`fnodiag.runs.frames` (the 8-bit encoding) and
 :meth:`fnodiag.runs.RunStore.log_frame` (the ``frames`` table). At train start (rank 0) it writes
 the ground truth of the probe patches once (step :data:`~fnodiag.runs.store.TRUTH_STEP`); then at
 every step ``s`` with ``s % every == 0``, in ``on_before_optimizer_step`` (the weights ``W_s``,
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fnodiag.diagnostics.frames import amp_phase
+from fnodiag.runs.frames import amp_phase
 from fnodiag.runs import RunStore
 from fnodiag.runs.store import TRUTH_STEP
 
@@ -90,7 +90,7 @@ def probe_truth(split, size: int, *, shuffled: bool = True) -> tuple[np.ndarray,
     The amplitude is the normalised object patch (what the generator predicts; ``Y_I`` also holds
     the probe's modulus), the phase ``Y_phi``.
     """
-    from fnodiag.simulate import extract_patches, train_permutation
+    from fnodiag.ptycho.simulate import extract_patches, train_permutation
 
     n = split.diffraction.shape[0]
     N = split.diffraction.shape[-1]

@@ -24,7 +24,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import reference_quirks
-from fnodiag.data import describe_loader
+from fnodiag.training.data import describe_loader
 from fnodiag.runs import Heartbeat, RunDir, RunStore
 from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
 from fnodiag.training.live_capture import LiveCapture

@@ -20,10 +20,10 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.data import GridLinesDataModule, val_batch_size
+from fnodiag.training.data import GridLinesDataModule, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
-from fnodiag.simulate import load_or_simulate
+from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.training.checkpointing import SafeCheckpoint
 from fnodiag.training.recorder import RunRecorder
 from fnodiag.training.errors import TrainingError

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from fnodiag.config import RunConfig
-from fnodiag.metrics import evaluate_patches
+from fnodiag.ptycho.metrics import evaluate_patches
 from fnodiag.models import build_model
-from fnodiag.physics import ForwardModel, get_loss
+from fnodiag.ptycho.forward import ForwardModel, get_loss
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, clip_value_, global_grad_norm
 from fnodiag.training.optimizers import build_optimizer
 from fnodiag.training.schedulers import MONITOR, build_scheduler

@@ -2,7 +2,7 @@
 
 Everything is read back from the run directories (effective configuration, history, metrics,
 collapse verdict, captures), never from the definition, so the summary reports what really
-trained; differences between the two become warnings: :func:`fnodiag.audit.audit_run` compares
+trained; differences between the two become warnings: :func:`fnodiag.analysis.audit.audit_run` compares
 every recorded field of each run's ``effective_config.json`` and its realised per-step LR with
 what its ``config.json`` asked, and ``config.json`` with what the sweep definition and flags
 (``sweep.json``) resolve to. Each run row carries its own ``config_warnings``. ``summary.json``, ``summary.md`` and
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fnodiag.audit import audit_run
+from fnodiag.analysis.audit import audit_run
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
-from fnodiag.removal import arm_outcome, collapses, outcome_cells, removal_markdown
+from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
+from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_markdown
 from fnodiag.runs import RunDir, atomic_write_text
-from fnodiag.selection import best_epochs
-from fnodiag.verdict import control_check, verdict
+from fnodiag.diagnostics.selection import best_epochs
+from fnodiag.sweeps.verdict import control_check, verdict
 
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
 
@@ -37,7 +37,7 @@ SCORES = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")
 
 def read_outcome(run: RunDir) -> dict:
     """What a run's records say about what trained and how it ended: the one reading shared by the
-    sweep summary (:func:`run_row`) and the dashboard's overview rows (``app.catalog.summarize``).
+    sweep summary (:func:`run_row`) and the dashboard's overview rows (``fnodiag.dashboard.catalog.summarize``).
 
     Returns
     -------
@@ -73,7 +73,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     """One run's row: what trained (effective configuration), how it ended, its scores.
 
     ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
-    ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.audit.audit_run` finds.
+    ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.analysis.audit.audit_run` finds.
     """
     outcome = read_outcome(run)
     rec = outcome["records"]
@@ -178,7 +178,7 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
     """Which reference conditions the collapse needs (None when no arm carries any and no ``baseline``).
 
     With a ``baseline`` arm (a definition's ``baseline = "ARM"``) the question is subtractive:
-    :func:`fnodiag.removal.removal_attribution` (remove one condition at a time). Otherwise it is
+    :func:`fnodiag.sweeps.attribution.removal_attribution` (remove one condition at a time). Otherwise it is
     additive: each arm with conditions (:func:`fnodiag.config.reference_quirks`) is paired with the
     arm whose configuration is the same once those conditions are removed; collapse counts
     (learned then collapsed only) and amp SSIM are compared with and without. An arm "collapses"
@@ -189,7 +189,7 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
 
     check = control_check(rows, control)
     if baseline is not None:
-        from fnodiag.removal import removal_attribution
+        from fnodiag.sweeps.attribution import removal_attribution
 
         return removal_attribution(rows, baseline, check)
 
@@ -399,7 +399,7 @@ def asked_config(manifest: dict, arm: str, seed: int) -> RunConfig | None:
     None for a manifest that does not record them (written before flags were recorded) or a
     definition that no longer resolves.
     """
-    from fnodiag.sweep import SweepDefinition
+    from fnodiag.sweeps.runner import SweepDefinition
 
     if not manifest.get("spec"):  # a plain runs folder (runs_manifest) or an old sweep.json
         return None

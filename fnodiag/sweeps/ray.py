@@ -6,7 +6,7 @@ asks for ``--executor ray``. The driver (the ``fnodiag sweep`` process) connects
 for this sweep), submits one task per run with ``num_cpus`` (the run's torch threads) and
 ``num_gpus`` (a fraction shares a device), and records each result as it arrives. A task whose
 worker process or node died is retried by Ray up to ``max_retries`` times; the retry runs the
-same :func:`fnodiag.sweep.run_one`, which resumes the run from its ``last.ckpt`` (and never trains
+same :func:`fnodiag.sweeps.runner.run_one`, which resumes the run from its ``last.ckpt`` (and never trains
 a finished run again). Python exceptions are not retried: ``run_one`` records them as a failed run.
 
 Every node must see the sweep folder at the same path (a shared filesystem: NFS, Lustre, GPFS,
@@ -33,12 +33,12 @@ def import_ray():
 
 
 def ray_task(spec: dict) -> dict:
-    """The Ray task: :func:`fnodiag.sweep.run_one` with a progress line per epoch (forwarded to the driver)."""
+    """The Ray task: :func:`fnodiag.sweeps.runner.run_one` with a progress line per epoch (forwarded to the driver)."""
     import logging
 
     import fnodiag.training.run  # noqa: F401  (imports Lightning, which sets its own log level first)
-    from fnodiag.executors import epoch_lines
-    from fnodiag.sweep import run_one
+    from fnodiag.sweeps.executors import epoch_lines
+    from fnodiag.sweeps.runner import run_one
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     printer = lambda line: print(line, flush=True)
@@ -65,11 +65,11 @@ def run_ray(specs: list[dict], res, *, echo: Callable[[str], None], on_result: C
     Parameters
     ----------
     specs : list of dict
-        One per run (see :func:`fnodiag.sweep.run_one`).
-    res : fnodiag.executors.Resources
+        One per run (see :func:`fnodiag.sweeps.runner.run_one`).
+    res : fnodiag.sweeps.executors.Resources
         ``threads`` becomes ``num_cpus``, ``gpus_per_run`` ``num_gpus``, ``max_retries`` Ray's.
     """
-    from fnodiag.executors import mark_dead
+    from fnodiag.sweeps.executors import mark_dead
 
     ray = import_ray()
     if not specs:

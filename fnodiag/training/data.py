@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fnodiag.config import TrainConfig
-from fnodiag.simulate import GridLinesData
+from fnodiag.ptycho.simulate import GridLinesData
 
 
 def val_batch_size(train: TrainConfig) -> int:
@@ -81,7 +81,7 @@ class AmplitudeDataset(Dataset):
 
 
 class GridLinesDataModule(L.LightningDataModule):
-    """Train / validation loaders over a :class:`~fnodiag.simulate.GridLinesData`.
+    """Train / validation loaders over a :class:`~fnodiag.ptycho.simulate.GridLinesData`.
 
     Parameters
     ----------

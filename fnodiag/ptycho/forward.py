@@ -1,6 +1,6 @@
 """Physics forward model (probe illumination + far-field propagation) and training losses.
 
-One implementation serves both the simulation (:mod:`fnodiag.simulate`) and training, so the
+One implementation serves both the simulation (:mod:`fnodiag.ptycho.simulate`) and training, so the
 data and the objective can never disagree about FFT normalisation, centring or probe scale.
 
 Array axes used throughout (brief §2.5):

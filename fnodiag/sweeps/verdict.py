@@ -1,7 +1,7 @@
 """The sweep's verdict: what happened to each arm, judged against a control arm that must learn.
 
-Reads the rows of :func:`fnodiag.summary.run_row` (each with its :mod:`fnodiag.outcome`) and the
-per-arm table of :func:`fnodiag.summary.arm_table`. A sweep definition names its control
+Reads the rows of :func:`fnodiag.sweeps.summary.run_row` (each with its :mod:`fnodiag.analysis.outcome`) and the
+per-arm table of :func:`fnodiag.sweeps.summary.arm_table`. A sweep definition names its control
 (``control = "ARM"``); when that arm did not reach the target on every seed the verdict is
 *inconclusive* and claims nothing about the other arms.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from fnodiag.outcome import LEARNED, OUTCOMES, STOPPED, TARGET_AMP_SSIM
+from fnodiag.analysis.outcome import LEARNED, OUTCOMES, STOPPED, TARGET_AMP_SSIM
 
 __all__ = ["control_check", "verdict"]
 

@@ -5,7 +5,7 @@ asks the subtractive question. Every other arm with the baseline's architecture 
 its changed condition is the set of configuration fields where its resolved configuration differs
 from the baseline's (read from each run's ``config.json``, the seed ignored), so the table states
 what really differed, not what the arm's name promises. Per removal the table gives the collapse
-count (outcome ``learned then collapsed``, :mod:`fnodiag.outcome`) over the seeds with the
+count (outcome ``learned then collapsed``, :mod:`fnodiag.analysis.outcome`) over the seeds with the
 condition (the baseline) and without it (the arm), and the last-weights amp SSIM of both.
 
 The answer is inconclusive when the control did not learn on every seed (nothing can be told from
@@ -55,7 +55,7 @@ def condition_label(changes: list[dict]) -> str:
 def arm_outcome(rows: list[dict], arm: str | None) -> dict | None:
     """Collapse count (learned then collapsed), learned count and last-weights amp SSIM (mean, std) of an
     arm's finished seeds; None when none finished."""
-    from fnodiag.outcome import COLLAPSED, LEARNED
+    from fnodiag.analysis.outcome import COLLAPSED, LEARNED
 
     done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
     if arm is None or not done:
@@ -78,12 +78,12 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
     Parameters
     ----------
     rows : list of dict
-        :func:`fnodiag.summary.run_row` rows (``arm``, ``state``, ``outcome``, ``last_amp_ssim``,
+        :func:`fnodiag.sweeps.summary.run_row` rows (``arm``, ``state``, ``outcome``, ``last_amp_ssim``,
         ``expected`` = the run's config dict).
     baseline : str
         The arm carrying every condition.
     control_check : dict, optional
-        :func:`fnodiag.summary.control_check` of the sweep's control.
+        :func:`fnodiag.sweeps.summary.control_check` of the sweep's control.
 
     Returns
     -------

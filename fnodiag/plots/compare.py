@@ -1,10 +1,10 @@
 """HoloViews builders for arms compared layer by layer (the dashboard's *Compare* tab and notebooks).
 
-Inputs are what :mod:`fnodiag.compare` returns; nothing here reads a file or imports Panel.
+Inputs are what :mod:`fnodiag.analysis.compare` returns; nothing here reads a file or imports Panel.
 :func:`layer_values` draws each arm's seed mean per layer at one step with its min–max spread,
 layers in network order along x; :func:`ratio_heatmap` draws ``ln(arm / reference)`` per layer x
 step on a diverging colour scale centred on 0 (same value: white), with each seed's collapse onset
-and earliest collapsing layer of the arm marked (:func:`fnodiag.plots.collapse_marks`).
+and earliest collapsing layer of the arm marked (:func:`fnodiag.plots.layers.collapse_marks`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 import holoviews as hv
 import numpy as np
 
-from fnodiag.compare import ArmStats, layer_union, values_at
-from fnodiag.plots import PALETTE, collapse_marks, downsample_steps, heatmap_frame, layer_ticks, log_ticks
+from fnodiag.analysis.compare import ArmStats, layer_union, values_at
+from fnodiag.plots.layers import PALETTE, collapse_marks, downsample_steps, heatmap_frame, layer_ticks, log_ticks
 
 __all__ = ["layer_values", "ratio_heatmap", "ratio_limits"]
 
@@ -27,7 +27,7 @@ def layer_values(arms: Mapping[str, ArmStats], step: int | None, *, stat: str, l
     ----------
     arms : {arm label: ArmStats}
     step : int or None
-        Shown at the last logged step at or before it (:func:`fnodiag.compare.step_at`), per arm.
+        Shown at the last logged step at or before it (:func:`fnodiag.analysis.compare.step_at`), per arm.
     log : bool
         Log y axis (non-positive means are left out).
 
@@ -71,12 +71,12 @@ def ratio_heatmap(layers: Sequence[str], steps, values, *, arm: str, reference: 
 
     Parameters
     ----------
-    layers, steps, values : what :func:`fnodiag.compare.log_ratio` returns
+    layers, steps, values : what :func:`fnodiag.analysis.compare.log_ratio` returns
         list of LAYER str, (STEP,) int, (LAYER, STEP) float.
     collapses : sequence of collapse.json-like dicts
         One per seed of ``arm`` (``onset_step``, ``earliest_layer``, ``earliest_step``); each is marked.
     max_steps : int
-        Columns kept (:func:`fnodiag.plots.downsample_steps`); the title says when binned.
+        Columns kept (:func:`fnodiag.plots.layers.downsample_steps`); the title says when binned.
 
     Returns
     -------

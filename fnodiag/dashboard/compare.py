@@ -1,7 +1,7 @@
 """The *Compare* tab: chosen arms layer by layer, and where (and since when) they differ from a reference arm.
 
-Thin over :mod:`fnodiag.compare` (seed mean / spread, log-ratio alignment) and
-:mod:`fnodiag.compare_plots`: for one statistic of one source (activation, grad or param stats the
+Thin over :mod:`fnodiag.analysis.compare` (seed mean / spread, log-ratio alignment) and
+:mod:`fnodiag.plots.compare`: for one statistic of one source (activation, grad or param stats the
 stores hold) it shows each layer's seed mean with its min–max spread for every chosen arm at a
 chosen step (or the last step of a chosen epoch), and per other arm a layer x step map of
 ``ln(arm / reference)`` with that arm's collapse onsets and earliest collapsing layers marked. Each
@@ -18,9 +18,9 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from app.store import DashboardStore
-from fnodiag import compare
-from fnodiag.compare_plots import layer_values, ratio_heatmap
+from fnodiag.dashboard.store import DashboardStore
+from fnodiag.analysis import compare
+from fnodiag.plots.compare import layer_values, ratio_heatmap
 from fnodiag.runs import StoreReader
 
 SOURCES = ["activation", "grad", "param"]

@@ -1,17 +1,17 @@
 """Where a sweep's runs train: this process, K local processes at a time, or Ray tasks on a cluster.
 
 ``EXECUTORS`` maps an ``--executor`` name to a function ``(specs, resources, *, echo, on_result)``
-that trains every spec (one arm × seed, see :func:`fnodiag.sweep.run_one`, the one task all
+that trains every spec (one arm × seed, see :func:`fnodiag.sweeps.runner.run_one`, the one task all
 executors run) and calls ``on_result(result)`` in the driver as each run ends; the driver alone
 writes ``sweep.json`` and the summary.
 
 - ``local``, ``jobs=1``: one run after another in this process (the classic sweep).
-- ``local``, ``jobs=K``: K worker processes (``python -m fnodiag.executors``) at a time, each with
+- ``local``, ``jobs=K``: K worker processes (``python -m fnodiag.sweeps.executors``) at a time, each with
   ``cores // K`` torch / OpenMP threads and, with ``gpus_per_run``, its own ``CUDA_VISIBLE_DEVICES``
   slot (a fraction shares a device: 0.25 puts four runs on each GPU).
 - ``ray``: one Ray task per run with ``num_cpus`` / ``num_gpus`` resources on an existing cluster
   (``address``) or a local one; a task whose worker or node died is retried (``max_retries``) and
-  resumes from the run's ``last.ckpt``; see :mod:`fnodiag.ray_exec`.
+  resumes from the run's ``last.ckpt``; see :mod:`fnodiag.sweeps.ray`.
 
 Where each attempt ran (host, pid, Ray node, threads, devices) is appended to the run's
 ``execution.json``, copied into ``effective_config.json`` (``execution``) and ``sweep.json``.
@@ -200,7 +200,7 @@ def epoch_lines(label: str, epochs: int, echo: Callable[[str], None] = print):
 
 def run_local(specs: list[dict], res: Resources, *, echo: Callable[[str], None], on_result: Callable[[dict], None]) -> None:
     """Train ``specs`` here: in this process when ``res.jobs == 1`` and no GPU slot, else in worker processes."""
-    from fnodiag.sweep import run_one
+    from fnodiag.sweeps.runner import run_one
 
     if res.jobs == 1 and not res.gpus_per_run:
         from fnodiag.training.sweep_progress import SweepProgress
@@ -225,7 +225,7 @@ class _Pool:
                "MKL_NUM_THREADS": str(self.res.threads)}
         if self.res.slots[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.res.slots[slot]
-        proc = subprocess.Popen([sys.executable, "-m", "fnodiag.executors"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "fnodiag.sweeps.executors"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         proc.stdin.write(json.dumps(spec))
         proc.stdin.close()
@@ -281,7 +281,7 @@ class _Pool:
 
 
 def _run_ray(specs, res, *, echo, on_result):
-    from fnodiag.ray_exec import run_ray
+    from fnodiag.sweeps.ray import run_ray
 
     run_ray(specs, res, echo=echo, on_result=on_result)
 
@@ -290,11 +290,11 @@ EXECUTORS: dict[str, Callable] = {"local": run_local, "ray": _run_ray}
 
 
 def _worker() -> int:
-    """``python -m fnodiag.executors``: train the spec read from stdin; the result is the last line."""
+    """``python -m fnodiag.sweeps.executors``: train the spec read from stdin; the result is the last line."""
     import logging
 
     import fnodiag.training.run  # noqa: F401  (imports Lightning, which sets its own log level first)
-    from fnodiag.sweep import run_one
+    from fnodiag.sweeps.runner import run_one
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one progress line per epoch, no banners
     spec = json.loads(sys.stdin.read())

@@ -18,8 +18,8 @@ import param
 from panel.viewable import Viewer
 
 from fnodiag import plots
-from app.catalog import RunEntry, checkpoint_path, inside
-from app.store import DashboardStore
+from fnodiag.dashboard.catalog import RunEntry, checkpoint_path, inside
+from fnodiag.dashboard.store import DashboardStore
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fnodiag-capture")
 
@@ -32,7 +32,7 @@ def capture_checkpoint(root, entry: RunEntry, name: str, *, samples: int = 4) ->
     DataFrame, one row per layer (network order), one column per statistic.
     """
     from fnodiag.diagnostics.capture import capture, load_generator
-    from fnodiag.simulate import cached_dataset, dataset_key
+    from fnodiag.ptycho.simulate import cached_dataset, dataset_key
 
     path = checkpoint_path(root, entry, name)
     generator, cfg, _ = load_generator(path)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import panel as pn
 
-from app.checkpoint import CheckpointView
-from app.compare import CompareView
-from app.export import PLOTS, download_button
-from app.launch import DEMO_ARGS, LaunchView
-from app.reconstructions import ReconstructionsView
-from app.store import DashboardStore
-from app.views import ActivationsView, GradientsView, OverviewView
+from fnodiag.dashboard.checkpoint import CheckpointView
+from fnodiag.dashboard.compare import CompareView
+from fnodiag.dashboard.export import PLOTS, download_button
+from fnodiag.dashboard.launch import DEMO_ARGS, LaunchView
+from fnodiag.dashboard.reconstructions import ReconstructionsView
+from fnodiag.dashboard.store import DashboardStore
+from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
 
 TICK_MS = 250
 ROWS_EVERY = 8  # ticks between status / folder re-reads (~2 s)

@@ -1,8 +1,8 @@
-"""Thin views over the :class:`~app.store.DashboardStore`: Overview, Activations, Gradients.
+"""Thin views over the :class:`~fnodiag.dashboard.store.DashboardStore`: Overview, Activations, Gradients.
 
 Each view rebuilds its figures when the selection changes (reading the stores once, plots from
-:mod:`fnodiag.plots`) and, on every :meth:`LiveView.tick`, streams only the rows written since the
-previous tick into the figures it holds (:mod:`app.live`).
+:mod:`fnodiag.plots.layers`) and, on every :meth:`LiveView.tick`, streams only the rows written since the
+previous tick into the figures it holds (:mod:`fnodiag.dashboard.live`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import param
 from panel.viewable import Viewer
 
 from fnodiag import plots
-from app.live import LiveFigure, LiveLayers, Tail
-from app.store import DashboardStore
+from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
+from fnodiag.dashboard.store import DashboardStore
 
 HEATMAP_MAX_STEPS = 400   # heatmap columns kept when a run opens (older steps are averaged in bins)
 LINES_MAX_STEPS = 2000    # points per line kept when a run opens
@@ -42,7 +42,7 @@ def checks_mark(warnings: list[str] | None) -> str:
 
 
 def arms_frame(rows):
-    """:func:`fnodiag.plots.arms_frame` plus the ``settings`` column (:func:`checks_mark`) after ``state``."""
+    """:func:`fnodiag.plots.layers.arms_frame` plus the ``settings`` column (:func:`checks_mark`) after ``state``."""
     import html
 
     frame = plots.arms_frame(rows)

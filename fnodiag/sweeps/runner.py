@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from fnodiag.config import ConfigError, RunConfig, resolve
 
-SHIPPED_DIR = Path(__file__).parent / "sweeps"
+SHIPPED_DIR = Path(__file__).parent / "definitions"
 DONE_STATES = ("finished", "diverged")
 CAPTURE_SAMPLES = 16
 CAPTURE_ERROR = "capture/error.txt"  # written when a finished run's checkpoint capture fails
@@ -163,7 +163,7 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
     Parameters
     ----------
     executor : str
-        A key of :data:`fnodiag.executors.EXECUTORS`: ``"local"`` (this machine) or ``"ray"``.
+        A key of :data:`fnodiag.sweeps.executors.EXECUTORS`: ``"local"`` (this machine) or ``"ray"``.
     jobs : int
         Local executor: runs trained at a time, each in its own process (1: in this process).
     cpus_per_run, gpus_per_run : int or None, float
@@ -171,10 +171,10 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
     address : str, optional
         Ray executor: the cluster to submit to (default: start a local one).
     """
-    from fnodiag.executors import EXECUTORS, Resources, record_result, record_execution
+    from fnodiag.sweeps.executors import EXECUTORS, Resources, record_result, record_execution
     from fnodiag.runs import RunDir, ensure_writable_dir
-    from fnodiag.simulate import dataset_key, load_or_simulate
-    from fnodiag.summary import write_summary
+    from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
+    from fnodiag.sweeps.summary import write_summary
 
     overrides = dict(overrides or {})
     pairs = select(defn, arms, seeds)
@@ -251,7 +251,7 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     ----------
     spec : dict
         JSON-able: ``out``, ``name``, ``arm``, ``seed``, ``label``, ``config`` (RunConfig dict),
-        ``threads`` and the executor fields of :meth:`fnodiag.executors.Resources.task_fields`.
+        ``threads`` and the executor fields of :meth:`fnodiag.sweeps.executors.Resources.task_fields`.
     callbacks : sequence of lightning Callbacks
         Extra callbacks for the Trainer (progress lines).
 
@@ -263,7 +263,7 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     """
     import torch
 
-    from fnodiag.executors import attempt_info, record_attempt
+    from fnodiag.sweeps.executors import attempt_info, record_attempt
     from fnodiag.runs import RunDir
     from fnodiag.runs.lock import RunBusy, RunLock
     from fnodiag.training.run import train
@@ -329,7 +329,7 @@ def _record_capture_failure(run, exc: Exception) -> None:
 def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> None:
     """Capture the best and last checkpoints of a finished run into ``<run>/capture/{best,last}.json``."""
     from fnodiag.diagnostics.capture import capture, load_generator, summary, write_report
-    from fnodiag.simulate import load_or_simulate
+    from fnodiag.ptycho.simulate import load_or_simulate
 
     cfg = run.read_config()
     data = load_or_simulate(cfg.data, run.dataset_cache())

@@ -17,7 +17,7 @@ import torch
 from fnodiag.diagnostics.capture import CaptureError, load_generator
 from fnodiag.models import count_parameters
 from fnodiag.models.reference_layout import to_reference_state
-from fnodiag.runs.files import atomic_write
+from fnodiag.files import atomic_write
 
 LAYOUTS = ("reference",)
 

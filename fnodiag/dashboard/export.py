@@ -32,7 +32,7 @@ PLOTS = {
 
 
 def tab_rows(title: str, store) -> list[dict]:
-    """The rows of tab ``title`` for the runs chosen in ``store`` (a :class:`~app.store.DashboardStore`)."""
+    """The rows of tab ``title`` for the runs chosen in ``store`` (a :class:`~fnodiag.dashboard.store.DashboardStore`)."""
     rows = []
     for e in store.selected():
         if not e.run.store_path.is_file():

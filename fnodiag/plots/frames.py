@@ -1,4 +1,4 @@
-"""HoloViews builders for live reconstruction frames (re-exported by :mod:`fnodiag.plots`).
+"""HoloViews builders for live reconstruction frames (re-exported by :mod:`fnodiag.plots.layers`).
 
 Pure: they take the arrays of :meth:`fnodiag.runs.StoreReader.frames` / ``frame_truth`` and
 return HoloViews elements. Prediction and truth of a channel share one colour range (the union of
@@ -12,7 +12,7 @@ from typing import Sequence
 import holoviews as hv
 import numpy as np
 
-from fnodiag.diagnostics.frames import flatness
+from fnodiag.runs.frames import flatness
 
 CMAPS = {"amp": "gray", "phase": "twilight"}
 FLAT_RATIO = 0.05

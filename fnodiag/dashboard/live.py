@@ -1,6 +1,6 @@
 """Live plumbing: tail a run store, render HoloViews elements once, stream only new points into Bokeh.
 
-A :class:`LiveFigure` renders a :mod:`fnodiag.plots` element with HoloViews' Bokeh renderer and
+A :class:`LiveFigure` renders a :mod:`fnodiag.plots.layers` element with HoloViews' Bokeh renderer and
 keeps the ``ColumnDataSource`` of every glyph by the element's label. A tick appends new rows with
 ``ColumnDataSource.stream`` (only the new points travel to the browser) and widens the axis and
 colour ranges; HoloViews' own per-frame update is skipped because it costs ~15 ms per plot in
@@ -19,7 +19,7 @@ import numpy as np
 import holoviews as hv
 from bokeh.models import ColorMapper, Range1d
 
-from fnodiag.plots import bin_steps, heatmap_frame
+from fnodiag.plots.layers import bin_steps, heatmap_frame
 from fnodiag.runs import LayerMatrix, RunDir, StoreReader
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0))
@@ -120,7 +120,7 @@ class LiveFigure:
         return sent
 
     def stream_rects(self, frame, label: str = "") -> int:
-        """Append heatmap rectangles (a :func:`fnodiag.plots.heatmap_frame`) to the Rectangles glyph."""
+        """Append heatmap rectangles (a :func:`fnodiag.plots.layers.heatmap_frame`) to the Rectangles glyph."""
         cds = self.source(label, "Rectangles")
         if cds is None or not len(frame):
             return 0

@@ -24,8 +24,8 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from app.catalog import inside
-from app.store import DashboardStore
+from fnodiag.dashboard.catalog import inside
+from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
 
 DEMO_ARGS = ["--preset", "quick", "--epochs", "4"]
@@ -105,7 +105,7 @@ class Launcher:
 
         Parameters
         ----------
-        definition : a shipped definition name (``fnodiag.sweep.shipped_definitions()``) or a TOML path
+        definition : a shipped definition name (``fnodiag.sweeps.runner.shipped_definitions()``) or a TOML path
         arm, seed : one arm of the definition and a seed (any integer; the definition's are offered)
         args : extra ``fnodiag sweep`` flags, e.g. ``["--epochs", "4"]`` (not ``--out`` / ``--arms`` / ``--seeds``)
 
@@ -115,7 +115,7 @@ class Launcher:
         seed is skipped by the sweep (it resumes an interrupted one from its checkpoint).
         """
         from fnodiag.config import ConfigError
-        from fnodiag.sweep import load_definition, run_name
+        from fnodiag.sweeps.runner import load_definition, run_name
 
         args = list(args or [])
         if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
@@ -230,7 +230,7 @@ class LaunchView(Viewer):
         self.table = pn.Column()
         self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
         self._shown: list[str] = []  # the keys the table shows, in order
-        from fnodiag.sweep import shipped_definitions  # no Lightning at import
+        from fnodiag.sweeps.runner import shipped_definitions  # no Lightning at import
         names = shipped_definitions()
         self.param.definition.objects = names
         self.definition = "quick" if "quick" in names else (names[0] if names else None)
@@ -248,7 +248,7 @@ class LaunchView(Viewer):
     @param.depends("definition", "definition_path", watch=True)
     def _on_definition(self) -> None:
         from fnodiag.config import ConfigError
-        from fnodiag.sweep import load_definition
+        from fnodiag.sweeps.runner import load_definition
 
         spec = self.definition_spec()
         arms, seeds = [], []

@@ -3,7 +3,7 @@ slider to scrub back through its frames, and a strip of frames across the run; l
 
 Frames come from the run store's ``frames`` table (:meth:`fnodiag.runs.StoreReader.frames`), read
 one step at a time (the slider) or a few (the strip), never the whole run. Prediction and truth
-share a colour range (:func:`fnodiag.plots.frame_images`), and a flat prediction is called out in
+share a colour range (:func:`fnodiag.plots.layers.frame_images`), and a flat prediction is called out in
 red above its images, so a collapsed (constant) output is unmistakable.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from bokeh.plotting import figure
 from holoviews.plotting.util import process_cmap
 
 from fnodiag import plots
-from fnodiag.frame_plots import CMAPS
-from app.live import Tail
-from app.views import LiveView
+from fnodiag.plots.frames import CMAPS
+from fnodiag.dashboard.live import Tail
+from fnodiag.dashboard.views import LiveView
 
 PATCH = 0  # the probe patch shown
 IMAGE_SIZE = 200
@@ -55,8 +55,8 @@ class RunFrames:
 
     The slider's value is a frame index; at the last frame it follows new frames as they arrive,
     moved back it stays where it was put. Images are Bokeh figures drawn once and updated in place;
-    colour ranges and the flat-output call are those of :func:`fnodiag.plots.frame_images` /
-    :func:`~fnodiag.plots.frame_strip` (prediction and truth share one range per channel).
+    colour ranges and the flat-output call are those of :func:`fnodiag.plots.layers.frame_images` /
+    :func:`~fnodiag.plots.layers.frame_strip` (prediction and truth share one range per channel).
     """
 
     def __init__(self, entry, tail: Tail):

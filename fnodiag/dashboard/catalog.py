@@ -14,8 +14,8 @@ from pathlib import Path
 
 from fnodiag.runs import RunDir, list_runs
 from fnodiag.runs.progress import duration, read_progress
-from fnodiag.selection import best_epochs
-from fnodiag.summary import read_outcome
+from fnodiag.diagnostics.selection import best_epochs
+from fnodiag.sweeps.summary import read_outcome
 
 SINGLE = "(single runs)"
 CHECKPOINTS = ("best", "last")
@@ -196,8 +196,8 @@ _AUDITS: dict[Path, tuple[tuple, list[str]]] = {}
 
 
 def config_warnings(run: RunDir) -> list[str]:
-    """:func:`fnodiag.audit.audit_run` of a run (asked vs recorded settings, realised LR), cached per epoch."""
-    from fnodiag.audit import audit_run  # imports torch (no Lightning) on first use
+    """:func:`fnodiag.analysis.audit.audit_run` of a run (asked vs recorded settings, realised LR), cached per epoch."""
+    from fnodiag.analysis.audit import audit_run  # imports torch (no Lightning) on first use
 
     def mtime(p: Path):
         try:
@@ -226,7 +226,7 @@ def summarize(entry: RunEntry) -> dict:
         config = run.read_config()
     except (ValueError, TypeError, KeyError):
         config = None
-    outcome = read_outcome(run)  # the sweep summary's reading of the same files (fnodiag.summary)
+    outcome = read_outcome(run)  # the sweep summary's reading of the same files (fnodiag.sweeps.summary)
     rec = outcome["records"]
     effective, status, history = rec["effective"], rec["status"] or {}, rec["history"]
     epochs = effective.get("max_epochs") or (config.train.epochs if config else None)

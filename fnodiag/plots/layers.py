@@ -11,7 +11,7 @@ summarise, so a live tail appends cells without redrawing the old ones (see
 column is the NaN-mean of ``stride`` consecutive logged steps (:func:`downsample_steps`).
 
 Live plots stream new rows into these same elements once rendered: one mechanism,
-``app.live.LiveFigure`` (``ColumnDataSource.stream`` of :func:`heatmap_frame` rows and new points),
+``fnodiag.dashboard.live.LiveFigure`` (``ColumnDataSource.stream`` of :func:`heatmap_frame` rows and new points),
 binned by :func:`bin_steps` like the static heatmap.
 """
 from __future__ import annotations
@@ -27,9 +27,6 @@ import pandas as pd
 if hv.Store.current_backend not in hv.Store.renderers:  # no extension loaded yet: default to bokeh options
     hv.Store.set_current_backend("bokeh")
 
-__all__ = ["bin_steps", "downsample_steps", "layer_ticks", "pick_layers", "heatmap_frame", "color_limits", "layer_heatmap", "collapse_marks",
-           "layer_lines", "side_by_side", "scalar_curves", "loss_curves", "ssim_curves", "layer_bars", "ssim_bars",
-           "arms_frame", "arms_table", "log_ticks", "HEATMAP_COLUMNS"]
 
 HEATMAP_COLUMNS = ["x0", "y0", "x1", "y1", "value", "layer", "step"]
 PALETTE = hv.Cycle("Category10").values
@@ -446,9 +443,3 @@ def arms_table(rows: Sequence[Mapping]) -> hv.Table:
     """:func:`arms_frame` as an ``hv.Table``."""
     frame = arms_frame(rows).astype(object).where(lambda d: d.notna(), "")
     return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(width=900, height=40 + 25 * max(len(frame), 1))
-
-
-# Live reconstruction frames (amplitude / phase beside the truth, a strip across the run).
-from fnodiag.frame_plots import frame_images, frame_strip, is_flat, shared_range, strip_indices  # noqa: E402
-
-__all__ += ["onset_lines", "with_onsets", "frame_images", "frame_strip", "is_flat", "shared_range", "strip_indices"]

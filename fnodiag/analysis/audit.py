@@ -70,8 +70,8 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
         ``optimizer.param_groups[i].initial_lr`` is the base LR (read from ``lr`` when the
         record has no ``initial_lr``: a constant or plateau schedule).
     """
-    from fnodiag.data import val_batch_size
-    from fnodiag.simulate import dataset_key
+    from fnodiag.training.data import val_batch_size
+    from fnodiag.ptycho.simulate import dataset_key
     from fnodiag.training.schedulers import expected_lr
 
     o, s, t = cfg.optim, cfg.schedule, cfg.train

@@ -2,7 +2,7 @@
 
 Views read the selection from :class:`DashboardStore` and build their widgets from its parameters
 (``pn.Param`` / ``Widget.from_param``); the store knows nothing about Panel. Lists come from the
-runs folder (:mod:`app.catalog`): sweeps, arms and seeds of the chosen sweep, checkpoints saved by
+runs folder (:mod:`fnodiag.dashboard.catalog`): sweeps, arms and seeds of the chosen sweep, checkpoints saved by
 the chosen runs, and the layer statistics their stores hold.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import param
 
 from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
-from app.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
+from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
 
 # the recorder's statistic names (the store contract), spatial_std first: the collapse signal
 DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]

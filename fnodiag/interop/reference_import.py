@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
-from fnodiag.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
+from fnodiag.interop.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
 from fnodiag.runs import RunDir
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}

@@ -9,7 +9,7 @@ Pipeline (one split):
 3. patches: ``N×N`` VALID windows on a regular grid of stride ``stride``, divided by
    ``norm_Y_I`` = mean over patches of the patch maximum (per split);
 4. ``s = sqrt(nphotons / mean_patches Σ|Ŷ·P_sim|²)`` from the train split, reused for test;
-5. far-field amplitude of ``s·Ŷ·P_sim`` by :func:`fnodiag.physics.far_field_amplitude`,
+5. far-field amplitude of ``s·Ŷ·P_sim`` by :func:`fnodiag.ptycho.forward.far_field_amplitude`,
    Poisson counts, ``A_obs = sqrt(counts)/s``.
 
 Datasets are cached on disk under a key hashed from the full :class:`DataConfig`
@@ -36,9 +36,9 @@ from skimage.draw import line as draw_line
 from skimage.restoration import unwrap_phase
 
 from fnodiag.config import ConfigError, DataConfig, config_key
-from fnodiag.metrics import constant_output_fingerprint, ground_truth_canvas
-from fnodiag.physics import as_probe_layout, far_field_amplitude
-from fnodiag.runs.files import atomic_write
+from fnodiag.ptycho.metrics import constant_output_fingerprint, ground_truth_canvas
+from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
+from fnodiag.files import atomic_write
 
 FORMAT_VERSION = 1
 SHUFFLE_SEED = 0  # fixed train-patch permutation (reference: random_state=0)
