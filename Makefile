@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install run train test bench clean
+.PHONY: install run train test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,8 +35,18 @@ run: $(STAMP)
 train: $(STAMP)
 	$(BIN)/fnodiag train --preset quick --out $(RUNS)
 
+# Everything (CI): tests, notebooks under nbval, browser tests in Chromium, Ray, slow tests.
 test: $(STAMP) $(CHROMIUM)
 	FNODIAG_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+
+# The fast lane while working: no browser, notebook, Ray or slow tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "not slow and not ray and not browser"
+
+# ruff (lint and format check, configured in pyproject.toml); CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

@@ -5,6 +5,7 @@ command line is ``sys.orig_argv`` (Bokeh hands the module only the ``--args`` pa
 :func:`fnodiag.dashboard.serving.refusal` decides, and a refused configuration exits with status 2 and one
 line on stderr (an exception here would only be logged by Bokeh, and the server would start).
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ switches the Launch tab off. Serving other machines needs Panel's ``--basic-auth
 served when it is logged in (or ``FNODIAG_ALLOW_REMOTE=1``); only sessions from this machine or
 logged-in users may start or stop runs, checked when the Start / Stop handlers run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ def may_control_check(doc):
     def check() -> bool:
         with set_curdoc(doc):
             return from_this_machine(doc, unknown=False) or bool(pn.state.user)
+
     return check
 
 
@@ -73,18 +75,23 @@ def panel_files_from_this_server(doc) -> None:
     from panel.io.resources import LOCAL_DIST
 
     if doc is not None and doc.session_context is not None:
-        doc._template_variables.setdefault("dist_url", f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path
-                                           else LOCAL_DIST)
+        doc._template_variables.setdefault(
+            "dist_url", f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
+        )
 
 
 pn.extension("tabulator", notifications=False)
 panel_files_from_this_server(pn.state.curdoc)
 
 if not local_request():
-    pn.pane.Markdown("This dashboard only serves this machine and logged-in users (serve it with Panel's "
-                     "--basic-auth or --oauth-provider).").servable()
+    pn.pane.Markdown(
+        "This dashboard only serves this machine and logged-in users (serve it with Panel's "
+        "--basic-auth or --oauth-provider)."
+    ).servable()
 else:
-    dashboard = Dashboard(runs_folder(sys.argv[1:]), read_only=read_only(sys.argv[1:]), may_control=may_control_check(pn.state.curdoc))
+    dashboard = Dashboard(
+        runs_folder(sys.argv[1:]), read_only=read_only(sys.argv[1:]), may_control=may_control_check(pn.state.curdoc)
+    )
     dashboard.layout().servable(title="fnodiag dashboard")
     callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
     pn.state.on_session_destroyed(lambda _ctx: callback.stop())

@@ -14,6 +14,7 @@ the M = 1 run).
 
 Usage: python benchmarks/bench_capture_overhead.py [--steps 50] [--rounds=2] [--device cpu|cuda]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -45,7 +46,7 @@ def main() -> None:
         for _ in range(rounds):
             for arm, (k, m) in arms.items():
                 times, sizes[arm] = lightning_steps(cfg, data, n, Path(tmp), capture_every=k, frame_every=m)
-                means[arm].append(statistics.fmean(times[args.warmup:]))
+                means[arm].append(statistics.fmean(times[args.warmup :]))
         empty_bytes = empty.stat().st_size
     base = min(means["none"])
     print(f"stable_hybrid stage-a, batch {args.batch}, device {args.device}, {args.steps} steps x {rounds} rounds")
@@ -53,20 +54,28 @@ def main() -> None:
     for k in (10, 1):
         t = min(means[f"k{k}"])
         verdict = "within" if t / base <= BUDGET[k] else "OVER"
-        print(f"capture every {k:<2}: mean step {t * 1e3:8.1f} ms  ratio {t / base:.3f}  ({verdict} budget {BUDGET[k]}x)")
+        print(
+            f"capture every {k:<2}: mean step {t * 1e3:8.1f} ms  ratio {t / base:.3f}  ({verdict} budget {BUDGET[k]}x)"
+        )
     t = min(means["k10+frames"])
     verdict = "within" if t / base <= BUDGET[10] else "OVER"
-    print(f"k=10 + frames every {M}: mean step {t * 1e3:8.1f} ms  ratio {t / base:.3f}  ({verdict} budget {BUDGET[10]}x)")
+    print(
+        f"k=10 + frames every {M}: mean step {t * 1e3:8.1f} ms  ratio {t / base:.3f}  ({verdict} budget {BUDGET[10]}x)"
+    )
     t1, t10 = min(means["k10+frames1"]), min(means["k10"])
     per_frame = t1 - t10
-    print(f"k=10 + frames every 1 : mean step {t1 * 1e3:8.1f} ms  ratio {t1 / base:.3f}  (one frame costs "
-          f"{per_frame * 1e3:.1f} ms = {per_frame / base:.3f} of a step; at M = {M}: "
-          f"{(t10 + per_frame / M) / base:.3f}x with k = 10)")
+    print(
+        f"k=10 + frames every 1 : mean step {t1 * 1e3:8.1f} ms  ratio {t1 / base:.3f}  (one frame costs "
+        f"{per_frame * 1e3:.1f} ms = {per_frame / base:.3f} of a step; at M = {M}: "
+        f"{(t10 + per_frame / M) / base:.3f}x with k = 10)"
+    )
     frame_bytes = (sizes["k10+frames1"] - sizes["k10"]) / n  # one frame per step
     base_growth = (sizes["k10"] - empty_bytes) / n * 1000
-    print(f"store growth per 1,000 steps: {base_growth / 1e6:.2f} MB at k=10 without frames; "
-          f"{(base_growth + frame_bytes * 1000 / M) / 1e6:.2f} MB with frames every {M} "
-          f"({frame_bytes / 1e3:.1f} kB per frame, {cfg.data.N}x{cfg.data.N} x {PROBE_BATCH} patches x amp+phase)")
+    print(
+        f"store growth per 1,000 steps: {base_growth / 1e6:.2f} MB at k=10 without frames; "
+        f"{(base_growth + frame_bytes * 1000 / M) / 1e6:.2f} MB with frames every {M} "
+        f"({frame_bytes / 1e3:.1f} kB per frame, {cfg.data.N}x{cfg.data.N} x {PROBE_BATCH} patches x amp+phase)"
+    )
 
 
 if __name__ == "__main__":

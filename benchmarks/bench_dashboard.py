@@ -22,6 +22,7 @@ over seconds to minutes) weighs on both sides alike.
 Usage: ``python benchmarks/bench_dashboard.py [--layers 50] [--steps 10000]``
        ``python benchmarks/bench_dashboard.py --slowdown 4 [--reader-kind dashboard|tail] [--epochs 20]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,28 +45,61 @@ ACT_STATS = ("spatial_std", "std", "abs_mean", "nonfinite")
 
 def build(root: Path, layers: int, steps: int) -> RunDir:
     run = RunDir.create(root / "big", RunConfig())
-    names = ["lifter"] + [f"encoder.{i // 3}.{['', 'spectral', 'local'][i % 3]}".rstrip(".")
-                          for i in range(layers - 2)] + ["output"]
+    names = (
+        ["lifter"]
+        + [f"encoder.{i // 3}.{['', 'spectral', 'local'][i % 3]}".rstrip(".") for i in range(layers - 2)]
+        + ["output"]
+    )
     names = list(dict.fromkeys(names))[:layers]
     rng = np.random.default_rng(0)
     with RunStore(run.store_path, flush_every=None) as store:
         for s in range(steps):
             base = np.exp(-s / steps * 3) * (1 + 0.1 * rng.random(len(names)))
-            store.log_layer_stats(s, s // 100, "activation",
-                                  {(n, st): float(base[i] * (k + 1)) for i, n in enumerate(names)
-                                   for k, st in enumerate(ACT_STATS)})
+            store.log_layer_stats(
+                s,
+                s // 100,
+                "activation",
+                {(n, st): float(base[i] * (k + 1)) for i, n in enumerate(names) for k, st in enumerate(ACT_STATS)},
+            )
             store.log_layer_stats(s, s // 100, "grad", {(n, "norm"): float(base[i]) for i, n in enumerate(names)})
-            store.log_scalars(s, s // 100, {"train/loss": float(base[0]), "lr": 1e-3, "grad/norm_preclip": 1.0,
-                                            "grad/norm_postclip": 0.9, "grad/clipped": 1.0})
+            store.log_scalars(
+                s,
+                s // 100,
+                {
+                    "train/loss": float(base[0]),
+                    "lr": 1e-3,
+                    "grad/norm_preclip": 1.0,
+                    "grad/norm_postclip": 0.9,
+                    "grad/clipped": 1.0,
+                },
+            )
             if s % 100 == 99:
-                store.log_scalars(s, s // 100, {"epoch/val_loss": float(base[0]), "epoch/clip_fraction": 0.5},
-                                  scope="epoch")
+                store.log_scalars(
+                    s, s // 100, {"epoch/val_loss": float(base[0]), "epoch/clip_fraction": 0.5}, scope="epoch"
+                )
     run.write_status("running", step=steps - 1, epoch=steps // 100)
     return run, names
 
 
-TINY = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4", "--batch-size", "8",
-        "--capture-every", "1", "--accelerator", "cpu", "--no-progress"]
+TINY = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--batch-size",
+    "8",
+    "--capture-every",
+    "1",
+    "--accelerator",
+    "cpu",
+    "--no-progress",
+]
 DONE = ("finished", "diverged", "failed", "interrupted")
 
 
@@ -94,8 +128,11 @@ def reader_process(root: Path, t0: float, phase: float) -> None:
             dash.tick()
             costs.append((time.perf_counter() - t) * 1e3)
         time.sleep(TICK_MS / 1e3)
-    print(f"ticks {len(costs)} median {statistics.median(costs) if costs else 0:.2f} ms "
-          f"cpu {time.process_time() - cpu0:.1f} s points {dash.points_sent}", flush=True)
+    print(
+        f"ticks {len(costs)} median {statistics.median(costs) if costs else 0:.2f} ms "
+        f"cpu {time.process_time() - cpu0:.1f} s points {dash.points_sent}",
+        flush=True,
+    )
     print(f"opened {opened!r}", flush=True)
 
 
@@ -144,16 +181,35 @@ def one_run(tmp: Path, cache: Path, epochs: int, readers: int, kind: str, phase:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     if kind == "dashboard":
         for _ in range(readers):
-            procs.append(subprocess.Popen([sys.executable, __file__, "--reader", str(root), "--t0", repr(t0),
-                                           "--phase", str(phase)], stdout=subprocess.PIPE, text=True, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--reader", str(root), "--t0", repr(t0), "--phase", str(phase)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
         for p in procs:
             assert p.stdout.readline().strip() == "ready"  # imports done before training starts
     else:
         for _ in range(readers):
             threads.append(threading.Thread(target=tail_thread, args=(run, stop, t0, phase, notes), daemon=True))
             threads[-1].start()
-    cmd = [sys.executable, "-m", "fnodiag.cli", "train", *TINY, "--epochs", str(epochs), "--out", str(root),
-           "--name", "bench", "--cache-dir", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fnodiag.cli",
+        "train",
+        *TINY,
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(root),
+        "--name",
+        "bench",
+        "--cache-dir",
+        str(cache),
+    ]
     try:
         subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=900)
     finally:
@@ -179,20 +235,42 @@ def slowdown(readers: int, kind: str, epochs: int, rounds: int, phase: float) ->
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = tmp / "cache"
-        subprocess.run([sys.executable, "-m", "fnodiag.cli", "train", *TINY, "--epochs", "1", "--out", str(tmp / "warm"),
-                        "--name", "warm", "--cache-dir", str(cache)], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fnodiag.cli",
+                "train",
+                *TINY,
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp / "warm"),
+                "--name",
+                "warm",
+                "--cache-dir",
+                str(cache),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         idle_all, busy_all = [], []
         for k in range(rounds):
             idle, busy, note = one_run(tmp, cache, epochs, readers, kind, phase)
             idle_all.append(idle)
             busy_all.append(busy)
-            print(f"round {k + 1}: median step, readers idle {np.median(idle) * 1e3:.1f} ms ({len(idle)} steps), "
-                  f"{readers} {kind} readers ticking {np.median(busy) * 1e3:.1f} ms ({len(busy)} steps)   [{note}]",
-                  flush=True)
+            print(
+                f"round {k + 1}: median step, readers idle {np.median(idle) * 1e3:.1f} ms ({len(idle)} steps), "
+                f"{readers} {kind} readers ticking {np.median(busy) * 1e3:.1f} ms ({len(busy)} steps)   [{note}]",
+                flush=True,
+            )
         a, b = float(np.median(np.concatenate(idle_all))), float(np.median(np.concatenate(busy_all)))
-        print(f"tiny run, --capture-every 1, {epochs} epochs x {rounds}, readers on / off every {phase:g} s: "
-              f"median step {a * 1e3:.1f} ms without readers, {b * 1e3:.1f} ms with {readers} {kind} readers "
-              f"ticking every 250 ms   ratio {b / a:.3f}   ({os.cpu_count()} CPU cores, shared with other load)")
+        print(
+            f"tiny run, --capture-every 1, {epochs} epochs x {rounds}, readers on / off every {phase:g} s: "
+            f"median step {a * 1e3:.1f} ms without readers, {b * 1e3:.1f} ms with {readers} {kind} readers "
+            f"ticking every 250 ms   ratio {b / a:.3f}   ({os.cpu_count()} CPU cores, shared with other load)"
+        )
 
 
 def main() -> None:
@@ -201,8 +279,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--ticks", type=int, default=20)
     parser.add_argument("--slowdown", type=int, metavar="N", help="measure training step time with N readers instead")
-    parser.add_argument("--reader-kind", choices=("dashboard", "tail"), default="dashboard",
-                        help="dashboard: processes running Dashboard.tick(); tail: threads of fnodiag.dashboard.live.Tail reads")
+    parser.add_argument(
+        "--reader-kind",
+        choices=("dashboard", "tail"),
+        default="dashboard",
+        help="dashboard: processes running Dashboard.tick(); tail: threads of fnodiag.dashboard.live.Tail reads",
+    )
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the tiny run (--slowdown; 10 steps each)")
     parser.add_argument("--rounds", type=int, default=2, help="training runs (--slowdown)")
     parser.add_argument("--phase", type=float, default=2.0, help="seconds readers tick / rest in turn (--slowdown)")
@@ -217,22 +299,28 @@ def main() -> None:
         root = Path(tmp) / "runs"
         t0 = time.perf_counter()
         run, names = build(root, args.layers, args.steps)
-        print(f"built {len(names)} layers x {args.steps} steps store in {time.perf_counter() - t0:.1f} s "
-              f"({run.store_path.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"built {len(names)} layers x {args.steps} steps store in {time.perf_counter() - t0:.1f} s "
+            f"({run.store_path.stat().st_size / 1e6:.0f} MB)"
+        )
         with StoreReader(run.store_path) as r:
             t0 = time.perf_counter()
             r.layer_matrix("activation", "spatial_std")
             print(f"store alone, one stat (layer_matrix): {(time.perf_counter() - t0) * 1e3:.0f} ms")
 
         from bokeh.document import Document
+
         from fnodiag.dashboard.dashboard import Dashboard
+
         Dashboard(root)  # warm imports and HoloViews option trees once
         t0 = time.perf_counter()
         dash = Dashboard(root)
         dash.layout().get_root(Document())
         open_s = time.perf_counter() - t0
-        print(f"open (all views built and rendered to Bokeh): {open_s:.2f} s   target < 2 s   "
-              f"[heatmap binned to <= 400 columns, lines to <= 2000 points]")
+        print(
+            f"open (all views built and rendered to Bokeh): {open_s:.2f} s   target < 2 s   "
+            f"[heatmap binned to <= 400 columns, lines to <= 2000 points]"
+        )
 
         medians, step = [], args.steps
         with RunStore(run.store_path, flush_every=None) as store:
@@ -242,8 +330,9 @@ def main() -> None:
                 for _ in range(args.ticks + 1):
                     store.log_layer_stats(step, 0, "activation", {(n, st): 0.5 for n in names for st in ACT_STATS})
                     store.log_layer_stats(step, 0, "grad", {(n, "norm"): 0.5 for n in names})
-                    store.log_scalars(step, 0, {"train/loss": 0.1, "lr": 1e-3, "grad/norm_preclip": 1.0,
-                                                "grad/norm_postclip": 0.9})
+                    store.log_scalars(
+                        step, 0, {"train/loss": 0.1, "lr": 1e-3, "grad/norm_preclip": 1.0, "grad/norm_postclip": 0.9}
+                    )
                     store.flush()
                     step += 1
                     t0 = time.perf_counter()
@@ -251,9 +340,12 @@ def main() -> None:
                     costs.append((time.perf_counter() - t0) * 1e3)
                 catch_up, costs, sent = costs[0], costs[1:], sent[1:]
                 medians.append(statistics.median(costs))
-                print(f"live tick, {view.title} shown (one new step): median {medians[-1]:.1f} ms, max {max(costs):.1f} ms"
-                      f"   target < 50 ms   points per tick {int(statistics.median(sent))}   "
-                      f"first tick after opening the tab (catch-up) {catch_up:.1f} ms")
+                print(
+                    f"live tick, {view.title} shown (one new step): "
+                    f"median {medians[-1]:.1f} ms, max {max(costs):.1f} ms"
+                    f"   target < 50 ms   points per tick {int(statistics.median(sent))}   "
+                    f"first tick after opening the tab (catch-up) {catch_up:.1f} ms"
+                )
         print(f"ratio open/target {open_s / 2:.2f}, tick/target {max(medians) / 50:.2f} (slowest tab)")
 
 

@@ -8,6 +8,7 @@ did before the real view). Prints both medians and their ratio (complex / real v
 
 Run: ``.venv/bin/python benchmarks/bench_norms.py [--repeats 30]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import time
 import torch
 
 from fnodiag.config import preset
-from fnodiag.models import build_model
 from fnodiag.diagnostics.norms import tensor_norms
+from fnodiag.models import build_model
 
 
 def median_s(fn, repeats: int) -> float:
@@ -41,8 +42,10 @@ def main() -> None:
     n_complex = sum(g.is_complex() for g in grads)
     view = median_s(lambda: tensor_norms(grads), args.repeats)
     direct = median_s(lambda: torch._foreach_norm(grads, 2.0), args.repeats)
-    print(f"{len(grads)} gradients ({n_complex} complex): real view {view * 1e3:.2f} ms, "
-          f"complex kernel {direct * 1e3:.2f} ms, ratio {direct / view:.1f}x")
+    print(
+        f"{len(grads)} gradients ({n_complex} complex): real view {view * 1e3:.2f} ms, "
+        f"complex kernel {direct * 1e3:.2f} ms, ratio {direct / view:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ each as a ratio to the plain PyTorch loop
 
 Usage: python benchmarks/bench_quick_profile.py [--arch hybrid] [--batch 4] [--steps 40] [--threads 2] [--compile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def plain(cfg, data, n_steps: int, *, compile_: bool = False) -> tuple[list[floa
     b = cfg.train.batch_size
     times = []
     for i in range(n_steps):
-        x = x_all[(i * b) % (len(x_all) - b):][:b]
+        x = x_all[(i * b) % (len(x_all) - b) :][:b]
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(fm(step_gen(x)), x)
@@ -76,16 +77,19 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     args = ap.parse_args()
     defn = load_definition(args.definition)
-    cfg = defn.config("control", defn.seeds[0]).override({"model.arch": args.arch, "train.accelerator": "cpu",
-                                                          "train.devices": "1"})
+    cfg = defn.config("control", defn.seeds[0]).override(
+        {"model.arch": args.arch, "train.accelerator": "cpu", "train.devices": "1"}
+    )
     if args.batch:
         cfg = cfg.override({"train.batch_size": args.batch})
     t0 = time.perf_counter()
     data = simulate(cfg.data)
     n_train = len(data.train.diffraction)
-    print(f"{args.definition} {args.arch}: N={cfg.data.N}, {n_train} train patches, batch {cfg.train.batch_size} "
-          f"({n_train // cfg.train.batch_size} steps/epoch), width {cfg.model.width}, modes {cfg.model.modes}, "
-          f"blocks {cfg.model.blocks}; data simulated in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{args.definition} {args.arch}: N={cfg.data.N}, {n_train} train patches, batch {cfg.train.batch_size} "
+        f"({n_train // cfg.train.batch_size} steps/epoch), width {cfg.model.width}, modes {cfg.model.modes}, "
+        f"blocks {cfg.model.blocks}; data simulated in {time.perf_counter() - t0:.1f} s"
+    )
     rows = []
     for threads in sorted({1, args.threads}):
         torch.set_num_threads(threads)
@@ -100,17 +104,25 @@ def main() -> None:
         if args.compile:
             try:
                 times, first = plain(cfg, data, args.steps, compile_=True)
-                rows.append((f"plain + torch.compile, {threads} thread(s) (compile {first:.1f} s)",
-                             statistics.mean(times), base))
+                rows.append(
+                    (
+                        f"plain + torch.compile, {threads} thread(s) (compile {first:.1f} s)",
+                        statistics.mean(times),
+                        base,
+                    )
+                )
             except Exception as exc:  # torch 2.13 on CPU: fails on the complex spectral weights
-                print(f"torch.compile, {threads} thread(s): failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+                print(
+                    f"torch.compile, {threads} thread(s): failed "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+                )
     torch.set_num_threads(args.threads)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe).eval()
     x_test = torch.from_numpy(data.test.diffraction).unsqueeze(1)
     t = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(x_test), cfg.train.batch_size):
-            system.forward_model(system.generator(x_test[i:i + cfg.train.batch_size]))
+            system.forward_model(system.generator(x_test[i : i + cfg.train.batch_size]))
     val = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -8,6 +8,7 @@ its workers (on a shared machine, CPU time / cores is what the sweep would take 
 
 Usage: python benchmarks/bench_quick_sweep.py [--definition quick] [--jobs 2] [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,13 @@ def main() -> None:
         run_sweep(load_definition(args.definition), out, jobs=args.jobs, echo=lambda line: None)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         text = (out / "summary.md").read_text()
-    print(text[text.index("## Verdict"):text.index("## Runs")])
+    print(text[text.index("## Verdict") : text.index("## Runs")])
     cores = os.cpu_count() or 1
-    print(f"{args.definition} sweep, --jobs {args.jobs}: {wall:.0f} s wall ({wall / target:.2f} of the {target:.0f} s "
-          f"target); CPU {cpu:.0f} s = {cpu / cores:.0f} s on {cores} quiet cores ({cpu / cores / target:.2f} of the target)")
+    print(
+        f"{args.definition} sweep, --jobs {args.jobs}: {wall:.0f} s wall ({wall / target:.2f} of the {target:.0f} s "
+        f"target); CPU {cpu:.0f} s = {cpu / cores:.0f} s on {cores} quiet cores "
+        f"({cpu / cores / target:.2f} of the target)"
+    )
 
 
 if __name__ == "__main__":

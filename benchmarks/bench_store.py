@@ -9,6 +9,7 @@ ratio to the targets (a ratio below 1 meets the target); machines are shared, so
 
 Run: ``.venv/bin/python benchmarks/bench_store.py [--steps 10000 --layers 50 --stats 10]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,19 @@ from fnodiag.runs import SOURCES, RunStore, StoreReader
 OPEN_TARGET_S, TICK_TARGET_S = 2.0, 0.050
 
 
-def write_step(store: RunStore, step: int, layers: list[str], stats: list[str], sources: list[str],
-               rng: np.random.Generator) -> None:
+def write_step(
+    store: RunStore, step: int, layers: list[str], stats: list[str], sources: list[str], rng: np.random.Generator
+) -> None:
     """Log one training step: 4 scalars plus every (layer, stat) of every source."""
     epoch = step // 500
-    store.log_scalars(step, epoch, {"train/loss": float(rng.random()), "lr": 1e-3,
-                                    "grad/norm_preclip": float(rng.random()), "grad/norm": 1.0})
+    store.log_scalars(
+        step,
+        epoch,
+        {"train/loss": float(rng.random()), "lr": 1e-3, "grad/norm_preclip": float(rng.random()), "grad/norm": 1.0},
+    )
     vals = rng.standard_normal(len(layers) * len(stats)).tolist()
     for source in sources:
-        store.log_layer_stats(step, epoch, source, dict(zip(((l, s) for l in layers for s in stats), vals)))
+        store.log_layer_stats(step, epoch, source, dict(zip(((layer, s) for layer in layers for s in stats), vals)))
 
 
 def main() -> None:
@@ -58,10 +63,12 @@ def main() -> None:
         write_s = time.perf_counter() - t0
         n_values = args.steps * (args.layers * args.stats * len(sources) + 4)
         size_mb = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 1e6
-        print(f"write: {args.steps} steps x {args.layers} layers x {args.stats} stats x {len(sources)} source(s) "
-              f"+ 4 scalars = {n_values:,} values in {write_s:.2f} s "
-              f"({write_s / args.steps * 1e3:.3f} ms/step, {n_values / write_s / 1e6:.2f} M values/s), "
-              f"{size_mb:.1f} MB on disk")
+        print(
+            f"write: {args.steps} steps x {args.layers} layers x {args.stats} stats x {len(sources)} source(s) "
+            f"+ 4 scalars = {n_values:,} values in {write_s:.2f} s "
+            f"({write_s / args.steps * 1e3:.3f} ms/step, {n_values / write_s / 1e6:.2f} M values/s), "
+            f"{size_mb:.1f} MB on disk"
+        )
 
         # Open as the dashboard does, while the writer still holds the store open.
         t0 = time.perf_counter()
@@ -72,8 +79,10 @@ def main() -> None:
         open_s = time.perf_counter() - t0
         assert matrix.values.shape == (args.layers, args.steps) and len(scal) == 4 * args.steps
         assert len(names) == 4 and len(layer_names) == args.layers
-        print(f"open: reader + names + layer_matrix {matrix.values.shape} + {len(scal):,} scalars in "
-              f"{open_s * 1e3:.0f} ms (target {OPEN_TARGET_S * 1e3:.0f} ms, ratio {open_s / OPEN_TARGET_S:.3f})")
+        print(
+            f"open: reader + names + layer_matrix {matrix.values.shape} + {len(scal):,} scalars in "
+            f"{open_s * 1e3:.0f} ms (target {OPEN_TARGET_S * 1e3:.0f} ms, ratio {open_s / OPEN_TARGET_S:.3f})"
+        )
 
         t0 = time.perf_counter()
         every = reader.layer_stats(source=sources[0])
@@ -93,9 +102,11 @@ def main() -> None:
             assert len(new_s) == 4 and new_m.values.shape == (args.layers, 1) and last == args.steps + k
             pos_s, pos_m = new_s.position, new_m.position
         med, worst = statistics.median(ticks), max(ticks)
-        print(f"live tick (scalars + layer_matrix after=position + last_step, 1 new step): median "
-              f"{med * 1e3:.2f} ms, max {worst * 1e3:.2f} ms over {args.ticks} ticks "
-              f"(target {TICK_TARGET_S * 1e3:.0f} ms, ratio {worst / TICK_TARGET_S:.3f})")
+        print(
+            f"live tick (scalars + layer_matrix after=position + last_step, 1 new step): median "
+            f"{med * 1e3:.2f} ms, max {worst * 1e3:.2f} ms over {args.ticks} ticks "
+            f"(target {TICK_TARGET_S * 1e3:.0f} ms, ratio {worst / TICK_TARGET_S:.3f})"
+        )
         reader.close()
         store.close()
 

@@ -7,6 +7,7 @@ minimal ``zero_grad / loss / backward / step`` loop. Prints the median step time
 
 Usage: python benchmarks/bench_train_step.py [--steps 8] [--warmup 2] [--device cpu|cuda] [--batch 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ import numpy as np
 import torch
 
 from fnodiag.config import preset
-from fnodiag.training.data import GridLinesDataModule
-from fnodiag.runs import RunDir, RunStore
 from fnodiag.ptycho.simulate import simulate
+from fnodiag.runs import RunDir, RunStore
+from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.live_frames import LiveFrames, probe_truth
 from fnodiag.training.run import build_trainer
@@ -57,7 +58,7 @@ def plain_steps(cfg, data, n_steps: int, device: str) -> list[float]:
     x_all = torch.from_numpy(data.train.diffraction).unsqueeze(1)
     times = []
     for i in range(n_steps):
-        x = x_all[i * cfg.train.batch_size:(i + 1) * cfg.train.batch_size].to(device)
+        x = x_all[i * cfg.train.batch_size : (i + 1) * cfg.train.batch_size].to(device)
         _sync(device)
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -69,8 +70,15 @@ def plain_steps(cfg, data, n_steps: int, device: str) -> list[float]:
     return times
 
 
-def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int = 0, frame_every: int = 0,
-                    timer: L.Callback | None = None) -> tuple[list[float], int]:
+def lightning_steps(
+    cfg,
+    data,
+    n_steps: int,
+    workdir: Path,
+    capture_every: int = 0,
+    frame_every: int = 0,
+    timer: L.Callback | None = None,
+) -> tuple[list[float], int]:
     """Step times (``timer``'s, default ``StepTimer``) and the store's bytes of a real fnodiag Lightning run:
     recorder, checkpointing, live capture every ``capture_every`` steps and frames every ``frame_every`` (0: off)."""
     L.seed_everything(cfg.train.seed, verbose=False)
@@ -83,8 +91,9 @@ def lightning_steps(cfg, data, n_steps: int, workdir: Path, capture_every: int =
         callbacks.insert(0, LiveCapture(store, module="generator", probe=probe, every=capture_every))
     if frame_every:
         callbacks.insert(0, LiveFrames(store, probe, probe_truth(data.train, PROBE_BATCH), every=frame_every))
-    trainer = build_trainer(cfg, run, store, {"key": data.key, "N": cfg.data.N}, progress=False,
-                            extra_callbacks=callbacks)
+    trainer = build_trainer(
+        cfg, run, store, {"key": data.key, "N": cfg.data.N}, progress=False, extra_callbacks=callbacks
+    )
     trainer.fit_loop.epoch_loop.max_steps = n_steps
     trainer.limit_train_batches = n_steps
     trainer.limit_val_batches = 0
@@ -103,11 +112,22 @@ def stage_a_setup(description: str, steps: int = 8):
     ap.add_argument("--batch", type=int, default=16, help="batch size (stage-a: 16)")
     args = ap.parse_args()
     accel = "gpu" if args.device == "cuda" else "cpu"
-    cfg = preset("stage-a").override({"model.arch": "stable_hybrid", "train.epochs": 1, "train.batch_size": args.batch,
-                                      "train.capture_every": 0, "train.accelerator": accel, "train.devices": "1"})
+    cfg = preset("stage-a").override(
+        {
+            "model.arch": "stable_hybrid",
+            "train.epochs": 1,
+            "train.batch_size": args.batch,
+            "train.capture_every": 0,
+            "train.accelerator": accel,
+            "train.devices": "1",
+        }
+    )
     t0 = time.perf_counter()
     data = simulate(cfg.data)
-    print(f"data: {len(data.train.diffraction)} train patches of {cfg.data.N}² simulated in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: {len(data.train.diffraction)} train patches of {cfg.data.N}² simulated "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return args, cfg, data
 
 
@@ -115,12 +135,14 @@ def main() -> None:
     args, cfg, data = stage_a_setup(__doc__.splitlines()[0])
     n = args.warmup + args.steps
     with tempfile.TemporaryDirectory() as tmp:  # plain before and after, so warm-up order does not favour either
-        plain = plain_steps(cfg, data, n, args.device)[args.warmup:]
-        light = lightning_steps(cfg, data, n, Path(tmp))[0][args.warmup:]
-        plain += plain_steps(cfg, data, n, args.device)[args.warmup:]
+        plain = plain_steps(cfg, data, n, args.device)[args.warmup :]
+        light = lightning_steps(cfg, data, n, Path(tmp))[0][args.warmup :]
+        plain += plain_steps(cfg, data, n, args.device)[args.warmup :]
     p, q = statistics.median(plain), statistics.median(light)
-    print(f"stable_hybrid stage-a ({cfg.model.spectral_layout} layout), batch {args.batch}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"stable_hybrid stage-a ({cfg.model.spectral_layout} layout), batch {args.batch}, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"plain PyTorch step  : median {p * 1e3:8.1f} ms  (min {min(plain) * 1e3:.1f}, n={len(plain)})")
     print(f"fnodiag Lightning   : median {q * 1e3:8.1f} ms  (min {min(light) * 1e3:.1f}, n={len(light)})")
     print(f"ratio Lightning / plain: {q / p:.3f}")

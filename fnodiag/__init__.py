@@ -3,6 +3,7 @@
 ``fnodiag.LiveCapture`` (the live per-layer capture callback, usable in any Lightning ``Trainer``)
 is imported on first use, so ``import fnodiag`` (the dashboard's) does not import Lightning.
 """
+
 __version__ = "0.1.0"
 
 

@@ -18,15 +18,17 @@ also owns the clipping rule (:func:`clip_rule`): a layer that sets ``clip.value`
 ``clip.algorithm`` turns clipping off at 0 and, when clipping was off, turns on ``norm``; a layer
 that sets ``clip.algorithm = "none"`` alone also zeroes ``clip.value``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SUPPORTED_N = (32, 64, 128)
 
@@ -88,11 +90,13 @@ class DataConfig(_Section):
     train_object_seed: int = 1
     test_object_seed: int = 2
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         s = "data"
         check_choice(s, "N", self.N, SUPPORTED_N)
-        _check(isinstance(self.object_size, int) and self.object_size >= self.N,
-               f"data.object_size={self.object_size!r} must be an integer >= N ({self.N})")
+        _check(
+            isinstance(self.object_size, int) and self.object_size >= self.N,
+            f"data.object_size={self.object_size!r} must be an integer >= N ({self.N})",
+        )
         for name in ("nimgs_train", "nimgs_test", "train_stride", "test_stride", "n_lines"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"data.{name}={v!r} must be an integer >= 1")
@@ -102,7 +106,11 @@ class DataConfig(_Section):
         _positive(s, "probe_smoothing", self.probe_smoothing, strict=False)
         if self.probe_npz is not None:
             p = Path(self.probe_npz)
-            _check(p.is_file(), f"data.probe_npz: file {str(p)!r} does not exist; pass an NPZ with a 'probeGuess' array or omit it for the ideal disk probe")
+            _check(
+                p.is_file(),
+                f"data.probe_npz: file {str(p)!r} does not exist; pass an NPZ with a 'probeGuess' array "
+                "or omit it for the ideal disk probe",
+            )
         return self
 
 
@@ -119,14 +127,16 @@ class ModelConfig(_Section):
     layerscale_init: float = 1e-3
     in_channels: int = 1  # gridsize**2
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         s = "model"  # arch and spectral_layout: fnodiag.training.registries.check_names
         for name in ("blocks", "width", "modes", "in_channels"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"model.{name}={v!r} must be an integer >= 1")
         if self.channel_cap is not None:
-            _check(isinstance(self.channel_cap, int) and self.channel_cap >= self.width,
-                   f"model.channel_cap={self.channel_cap!r} must be an integer >= width ({self.width}) or None")
+            _check(
+                isinstance(self.channel_cap, int) and self.channel_cap >= self.width,
+                f"model.channel_cap={self.channel_cap!r} must be an integer >= width ({self.width}) or None",
+            )
         _positive(s, "layerscale_init", self.layerscale_init, strict=False)
         return self
 
@@ -143,14 +153,17 @@ class OptimConfig(_Section):
     beta1: float = 0.9  # adam / adamw
     beta2: float = 0.999
 
-    def validate(self) -> "OptimConfig":
+    def validate(self) -> OptimConfig:
         s = "optim"  # name: fnodiag.training.registries.check_names
         _positive(s, "lr", self.lr)
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum!r} must be in [0, 1)")
         _check(0 <= self.beta1 < 1, f"optim.beta1={self.beta1!r} must be in [0, 1)")
         _check(0 <= self.beta2 < 1, f"optim.beta2={self.beta2!r} must be in [0, 1)")
         _positive(s, "weight_decay", self.weight_decay, strict=False)
-        _check(self.nesterov is None or isinstance(self.nesterov, bool), f"optim.nesterov={self.nesterov!r} must be true, false or null")
+        _check(
+            self.nesterov is None or isinstance(self.nesterov, bool),
+            f"optim.nesterov={self.nesterov!r} must be true, false or null",
+        )
         _check(not (self.nesterov and self.momentum == 0), "optim.nesterov=true needs optim.momentum > 0")
         return self
 
@@ -170,20 +183,28 @@ class ScheduleConfig(_Section):
     step_gamma: float = 0.1  # step: > 1 raises the LR (e.g. to drive a run that learned into a collapse)
     frozen: bool = False  # reference quirk: the LR stays at the value the schedule sets when built
 
-    def validate(self) -> "ScheduleConfig":
+    def validate(self) -> ScheduleConfig:
         s = "schedule"  # name: fnodiag.training.registries.check_names
-        _check(isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0,
-               f"schedule.warmup_epochs={self.warmup_epochs!r} must be an integer >= 0")
+        _check(
+            isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0,
+            f"schedule.warmup_epochs={self.warmup_epochs!r} must be an integer >= 0",
+        )
         _check(0 <= self.min_lr_ratio <= 1, f"schedule.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
         _check(0 < self.gamma <= 1, f"schedule.gamma={self.gamma!r} must be in (0, 1]")
         _check(0 < self.plateau_factor < 1, f"schedule.plateau_factor={self.plateau_factor!r} must be in (0, 1)")
-        _check(isinstance(self.plateau_patience, int) and self.plateau_patience >= 0,
-               f"schedule.plateau_patience={self.plateau_patience!r} must be an integer >= 0")
+        _check(
+            isinstance(self.plateau_patience, int) and self.plateau_patience >= 0,
+            f"schedule.plateau_patience={self.plateau_patience!r} must be an integer >= 0",
+        )
         _positive(s, "plateau_min_lr", self.plateau_min_lr, strict=False)
-        _check(isinstance(self.step_size, int) and self.step_size >= 1,
-               f"schedule.step_size={self.step_size!r} must be an integer >= 1 (epochs between LR steps)")
-        _check(isinstance(self.step_gamma, (int, float)) and math.isfinite(self.step_gamma) and self.step_gamma > 0,
-               f"schedule.step_gamma={self.step_gamma!r} must be a finite number > 0 (< 1 lowers the LR, > 1 raises it)")
+        _check(
+            isinstance(self.step_size, int) and self.step_size >= 1,
+            f"schedule.step_size={self.step_size!r} must be an integer >= 1 (epochs between LR steps)",
+        )
+        _check(
+            isinstance(self.step_gamma, (int, float)) and math.isfinite(self.step_gamma) and self.step_gamma > 0,
+            f"schedule.step_gamma={self.step_gamma!r} must be a finite number > 0 (< 1 lowers the LR, > 1 raises it)",
+        )
         _check(isinstance(self.frozen, bool), f"schedule.frozen={self.frozen!r} must be true or false")
         return self
 
@@ -198,14 +219,17 @@ class ClipConfig(_Section):
     algorithm: str = "none"
     value: float = 0.0
 
-    def validate(self) -> "ClipConfig":
+    def validate(self) -> ClipConfig:
         check_choice("clip", "algorithm", self.algorithm, CLIP_ALGORITHMS)
         if self.algorithm != "none":
             ok = isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0
             _check(ok, f"clip.value={self.value!r} must be > 0 with clip.algorithm={self.algorithm!r} (--grad-clip)")
         else:
-            _check(self.value in (0, None), f"clip.value={self.value!r} has no effect with clip.algorithm='none'; "
-                                             "set clip.algorithm (norm, value or agc) or clip.value=0")
+            _check(
+                self.value in (0, None),
+                f"clip.value={self.value!r} has no effect with clip.algorithm='none'; "
+                "set clip.algorithm (norm, value or agc) or clip.value=0",
+            )
         return self
 
 
@@ -237,7 +261,7 @@ class TrainConfig(_Section):
     precision: str = "32-true"
     num_workers: int = 0
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         s = "train"
         for name in ("epochs", "batch_size", "infer_batch_size"):
             v = getattr(self, name)
@@ -246,14 +270,22 @@ class TrainConfig(_Section):
         check_choice(s, "loss", self.loss, LOSSES_ALLOWED)
         check_choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
         check_choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)
-        _check(isinstance(self.keep_partial_batch, bool),
-               f"train.keep_partial_batch={self.keep_partial_batch!r} must be true or false")
-        _check(isinstance(self.capture_every, int) and self.capture_every >= 0,
-               f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)")
-        _check(isinstance(self.frame_every, int) and not isinstance(self.frame_every, bool) and self.frame_every >= 0,
-               f"train.frame_every={self.frame_every!r} must be an integer >= 0 (0 turns reconstruction frames off)")
-        _check(isinstance(self.num_workers, int) and self.num_workers >= 0,
-               f"train.num_workers={self.num_workers!r} must be an integer >= 0")
+        _check(
+            isinstance(self.keep_partial_batch, bool),
+            f"train.keep_partial_batch={self.keep_partial_batch!r} must be true or false",
+        )
+        _check(
+            isinstance(self.capture_every, int) and self.capture_every >= 0,
+            f"train.capture_every={self.capture_every!r} must be an integer >= 0 (0 turns capture off)",
+        )
+        _check(
+            isinstance(self.frame_every, int) and not isinstance(self.frame_every, bool) and self.frame_every >= 0,
+            f"train.frame_every={self.frame_every!r} must be an integer >= 0 (0 turns reconstruction frames off)",
+        )
+        _check(
+            isinstance(self.num_workers, int) and self.num_workers >= 0,
+            f"train.num_workers={self.num_workers!r} must be an integer >= 0",
+        )
         return self
 
 
@@ -278,7 +310,7 @@ class RunConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         for name in SECTIONS:
             getattr(self, name).validate()
         return self
@@ -287,13 +319,15 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         _check(isinstance(d, dict), f"a run configuration must be a mapping of sections, got {type(d).__name__}")
         unknown = set(d) - set(SECTIONS)
-        _check(not unknown, f"unknown configuration section(s) {sorted(unknown)}; valid sections: {', '.join(SECTIONS)}")
+        _check(
+            not unknown, f"unknown configuration section(s) {sorted(unknown)}; valid sections: {', '.join(SECTIONS)}"
+        )
         return cls(**{name: _section_from_dict(name, d.get(name, {})) for name in SECTIONS})
 
-    def override(self, flat: dict[str, Any]) -> "RunConfig":
+    def override(self, flat: dict[str, Any]) -> RunConfig:
         """Return a copy with one layer of ``{"section.field": value}`` settings applied.
 
         None values are skipped; nested ``{"section": {"field": value}}`` entries are accepted too
@@ -304,8 +338,10 @@ class RunConfig:
         flat = clip_rule(self, {k: v for k, v in flatten(flat).items() if v is not None})
         for key, value in flat.items():
             section, _, name = key.partition(".")
-            _check(section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])},
-                   f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})")
+            _check(
+                section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])},
+                f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})",
+            )
             d[section][name] = value
         return RunConfig.from_dict(d)
 
@@ -313,13 +349,16 @@ class RunConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(_read_json(path))
 
 
 def flatten(layer: Mapping[str, Any]) -> dict[str, Any]:
     """``{"section.field": value}`` from a flat, nested (``{"optim": {"lr": ...}}``) or mixed mapping."""
-    _check(isinstance(layer, Mapping), f"settings must be a mapping of 'section.field' to values, got {type(layer).__name__}")
+    _check(
+        isinstance(layer, Mapping),
+        f"settings must be a mapping of 'section.field' to values, got {type(layer).__name__}",
+    )
     out: dict[str, Any] = {}
     for key, value in layer.items():
         if isinstance(value, Mapping) and "." not in str(key):
@@ -329,7 +368,7 @@ def flatten(layer: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def clip_rule(cfg: "RunConfig", layer: dict[str, Any]) -> dict[str, Any]:
+def clip_rule(cfg: RunConfig, layer: dict[str, Any]) -> dict[str, Any]:
     """The clipping rule of one settings layer applied on top of ``cfg`` (a new dict).
 
     ``clip.value`` without ``clip.algorithm``: 0 turns clipping off (``none``); a value > 0 turns on
@@ -357,7 +396,7 @@ def _section_from_dict(name: str, d: dict):
     return cls(**d)
 
 
-def reference_quirks(cfg: "RunConfig") -> list[str]:
+def reference_quirks(cfg: RunConfig) -> list[str]:
     """The reference project's training conditions this configuration reproduces on purpose.
 
     ``forward_gain`` (prediction x batch size), ``frozen_schedule`` (the LR never steps),
@@ -382,13 +421,19 @@ def reference_quirks(cfg: "RunConfig") -> list[str]:
     return quirks
 
 
-def without_quirks(cfg: "RunConfig") -> "RunConfig":
+def without_quirks(cfg: RunConfig) -> RunConfig:
     """``cfg`` with every reference condition of :func:`reference_quirks` set back to the default."""
     defaults = RunConfig()
-    return cfg.override({"train.forward_gain": defaults.train.forward_gain, "schedule.frozen": False,
-                         "model.spectral_layout": defaults.model.spectral_layout,
-                         "clip.algorithm": defaults.clip.algorithm, "clip.value": defaults.clip.value,
-                         "train.keep_partial_batch": False})
+    return cfg.override(
+        {
+            "train.forward_gain": defaults.train.forward_gain,
+            "schedule.frozen": False,
+            "model.spectral_layout": defaults.model.spectral_layout,
+            "clip.algorithm": defaults.clip.algorithm,
+            "clip.value": defaults.clip.value,
+            "train.keep_partial_batch": False,
+        }
+    )
 
 
 def config_key(obj: Any, extra: bytes = b"") -> str:
@@ -401,19 +446,39 @@ def config_key(obj: Any, extra: bytes = b"") -> str:
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed investigation's shared Stage A hyperparameters (brief §7.4, issue 3).
     "stage-a": {
-        "data.N": 64, "data.nimgs_train": 1, "data.nimgs_test": 1, "data.set_phi": True,
-        "model.blocks": 4, "model.width": 32, "model.modes": 12,
-        "optim.lr": 3e-4, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 5,
-        "schedule.min_lr_ratio": 0.05, "train.epochs": 20, "train.batch_size": 16,
+        "data.N": 64,
+        "data.nimgs_train": 1,
+        "data.nimgs_test": 1,
+        "data.set_phi": True,
+        "model.blocks": 4,
+        "model.width": 32,
+        "model.modes": 12,
+        "optim.lr": 3e-4,
+        "schedule.name": "warmup_cosine",
+        "schedule.warmup_epochs": 5,
+        "schedule.min_lr_ratio": 0.05,
+        "train.epochs": 20,
+        "train.batch_size": 16,
         "train.seed": 20260128,
     },
     # A reduction that trains one arm in about two minutes on a 2-core CPU.
     "quick": {
-        "data.N": 32, "data.object_size": 164, "data.nimgs_train": 1, "data.nimgs_test": 1,
-        "data.set_phi": True, "model.blocks": 3, "model.width": 16, "model.modes": 8,
-        "optim.lr": 2e-3, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1,
-        "schedule.min_lr_ratio": 0.05, "train.epochs": 24, "train.batch_size": 8,
-        "train.capture_every": 10, "train.seed": 20260128,
+        "data.N": 32,
+        "data.object_size": 164,
+        "data.nimgs_train": 1,
+        "data.nimgs_test": 1,
+        "data.set_phi": True,
+        "model.blocks": 3,
+        "model.width": 16,
+        "model.modes": 8,
+        "optim.lr": 2e-3,
+        "schedule.name": "warmup_cosine",
+        "schedule.warmup_epochs": 1,
+        "schedule.min_lr_ratio": 0.05,
+        "train.epochs": 24,
+        "train.batch_size": 8,
+        "train.capture_every": 10,
+        "train.seed": 20260128,
     },
 }
 
@@ -430,8 +495,10 @@ PRECEDENCE = ("defaults", "preset", "file", "shared", "arm", "overrides", "seed"
 def read_settings_file(path: str | Path) -> dict[str, Any]:
     """``{"section.field": value}`` from a (possibly partial) RunConfig JSON file, e.g. a run's config.json."""
     d = _read_json(path, " (--config)")
-    _check(isinstance(d, dict) and not set(d) - set(SECTIONS),
-           f"config file {str(path)!r} must hold sections among {', '.join(SECTIONS)} (--config)")
+    _check(
+        isinstance(d, dict) and not set(d) - set(SECTIONS),
+        f"config file {str(path)!r} must hold sections among {', '.join(SECTIONS)} (--config)",
+    )
     return flatten(d)
 
 
@@ -442,11 +509,20 @@ def _read_json(path: str | Path, source: str = "") -> Any:
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}){source}") from None
+        raise ConfigError(
+            f"config file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}){source}"
+        ) from None
 
 
-def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = None, shared: Mapping | None = None,
-            arm: Mapping | None = None, overrides: Mapping | None = None, seed: int | None = None) -> RunConfig:
+def resolve(
+    *,
+    preset: str | None = None,
+    file: str | Path | Mapping | None = None,
+    shared: Mapping | None = None,
+    arm: Mapping | None = None,
+    overrides: Mapping | None = None,
+    seed: int | None = None,
+) -> RunConfig:
     """The one path from every source of settings to a validated :class:`RunConfig`.
 
     Sources are applied in :data:`PRECEDENCE` order (a later one wins), each as one layer through
@@ -476,8 +552,13 @@ def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = No
     if preset is not None:
         check_choice("run", "preset", preset, PRESETS)
     file_layer = read_settings_file(file) if isinstance(file, (str, Path)) else file
-    layers = (("preset " + repr(preset), PRESETS.get(preset) if preset else None), ("config file", file_layer),
-              ("sweep [shared]", shared), ("sweep arm", arm), ("overrides", overrides))
+    layers = (
+        ("preset " + repr(preset), PRESETS.get(preset) if preset else None),
+        ("config file", file_layer),
+        ("sweep [shared]", shared),
+        ("sweep arm", arm),
+        ("overrides", overrides),
+    )
     for source, layer in layers:
         if layer:
             try:
@@ -486,7 +567,9 @@ def resolve(*, preset: str | None = None, file: str | Path | Mapping | None = No
                 raise ConfigError(f"{exc} (in {source})") from None
     if seed is not None:
         asked = flatten(overrides or {}).get("train.seed")
-        _check(asked is None or int(asked) == int(seed),
-               f"train.seed={asked!r} conflicts with the sweep seed {seed}; give sweep seeds with --seeds")
+        _check(
+            asked is None or int(asked) == int(seed),
+            f"train.seed={asked!r} conflicts with the sweep seed {seed}; give sweep seeds with --seeds",
+        )
         cfg = cfg.override({"train.seed": int(seed)})
     return cfg.validate()

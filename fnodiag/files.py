@@ -6,13 +6,15 @@ so that a reader or a killed process sees the old content or the new one, never 
 (temporary file beside it, fsync, ``os.replace``, fsync of the folder). Everything that writes a
 record (run JSON files, dataset NPZs, exported generators, sweep summaries) goes through it.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO
 
 NONFINITE = ("keep", "null")
 UNKNOWN = ("repr", "error")
@@ -44,7 +46,9 @@ def jsonable(value: Any, *, nonfinite: str = "keep", unknown: str = "repr") -> A
     if hasattr(value, "tolist"):  # torch tensors, numpy scalars and arrays
         return jsonable(value.tolist(), nonfinite=nonfinite, unknown=unknown)
     if unknown == "error":
-        raise TypeError(f"{type(value).__name__} is not JSON serialisable; convert it to a number, string, list or dict")
+        raise TypeError(
+            f"{type(value).__name__} is not JSON serialisable; convert it to a number, string, list or dict"
+        )
     return repr(value)
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny run configuration and a session-wide dataset cache."""
+
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,18 @@ torch.set_num_threads(2)
 
 # N=32 patches of a 64-px object: 81 train / 16 test patches; a 2-level width-4 U-NO.
 TINY = {
-    "data.N": 32, "data.object_size": 64, "data.set_phi": True,
-    "model.blocks": 2, "model.width": 4, "model.modes": 4,
-    "train.epochs": 2, "train.batch_size": 8, "train.infer_batch_size": 16, "train.capture_every": 0,
-    "train.accelerator": "cpu", "train.devices": "1",
+    "data.N": 32,
+    "data.object_size": 64,
+    "data.set_phi": True,
+    "model.blocks": 2,
+    "model.width": 4,
+    "model.modes": 4,
+    "train.epochs": 2,
+    "train.batch_size": 8,
+    "train.infer_batch_size": 16,
+    "train.capture_every": 0,
+    "train.accelerator": "cpu",
+    "train.devices": "1",
 }
 
 
@@ -34,6 +44,7 @@ def dataset_cache(tmp_path_factory):
 @pytest.fixture
 def count_transfers(monkeypatch):
     """Start counting device-to-host calls (Tensor.cpu / .item / .tolist); returns the counts dict."""
+
     def start() -> dict:
         calls = {"cpu": 0, "item": 0, "tolist": 0}
         for method in calls:
@@ -53,6 +64,7 @@ def count_transfers(monkeypatch):
 def tiny_sweep(tmp_path):
     """``tiny_sweep(arms, shared)`` writes the sweep definition "tiny" (seed 7) on the TINY configuration
     plus ``shared`` and returns its path; ``arms`` maps arm names to their settings."""
+
     def write(arms: dict[str, dict], shared: dict | None = None) -> Path:
         entries = lambda fields: [f'"{k}" = {json.dumps(v)}' for k, v in fields.items()]  # JSON scalars are TOML
         lines = ['name = "tiny"', "seeds = [7]", "[shared]", *entries({**TINY, **(shared or {})})]
@@ -61,6 +73,7 @@ def tiny_sweep(tmp_path):
         path = tmp_path / "tiny.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
+
     return write
 
 
@@ -70,3 +83,45 @@ def two_arm_sweep(tmp_path_factory):
     from two_arms import build_two_arm_sweep
 
     return build_two_arm_sweep(tmp_path_factory.mktemp("two-arms") / "runs", epochs=2)
+
+
+# -- browser tests (tests/test_browser*.py): the system Chromium through Playwright
+REPO = Path(__file__).resolve().parent.parent
+KEEP_ARTIFACTS = os.environ.get("FNODIAG_KEEP_ARTIFACTS", "") not in ("", "0")
+CHROMIUM = os.environ.get("FNODIAG_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    """Where screenshots go: a temporary folder, or ``test-artifacts/`` under FNODIAG_KEEP_ARTIFACTS=1."""
+    if KEEP_ARTIFACTS:
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        return REPO / "test-artifacts"
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with pytest.importorskip("playwright.sync_api").sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1100},
+        )
+        for blank in context.pages:  # the start-up tab would sit in front of the tests' pages
+            blank.close()
+        try:
+            yield context
+        finally:
+            context.close()

@@ -1,4 +1,5 @@
 """The dashboard's store and views without a browser, over a real tiny runs folder."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,24 @@ from fnodiag.dashboard.launch import Launcher
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunStore
 
-TRAIN_FLAGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
-               "--batch-size", "8", "--accelerator", "cpu", "--capture-every", "1"]
+TRAIN_FLAGS = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--batch-size",
+    "8",
+    "--accelerator",
+    "cpu",
+    "--capture-every",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +47,27 @@ def runs(tmp_path_factory, tiny_cfg, dataset_cache):
     cfg = tiny_cfg.override({"train.capture_every": 2, "train.epochs": 1})
     sweep = root / "sw"
     train(cfg, sweep, name="adam-s1", cache_dir=dataset_cache, progress=False)
-    train(cfg.override({"optim.name": "sgd", "optim.lr": 0.01, "schedule.name": "warmup_cosine",
-                        "schedule.warmup_epochs": 1}), sweep, name="sgd-s1", cache_dir=dataset_cache, progress=False)
+    train(
+        cfg.override(
+            {"optim.name": "sgd", "optim.lr": 0.01, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1}
+        ),
+        sweep,
+        name="sgd-s1",
+        cache_dir=dataset_cache,
+        progress=False,
+    )
     train(cfg, root, name="solo", cache_dir=dataset_cache, progress=False)
-    spec = {"name": "sw", "definition": "def.toml", "seeds": [1, 2],
-            "arms": {"adam": {"overrides": {}}, "sgd": {"overrides": {"optim.name": "sgd"}}},
-            "runs": {"adam-s1": {"arm": "adam", "seed": 1, "path": "adam-s1"},
-                     "sgd-s1": {"arm": "sgd", "seed": 1, "path": "sgd-s1"},
-                     "sgd-s2": {"arm": "sgd", "seed": 2, "path": "sgd-s2"}}}
+    spec = {
+        "name": "sw",
+        "definition": "def.toml",
+        "seeds": [1, 2],
+        "arms": {"adam": {"overrides": {}}, "sgd": {"overrides": {"optim.name": "sgd"}}},
+        "runs": {
+            "adam-s1": {"arm": "adam", "seed": 1, "path": "adam-s1"},
+            "sgd-s1": {"arm": "sgd", "seed": 1, "path": "sgd-s1"},
+            "sgd-s2": {"arm": "sgd", "seed": 2, "path": "sgd-s2"},
+        },
+    }
     (sweep / "sweep.json").write_text(json.dumps(spec))
     return root
 
@@ -74,8 +104,9 @@ def test_paths_outside_the_runs_folder_are_refused(runs, tmp_path):
     (runs / "escape").unlink()
     evil = runs / "evil"
     evil.mkdir()
-    (evil / "sweep.json").write_text(json.dumps({"name": "evil", "runs": {"x-s1": {"arm": "x", "seed": 1,
-                                                                                    "path": "../../.."}}}))
+    (evil / "sweep.json").write_text(
+        json.dumps({"name": "evil", "runs": {"x-s1": {"arm": "x", "seed": 1, "path": "../../.."}}})
+    )
     try:
         cat = scan(runs)
         assert cat.sweeps["evil"] == [] and any("outside" in p for p in cat.problems)
@@ -104,6 +135,7 @@ def test_views_build_with_figures_and_collapse_state(runs):
     dash.store.act_stat = "std"
     assert acts._feeds[0].stat == "std"
     from bokeh.document import Document
+
     dash.layout().get_root(Document())  # the whole page renders to Bokeh models
 
 
@@ -121,10 +153,10 @@ def test_tick_sends_only_new_points(runs):
     n_rect, n_out = len(rect.data["value"]), len(out.data["value"])
     with RunStore(run.store_path) as store:  # a second writer appends two steps
         for k in (1, 2):
-            store.log_layer_stats(last + k, 9, "activation",
-                                  {(layer, "spatial_std"): 0.5 * k for layer in feed.layers})
-            store.log_scalars(last + k, 9, {"train/loss": 0.1, "grad/norm_preclip": 1.0, "grad/norm_postclip": 1.0,
-                                            "lr": 1e-3})
+            store.log_layer_stats(last + k, 9, "activation", {(layer, "spatial_std"): 0.5 * k for layer in feed.layers})
+            store.log_scalars(
+                last + k, 9, {"train/loss": 0.1, "grad/norm_preclip": 1.0, "grad/norm_postclip": 1.0, "lr": 1e-3}
+            )
     sent = dash.tick()
     assert len(rect.data["value"]) == n_rect + 2 * len(feed.layers)
     assert len(out.data["value"]) == n_out + 2 and out.data["value"][-1] == 1.0
@@ -172,10 +204,12 @@ def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     np.testing.assert_allclose(view.bars.object.dimension_values(1), view.result["spatial_std"])
     # the dashboard and its capture path import torch only, never Lightning: a fresh process, from
     # another folder, with a capture actually run
-    code = ("import sys, asyncio, fnodiag.dashboard.dashboard\n"
-            "from fnodiag.dashboard.checkpoint import capture_checkpoint\nfrom fnodiag.dashboard.catalog import scan\n"
-            "capture_checkpoint(%r, scan(%r).entries('sw')[0], 'last', samples=1)\n"
-            "print('torch' in sys.modules, 'lightning' in sys.modules)") % (str(runs), str(runs))
+    code = (
+        "import sys, asyncio, fnodiag.dashboard.dashboard\n"
+        "from fnodiag.dashboard.checkpoint import capture_checkpoint\nfrom fnodiag.dashboard.catalog import scan\n"
+        f"capture_checkpoint({str(runs)!r}, scan({str(runs)!r}).entries('sw')[0], 'last', samples=1)\n"
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "True False", out.stderr[-2000:]
 
@@ -235,8 +269,18 @@ def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     launched = view.start_arm()
     assert launched is not None, view.feedback.object
     assert launched.name == "tiny/control-s7" and launched.run.path == (root / "tiny" / "control-s7").resolve()
-    assert launched.command[3:] == ("sweep", str(definition.resolve()), "--arms", "control", "--seeds", "7",
-                                    "--out", str((root / "tiny").resolve()), "--epochs", "200")
+    assert launched.command[3:] == (
+        "sweep",
+        str(definition.resolve()),
+        "--arms",
+        "control",
+        "--seeds",
+        "7",
+        "--out",
+        str((root / "tiny").resolve()),
+        "--epochs",
+        "200",
+    )
     try:
         status = _wait_running(launched)
         assert view.start_arm() is None and "already running" in view.feedback.object
@@ -281,7 +325,11 @@ def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
     runs = json.loads((root / "tiny" / "sweep.json").read_text())["runs"]
     assert list(runs) == ["control-s7"]
     assert {k: runs["control-s7"][k] for k in ("arm", "seed", "path", "state")} == {
-        "arm": "control", "seed": 7, "path": "control-s7", "state": "finished"}
+        "arm": "control",
+        "seed": 7,
+        "path": "control-s7",
+        "state": "finished",
+    }
     store = DashboardStore(root)
     assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
     verdict = json.loads((run / "collapse.json").read_text())["verdict"]
@@ -301,13 +349,16 @@ def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):
     overview = Dashboard(root).views[0]
     cells = dict(zip(overview._table.value["arm"] + overview._table.value["seed"], overview._table.value["settings"]))
     assert cells["adam1"].startswith('<span title="every recorded setting is as asked">✓')
-    assert "⚠ 1</span>" in cells["sgd1"] and "sgd-s1: optimizer.class asked &#x27;SGD&#x27;, got &#x27;Adam&#x27;" in cells["sgd1"]
+    assert (
+        "⚠ 1</span>" in cells["sgd1"]
+        and "sgd-s1: optimizer.class asked &#x27;SGD&#x27;, got &#x27;Adam&#x27;" in cells["sgd1"]
+    )
     assert overview._table.formatters["settings"] == {"type": "html"}
 
 
 def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
-    from fnodiag.dashboard.launch import LaunchView
     from fnodiag.config import PRESETS
+    from fnodiag.dashboard.launch import LaunchView
     from fnodiag.models import MODELS
     from fnodiag.training.optimizers import OPTIMIZERS
     from fnodiag.training.schedulers import SCHEDULERS
@@ -346,8 +397,8 @@ def test_checkpoint_capture_reads_the_runs_own_dataset_and_never_simulates(runs,
 
 
 def test_live_heatmap_bins_new_steps_as_the_static_heatmap_does():
-    from fnodiag.dashboard.live import LiveLayers
     from fnodiag import plots
+    from fnodiag.dashboard.live import LiveLayers
 
     class Sink:
         frames = []
@@ -374,13 +425,19 @@ def test_live_heatmap_bins_new_steps_as_the_static_heatmap_does():
 def test_live_figure_streams_only_new_rows_into_the_rendered_plots(monkeypatch):
     from bokeh.models import ColumnDataSource
 
-    from fnodiag.dashboard.live import LiveFigure
     from fnodiag import plots
+    from fnodiag.dashboard.live import LiveFigure
 
     streamed = []
     original = ColumnDataSource.stream
-    monkeypatch.setattr(ColumnDataSource, "stream", lambda self, data, rollover=None, **kw: (
-        streamed.append({k: len(v) for k, v in data.items()}), original(self, data, rollover, **kw))[1])
+    monkeypatch.setattr(
+        ColumnDataSource,
+        "stream",
+        lambda self, data, rollover=None, **kw: (
+            streamed.append({k: len(v) for k, v in data.items()}),
+            original(self, data, rollover, **kw),
+        )[1],
+    )
     layers, steps = ["a", "b", "c"], np.arange(6)
     values = np.arange(18.0).reshape(3, 6) + 1
     heat = LiveFigure(plots.layer_heatmap(layers, steps, values, stat="std"))

@@ -1,4 +1,5 @@
 """The Reconstructions tab, the progress column / lines and the onset marks, without a browser, over real runs."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from bokeh.models import Span
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` package of the checkout
 
+from fnodiag import plots  # noqa: E402
 from fnodiag.dashboard.dashboard import Dashboard  # noqa: E402
 from fnodiag.dashboard.reconstructions import ReconstructionsView  # noqa: E402
-from fnodiag import plots  # noqa: E402
 from fnodiag.runs import RunStore, StoreReader  # noqa: E402
 
 
@@ -23,15 +24,23 @@ def runs(tmp_path_factory, tiny_cfg, dataset_cache):
     from fnodiag.training.run import train
 
     root = tmp_path_factory.mktemp("runs")
-    train(tiny_cfg.override({"train.epochs": 1, "train.frame_every": 2, "train.capture_every": 0}), root, name="solo",
-          cache_dir=dataset_cache, progress=False)
+    train(
+        tiny_cfg.override({"train.epochs": 1, "train.frame_every": 2, "train.capture_every": 0}),
+        root,
+        name="solo",
+        cache_dir=dataset_cache,
+        progress=False,
+    )
     return root
 
 
 def _spans(figure) -> list[float]:
     """Locations of the figure's vertical lines (the invisible placeholder at NaN left out)."""
-    return [float(s.location) for s in figure.select(type=Span)
-            if s.dimension == "height" and s.location is not None and np.isfinite(s.location)]
+    return [
+        float(s.location)
+        for s in figure.select(type=Span)
+        if s.dimension == "height" and s.location is not None and np.isfinite(s.location)
+    ]
 
 
 def _view(dash) -> ReconstructionsView:
@@ -72,14 +81,20 @@ def test_reconstructions_follow_new_frames_scrub_back_and_flag_a_constant_output
     dash.tick()
     assert feed.slider.value == 1 and feed.slider.end == 6 and "step 2" in feed.info.object  # stays where put
     from bokeh.document import Document
+
     dash.layout().get_root(Document())  # the page renders to Bokeh models
 
 
 def test_frames_off_says_so(tmp_path, tiny_cfg, dataset_cache):
     from fnodiag.training.run import train
 
-    train(tiny_cfg.override({"train.epochs": 1, "train.frame_every": 0}), tmp_path, name="off",
-          cache_dir=dataset_cache, progress=False)
+    train(
+        tiny_cfg.override({"train.epochs": 1, "train.frame_every": 0}),
+        tmp_path,
+        name="off",
+        cache_dir=dataset_cache,
+        progress=False,
+    )
     feed = _view(Dashboard(tmp_path))._feeds[0]
     assert feed.steps == [] and "--frame-every 0" in feed.info.object
 

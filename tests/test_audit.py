@@ -4,6 +4,7 @@ Pure tests on hand-written records, then the reference's three failures faked in
 real finished tiny sweep (Adam where SGD was asked; a warmup-cosine LR that never moved; a clip
 asked and not applied), each of which must become a warning in summary.md / summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,29 @@ import sqlite3
 
 import pytest
 
-from fnodiag.analysis.audit import (compare_effective, config_differences, expected_effective, generator_parameters,
-                           lookup, lr_differences, warning)
+from fnodiag.analysis.audit import (
+    compare_effective,
+    config_differences,
+    expected_effective,
+    generator_parameters,
+    lookup,
+    lr_differences,
+    warning,
+)
 from fnodiag.config import RunConfig, resolve
 from fnodiag.sweeps.summary import write_summary
 from tests.conftest import TINY
 
-SGD_WC = {"optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.5, "schedule.name": "warmup_cosine",
-          "schedule.warmup_epochs": 1, "schedule.min_lr_ratio": 0.2, "clip.algorithm": "norm", "clip.value": 1.0}
+SGD_WC = {
+    "optim.name": "sgd",
+    "optim.lr": 0.01,
+    "optim.momentum": 0.5,
+    "schedule.name": "warmup_cosine",
+    "schedule.warmup_epochs": 1,
+    "schedule.min_lr_ratio": 0.2,
+    "clip.algorithm": "norm",
+    "clip.value": 1.0,
+}
 
 
 def _unflatten(flat: dict) -> dict:
@@ -58,11 +74,22 @@ def test_expected_effective_names_every_listed_field(sgd_cfg):
     g = "optimizer.param_groups[0]"
     assert exp["optimizer.class"] == "SGD" and exp[f"{g}.momentum"] == 0.5 and exp[f"{g}.nesterov"] is True
     assert exp[f"{g}.initial_lr"] == 0.01 and exp[f"{g}.lr"] == pytest.approx(0.001)  # warmup starts at 0.1·lr
-    assert (exp["scheduler.class"], exp["scheduler.stepped_by"], exp["scheduler.frozen"]) == ("WarmupCosineLR", "lightning", False)
+    assert (exp["scheduler.class"], exp["scheduler.stepped_by"], exp["scheduler.frozen"]) == (
+        "WarmupCosineLR",
+        "lightning",
+        False,
+    )
     assert (exp["scheduler.warmup_epochs"], exp["scheduler.min_lr_ratio"], exp["scheduler.total_epochs"]) == (1, 0.2, 2)
     assert (exp["grad_clip.algorithm"], exp["grad_clip.value"]) == ("norm", 1.0)
-    for key in ("forward_gain", "generator.class", "generator.parameters", "generator.spectral_layout", "seed",
-                "data.key", "precision"):
+    for key in (
+        "forward_gain",
+        "generator.class",
+        "generator.parameters",
+        "generator.spectral_layout",
+        "seed",
+        "data.key",
+        "precision",
+    ):
         assert key in exp
     adam = expected_effective(sgd_cfg.override({"optim.name": "adam", "schedule.frozen": True}))
     assert adam[f"{g}.betas"] == [0.9, 0.999] and f"{g}.momentum" not in adam
@@ -81,9 +108,17 @@ def test_a_matching_record_passes_and_each_difference_is_named(sgd_cfg):
     assert compare_effective(exp, record) == []
     record["optimizer"]["param_groups"][0]["betas"] = [0.9, 0.999]  # extra fields are not differences
     assert compare_effective(exp, record) == []
-    for path, bad in (("optimizer.class", "Adam"), ("optimizer.param_groups[0].nesterov", False),
-                      ("scheduler.stepped_by", None), ("grad_clip.algorithm", "none"), ("forward_gain", "batch"),
-                      ("generator.parameters", 1), ("seed", 1), ("data.key", "other"), ("precision", "bf16-mixed")):
+    for path, bad in (
+        ("optimizer.class", "Adam"),
+        ("optimizer.param_groups[0].nesterov", False),
+        ("scheduler.stepped_by", None),
+        ("grad_clip.algorithm", "none"),
+        ("forward_gain", "batch"),
+        ("generator.parameters", 1),
+        ("seed", 1),
+        ("data.key", "other"),
+        ("precision", "bf16-mixed"),
+    ):
         broken = _unflatten({**exp, path: bad})
         assert compare_effective(exp, broken) == [{"field": path, "asked": exp[path], "got": bad}], path
     missing = _unflatten({k: v for k, v in exp.items() if k != "scheduler.frozen"})
@@ -115,11 +150,13 @@ def test_config_differences(sgd_cfg):
     unclipped = sgd_cfg.override({"clip.algorithm": "none"})
     assert config_differences(sgd_cfg, unclipped) == [
         {"field": "config.json clip.algorithm", "asked": "norm", "got": "none"},
-        {"field": "config.json clip.value", "asked": 1.0, "got": 0.0}]
+        {"field": "config.json clip.value", "asked": 1.0, "got": 0.0},
+    ]
     assert config_differences(sgd_cfg, sgd_cfg) == []
 
 
 # -- the reference's three failures, faked in a real finished run ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
@@ -129,8 +166,14 @@ def finished_sweep(tmp_path_factory):
     d = tmp_path_factory.mktemp("audit")
     arm = {k: v for k, v in SGD_WC.items() if not k.startswith("clip.")}
     shared = {**TINY, "data.train_stride": 8, "data.test_stride": 16, "clip.algorithm": "none"}
-    lines = ['name = "audit"', "seeds = [3]", "[shared]", *[f'"{k}" = {json.dumps(v)}' for k, v in shared.items()],
-             "[arms.sgd_wc]", *[f'"{k}" = {json.dumps(v)}' for k, v in arm.items()]]
+    lines = [
+        'name = "audit"',
+        "seeds = [3]",
+        "[shared]",
+        *[f'"{k}" = {json.dumps(v)}' for k, v in shared.items()],
+        "[arms.sgd_wc]",
+        *[f'"{k}" = {json.dumps(v)}' for k, v in arm.items()],
+    ]
     (d / "audit.toml").write_text("\n".join(lines) + "\n")
     out = run_sweep(load_definition(d / "audit.toml"), d / "sweep", overrides={"clip.value": 1.0}, echo=lambda _: None)
     return out

@@ -1,5 +1,6 @@
 """Validation batching and best-checkpoint selection under the reference's batch gain (issue 17),
 and the kept partial training batch (issue 12's reference condition)."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fnodiag.training.data import AmplitudeDataset, GridLinesDataModule, describe_loader, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
-from fnodiag.runs import RunDir, StoreReader
 from fnodiag.diagnostics.selection import LOSS_CRITERION, SSIM_CRITERION, best_epochs
 from fnodiag.ptycho.simulate import load_or_simulate
+from fnodiag.runs import RunDir, StoreReader
 from fnodiag.sweeps.summary import _selection_md, run_row
+from fnodiag.training.data import AmplitudeDataset, GridLinesDataModule, describe_loader, val_batch_size
 from fnodiag.training.run import train
 from fnodiag.training.system import ReconstructionSystem
 
@@ -38,7 +39,7 @@ def numpy_val_loss(objects: np.ndarray, probe: np.ndarray, a_obs: np.ndarray, ba
     """
     n, losses, sizes = len(objects), [], []
     for b, i in enumerate(range(0, n, batch)):
-        o, a = objects[i:i + batch], a_obs[i:i + batch].astype(np.float64)
+        o, a = objects[i : i + batch], a_obs[i : i + batch].astype(np.float64)
         pred = gains[b] * np.abs(np.fft.fftshift(np.fft.fft2(o * probe, norm="ortho"), axes=(-2, -1)))
         losses.append(np.abs(pred - a).mean() / (a.mean() + 1e-8))
         sizes.append(len(o))
@@ -62,8 +63,14 @@ def lightning_val_loss(tiny_cfg, data, generator, *, gain: str, batch: int, val_
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
     system.generator = generator
     dm = GridLinesDataModule(data, batch_size=batch, infer_batch_size=val_batch_size(cfg.train))
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     (out,) = trainer.validate(system, datamodule=dm, verbose=False)
     return out["val/loss"]
 
@@ -98,17 +105,29 @@ def test_partial_last_validation_batch_is_judged_at_its_own_gain(tiny_cfg, val_s
     assert val_batch_size(cfg.train) == 16
     sys4 = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
     sys4.generator = Scaled(system.generator, 4)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
-    (out,) = trainer.validate(sys4, dataloaders=DataLoader(AmplitudeDataset(data.test.diffraction), batch_size=16),
-                              verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    (out,) = trainer.validate(
+        sys4, dataloaders=DataLoader(AmplitudeDataset(data.test.diffraction), batch_size=16), verbose=False
+    )
     assert out["val/loss"] == pytest.approx(mismatched, rel=1e-5) and abs(mismatched - matched) > 0.05 * matched
 
 
 def test_describe_loader_counts_the_partial_batch():
     ds = AmplitudeDataset(np.zeros((81, 4, 4), np.float32))
     assert describe_loader(DataLoader(ds, batch_size=7)) == {
-        "batch_size": 7, "drop_last": False, "n_samples": 81, "num_batches": 12, "last_batch_size": 4}
+        "batch_size": 7,
+        "drop_last": False,
+        "n_samples": 81,
+        "num_batches": 12,
+        "last_batch_size": 4,
+    }
     assert describe_loader(DataLoader(ds, batch_size=7, drop_last=True))["num_batches"] == 11
     assert describe_loader(DataLoader(ds, batch_size=9))["last_batch_size"] == 9
 
@@ -117,17 +136,29 @@ def test_describe_loader_counts_the_partial_batch():
 def gain_run(tiny_cfg, dataset_cache, tmp_path_factory):
     """A real tiny run under the gain with the partial train batch kept: 81 train patches at batch 7
     (11 full + 4), 16 test patches validated at 7 (7, 7, 2)."""
-    cfg = tiny_cfg.override({"train.forward_gain": "batch", "train.keep_partial_batch": True, "train.batch_size": 7,
-                             "train.epochs": 3})
+    cfg = tiny_cfg.override(
+        {"train.forward_gain": "batch", "train.keep_partial_batch": True, "train.batch_size": 7, "train.epochs": 3}
+    )
     return train(cfg, tmp_path_factory.mktemp("gain"), name="gain", cache_dir=dataset_cache, progress=False)
 
 
 def test_kept_partial_batch_trains_once_per_epoch_at_its_size(gain_run):
     eff = gain_run.read_json("effective_config.json")
-    assert eff["train_loader"] == {"batch_size": 7, "drop_last": False, "n_samples": 81, "num_batches": 12,
-                                   "last_batch_size": 4}
-    assert eff["val_loader"] == {"batching": "auto", "batch_size": 7, "drop_last": False, "n_samples": 16,
-                                 "num_batches": 3, "last_batch_size": 2}
+    assert eff["train_loader"] == {
+        "batch_size": 7,
+        "drop_last": False,
+        "n_samples": 81,
+        "num_batches": 12,
+        "last_batch_size": 4,
+    }
+    assert eff["val_loader"] == {
+        "batching": "auto",
+        "batch_size": 7,
+        "drop_last": False,
+        "n_samples": 16,
+        "num_batches": 3,
+        "last_batch_size": 2,
+    }
     assert eff["steps_per_epoch"] == 12 and eff["reference_quirks"] == ["forward_gain", "partial_batch"]
     assert eff["best_checkpoint"]["monitor"] == "val/loss" and eff["best_checkpoint"]["mode"] == "min"
     r = StoreReader(gain_run.store_path).scalars("train/batch_size")
@@ -140,8 +171,13 @@ def test_kept_partial_batch_trains_once_per_epoch_at_its_size(gain_run):
 def test_defaults_drop_the_partial_batch_and_validate_at_infer_size(tiny_cfg, dataset_cache, tmp_path):
     run = train(tiny_cfg.override({"train.epochs": 1}), tmp_path, name="plain", cache_dir=dataset_cache, progress=False)
     eff = run.read_json("effective_config.json")
-    assert eff["train_loader"] == {"batch_size": 8, "drop_last": True, "n_samples": 81, "num_batches": 10,
-                                   "last_batch_size": 8}
+    assert eff["train_loader"] == {
+        "batch_size": 8,
+        "drop_last": True,
+        "n_samples": 81,
+        "num_batches": 10,
+        "last_batch_size": 8,
+    }
     assert eff["val_loader"]["batch_size"] == 16 and eff["val_loader"]["num_batches"] == 1
     assert StoreReader(run.store_path).scalars("train/batch_size").value.tolist() == [8.0] * 10
 
@@ -151,8 +187,9 @@ def _edit_to_differ(run: RunDir) -> dict:
     output while the highest validation amp SSIM (epoch 2) is healthy; the last weights are constant."""
     fp = run.read_json("effective_config.json")["data"]["fingerprint"]
     hist = run.read_history()
-    hist.update(val_loss=[0.10, 0.30, 0.20], val_amp_ssim=[fp["amp_ssim"], 0.6, 0.9],
-                val_amp_mae=[fp["amp_mae"], 0.3, 0.1])
+    hist.update(
+        val_loss=[0.10, 0.30, 0.20], val_amp_ssim=[fp["amp_ssim"], 0.6, 0.9], val_amp_mae=[fp["amp_mae"], 0.3, 0.1]
+    )
     run.write_history(hist)
     constant = {**run.read_metrics()["last"], "amp_ssim": fp["amp_ssim"], "amp_mae": fp["amp_mae"]}
     run.write_metrics(constant, constant)
@@ -189,4 +226,3 @@ def test_without_the_gain_the_verdict_keeps_best_ckpt(gain_run):
     assert report["best_weights"]["criterion"] == LOSS_CRITERION and report["best_weights"]["at_fingerprint"] is True
     assert report["learned_then_collapsed"] is False
     assert best_epochs(gain_run.read_history(), {**eff, "forward_gain": "none"})["verdict_criterion"] == LOSS_CRITERION
-

@@ -6,6 +6,7 @@ one finished tiny run and one that a ``fnodiag train`` subprocess trains during 
 Screenshots and the latency note go to a temporary folder; with ``FNODIAG_KEEP_ARTIFACTS=1`` they are
 kept in the repository's ``test-artifacts/`` (git-ignored) instead.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,16 +22,30 @@ import pytest
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-REPO = Path(__file__).resolve().parent.parent
-KEEP_ARTIFACTS = os.environ.get("FNODIAG_KEEP_ARTIFACTS", "") not in ("", "0")
-CHROMIUM = os.environ.get("FNODIAG_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from conftest import CHROMIUM, KEEP_ARTIFACTS, REPO  # noqa: E402  (shared with the other browser tests)
+
 # How long a page may take to build its session: bounds, not measurements. On a slow 2-core machine two
 # sessions built at once beside a training run have taken over a minute.
 SESSION_MS = 300_000
-TINY = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4", "--batch-size", "8",
-        "--capture-every", "1", "--accelerator", "cpu", "--no-progress"]
+TINY = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--batch-size",
+    "8",
+    "--capture-every",
+    "1",
+    "--accelerator",
+    "cpu",
+    "--no-progress",
+]
 # Total points held by the page's Bokeh data sources.
 POINTS_JS = """() => { let n = 0; for (const doc of (window.Bokeh ? Bokeh.documents : []))
   for (const m of doc.all_models) if (typeof m.get_length === 'function') n += (m.get_length() || 0); return n; }"""
@@ -47,7 +62,7 @@ FPS_JS = """() => new Promise(done => { let n = 0; const t0 = performance.now();
 TITLES_JS = """() => { const t = []; for (const doc of (window.Bokeh ? Bokeh.documents : []))
   for (const m of doc.all_models) if (m.type === 'Title' && m.text) t.push(m.text); return t; }"""
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
 
 
 def free_port() -> int:
@@ -67,17 +82,21 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
 
 
 def train_cmd(root: Path, name: str, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "fnodiag.cli", "train", *TINY, "--epochs", str(epochs), "--out", str(root),
-            "--name", name, "--cache-dir", str(root.parent / "cache")]
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    """Where screenshots go: a temporary folder, or ``test-artifacts/`` under FNODIAG_KEEP_ARTIFACTS=1."""
-    if KEEP_ARTIFACTS:
-        (REPO / "test-artifacts").mkdir(exist_ok=True)
-        return REPO / "test-artifacts"
-    return tmp_path_factory.mktemp("artifacts")
+    return [
+        sys.executable,
+        "-m",
+        "fnodiag.cli",
+        "train",
+        *TINY,
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(root),
+        "--name",
+        name,
+        "--cache-dir",
+        str(root.parent / "cache"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +114,11 @@ def live_run(runs):
     proc = subprocess.Popen(train_cmd(runs, "live", 150), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run = RunDir(runs / "live")
     try:
-        wait_for(lambda: run.store_path.is_file() and (run.read_status() or {}).get("state") == "running",
-                 120, "the live run to start")
+        wait_for(
+            lambda: run.store_path.is_file() and (run.read_status() or {}).get("state") == "running",
+            120,
+            "the live run to start",
+        )
         yield proc, run
     finally:
         if proc.poll() is None:
@@ -110,10 +132,26 @@ def serve(root, *serve_args, app_args=(), host="127.0.0.1", env=None):
     yields ``(url, process)`` once the first session is built, and stops the server."""
     port = free_port()
     args = list(serve_args) or ["--address", "127.0.0.1"]
-    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--port", str(port), *args,
-           "--allow-websocket-origin", f"{host}:{port}", "--liveness", "--args", "--runs", str(root), *app_args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        str(REPO / "app"),
+        "--port",
+        str(port),
+        *args,
+        "--allow-websocket-origin",
+        f"{host}:{port}",
+        "--liveness",
+        "--args",
+        "--runs",
+        str(root),
+        *app_args,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
     def up():
         try:
@@ -121,9 +159,12 @@ def serve(root, *serve_args, app_args=(), host="127.0.0.1", env=None):
         except OSError:
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             return False
+
     try:
         wait_for(up, 90, "panel serve to answer", step=0.3)
-        with contextlib.suppress(OSError):  # the first session imports the plotting stack: not under page.goto's timeout
+        with contextlib.suppress(
+            OSError
+        ):  # the first session imports the plotting stack: not under page.goto's timeout
             urllib.request.urlopen(f"http://{host}:{port}/app", timeout=120).read()
         yield f"http://{host}:{port}/app", proc
     finally:
@@ -148,20 +189,6 @@ def server(runs, live_run):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
-        for blank in context.pages:  # the start-up tab would sit in front of the tests' pages
-            blank.close()
-        try:
-            yield context
-        finally:
-            context.close()
-
-
 def open_page(browser, url, wait: bool = True):
     page = browser.new_page()
     errors = []
@@ -184,13 +211,23 @@ def test_page_loads_and_choosing_an_arm_draws_plots(browser, server, artifacts):
     before = page.evaluate(TITLES_JS)
     assert "live: activation spatial_std" in before  # both arms drawn at first
     page.locator(".choices__list--multiple .choices__item:has-text('live') .choices__button").first.click(force=True)
-    wait_for(lambda: page.locator(".choices__list--multiple .choices__item:has-text('live')").count() == 0, 10,
-             "'live' removed")
+    wait_for(
+        lambda: page.locator(".choices__list--multiple .choices__item:has-text('live')").count() == 0,
+        10,
+        "'live' removed",
+    )
     page.locator(".bk-tab:has-text('Activations')").first.click()
     # the views are rebuilt for 'base' only: new 'base' figures, no new 'live' ones (old models linger in the doc)
     count = lambda titles, t: sum(x == t for x in titles)
-    titles = wait_for(lambda: (lambda t: t if count(t, "base: activation spatial_std") > count(
-        before, "base: activation spatial_std") else None)(page.evaluate(TITLES_JS)), 60, "the chosen arm's plots")
+    titles = wait_for(
+        lambda: (
+            lambda t: (
+                t if count(t, "base: activation spatial_std") > count(before, "base: activation spatial_std") else None
+            )
+        )(page.evaluate(TITLES_JS)),
+        60,
+        "the chosen arm's plots",
+    )
     assert count(titles, "live: activation spatial_std") == count(before, "live: activation spatial_std")
     assert "base: spatial_std per layer" in titles
     page.wait_for_timeout(1000)
@@ -216,7 +253,7 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
         page.bring_to_front()  # the page opened last is in front; a background page gets few frames to act on
         page.locator(".bk-tab:has-text('Activations')").first.click()
         for p, _ in pages:
-            wait_for(lambda: p.evaluate(POINTS_JS) > 0, SESSION_MS / 1000, "plots with data")
+            wait_for(lambda p=p: p.evaluate(POINTS_JS) > 0, SESSION_MS / 1000, "plots with data")
         reader = StoreReader(run.store_path)
         latencies, counts, second, painted = [], [], [], []
         seen = len(reader.scalars("train/loss"))
@@ -226,13 +263,20 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
             if n > seen:  # new rows committed: how long until the page holds more points?
                 t0, before = time.time(), [p.evaluate(POINTS_JS) for p, _ in pages]
                 seen = n
-                grown = wait_for(lambda: page.evaluate(POINTS_JS) > before[0], 10, "new points in the page", step=0.02)
+                grown = wait_for(
+                    lambda b=before: page.evaluate(POINTS_JS) > b[0], 10, "new points in the page", step=0.02
+                )
                 latencies.append(time.time() - t0)
                 counts.append(page.evaluate(POINTS_JS))
                 assert grown
                 painted.append(page.evaluate(PAINTED_JS))  # the page paints while points stream in (not starved)
                 other = pages[1][0]
-                wait_for(lambda: other.evaluate(POINTS_JS) > before[1], 10, "new points in the second page", step=0.02)
+                wait_for(
+                    lambda o=other, b=before: o.evaluate(POINTS_JS) > b[1],
+                    10,
+                    "new points in the second page",
+                    step=0.02,
+                )
                 second.append(other.evaluate(POINTS_JS))
             time.sleep(0.02)
         page.bring_to_front()
@@ -247,7 +291,9 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
         assert second == sorted(second) and second[-1] > second[0]  # the second session got new points as well
         (artifacts / "live-latency.txt").write_text(
             "seconds from a committed store row to more points in the page: "
-            + ", ".join(f"{x:.2f}" for x in latencies) + f"\nframes painted per second while streaming: {fps}\n")
+            + ", ".join(f"{x:.2f}" for x in latencies)
+            + f"\nframes painted per second while streaming: {fps}\n"
+        )
         for _, errs in pages:
             assert not errs, errs
     finally:  # a failed check must not leave two live sessions ticking for the next tests
@@ -262,16 +308,21 @@ def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, 
 
     from fnodiag.runs import RunDir
 
-    definition = tiny_sweep({"control": {"optim.name": "adam"}, "sgd": {"optim.name": "sgd"}},
-                            {"train.epochs": 200, "train.capture_every": 1})
+    definition = tiny_sweep(
+        {"control": {"optim.name": "adam"}, "sgd": {"optim.name": "sgd"}},
+        {"train.epochs": 200, "train.capture_every": 1},
+    )
     page, errors = open_page(browser, server)
     page.locator(".bk-tab:has-text('Launch')").first.click()
     path_box = page.get_by_label("... or a definition TOML path")
     path_box.fill(str(definition))
     path_box.press("Enter")
     arm = page.get_by_label("Arm", exact=True)
-    wait_for(lambda: arm.evaluate("e => Array.from(e.options).map(o => o.value)") == ["control", "sgd"], 20,
-             "the definition's arms offered")
+    wait_for(
+        lambda: arm.evaluate("e => Array.from(e.options).map(o => o.value)") == ["control", "sgd"],
+        20,
+        "the definition's arms offered",
+    )
     arm.select_option("sgd")
     page.wait_for_timeout(500)  # the choice reaches the server
     page.get_by_role("button", name="Start arm").click()
@@ -287,22 +338,26 @@ def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, 
     page.close()
 
 
-@pytest.mark.parametrize("lo, hi, expected", [
-    (0.02, 0.35, [0.02, 0.05, 0.1, 0.2]),     # under two decades: 1-2-5, not crowded linear ticks
-    (1e-6, 1e3, [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]),  # many decades: decades only
-    (5e-4, 2e-3, [5e-4, 1e-3, 2e-3]),
-    (3, 7, [3, 4, 5, 6, 7]),                  # within a decade: 1..9 mantissas
-    (0.999, 1.001, [0.999, 0.9995, 1, 1.0005, 1.001]),  # a narrow range: evenly spaced
-    (0, 1, []),                               # no log axis over zero
-])
+@pytest.mark.parametrize(
+    "lo, hi, expected",
+    [
+        (0.02, 0.35, [0.02, 0.05, 0.1, 0.2]),  # under two decades: 1-2-5, not crowded linear ticks
+        (1e-6, 1e3, [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]),  # many decades: decades only
+        (5e-4, 2e-3, [5e-4, 1e-3, 2e-3]),
+        (3, 7, [3, 4, 5, 6, 7]),  # within a decade: 1..9 mantissas
+        (0.999, 1.001, [0.999, 0.9995, 1, 1.0005, 1.001]),  # a narrow range: evenly spaced
+        (0, 1, []),  # no log axis over zero
+    ],
+)
 def test_log_axis_ticks_in_the_browser(browser, lo, hi, expected):
     """The 1-2-5 log ticker's JavaScript (fnodiag.plots.layers.LOG_TICKS_JS) as Chromium runs it."""
     from fnodiag.plots.layers import LOG_TICKS_JS
 
     page = browser.new_page()
     try:
-        ticks = page.evaluate("([code, lo, hi]) => new Function('cb_data', code)({start: hi, end: lo})",
-                              [LOG_TICKS_JS, lo, hi])
+        ticks = page.evaluate(
+            "([code, lo, hi]) => new Function('cb_data', code)({start: hi, end: lo})", [LOG_TICKS_JS, lo, hi]
+        )
     finally:
         page.close()
     assert ticks == pytest.approx(expected, rel=1e-9)
@@ -313,8 +368,10 @@ def test_log_axis_labels_in_the_browser(browser):
 
     page = browser.new_page()
     try:
-        labels = page.evaluate("([code, ticks]) => ticks.map(t => new Function('tick', code)(t))",
-                               [LOG_LABEL_JS, [5e-4, 1e-3, 0.02, 0.30000000000000004, 1, 1000, 1e-7]])
+        labels = page.evaluate(
+            "([code, ticks]) => ticks.map(t => new Function('tick', code)(t))",
+            [LOG_LABEL_JS, [5e-4, 1e-3, 0.02, 0.30000000000000004, 1, 1000, 1e-7]],
+        )
     finally:
         page.close()
     assert labels == ["0.0005", "0.001", "0.02", "0.3", "1", "1000", "1e-7"]

@@ -5,6 +5,7 @@ a runs folder where a ``fnodiag train`` subprocess trains a tiny run with frames
 Screenshots: ``test-artifacts/reconstructions-live.png``, ``reconstructions-scrubbed.png``,
 ``overview-progress.png``. Behavioural checks only (what the page shows), no timings.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,14 @@ import re
 import subprocess
 
 import pytest
-
-from test_browser import artifacts, CHROMIUM, TITLES_JS, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
+from conftest import CHROMIUM
+from test_browser import TITLES_JS, open_page, serve_app, train_cmd, wait_for
 
 pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 STEP_TITLE = re.compile(r"^predicted amp @ step (\d+)")
 
@@ -26,12 +30,18 @@ def frames_server(tmp_path_factory):
     from fnodiag.runs import RunDir
 
     root = tmp_path_factory.mktemp("browser-frames") / "runs"
-    proc = subprocess.Popen(train_cmd(root, "live", 400) + ["--frame-every", "2", "--capture-every", "5"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        train_cmd(root, "live", 400) + ["--frame-every", "2", "--capture-every", "5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     run = RunDir(root / "live")
     try:
-        wait_for(lambda: run.store_path.is_file() and (run.read_status() or {}).get("state") == "running",
-                 180, "the live run to start")
+        wait_for(
+            lambda: run.store_path.is_file() and (run.read_status() or {}).get("state") == "running",
+            180,
+            "the live run to start",
+        )
         with serve_app(root) as url:
             yield url, proc
     finally:
@@ -96,13 +106,17 @@ def test_progress_shows_step_of_total_and_time_left(patient, frames_server, arti
     try:
         line = page.locator("p", has_text=re.compile(r"live.*running · step \d+ / 4000"))
         line.first.wait_for(timeout=60_000)
-        wait_for(lambda: re.search(r"~(\d+h\d+m|\d+m\d+s|\d+s) left", line.first.inner_text()), 60,
-                 "a time-left estimate")
+        wait_for(
+            lambda: re.search(r"~(\d+h\d+m|\d+m\d+s|\d+s) left", line.first.inner_text()), 60, "a time-left estimate"
+        )
         text = line.first.inner_text()
         assert re.search(r"epoch \d+ / 400", text) and "elapsed" in text and "heartbeat" in text
         step = int(re.search(r"step (\d+) / 4000", text).group(1))
-        wait_for(lambda: int(re.search(r"step (\d+) / 4000", line.first.inner_text()).group(1)) > step, 60,
-                 "the step count moving")
+        wait_for(
+            lambda: int(re.search(r"step (\d+) / 4000", line.first.inner_text()).group(1)) > step,
+            60,
+            "the step count moving",
+        )
         cell = page.locator(".tabulator-cell[tabulator-field='time_left']").first
         assert re.fullmatch(r"~(\d+h\d+m|\d+m\d+s|\d+s)", cell.inner_text().strip())  # the time-left column, as text
         bar = page.locator(".tabulator-cell[tabulator-field='progress']").first

@@ -5,6 +5,7 @@ serves a runs folder holding a tiny trained run and an import of the reference-s
 (``reference_arm.py``). Screenshot: ``imported-run.png`` in ``test_browser``'s artifacts folder (temporary,
 or ``test-artifacts/`` under FNODIAG_KEEP_ARTIFACTS=1).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,15 @@ import subprocess
 import sys
 
 import pytest
-
+from conftest import CHROMIUM
 from reference_arm import build_reference_arm
-from test_browser import CHROMIUM, artifacts, browser, open_page, serve_app, train_cmd, wait_for  # noqa: F401
+from test_browser import open_page, serve_app, train_cmd, wait_for
 
 pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +30,12 @@ def import_server(tmp_path_factory):
     root = base / "runs"
     subprocess.run(train_cmd(root, "own", 1), check=True, capture_output=True, timeout=300)
     arm = build_reference_arm(base / "arm_stable_sgd")
-    subprocess.run([sys.executable, "-m", "fnodiag.cli", "import", str(arm), "--out", str(root / "reference-stable")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "fnodiag.cli", "import", str(arm), "--out", str(root / "reference-stable")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     with serve_app(root) as url:
         yield url
 
@@ -36,8 +44,11 @@ def test_imported_run_is_listed_and_says_it_has_no_live_captures(browser, import
     page, errors = open_page(browser, import_server)
     try:
         # both runs are listed (chosen by default) and the Overview names the import
-        wait_for(lambda: page.locator(".choices__item:has-text('reference-stable')").count() > 0, 60,
-                 "the imported run in the arms list")
+        wait_for(
+            lambda: page.locator(".choices__item:has-text('reference-stable')").count() > 0,
+            60,
+            "the imported run in the arms list",
+        )
         assert page.locator(".choices__item:has-text('own')").count() > 0
         page.wait_for_selector("text=is imported from the reference project", timeout=60_000)
         page.wait_for_selector(".tabulator-cell:has-text('reference-stable')", timeout=60_000)

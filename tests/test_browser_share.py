@@ -6,6 +6,7 @@ The runs folder is a real two-arm, two-seed tiny sweep (``two_arms.py``). Each t
 (refused: exit status 2 and one line). Screenshots: ``test-artifacts/dashboard-compare.png``,
 ``dashboard-read-only.png``, ``dashboard-login.png``, ``dashboard-remote-refused.png``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,19 +18,24 @@ import sys
 
 import numpy as np
 import pytest
-
-from test_browser import CHROMIUM, REPO, TITLES_JS, artifacts, browser, free_port, serve, wait_for  # noqa: F401
+from conftest import CHROMIUM, REPO
+from test_browser import TITLES_JS, free_port, serve, wait_for
 
 pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 def open_page(browser, url):
     """A page on ``url`` once the dashboard shows (a session of 4 runs takes long to build on a busy machine)."""
     page = browser.new_page()
     errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text
-            else None)  # an offline machine cannot reach CDN fonts
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )  # an offline machine cannot reach CDN fonts
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="load", timeout=400_000)
     page.bring_to_front()
@@ -52,8 +58,11 @@ def test_compare_tab_shows_arms_per_layer_and_downloads_what_it_draws(browser, t
     with serve(two_arm_sweep.parent) as (url, _):
         page, errors = open_page(browser, url)
         add_seed(page, "8")
-        wait_for(lambda: page.locator(".choices__list--multiple .choices__item:has-text('8')").count() > 0, 10,
-                 "seed 8 chosen")
+        wait_for(
+            lambda: page.locator(".choices__list--multiple .choices__item:has-text('8')").count() > 0,
+            10,
+            "seed 8 chosen",
+        )
         page.locator(".bk-tab:has-text('Compare')").first.click()
         title = "ln(sgd / adam): activation spatial_std"
         wait_for(lambda: title in page.evaluate(TITLES_JS), 300, "the difference map")
@@ -129,8 +138,15 @@ def test_read_only_hides_launch(browser, two_arm_sweep, artifacts):
 def test_basic_auth_login_through_the_page(browser, two_arm_sweep, artifacts):
     """Open to other machines (--address 0.0.0.0) with Panel's --basic-auth: it starts, asks for a login,
     and a logged-in user sees the runs and may launch."""
-    with serve(two_arm_sweep.parent, "--address", "0.0.0.0", "--basic-auth", "s3cret-pw",
-               "--cookie-secret", "fnodiag-test-cookie-secret") as (url, _):
+    with serve(
+        two_arm_sweep.parent,
+        "--address",
+        "0.0.0.0",
+        "--basic-auth",
+        "s3cret-pw",
+        "--cookie-secret",
+        "fnodiag-test-cookie-secret",
+    ) as (url, _):
         page = browser.new_page()
         page.goto(url, timeout=400_000)
         page.wait_for_selector("input[name=username]", timeout=30_000)
@@ -159,9 +175,26 @@ def _lan_address() -> str | None:
 
 @pytest.mark.parametrize("args", [["--address", "0.0.0.0"], ["--allow-websocket-origin", "example.org:5006"]])
 def test_remote_access_without_auth_refuses_to_start(args, two_arm_sweep):
-    p = subprocess.run([sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--port", str(free_port()), *args,
-                        "--args", "--runs", str(two_arm_sweep.parent)], cwd=REPO, capture_output=True, text=True,
-                       timeout=120, env={k: v for k, v in os.environ.items() if k != "FNODIAG_ALLOW_REMOTE"})
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "panel",
+            "serve",
+            str(REPO / "app"),
+            "--port",
+            str(free_port()),
+            *args,
+            "--args",
+            "--runs",
+            str(two_arm_sweep.parent),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "FNODIAG_ALLOW_REMOTE"},
+    )
     assert p.returncode == 2, p.stderr[-2000:]
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "--basic-auth" in lines[0] and "--oauth-provider" in lines[0], p.stderr

@@ -1,4 +1,5 @@
 """Live capture during training and ``fnodiag capture`` of saved checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def test_live_capture_gradients_are_before_clipping(stable_run):
     by_step = dict(zip(pre.step.tolist(), pre.value.tolist()))
     for j, step in enumerate(steps):
         col = grads[:, j]
-        assert np.sqrt(np.nansum(col ** 2)) == pytest.approx(by_step[int(step)], rel=1e-4)
+        assert np.sqrt(np.nansum(col**2)) == pytest.approx(by_step[int(step)], rel=1e-4)
 
 
 def test_collapse_verdict_is_recorded(stable_run):
@@ -66,6 +67,7 @@ def test_collapse_verdict_is_recorded(stable_run):
 
 # ---- fnodiag capture ------------------------------------------------------------------------
 
+
 def _capture(tmp_path, *args):
     return main(["capture", *args, "--output", str(tmp_path / "reports")])
 
@@ -74,8 +76,17 @@ def _capture(tmp_path, *args):
 def test_capture_from_run_files(stable_run, tmp_path, capsys, which):
     cfg, run = stable_run
     ckpt = {"best": run.best_ckpt_path, "last": run.last_ckpt_path, "model": run.model_path}[which]
-    code = _capture(tmp_path, "--checkpoint", str(ckpt), "--batch-size", "2", "--max-samples", "5",
-                    "--output-json-name", f"{which}.json")
+    code = _capture(
+        tmp_path,
+        "--checkpoint",
+        str(ckpt),
+        "--batch-size",
+        "2",
+        "--max-samples",
+        "5",
+        "--output-json-name",
+        f"{which}.json",
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "reports" / f"{which}.json").read_text())
     s = report["summary"]
@@ -92,15 +103,29 @@ def test_capture_bare_state_dict_needs_architecture_flags(stable_run, tmp_path, 
     torch.save(torch.load(run.model_path, weights_only=True), bare)
     x = np.random.default_rng(0).random((3, 32, 32, 1)).astype(np.float32)  # reference channel-last layout
     np.savez(tmp_path / "in.npz", diffraction=x)
-    flags = ["--blocks", "2", "--width", "4", "--modes", "4", "--input", str(tmp_path / "in.npz"),
-             "--max-samples", "3", "--batch-size", "3"]
+    flags = [
+        "--blocks",
+        "2",
+        "--width",
+        "4",
+        "--modes",
+        "4",
+        "--input",
+        str(tmp_path / "in.npz"),
+        "--max-samples",
+        "3",
+        "--batch-size",
+        "3",
+    ]
     assert _capture(tmp_path, "--checkpoint", str(bare), "--architecture", "stable_hybrid", *flags) == 0
     # the wrong architecture: strict loading lists the keys and names the cause
     assert _capture(tmp_path, "--checkpoint", str(bare), "--architecture", "hybrid", *flags) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unexpected" in err and "layerscale" in err and "architecture" in err
-    assert _capture(tmp_path, "--checkpoint", str(bare), "--architecture", "stable_hybrid", *flags[:-4],
-                    "--blocks", "3") == 2
+    assert (
+        _capture(tmp_path, "--checkpoint", str(bare), "--architecture", "stable_hybrid", *flags[:-4], "--blocks", "3")
+        == 2
+    )
     assert "depth" in capsys.readouterr().err
 
 
@@ -113,8 +138,24 @@ def test_capture_selects_reference_style_generator_keys(stable_run, tmp_path):
     state["model.forward_model.alpha"] = torch.ones(())
     torch.save({"state_dict": state}, tmp_path / "ref.ckpt")
     np.savez(tmp_path / "in.npz", diffraction=np.ones((1, 32, 32), np.float32))
-    assert _capture(tmp_path, "--checkpoint", str(tmp_path / "ref.ckpt"), "--architecture", "stable_hybrid",
-                    "--blocks", "2", "--width", "4", "--modes", "4", "--input", str(tmp_path / "in.npz")) == 0
+    assert (
+        _capture(
+            tmp_path,
+            "--checkpoint",
+            str(tmp_path / "ref.ckpt"),
+            "--architecture",
+            "stable_hybrid",
+            "--blocks",
+            "2",
+            "--width",
+            "4",
+            "--modes",
+            "4",
+            "--input",
+            str(tmp_path / "in.npz"),
+        )
+        == 0
+    )
 
 
 class Payload:
@@ -122,13 +163,16 @@ class Payload:
         return (Path.touch, (Path("/tmp/fnodiag-pwned"),))
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, ["does not exist"]),
-    (b"", ["empty"]),
-    (b"not a checkpoint at all", ["not a readable PyTorch checkpoint"]),
-    ("truncated", ["truncated"]),
-    ("payload", ["refused", "not executed"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, ["does not exist"]),
+        (b"", ["empty"]),
+        (b"not a checkpoint at all", ["not a readable PyTorch checkpoint"]),
+        ("truncated", ["truncated"]),
+        ("payload", ["refused", "not executed"]),
+    ],
+)
 def test_capture_bad_checkpoints_are_one_line_exit_2(stable_run, tmp_path, capsys, content, words):
     _, run = stable_run
     path = tmp_path / "x.pt"

@@ -1,4 +1,5 @@
 """The ``fnodiag`` command line: every flag reaches the configuration; bad input is one line, exit 2."""
+
 from __future__ import annotations
 
 import json
@@ -12,28 +13,81 @@ import pytest
 from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, build_parser, main, resolve_config
 from fnodiag.config import RunConfig
 
-TINY_ARGS = ["--N", "32", "--object-size", "64", "--blocks", "2", "--width", "4", "--modes", "4",
-             "--epochs", "1", "--batch-size", "8", "--infer-batch-size", "16", "--capture-every", "0",
-             "--accelerator", "cpu", "--no-progress"]
+TINY_ARGS = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--infer-batch-size",
+    "16",
+    "--capture-every",
+    "0",
+    "--accelerator",
+    "cpu",
+    "--no-progress",
+]
 
 # A non-default value for every flag, and the field it must land in.
 NON_DEFAULT = {
-    "--N": ("128", 128), "--object-size": ("300", 300), "--nimgs-train": ("2", 2), "--nimgs-test": ("3", 3),
-    "--train-stride": ("5", 5), "--test-stride": ("8", 8), "--nphotons": ("1e6", 1e6), "--set-phi": (None, True),
+    "--N": ("128", 128),
+    "--object-size": ("300", 300),
+    "--nimgs-train": ("2", 2),
+    "--nimgs-test": ("3", 3),
+    "--train-stride": ("5", 5),
+    "--test-stride": ("8", 8),
+    "--nphotons": ("1e6", 1e6),
+    "--set-phi": (None, True),
     "--probe-npz": ("PROBE", "PROBE"),
-    "--arch": ("stable_hybrid", "stable_hybrid"), "--spectral-layout": ("reference", "reference"),
-    "--blocks": ("3", 3), "--width": ("16", 16), "--modes": ("8", 8), "--channel-cap": ("64", 64),
+    "--arch": ("stable_hybrid", "stable_hybrid"),
+    "--spectral-layout": ("reference", "reference"),
+    "--blocks": ("3", 3),
+    "--width": ("16", 16),
+    "--modes": ("8", 8),
+    "--channel-cap": ("64", 64),
     "--layerscale-init": ("0.01", 0.01),
-    "--optimizer": ("sgd", "sgd"), "--lr": ("0.02", 0.02), "--momentum": ("0.5", 0.5), "--nesterov": (None, True),
-    "--weight-decay": ("0.1", 0.1), "--beta1": ("0.5", 0.5), "--beta2": ("0.9", 0.9),
-    "--scheduler": ("exponential", "exponential"), "--warmup-epochs": ("2", 2), "--min-lr-ratio": ("0.2", 0.2),
-    "--gamma": ("0.8", 0.8), "--frozen-schedule": (None, True), "--forward-gain": ("batch", "batch"), "--plateau-factor": ("0.3", 0.3), "--plateau-patience": ("4", 4),
-    "--step-size": ("3", 3), "--step-gamma": ("2.0", 2.0),
-    "--grad-clip": ("2.5", 2.5), "--grad-clip-algorithm": ("value", "value"),
-    "--epochs": ("7", 7), "--batch-size": ("4", 4), "--infer-batch-size": ("3", 3), "--seed": ("5", 5),
-    "--loss": ("poisson", "poisson"), "--capture-every": ("3", 3), "--frame-every": ("4", 4), "--accelerator": ("cpu", "cpu"),
-    "--devices": ("2", "2"), "--strategy": ("ddp", "ddp"), "--precision": ("bf16-mixed", "bf16-mixed"),
-    "--num-workers": ("1", 1), "--val-batching": ("train", "train"), "--keep-partial-batch": (None, True),
+    "--optimizer": ("sgd", "sgd"),
+    "--lr": ("0.02", 0.02),
+    "--momentum": ("0.5", 0.5),
+    "--nesterov": (None, True),
+    "--weight-decay": ("0.1", 0.1),
+    "--beta1": ("0.5", 0.5),
+    "--beta2": ("0.9", 0.9),
+    "--scheduler": ("exponential", "exponential"),
+    "--warmup-epochs": ("2", 2),
+    "--min-lr-ratio": ("0.2", 0.2),
+    "--gamma": ("0.8", 0.8),
+    "--frozen-schedule": (None, True),
+    "--forward-gain": ("batch", "batch"),
+    "--plateau-factor": ("0.3", 0.3),
+    "--plateau-patience": ("4", 4),
+    "--step-size": ("3", 3),
+    "--step-gamma": ("2.0", 2.0),
+    "--grad-clip": ("2.5", 2.5),
+    "--grad-clip-algorithm": ("value", "value"),
+    "--epochs": ("7", 7),
+    "--batch-size": ("4", 4),
+    "--infer-batch-size": ("3", 3),
+    "--seed": ("5", 5),
+    "--loss": ("poisson", "poisson"),
+    "--capture-every": ("3", 3),
+    "--frame-every": ("4", 4),
+    "--accelerator": ("cpu", "cpu"),
+    "--devices": ("2", "2"),
+    "--strategy": ("ddp", "ddp"),
+    "--precision": ("bf16-mixed", "bf16-mixed"),
+    "--num-workers": ("1", 1),
+    "--val-batching": ("train", "train"),
+    "--keep-partial-batch": (None, True),
 }
 
 
@@ -80,19 +134,22 @@ def test_grad_clip_zero_turns_clipping_off():
     assert (cfg.clip.algorithm, cfg.clip.value) == ("norm", 1.0)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["train", "--lr", "-1"], ["optim.lr"]),
-    (["train", "--lr", "abc"], ["--lr", "invalid float"]),
-    (["train", "--optimizer", "rmsprop"], ["--optimizer", "'adamw'"]),
-    (["train", "--momentum", "1.5", "--optimizer", "sgd"], ["optim.momentum", "[0, 1)"]),
-    (["train", "--N", "48"], ["data.N", "64"]),
-    (["simulate", "--nphotons", "0"], ["data.nphotons"]),
-    (["simulate", "--probe-npz", "/no/such/probe.npz"], ["probe_npz", "does not exist"]),
-    (["train", "--config", "/no/such/config.json"], ["--config", "does not exist"]),
-    (["train", "--grad-clip-algorithm", "agc"], ["--grad-clip"]),
-    (["train", "--arch", "resnet"], ["--arch", "'stable_hybrid'"]),
-    (["train", "--bogus"], ["unrecognized arguments"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "--lr", "-1"], ["optim.lr"]),
+        (["train", "--lr", "abc"], ["--lr", "invalid float"]),
+        (["train", "--optimizer", "rmsprop"], ["--optimizer", "'adamw'"]),
+        (["train", "--momentum", "1.5", "--optimizer", "sgd"], ["optim.momentum", "[0, 1)"]),
+        (["train", "--N", "48"], ["data.N", "64"]),
+        (["simulate", "--nphotons", "0"], ["data.nphotons"]),
+        (["simulate", "--probe-npz", "/no/such/probe.npz"], ["probe_npz", "does not exist"]),
+        (["train", "--config", "/no/such/config.json"], ["--config", "does not exist"]),
+        (["train", "--grad-clip-algorithm", "agc"], ["--grad-clip"]),
+        (["train", "--arch", "resnet"], ["--arch", "'stable_hybrid'"]),
+        (["train", "--bogus"], ["unrecognized arguments"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         code = main(argv)
@@ -122,8 +179,9 @@ def test_a_name_added_to_a_registry_reaches_the_parser(monkeypatch):
     monkeypatch.setitem(SCHEDULERS, "dummy_sched", SCHEDULERS["constant"])
     monkeypatch.setitem(MODELS, "dummy_arch", MODELS["hybrid"])
     parser = build_parser()
-    cfg = resolve_config(parser.parse_args(["train", "--optimizer", "dummy_opt", "--scheduler", "dummy_sched",
-                                            "--arch", "dummy_arch"]))
+    cfg = resolve_config(
+        parser.parse_args(["train", "--optimizer", "dummy_opt", "--scheduler", "dummy_sched", "--arch", "dummy_arch"])
+    )
     assert (cfg.optim.name, cfg.schedule.name, cfg.model.arch) == ("dummy_opt", "dummy_sched", "dummy_arch")
     train = next(a for a in parser._actions if a.dest == "command").choices["train"]
     choices = {a.dest: a.choices for a in train._actions if a.choices}
@@ -155,8 +213,21 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "runs" / "taken"
     run.mkdir(parents=True)
     (run / "notes.txt").write_text("precious")
-    assert main(["train", *TINY_ARGS, "--out", str(tmp_path / "runs"), "--name", "taken",
-                 "--cache-dir", str(tmp_path / "ds")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *TINY_ARGS,
+                "--out",
+                str(tmp_path / "runs"),
+                "--name",
+                "taken",
+                "--cache-dir",
+                str(tmp_path / "ds"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "already exists" in err and "--resume" in err and "exist_ok" not in err  # names the flags, not Python
     assert (run / "notes.txt").read_text() == "precious"
@@ -214,8 +285,7 @@ def test_resume_flag(tmp_path, capsys):
 def _cli(*args, cwd, timeout=300):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     exe = Path(sys.executable).with_name("fnodiag")  # the installed console script
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_simulate_command_writes_dataset_and_prints_where(tmp_path):
@@ -227,7 +297,9 @@ def test_simulate_command_writes_dataset_and_prints_where(tmp_path):
 
 
 def test_train_command_end_to_end(tmp_path):
-    res = _cli("train", *TINY_ARGS, "--optimizer", "adamw", "--out", str(tmp_path / "runs"), "--name", "cli", cwd=tmp_path)
+    res = _cli(
+        "train", *TINY_ARGS, "--optimizer", "adamw", "--out", str(tmp_path / "runs"), "--name", "cli", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "runs" / "cli"
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
@@ -238,8 +310,20 @@ def test_train_command_end_to_end(tmp_path):
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Two-process DDP (gloo): both ranks train, only rank 0 writes the run records."""
-    res = _cli("train", *TINY_ARGS, "--devices", "2", "--strategy", "ddp", "--out", str(tmp_path / "runs"),
-               "--name", "ddp", cwd=tmp_path, timeout=600)
+    res = _cli(
+        "train",
+        *TINY_ARGS,
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        "ddp",
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name != "datasets"] == ["ddp"]
     eff = json.loads((tmp_path / "runs" / "ddp" / "effective_config.json").read_text())
@@ -256,8 +340,13 @@ def test_sigint_interrupts_a_run_even_if_inherited_ignored(tmp_path):
 
     exe = Path(sys.executable).with_name("fnodiag")
     args = [str(exe), "train", *TINY_ARGS, "--epochs", "200", "--out", str(tmp_path / "runs"), "--name", "bg"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     status = tmp_path / "runs" / "bg" / "status.json"
     last = tmp_path / "runs" / "bg" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120

@@ -3,6 +3,7 @@
 The pure functions run on synthetic series; ``detect_collapse`` on a run directory written through
 RunStore / RunDir, and on a tiny real training whose head is zeroed and frozen after epoch 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import RunConfig
-from fnodiag.diagnostics.collapse import (collapse_onset, dead_channels, detect_collapse, earliest_collapsing_layer,
-                                          gradient_health, metrics_at_fingerprint, write_collapse)
+from fnodiag.diagnostics.collapse import (
+    collapse_onset,
+    dead_channels,
+    detect_collapse,
+    earliest_collapsing_layer,
+    gradient_health,
+    metrics_at_fingerprint,
+    write_collapse,
+)
 from fnodiag.runs import RunDir, RunStore
 
 FP64 = {"amp_ssim": 0.2771, "amp_mae": 0.5131}  # N=64 constant-output fingerprint (brief §3.7.8)
@@ -27,6 +35,7 @@ def healthy_series(seed=0):
 
 
 # -- collapse_onset ------------------------------------------------------------------------------------
+
 
 def test_healthy_noisy_growth_has_no_onset():
     assert collapse_onset(healthy_series(), STEPS) is None
@@ -99,8 +108,14 @@ def test_earliest_layer_with_staggered_onsets():
     m = staggered({"bottleneck": 200, "head": 300, "output": 310, "encoder.0": 400})
     layer, step, per_layer = earliest_collapsing_layer(LAYERS, STEPS, m)
     assert (layer, step) == ("bottleneck", 200)
-    assert per_layer == {"lifter": None, "encoder.0": 400, "bottleneck": 200, "decoder.0": None,
-                         "head": 300, "output": 310}
+    assert per_layer == {
+        "lifter": None,
+        "encoder.0": 400,
+        "bottleneck": 200,
+        "decoder.0": None,
+        "head": 300,
+        "output": 310,
+    }
 
 
 def test_earliest_layer_tie_goes_upstream():
@@ -113,14 +128,19 @@ def test_earliest_layer_tie_goes_upstream():
 
 # -- dead channels, gradients ----------------------------------------------------------------------------
 
+
 def test_dead_channels_at_last_capture():
     layers = ["alive", "zero", "big", "small", "revived"]
     steps = np.arange(4)
-    mcs = np.array([[0.2, 0.3, 0.25, 0.3],
-                    [0.2, 0.0, 0.0, np.nan],   # dead; last finite capture is step 2
-                    [5.0, 1e-3, 1e-3, 1e-3],   # 1e-3 against a std of 1e4: dead relative to its scale
-                    [1e-5, 1e-5, 1e-5, 1e-5],  # small but alive relative to a std of 1e-3
-                    [0.0, 0.0, 0.0, 0.4]])
+    mcs = np.array(
+        [
+            [0.2, 0.3, 0.25, 0.3],
+            [0.2, 0.0, 0.0, np.nan],  # dead; last finite capture is step 2
+            [5.0, 1e-3, 1e-3, 1e-3],  # 1e-3 against a std of 1e4: dead relative to its scale
+            [1e-5, 1e-5, 1e-5, 1e-5],  # small but alive relative to a std of 1e-3
+            [0.0, 0.0, 0.0, 0.4],
+        ]
+    )
     ref = np.array([[1.0] * 4, [1.0] * 4, [1e4] * 4, [1e-3] * 4, [1.0] * 4])
     dead = dead_channels(layers, steps, mcs, reference=ref)
     assert [(d["layer"], d["step"]) for d in dead] == [("zero", 2), ("big", 3)]
@@ -140,20 +160,26 @@ def test_gradient_health_finds_vanishing_and_exploding_layers():
     health = gradient_health(layers, STEPS, g)
     assert {d["layer"]: d["step"] for d in health["vanishing"]} == {"vanish_abs": 150, "vanish_drop": 400}
     assert {d["layer"]: (d["step"], d["reason"]) for d in health["exploding"]} == {
-        "spike": (250, "> 1000x median"), "inf": (200, "non-finite")}
+        "spike": (250, "> 1000x median"),
+        "inf": (200, "non-finite"),
+    }
 
 
 # -- metrics -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("metrics, expected", [
-    ({"amp_ssim": 0.2771, "amp_mae": 0.5131}, True),
-    ({"amp_ssim": 0.2950, "amp_mae": 0.5000}, True),
-    ({"amp_ssim": 0.925, "amp_mae": 0.063}, False),   # the healthy control arm
-    ({"amp_ssim": 0.2800, "amp_mae": 0.3000}, False),  # SSIM like a constant but far better MAE
-    ({"amp_ssim": 0.3200, "amp_mae": 0.6000}, False),  # outside the SSIM tolerance
-    ({"amp_ssim": float("nan"), "amp_mae": 0.5131}, False),
-    (None, False),
-])
+
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [
+        ({"amp_ssim": 0.2771, "amp_mae": 0.5131}, True),
+        ({"amp_ssim": 0.2950, "amp_mae": 0.5000}, True),
+        ({"amp_ssim": 0.925, "amp_mae": 0.063}, False),  # the healthy control arm
+        ({"amp_ssim": 0.2800, "amp_mae": 0.3000}, False),  # SSIM like a constant but far better MAE
+        ({"amp_ssim": 0.3200, "amp_mae": 0.6000}, False),  # outside the SSIM tolerance
+        ({"amp_ssim": float("nan"), "amp_mae": 0.5131}, False),
+        (None, False),
+    ],
+)
 def test_metrics_at_fingerprint(metrics, expected):
     assert metrics_at_fingerprint(metrics, FP64) is expected
 
@@ -164,6 +190,7 @@ def test_metrics_at_fingerprint_needs_a_fingerprint():
 
 
 # -- run level on synthetic records ----------------------------------------------------------------------
+
 
 def make_run(path, *, collapse_at=None, metrics=None, fingerprint=FP64, store=True) -> RunDir:
     run = RunDir.create(path, RunConfig())
@@ -176,7 +203,9 @@ def make_run(path, *, collapse_at=None, metrics=None, fingerprint=FP64, store=Tr
                 for i, layer in enumerate(LAYERS):
                     values[(layer, "spatial_std")] = m[i, j]
                     values[(layer, "std")] = 1.0
-                    values[(layer, "min_channel_std")] = 0.0 if layer == "head" and collapse_at and step >= collapse_at else 0.1
+                    values[(layer, "min_channel_std")] = (
+                        0.0 if layer == "head" and collapse_at and step >= collapse_at else 0.1
+                    )
                 st.log_layer_stats(int(step), epoch, "activation", values)
                 st.log_layer_stats(int(step), epoch, "grad", {(layer, "norm"): 1.0 for layer in LAYERS[:-1]})
                 st.log_scalars(int(step), epoch, {"train/loss": 0.1, "grad/norm_preclip": 2.0})
@@ -240,6 +269,7 @@ def test_empty_run_is_insufficient_data(tmp_path):
 
 # -- a deliberately collapsed tiny model --------------------------------------------------------------------
 
+
 class ZeroHeadAndRecord(Callback):
     """Records spatial stats of lifter / head / |output| on a fixed probe batch every ``every`` steps,
     and zeroes + freezes the generator head after the first epoch (a spatially constant output)."""
@@ -254,8 +284,10 @@ class ZeroHeadAndRecord(Callback):
         if step % self.every:
             return
         gen, feats = pl_module.generator, {}
-        handles = [getattr(gen, n).register_forward_hook(lambda m, i, o, n=n: feats.__setitem__(n, o.detach()))
-                   for n in ("lifter", "head")]
+        handles = [
+            getattr(gen, n).register_forward_hook(lambda m, i, o, n=n: feats.__setitem__(n, o.detach()))
+            for n in ("lifter", "head")
+        ]
         try:
             with torch.no_grad():
                 feats["output"] = gen(self.probe.to(pl_module.device)).abs()
@@ -289,8 +321,14 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
     cfg = tiny_cfg.override({"train.epochs": 2})
     data = load_or_simulate(cfg.data, dataset_cache)
     probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:8], dtype=np.float32)).unsqueeze(1)
-    run = train(cfg, tmp_path, name="zero-head", cache_dir=dataset_cache, progress=False,
-                extra_callbacks=[ZeroHeadAndRecord(probe)])
+    run = train(
+        cfg,
+        tmp_path,
+        name="zero-head",
+        cache_dir=dataset_cache,
+        progress=False,
+        extra_callbacks=[ZeroHeadAndRecord(probe)],
+    )
     steps_per_epoch = 81 // 8
     fingerprint = (run.read_json("effective_config.json", {}).get("data") or {}).get("fingerprint") or data.fingerprint
     report = write_collapse(run, fingerprint=fingerprint)
@@ -317,9 +355,20 @@ def test_zeroed_head_collapses_in_the_second_epoch(tiny_cfg, dataset_cache, tmp_
 # where they collapsed with the onset in epoch 5 or 6 at 1 and 2 threads and with 7 or 8 epochs; of 25
 # seed/kick pairs tried there (x100, x300, x1000), only this one did so in all four (seed 1 with a 100x
 # kick, chosen the same way on an AMD EPYC a session earlier, fails here at one thread). One thread here.
-REAL_COLLAPSE = {"data.n_lines": 20, "data.set_phi": False, "model.width": 8, "model.modes": 6,
-                 "optim.name": "adam", "optim.lr": 3e-3, "schedule.name": "step", "schedule.step_size": 5,
-                 "schedule.step_gamma": 300.0, "train.epochs": 7, "train.capture_every": 2, "train.seed": 9}
+REAL_COLLAPSE = {
+    "data.n_lines": 20,
+    "data.set_phi": False,
+    "model.width": 8,
+    "model.modes": 6,
+    "optim.name": "adam",
+    "optim.lr": 3e-3,
+    "schedule.name": "step",
+    "schedule.step_size": 5,
+    "schedule.step_gamma": 300.0,
+    "train.epochs": 7,
+    "train.capture_every": 2,
+    "train.seed": 9,
+}
 
 
 def test_a_run_that_learns_then_gets_a_300x_lr_is_detected_as_learned_then_collapsed(tiny_cfg, tmp_path):
@@ -329,8 +378,13 @@ def test_a_run_that_learns_then_gets_a_300x_lr_is_detected_as_learned_then_colla
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run = train(tiny_cfg.override(REAL_COLLAPSE).validate(), tmp_path, name="kick", cache_dir=tmp_path / "ds",
-                    progress=False)
+        run = train(
+            tiny_cfg.override(REAL_COLLAPSE).validate(),
+            tmp_path,
+            name="kick",
+            cache_dir=tmp_path / "ds",
+            progress=False,
+        )
     finally:
         torch.set_num_threads(previous)
     # what the run recorded, nothing written by the test

@@ -1,5 +1,6 @@
 """Arms compared layer by layer: the maths of :mod:`fnodiag.analysis.compare` against plain numpy loops, and the
 dashboard's Compare tab over a real two-arm, two-seed tiny sweep (numbers checked against the raw store rows)."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,7 @@ def test_seed_mean_and_spread_match_a_loop_over_seeds():
     assert got.steps.tolist() == [0, 2, 4, 6] and got.seeds == 3
     for i, layer in enumerate(got.layers):
         for j, step in enumerate(got.steps):
-            vals = [v[l.index(layer), list(s).index(step)] for l, s, v in (a, b, c) if layer in l]
+            vals = [v[names.index(layer), list(s).index(step)] for names, s, v in (a, b, c) if layer in names]
             vals = [x for x in vals if np.isfinite(x)]
             assert got.count[i, j] == len(vals)
             assert got.mean[i, j] == pytest.approx(sum(vals) / len(vals))
@@ -52,11 +53,15 @@ def test_log_ratio_is_aligned_on_common_layers_and_steps():
             x = arm.mean[arm.layers.index(layer), list(arm.steps).index(step)]
             y = ref.mean[ref.layers.index(layer), list(ref.steps).index(step)]
             expected = math.log(x / y) if y > 0 else None
-            assert (np.isnan(values[i, j]) if expected is None else values[i, j] == pytest.approx(expected))
+            assert np.isnan(values[i, j]) if expected is None else values[i, j] == pytest.approx(expected)
     assert np.isnan(values[1, 1])  # "c" at step 2 is the zeroed reference value
     rows = compare.ratio_table(layers, steps, values)
-    assert len(rows) == np.isfinite(values).sum() and rows[0] == {"layer": "a", "order": 0, "step": 1,
-                                                                   "log_ratio": pytest.approx(values[0, 0])}
+    assert len(rows) == np.isfinite(values).sum() and rows[0] == {
+        "layer": "a",
+        "order": 0,
+        "step": 1,
+        "log_ratio": pytest.approx(values[0, 0]),
+    }
 
 
 def test_step_choice_and_epoch_ends():

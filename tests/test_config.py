@@ -1,4 +1,5 @@
 """RunConfig: validation messages, dict/file round trips, overrides and presets."""
+
 from __future__ import annotations
 
 import json
@@ -10,29 +11,39 @@ from fnodiag.training.registries import validated
 
 
 def test_round_trip_through_dict_and_file(tmp_path):
-    cfg = preset("stage-a").override({"optim.name": "sgd", "optim.nesterov": False, "model.channel_cap": 128,
-                                      "train.val_batching": "train", "train.keep_partial_batch": True})
+    cfg = preset("stage-a").override(
+        {
+            "optim.name": "sgd",
+            "optim.nesterov": False,
+            "model.channel_cap": 128,
+            "train.val_batching": "train",
+            "train.keep_partial_batch": True,
+        }
+    )
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     cfg.save(tmp_path / "config.json")
     assert RunConfig.load(tmp_path / "config.json") == cfg
 
 
-@pytest.mark.parametrize("override, words", [
-    ({"optim.lr": 0.0}, ["optim.lr", "> 0"]),
-    ({"optim.momentum": 1.0}, ["optim.momentum", "[0, 1)"]),
-    ({"optim.beta2": 1.5}, ["optim.beta2", "[0, 1)"]),
-    ({"optim.weight_decay": -1e-3}, ["optim.weight_decay", ">= 0"]),
-    ({"optim.name": "lamb"}, ["optim.name", "adam", "adamw", "sgd"]),
-    ({"schedule.name": "cyclic"}, ["schedule.name", "warmup_cosine", "plateau"]),
-    ({"clip.algorithm": "norm", "clip.value": 0.0}, ["clip.value", "> 0"]),
-    ({"model.arch": "unet"}, ["model.arch", "hybrid", "stable_hybrid", "prenorm_hybrid"]),
-    ({"data.N": 48}, ["data.N", "32", "64", "128"]),
-    ({"data.nphotons": -5.0}, ["data.nphotons", "> 0"]),
-    ({"data.probe_npz": "/nonexistent/probe.npz"}, ["probe_npz", "does not exist"]),
-    ({"train.loss": "l2"}, ["train.loss", "mae", "poisson"]),
-    ({"train.val_batching": "64"}, ["train.val_batching", "auto", "train", "infer"]),
-    ({"train.keep_partial_batch": 1}, ["train.keep_partial_batch", "true or false"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"optim.lr": 0.0}, ["optim.lr", "> 0"]),
+        ({"optim.momentum": 1.0}, ["optim.momentum", "[0, 1)"]),
+        ({"optim.beta2": 1.5}, ["optim.beta2", "[0, 1)"]),
+        ({"optim.weight_decay": -1e-3}, ["optim.weight_decay", ">= 0"]),
+        ({"optim.name": "lamb"}, ["optim.name", "adam", "adamw", "sgd"]),
+        ({"schedule.name": "cyclic"}, ["schedule.name", "warmup_cosine", "plateau"]),
+        ({"clip.algorithm": "norm", "clip.value": 0.0}, ["clip.value", "> 0"]),
+        ({"model.arch": "unet"}, ["model.arch", "hybrid", "stable_hybrid", "prenorm_hybrid"]),
+        ({"data.N": 48}, ["data.N", "32", "64", "128"]),
+        ({"data.nphotons": -5.0}, ["data.nphotons", "> 0"]),
+        ({"data.probe_npz": "/nonexistent/probe.npz"}, ["probe_npz", "does not exist"]),
+        ({"train.loss": "l2"}, ["train.loss", "mae", "poisson"]),
+        ({"train.val_batching": "64"}, ["train.val_batching", "auto", "train", "infer"]),
+        ({"train.keep_partial_batch": 1}, ["train.keep_partial_batch", "true or false"]),
+    ],
+)
 def test_validation_names_field_and_allowed_values(override, words):
     with pytest.raises(ConfigError) as info:
         validated(RunConfig().override(override))  # values (config) and registry names (training.registries)
@@ -87,12 +98,17 @@ def test_integer_floats_are_normalised_so_cache_keys_agree():
 
 # -- one resolution path (issue 11) ------------------------------------------------------------------------
 
+
 def test_resolve_applies_every_source_in_the_documented_order():
     from fnodiag.config import PRECEDENCE, resolve
 
     assert PRECEDENCE == ("defaults", "preset", "file", "shared", "arm", "overrides", "seed")
-    layers = {"file": {"optim": {"lr": 1e-3, "name": "adamw"}}, "shared": {"optim.lr": 2e-4, "train.epochs": 3},
-              "arm": {"optim.lr": 3e-4}, "overrides": {"optim.lr": 4e-4, "optim.beta1": None}}
+    layers = {
+        "file": {"optim": {"lr": 1e-3, "name": "adamw"}},
+        "shared": {"optim.lr": 2e-4, "train.epochs": 3},
+        "arm": {"optim.lr": 3e-4},
+        "overrides": {"optim.lr": 4e-4, "optim.beta1": None},
+    }
     cfg = resolve(preset="quick", seed=7, **layers)
     assert (cfg.optim.lr, cfg.optim.name, cfg.train.epochs, cfg.train.seed, cfg.data.N) == (4e-4, "adamw", 3, 7, 32)
     assert cfg.optim.beta1 == 0.9  # None: not given
@@ -142,7 +158,9 @@ def test_sweep_tables_may_nest_sections(tmp_path):
     from fnodiag.sweeps.runner import load_definition
 
     path = tmp_path / "nested.toml"
-    path.write_text('name = "n"\nseeds = [1]\n[shared]\noptim.lr = 0.002\n[arms.a.optim]\nname = "sgd"\n'
-                    '[arms.a]\n"clip.value" = 0.5\n')
+    path.write_text(
+        'name = "n"\nseeds = [1]\n[shared]\noptim.lr = 0.002\n[arms.a.optim]\nname = "sgd"\n'
+        '[arms.a]\n"clip.value" = 0.5\n'
+    )
     cfg = load_definition(path).config("a", 1)
     assert (cfg.optim.lr, cfg.optim.name, cfg.clip.algorithm, cfg.clip.value) == (0.002, "sgd", "norm", 0.5)

@@ -1,4 +1,5 @@
 """Tests of fnodiag.diagnostics.stats: known values by hand or numpy, one-transfer to_host."""
+
 from __future__ import annotations
 
 import math
@@ -33,15 +34,21 @@ def numpy_stats(a: np.ndarray, near_zero: float = 1e-6) -> dict[str, float]:
     """Independent reference for finite real (BATCH, C, H, W) arrays (float64 numpy)."""
     a = a.astype(np.float64)
     mag = np.abs(a)
-    map_std = a.std(axis=(2, 3))                                   # (BATCH, C), ddof=0
+    map_std = a.std(axis=(2, 3))  # (BATCH, C), ddof=0
     power = np.abs(np.fft.rfft2(mag, norm="ortho")) ** 2
     kh, kw = math.ceil(power.shape[-2] / 8), math.ceil(power.shape[-1] / 8)
     return {
-        "mean": a.mean(), "std": a.std(), "abs_mean": mag.mean(),
-        "p50": np.quantile(mag, 0.5), "p95": np.quantile(mag, 0.95), "p99": np.quantile(mag, 0.99),
+        "mean": a.mean(),
+        "std": a.std(),
+        "abs_mean": mag.mean(),
+        "p50": np.quantile(mag, 0.5),
+        "p95": np.quantile(mag, 0.95),
+        "p99": np.quantile(mag, 0.99),
         "frac_near_zero": (mag <= near_zero).mean(),
-        "spatial_std": map_std.mean(), "min_channel_std": map_std.mean(axis=0).min(),
-        "low_freq_ratio": power[..., :kh, :kw].mean() / power.mean(), "nonfinite": 0.0,
+        "spatial_std": map_std.mean(),
+        "min_channel_std": map_std.mean(axis=0).min(),
+        "low_freq_ratio": power[..., :kh, :kw].mean() / power.mean(),
+        "nonfinite": 0.0,
     }
 
 
@@ -52,6 +59,7 @@ def assert_stats(got: torch.Tensor, expected: dict[str, float], rtol=1e-5, atol=
 
 
 # --------------------------------------------------------------------------- activation_stats
+
 
 def test_contract_shape_dtype_device():
     out = activation_stats(torch.randn(2, 3, 8, 8, dtype=torch.float64))
@@ -80,18 +88,18 @@ def test_low_freq_ratio_of_constant_with_larger_block():
 def test_random_tensor_matches_numpy():
     g = torch.Generator().manual_seed(0)
     t = torch.randn(3, 4, 16, 10, generator=g)
-    t[0, 1, :3] = 0.0                                  # some exact zeros for frac_near_zero
+    t[0, 1, :3] = 0.0  # some exact zeros for frac_near_zero
     assert_stats(activation_stats(t), numpy_stats(t.numpy()))
 
 
 def test_dead_channel_among_live_ones():
     g = torch.Generator().manual_seed(1)
     t = torch.randn(2, 3, 8, 8, generator=g)
-    t[:, 1] = 0.7                                      # channel 1 constant in every sample
+    t[:, 1] = 0.7  # channel 1 constant in every sample
     got = as_dict(activation_stats(t))
     map_std = t.numpy().astype(np.float64).std(axis=(2, 3))
     assert got["min_channel_std"] == 0
-    assert got["spatial_std"] == pytest.approx(map_std.sum() / 6, rel=1e-5)   # 4 live maps of 6
+    assert got["spatial_std"] == pytest.approx(map_std.sum() / 6, rel=1e-5)  # 4 live maps of 6
     assert got["spatial_std"] > 0
 
 
@@ -121,8 +129,13 @@ def test_nonfinite_counted_and_excluded():
     fin = a[np.isfinite(a)]
     got = as_dict(activation_stats(t))
     assert got["nonfinite"] == 3
-    for name, value in {"mean": fin.mean(), "std": fin.std(), "abs_mean": np.abs(fin).mean(),
-                        "p50": np.quantile(np.abs(fin), 0.5), "p99": np.quantile(np.abs(fin), 0.99)}.items():
+    for name, value in {
+        "mean": fin.mean(),
+        "std": fin.std(),
+        "abs_mean": np.abs(fin).mean(),
+        "p50": np.quantile(np.abs(fin), 0.5),
+        "p99": np.quantile(np.abs(fin), 0.99),
+    }.items():
         assert got[name] == pytest.approx(value, rel=1e-5), name
     map_std = np.nanstd(np.where(np.isfinite(a), a, np.nan), axis=(2, 3))
     assert got["spatial_std"] == pytest.approx(map_std.mean(), rel=1e-5)
@@ -148,10 +161,10 @@ def test_lower_rank_tensors_have_nan_spatial_stats():
 
 def test_quantiles_on_large_tensor_use_deterministic_subsample(monkeypatch):
     monkeypatch.setattr(stats, "QUANTILE_MAX_NUMEL", 1000)
-    t = torch.rand(4, 1, 50, 50, generator=torch.Generator().manual_seed(4))   # 10 000 elements
+    t = torch.rand(4, 1, 50, 50, generator=torch.Generator().manual_seed(4))  # 10 000 elements
     first, second = activation_stats(t), activation_stats(t)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
-    sub = np.abs(t.numpy().reshape(-1)[::11])                                    # stride ceil(10000/1000) | 1
+    sub = np.abs(t.numpy().reshape(-1)[::11])  # stride ceil(10000/1000) | 1
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         assert first[IDX[name]].item() == pytest.approx(np.quantile(sub, q), rel=1e-5)
 
@@ -164,14 +177,15 @@ def test_stats_do_not_track_gradients_or_keep_input():
 
 def test_branch_ratio_known_values():
     s = torch.full((1, 2, 4, 4), 3.0)
-    l = torch.full((1, 2, 4, 4), -1.5)
-    assert branch_ratio(s, l).item() == pytest.approx(2.0)
+    loc = torch.full((1, 2, 4, 4), -1.5)
+    assert branch_ratio(s, loc).item() == pytest.approx(2.0)
     z = torch.complex(torch.full((1, 1, 2, 2), 3.0), torch.full((1, 1, 2, 2), 4.0))
     ratio = branch_ratio(z, torch.ones(1, 1, 2, 2))
     assert ratio.ndim == 0 and ratio.item() == pytest.approx(5.0)
 
 
 # --------------------------------------------------------------------------- parameters
+
 
 def tiny_mlp() -> nn.Module:
     torch.manual_seed(0)
@@ -185,8 +199,10 @@ def test_grad_norms_linear_by_module_and_tensor():
     assert names == ["0", "2"] and norms.dtype == torch.float32
     for i, name in enumerate(names):
         layer = model[int(name)]
-        manual = math.sqrt((layer.weight.grad.numpy().astype(np.float64) ** 2).sum()
-                           + (layer.bias.grad.numpy().astype(np.float64) ** 2).sum())
+        manual = math.sqrt(
+            (layer.weight.grad.numpy().astype(np.float64) ** 2).sum()
+            + (layer.bias.grad.numpy().astype(np.float64) ** 2).sum()
+        )
         assert norms[i].item() == pytest.approx(manual, rel=1e-5)
     tnames, tnorms = grad_norms(model, by="tensor")
     assert tnames == ["0.weight", "0.bias", "2.weight", "2.bias"]
@@ -214,7 +230,7 @@ def test_grad_and_weight_norms_on_hybrid_uno_with_complex_weights():
     assert len(weights) == 2 and all(w.is_complex() for w in weights)
     manual = math.sqrt(sum((np.abs(w.grad.numpy().astype(np.complex128)) ** 2).sum() for w in weights))
     assert norms[names.index("encoder.0.spectral")].item() == pytest.approx(manual, rel=1e-5)
-    gamma_grad = model.encoder[0].layerscale.grad.numpy()        # the block's only direct parameter
+    gamma_grad = model.encoder[0].layerscale.grad.numpy()  # the block's only direct parameter
     assert norms[names.index("encoder.0")].item() == pytest.approx(np.linalg.norm(gamma_grad), rel=1e-5)
     wnames, wn = weight_norms(model)
     assert wnames == names
@@ -223,7 +239,8 @@ def test_grad_and_weight_norms_on_hybrid_uno_with_complex_weights():
     tnames, tn = weight_norms(model, by="tensor")
     assert tnames == [n for n, _ in model.named_parameters()]
     assert tn[tnames.index("encoder.0.spectral.weights.1")].item() == pytest.approx(
-        np.linalg.norm(weights[1].detach().numpy()), rel=1e-5)
+        np.linalg.norm(weights[1].detach().numpy()), rel=1e-5
+    )
 
 
 def test_shared_parameter_counted_once():
@@ -239,10 +256,10 @@ def test_update_ratios_known_change():
     before = snapshot_weights(model)
     assert before[0] is not model[0].weight and torch.equal(before[0], model[0].weight)
     with torch.no_grad():
-        model[0].weight += 0.5                       # 12 entries change by 0.5 -> ||dW|| = sqrt(3)
+        model[0].weight += 0.5  # 12 entries change by 0.5 -> ||dW|| = sqrt(3)
     names, ratios = update_ratios(model, before)
     w, b = before[0].numpy().astype(np.float64), before[1].numpy().astype(np.float64)
-    expected = math.sqrt(12 * 0.25) / math.sqrt((w ** 2).sum() + (b ** 2).sum())
+    expected = math.sqrt(12 * 0.25) / math.sqrt((w**2).sum() + (b**2).sum())
     assert ratios[names.index("0")].item() == pytest.approx(expected, rel=1e-5)
     assert ratios[names.index("2")].item() == 0
     tnames, tratios = update_ratios(model, before, by="tensor")
@@ -289,10 +306,16 @@ def test_scale_params_empty_for_control_arm():
 
 # --------------------------------------------------------------------------- to_host
 
+
 def test_to_host_values_shapes_and_single_transfer(count_transfers):
     calls = count_transfers()
-    named = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor(2.5), "c": torch.tensor([True, False]),
-             "d": torch.empty(0), "e": torch.tensor([7], dtype=torch.int64)}
+    named = {
+        "a": torch.arange(6.0).reshape(2, 3),
+        "b": torch.tensor(2.5),
+        "c": torch.tensor([True, False]),
+        "d": torch.empty(0),
+        "e": torch.tensor([7], dtype=torch.int64),
+    }
     host = to_host(named)
     assert calls == {"cpu": 1, "item": 0, "tolist": 0}
     assert list(host) == list(named)
@@ -323,8 +346,15 @@ def test_cuda_stats_without_host_sync():
     try:
         a = activation_stats(t)
         z = activation_stats(torch.polar(t.abs(), t))
-        results = [a, z, grad_norms(model)[1], weight_norms(model)[1], update_ratios(model, before)[1],
-                   scale_params(model)[1], branch_ratio(t, t + 1)]
+        results = [
+            a,
+            z,
+            grad_norms(model)[1],
+            weight_norms(model)[1],
+            update_ratios(model, before)[1],
+            scale_params(model)[1],
+            branch_ratio(t, t + 1),
+        ]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(r.device.type == "cuda" for r in results)

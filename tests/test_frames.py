@@ -1,7 +1,7 @@
 """Live reconstruction frames: 8-bit encoding, the store's frames table, resume, the training callback."""
+
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -15,8 +15,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.runs.frames import amp_phase, decode, default_frame_every, encode, flatness
 from fnodiag.runs import RunStore, StoreReader
+from fnodiag.runs.frames import amp_phase, decode, default_frame_every, encode, flatness
 from fnodiag.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ STEPS_PER_EPOCH = 81 // 8  # tiny train split, batch 8, drop_last
 @pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1e-4, 3.0), (7.0, -np.pi), (1e5, 1e3)])
 def test_round_trip_within_one_255th_of_each_images_range(scale, offset):
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal((3, 16, 12)) * scale * np.array([1.0, 0.1, 10.0])[:, None, None] + offset)
+    x = rng.standard_normal((3, 16, 12)) * scale * np.array([1.0, 0.1, 10.0])[:, None, None] + offset
     data, lo, hi = encode(x)
     assert len(data) == x.size and lo.shape == hi.shape == (3,)
     np.testing.assert_allclose(lo, x.min(axis=(1, 2)))
@@ -137,8 +137,14 @@ FRAME_WRITER = """
 def test_reader_tails_frames_another_process_writes(tmp_path):
     path = tmp_path / "run.sqlite"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(FRAME_WRITER), str(path)], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FRAME_WRITER), str(path)],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         seen = []
         for line in proc.stdout:
@@ -181,8 +187,14 @@ def framed_runs(tmp_path_factory, dataset_cache, tiny_cfg):
     straight = train(cfg, out, name="straight", cache_dir=dataset_cache, progress=False)
     try:  # interrupted a few steps into epoch 2 (its frames from there are written, then dropped on resume)
         with pytest.raises(SystemExit):
-            train(cfg, out, name="resumed", cache_dir=dataset_cache, progress=False,
-                  extra_callbacks=[Interrupt(STEPS_PER_EPOCH + 7)])
+            train(
+                cfg,
+                out,
+                name="resumed",
+                cache_dir=dataset_cache,
+                progress=False,
+                extra_callbacks=[Interrupt(STEPS_PER_EPOCH + 7)],
+            )
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = StoreReader(out / "resumed" / "run.sqlite").frame_steps().tolist()
@@ -224,6 +236,7 @@ def test_frames_off_and_cli_flag(tmp_path, dataset_cache, tiny_cfg):
     assert run.read_json("effective_config.json")["frames"] == {"every": 0}
     assert len(StoreReader(run.store_path).frame_steps()) == 0
     exe = Path(sys.executable).with_name("fnodiag")  # the installed console script
-    res = subprocess.run([str(exe), "train", "--frame-every", "-2", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [str(exe), "train", "--frame-every", "-2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 2 and "train.frame_every=-2" in res.stderr and "Traceback" not in res.stderr

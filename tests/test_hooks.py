@@ -1,4 +1,5 @@
 """Tests of fnodiag.diagnostics.hooks: targets, hook lifetime, no retained activations, collect."""
+
 from __future__ import annotations
 
 import gc
@@ -38,10 +39,19 @@ def test_every_arch_is_covered():
 def test_default_targets_control_exact():
     assert default_targets(tiny("hybrid")) == [
         "lifter",
-        "encoder.0", "encoder.0.spectral", "encoder.0.local",
-        "encoder.1", "encoder.1.spectral", "encoder.1.local",
-        "bottleneck", "bottleneck.spectral", "bottleneck.local",
-        "decoder.0", "head", "output"]
+        "encoder.0",
+        "encoder.0.spectral",
+        "encoder.0.local",
+        "encoder.1",
+        "encoder.1.spectral",
+        "encoder.1.local",
+        "bottleneck",
+        "bottleneck.spectral",
+        "bottleneck.local",
+        "decoder.0",
+        "head",
+        "output",
+    ]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -57,7 +67,7 @@ def test_default_targets_exist_and_record_on_every_arch(arch):
     assert set(results) == set(targets)
     for layer, values in results.items():
         assert values.shape == (len(ACTIVATION_STATS),) and values.dtype == torch.float32, layer
-        assert torch.isfinite(values[:IDX["low_freq_ratio"] + 1]).all(), layer
+        assert torch.isfinite(values[: IDX["low_freq_ratio"] + 1]).all(), layer
     assert set(rec.branch_ratios()) == {"encoder.0", "encoder.1", "bottleneck"}
 
 
@@ -68,12 +78,12 @@ def test_hook_stats_and_branch_ratio_match_direct_computation():
         y = model(x)
     with torch.no_grad():
         h = model.lifter(x)
-        s, l = model.encoder[0].spectral(h), model.encoder[0].local(h)
+        s, loc = model.encoder[0].spectral(h), model.encoder[0].local(h)
     results = rec.results()
     torch.testing.assert_close(results["lifter"], activation_stats(h))
     torch.testing.assert_close(results["encoder.0.spectral"], activation_stats(s))
     torch.testing.assert_close(results[OUTPUT], activation_stats(y))
-    torch.testing.assert_close(rec.branch_ratios()["encoder.0"], branch_ratio(s, l))
+    torch.testing.assert_close(rec.branch_ratios()["encoder.0"], branch_ratio(s, loc))
 
 
 def test_hooks_removed_on_exit_and_double_remove_safe():
@@ -82,13 +92,13 @@ def test_hooks_removed_on_exit_and_double_remove_safe():
     assert hook_counts(model) == 0
     with rec:
         assert rec.registered and hook_counts(model) == len(rec.targets)
-        rec.register()                                   # already registered: no duplicates
+        rec.register()  # already registered: no duplicates
         assert hook_counts(model) == len(rec.targets)
     assert not rec.registered and hook_counts(model) == 0
     rec.remove()
     rec.remove()
     assert hook_counts(model) == 0
-    with rec:                                            # re-usable after removal
+    with rec:  # re-usable after removal
         model(batch())
     assert hook_counts(model) == 0 and rec.results()
 
@@ -102,7 +112,7 @@ def test_hooks_removed_when_the_block_raises():
     assert hook_counts(model) == 0
     with pytest.raises(ValueError, match="HybridUNO expects"):
         with ActivationRecorder(model):
-            model(torch.zeros(1, 1, 8, 8))               # the forward itself fails
+            model(torch.zeros(1, 1, 8, 8))  # the forward itself fails
     assert hook_counts(model) == 0
 
 
@@ -113,12 +123,13 @@ def test_no_activation_survives_the_hook():
     def spy(name):
         def hook(module, args, output):
             refs[name] = weakref.ref(output)
+
         return hook
 
     with ActivationRecorder(model) as rec:
         spies = [model.get_submodule(n).register_forward_hook(spy(n)) for n in ("encoder.0.spectral", "head")]
         spies.append(model.register_forward_hook(spy(OUTPUT)))
-        y = model(batch())                               # with autograd: the graph holds activations
+        y = model(batch())  # with autograd: the graph holds activations
         for handle in spies:
             handle.remove()
     assert y.requires_grad
@@ -172,13 +183,14 @@ def test_zeroed_head_gives_constant_output_stats():
         assert values[(layer, "spatial_std")] == 0
         assert values[(layer, "min_channel_std")] == 0
         assert values[(layer, "frac_near_zero")] == 1
-    assert math.isnan(values[(OUTPUT, "low_freq_ratio")])            # zero power everywhere
+    assert math.isnan(values[(OUTPUT, "low_freq_ratio")])  # zero power everywhere
 
 
 def test_branch_ratio_needs_both_branches_and_custom_targets():
     model = tiny()
-    with ActivationRecorder(model, ["encoder.0.spectral", "encoder.1.spectral", "encoder.1.local",
-                                    "encoder.1.local"]) as rec:
+    with ActivationRecorder(
+        model, ["encoder.0.spectral", "encoder.1.spectral", "encoder.1.local", "encoder.1.local"]
+    ) as rec:
         model(batch())
     assert rec.targets == ["encoder.0.spectral", "encoder.1.spectral", "encoder.1.local"]
     assert set(rec.branch_ratios()) == {"encoder.1"}
@@ -195,7 +207,7 @@ def test_unknown_targets_rejected_with_valid_names():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit notices on importing dynamo
 def test_compiled_module_refused():
     model = tiny()
-    compiled = torch.compile(model)                      # lazy: nothing is compiled here
+    compiled = torch.compile(model)  # lazy: nothing is compiled here
     with pytest.raises(ValueError, match=r"uncompiled module \(model._orig_mod\)"):
         ActivationRecorder(compiled)
     ActivationRecorder(compiled._orig_mod)

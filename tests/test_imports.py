@@ -4,6 +4,7 @@ The graph is read from the source with ``ast`` (nothing is imported): an edge ``
 ``import``/``from ... import`` of an fnodiag module ``b`` in module ``a``, at module level and
 inside functions alike. A circle is a strongly connected component of more than one module.
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,7 +17,9 @@ import fnodiag
 PACKAGE = Path(fnodiag.__file__).parent
 # Deferred by design, function level only: the sweep runner picks an executor, and the executors run
 # ``sweep.run_one`` in worker processes (locally or under Ray). Any other circle, or this one growing, fails.
-KNOWN_DEFERRED = {frozenset({"fnodiag.sweeps.runner", "fnodiag.sweeps.executors", "fnodiag.sweeps.ray", "fnodiag.sweeps.summary"})}
+KNOWN_DEFERRED = {
+    frozenset({"fnodiag.sweeps.runner", "fnodiag.sweeps.executors", "fnodiag.sweeps.ray", "fnodiag.sweeps.summary"})
+}
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:
@@ -108,10 +111,22 @@ def test_no_import_circle_inside_functions_either():
     assert found == [], f"import circle(s): {found}"
 
 
-@pytest.mark.parametrize("low, high", [("fnodiag.config", "fnodiag.models"), ("fnodiag.config", "fnodiag.training"),
-                                       ("fnodiag.runs", "fnodiag.training"), ("fnodiag.runs", "fnodiag.sweeps.runner")])
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        ("fnodiag.config", "fnodiag.models"),
+        ("fnodiag.config", "fnodiag.training"),
+        ("fnodiag.runs", "fnodiag.training"),
+        ("fnodiag.runs", "fnodiag.sweeps.runner"),
+    ],
+)
 def test_lower_layers_do_not_import_higher_ones(low, high):
     g = graph(top_level_only=False)
-    bad = {(a, b) for a, targets in g.items() if a == low or a.startswith(low + ".")
-           for b in targets if b == high or b.startswith(high + ".")}
+    bad = {
+        (a, b)
+        for a, targets in g.items()
+        if a == low or a.startswith(low + ".")
+        for b in targets
+        if b == high or b.startswith(high + ".")
+    }
     assert bad == set()

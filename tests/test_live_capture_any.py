@@ -1,4 +1,5 @@
 """``fnodiag.LiveCapture`` in a plain Lightning Trainer on a model that is not one of fnodiag's generators."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ class ComplexLinear(nn.Module):
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_out, n_in, dtype=torch.complex64) / n_in ** 0.5)
+        self.weight = nn.Parameter(torch.randn(n_out, n_in, dtype=torch.complex64) / n_in**0.5)
 
     def forward(self, x):
         return x.to(torch.complex64) @ self.weight.T
@@ -58,8 +59,16 @@ def _data(n=24):
 
 
 def _fit(model, callback, steps=6):
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(model, _data())
     return trainer
 
@@ -111,9 +120,15 @@ def test_live_capture_matches_independent_computation_at_step_0(trained):
     loss.backward()
     grad = model.cplx.weight.grad.numpy()
     with StoreReader(RunDir(run).store_path) as r:
-        st = {(rec_stat): v for rec_stat, v, s in zip(r.layer_stats(layer="cplx", source="activation").stat,
-                                                        r.layer_stats(layer="cplx", source="activation").value,
-                                                        r.layer_stats(layer="cplx", source="activation").step) if s == 0}
+        st = {
+            (rec_stat): v
+            for rec_stat, v, s in zip(
+                r.layer_stats(layer="cplx", source="activation").stat,
+                r.layer_stats(layer="cplx", source="activation").value,
+                r.layer_stats(layer="cplx", source="activation").step,
+            )
+            if s == 0
+        }
         g0 = r.layer_matrix("grad", "norm")
         first_loss = float(r.scalars("train/loss").value[0])
     assert st["mean"] == pytest.approx(a.mean(), rel=1e-5)
@@ -124,11 +139,18 @@ def test_live_capture_matches_independent_computation_at_step_0(trained):
 
 def test_live_capture_run_read_back_in_another_process_and_listed_by_the_dashboard(trained):
     run, _ = trained
-    code = ("import json, sys; from fnodiag.runs import StoreReader; r = StoreReader(sys.argv[1]); "
-            "m = r.layer_matrix('activation', 'abs_mean'); "
-            "print(json.dumps({'layers': m.layers, 'steps': m.steps.tolist(), 'loss': len(r.scalars('train/loss'))}))")
-    out = subprocess.run([sys.executable, "-c", code, str(RunDir(run).store_path)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    code = (
+        "import json, sys; from fnodiag.runs import StoreReader; r = StoreReader(sys.argv[1]); "
+        "m = r.layer_matrix('activation', 'abs_mean'); "
+        "print(json.dumps({'layers': m.layers, 'steps': m.steps.tolist(), 'loss': len(r.scalars('train/loss'))}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(RunDir(run).store_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     got = json.loads(out.stdout)
     assert got == {"layers": ["net.0", "net.1", "cplx", "head", "output"], "steps": [0, 2, 4], "loss": 6}
     from fnodiag.dashboard.catalog import scan, summarize

@@ -1,4 +1,5 @@
 """A dead run is not "running": heartbeat, writer host/pid, and the one liveness rule every reader applies."""
+
 from __future__ import annotations
 
 import json
@@ -7,21 +8,47 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fnodiag.runs import RunDir, live_status
 from fnodiag.runs.liveness import HOST, Heartbeat
 
-TINY_ARGS = ["--N", "32", "--object-size", "64", "--set-phi", "--blocks", "2", "--width", "4", "--modes", "4",
-             "--batch-size", "8", "--infer-batch-size", "16", "--capture-every", "0", "--accelerator", "cpu",
-             "--no-progress"]
+TINY_ARGS = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--set-phi",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--batch-size",
+    "8",
+    "--infer-batch-size",
+    "16",
+    "--capture-every",
+    "0",
+    "--accelerator",
+    "cpu",
+    "--no-progress",
+]
 
 
 def _status(state="running", age_s=1.0, host=HOST, pid=None):
-    updated = datetime.now(timezone.utc) - timedelta(seconds=age_s)
-    return {"state": state, "step": 7, "epoch": 1, "updated": updated.isoformat(timespec="milliseconds"),
-            "host": host, "pid": os.getpid() if pid is None else pid, "message": "epoch 1/4 done"}
+    updated = datetime.now(UTC) - timedelta(seconds=age_s)
+    return {
+        "state": state,
+        "step": 7,
+        "epoch": 1,
+        "updated": updated.isoformat(timespec="milliseconds"),
+        "host": host,
+        "pid": os.getpid() if pid is None else pid,
+        "message": "epoch 1/4 done",
+    }
 
 
 def _dead_pid() -> int:
@@ -66,8 +93,24 @@ def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path, dataset_cache):
     exe = Path(sys.executable).with_name("fnodiag")
     run_dir = tmp_path / "runs" / "k"
     epochs = 12  # long enough that the kill lands while it trains, on a quiet machine too
-    proc = subprocess.Popen([str(exe), "train", *TINY_ARGS, "--epochs", str(epochs), "--out", str(tmp_path / "runs"),
-                             "--name", "k", "--cache-dir", str(dataset_cache)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "train",
+            *TINY_ARGS,
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(tmp_path / "runs"),
+            "--name",
+            "k",
+            "--cache-dir",
+            str(dataset_cache),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run = RunDir(run_dir)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not run.last_ckpt_path.is_file() and proc.poll() is None:
@@ -86,8 +129,13 @@ def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path, dataset_cache):
     status = run.read_status()  # ... but no reader believes it
     assert status["state"] == "stopped" and f"fnodiag train --resume {run_dir}" in status["message"]
 
-    res = subprocess.run([str(exe), "train", "--resume", str(run_dir), "--no-progress", "--cache-dir", str(dataset_cache)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(exe), "train", "--resume", str(run_dir), "--no-progress", "--cache-dir", str(dataset_cache)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert run.read_status()["state"] == "finished"
     assert run.read_json("effective_config.json")["resumed_from"]["epoch"] >= 1

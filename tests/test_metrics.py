@@ -30,7 +30,7 @@ def extract_patches(objects, N, stride):
     """Raster-order test patches of each object: windows at 0, stride, 2*stride, ..."""
     grid = (objects.shape[-1] - N) // stride + 1
     idx = np.arange(grid) * stride
-    return np.stack([o[r:r + N, c:c + N] for o in objects for r in idx for c in idx]), grid
+    return np.stack([o[r : r + N, c : c + N] for o in objects for r in idx for c in idx]), grid
 
 
 @pytest.fixture
@@ -128,8 +128,7 @@ def test_frc_identical_is_one_and_independent_noise_near_zero():
 
 def test_frc_threshold_interpolates_in_ring_units():
     assert frc_threshold(np.array([1.0, 0.8, 0.4, 0.1])) == pytest.approx(1.75)
-    assert frc_threshold(np.array([1.0, 0.8, 0.4, 0.1]), threshold=1 / 7) == pytest.approx(
-        2 + (0.4 - 1 / 7) / 0.3)
+    assert frc_threshold(np.array([1.0, 0.8, 0.4, 0.1]), threshold=1 / 7) == pytest.approx(2 + (0.4 - 1 / 7) / 0.3)
     assert frc_threshold(np.array([0.3, 0.9])) == 0.0
     assert np.isnan(frc_threshold(np.array([1.0, np.nan])))
 
@@ -180,7 +179,7 @@ def test_evaluate_patches_scores_only_test_image_0():
     objects = np.stack([smooth_object(60, seed=s) for s in (8, 9)])
     patches, grid = extract_patches(objects, 16, 4)
     junk = patches.copy()
-    junk[grid * grid:] = 0  # image 1 predictions are ignored
+    junk[grid * grid :] = 0  # image 1 predictions are ignored
     m = evaluate_patches(junk, objects, N=16, stride=4, grid=grid, norm=1.0)
     assert m["amp_mae"] < 1e-12 and m["phase_ssim"] == pytest.approx(1.0)
 
@@ -198,8 +197,10 @@ def test_evaluate_patches_scores_only_test_image_0():
         (lambda: ground_truth_canvas(np.ones((1, 60, 60)), N=16, stride=4, grid=5), "(1, 60, 60)"),
         (lambda: frc_curve(np.ones((8, 8)), np.ones((8, 9))), "(8, 8) and (8, 9)"),
         (lambda: constant_output_fingerprint(np.ones(5)), "(5,)"),
-        (lambda: evaluate_patches(np.ones((9, 16, 16)), np.ones((60, 60)), N=16, stride=4,
-                                  grid=12, norm=1.0), "(9, 16, 16)"),
+        (
+            lambda: evaluate_patches(np.ones((9, 16, 16)), np.ones((60, 60)), N=16, stride=4, grid=12, norm=1.0),
+            "(9, 16, 16)",
+        ),
     ],
 )
 def test_bad_shapes_raise_value_error_naming_them(call, fragment):

@@ -1,4 +1,5 @@
 """Tests for fnodiag.models: spectral convolution, residual blocks, hybrid U-NO generators."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,11 +33,14 @@ def _random_loss(out: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A scalar that depends on every output element with random weights (no symmetric cancellation)."""
     g = torch.Generator().manual_seed(seed)
     if out.is_complex():
-        return (out.real * torch.randn(out.shape, generator=g)).sum() + (out.imag * torch.randn(out.shape, generator=g)).sum()
+        return (out.real * torch.randn(out.shape, generator=g)).sum() + (
+            out.imag * torch.randn(out.shape, generator=g)
+        ).sum()
     return (out * torch.randn(out.shape, generator=g)).sum()
 
 
 # --------------------------------------------------------------------------- parameter counts
+
 
 def test_reference_stage_a_counts_are_pinned():
     base = dict(in_channels=1, width=32, blocks=4, modes=12, size=64, layout="reference")
@@ -54,10 +58,17 @@ def test_build_model_gives_the_pinned_counts_from_a_config():
     assert model.channel_schedule == [32, 64, 128, 256, 256]
 
 
-@pytest.mark.parametrize("blocks, cap, expected", [
-    (2, None, 1_021_666), (3, None, 4_258_018), (5, None, 68_977_890),
-    (6, None, 276_075_746), (6, 512, 118_263_522), (5, 512, 68_977_890),
-])
+@pytest.mark.parametrize(
+    "blocks, cap, expected",
+    [
+        (2, None, 1_021_666),
+        (3, None, 4_258_018),
+        (5, None, 68_977_890),
+        (6, None, 276_075_746),
+        (6, 512, 118_263_522),
+        (5, 512, 68_977_890),
+    ],
+)
 def test_reference_depth_table(blocks, cap, expected):
     # Brief §1.3 depth table: 1.02 M, 4.26 M, 68.98 M, 276.08 M uncapped, 118.26 M capped.
     assert _count_on_meta(blocks=blocks, size=64, layout="reference", channel_cap=cap) == expected
@@ -76,6 +87,7 @@ def test_channel_cap_bounds_every_conv_and_the_schedule():
 
 
 # --------------------------------------------------------------------------- spectral convolution
+
 
 def test_spectral_init_scale_and_shapes():
     torch.manual_seed(0)
@@ -145,6 +157,7 @@ def test_symmetric_conv_rejects_another_size_and_unknown_layout():
 
 # --------------------------------------------------------------------------- blocks
 
+
 def test_control_block_with_zero_weights_is_identity():
     block = ControlBlock(4, 3, size=8)
     with torch.no_grad():
@@ -212,6 +225,7 @@ def test_block_registry_and_shared_submodule_names():
 
 # --------------------------------------------------------------------------- generators
 
+
 @pytest.mark.parametrize("arch", list(MODELS))
 def test_generator_output_shape_dtype_and_module_names(arch):
     cfg = ModelConfig(arch=arch, blocks=3, width=4, modes=4, in_channels=2)
@@ -219,8 +233,17 @@ def test_generator_output_shape_dtype_and_module_names(arch):
     out = model(torch.randn(2, 2, 16, 16))
     assert out.shape == (2, 2, 16, 16) and out.dtype == torch.complex64
     names = dict(model.named_modules())
-    for name in ("lifter.conv1", "lifter.conv2", "encoder.0.spectral", "encoder.2.local", "down.1",
-                 "bottleneck.spectral", "up.0", "decoder.1.conv2", "head"):
+    for name in (
+        "lifter.conv1",
+        "lifter.conv2",
+        "encoder.0.spectral",
+        "encoder.2.local",
+        "down.1",
+        "bottleneck.spectral",
+        "up.0",
+        "decoder.1.conv2",
+        "head",
+    ):
         assert name in names
     assert ("encoder.0.norm" in names) == (arch != "hybrid")
     assert model.channel_schedule == [4, 8, 16, 16]
@@ -280,7 +303,7 @@ def test_generator_is_batch_independent_in_eval_mode():
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
         together = model(x)
-        alone = torch.cat([model(x[i:i + 1]) for i in range(3)])
+        alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 

@@ -1,4 +1,5 @@
 """fnodiag.diagnostics.norms: one norm implementation, complex tensors through their real view (no copy)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,16 +1,16 @@
 """Physics forward model and losses: conservation laws, batch independence, known values."""
+
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from fnodiag.config import LOSSES_ALLOWED, DataConfig
 from fnodiag.ptycho import forward as physics
 from fnodiag.ptycho import simulate as sim
-from fnodiag.config import LOSSES_ALLOWED, DataConfig
 
 SMALL = DataConfig(N=32, object_size=128, nimgs_train=1, nimgs_test=1, set_phi=True, n_lines=60)
 
@@ -29,17 +29,23 @@ def test_parseval_energy_conservation():
     obj, probe = _rand_complex(5, 2, 16, 16, seed=1), _rand_complex(16, 16, seed=2)
     amp = physics.far_field_amplitude(obj, probe)
     assert amp.shape == (5, 2, 16, 16) and amp.dtype == torch.float32
-    torch.testing.assert_close(amp.square().sum(dim=(-2, -1)), (obj * probe).abs().square().sum(dim=(-2, -1)),
-                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        amp.square().sum(dim=(-2, -1)), (obj * probe).abs().square().sum(dim=(-2, -1)), rtol=1e-5, atol=0
+    )
 
 
 def test_matches_an_independent_numpy_fft():
-    obj, probe = _rand_complex(3, 1, 16, 16, seed=3, dtype=torch.complex128), _rand_complex(16, 16, seed=4, dtype=torch.complex128)
+    obj, probe = (
+        _rand_complex(3, 1, 16, 16, seed=3, dtype=torch.complex128),
+        _rand_complex(16, 16, seed=4, dtype=torch.complex128),
+    )
     amp = physics.far_field_amplitude(obj, probe).numpy()
     ref = np.abs(np.fft.fftshift(np.fft.fft2((obj * probe).numpy()), axes=(-2, -1))) / 16
     np.testing.assert_allclose(amp, ref, rtol=1e-12)
     # zero frequency at (N//2, N//2): a flat exit wave puts all its energy there
-    flat = physics.far_field_amplitude(torch.ones(1, 1, 16, 16, dtype=torch.complex64), torch.ones(16, 16, dtype=torch.complex64))
+    flat = physics.far_field_amplitude(
+        torch.ones(1, 1, 16, 16, dtype=torch.complex64), torch.ones(16, 16, dtype=torch.complex64)
+    )
     assert flat[0, 0, 8, 8].item() == pytest.approx(16.0) and flat.sum().item() == pytest.approx(16.0)
 
 
@@ -83,7 +89,9 @@ def test_batch_gain_multiplies_by_batch_size(batch):
 def test_batch_gain_equals_the_reference_aliasing_bug():
     # The reference collated the (N, N) probe to (B, N, N) and summed it coherently as B modes.
     obj, probe = _rand_complex(4, 1, 8, 8, seed=9), _rand_complex(8, 8, seed=10)
-    aliased = torch.fft.fftshift(torch.fft.fft2((obj[:, :, None] * probe.expand(4, 8, 8)).sum(dim=2), norm="ortho").abs(), dim=(-2, -1))
+    aliased = torch.fft.fftshift(
+        torch.fft.fft2((obj[:, :, None] * probe.expand(4, 8, 8)).sum(dim=2), norm="ortho").abs(), dim=(-2, -1)
+    )
     torch.testing.assert_close(physics.ForwardModel(probe, gain="batch")(obj), aliased, rtol=1e-5, atol=1e-5)
 
 
@@ -99,7 +107,7 @@ def test_per_sample_probe_batch():
     probes = _rand_complex(3, 1, 1, 8, 8, seed=14)
     amp = physics.far_field_amplitude(obj, probes)
     for i in range(3):
-        torch.testing.assert_close(amp[i], physics.far_field_amplitude(obj[i:i + 1], probes[i, 0, 0])[0])
+        torch.testing.assert_close(amp[i], physics.far_field_amplitude(obj[i : i + 1], probes[i, 0, 0])[0])
 
 
 def test_probe_layouts():
@@ -110,12 +118,15 @@ def test_probe_layouts():
     assert physics.as_probe_layout(torch.ones(2, 1, 1, 8, 8, dtype=torch.complex128)).shape == (2, 1, 1, 8, 8)
 
 
-@pytest.mark.parametrize("probe,match", [
-    (torch.ones(3, 1, 1, 8, 8, dtype=torch.complex64), "batch axis 3 must be 1 or the object batch 4"),
-    (torch.ones(4, 8, 8, dtype=torch.complex64), "not in the"),  # a collated probe is refused, not aliased
-    (torch.ones(1, 2, 1, 8, 8, dtype=torch.complex64), "channel axis"),
-    (torch.ones(1, 1, 1, 16, 16, dtype=torch.complex64), "object patches are"),
-])
+@pytest.mark.parametrize(
+    "probe,match",
+    [
+        (torch.ones(3, 1, 1, 8, 8, dtype=torch.complex64), "batch axis 3 must be 1 or the object batch 4"),
+        (torch.ones(4, 8, 8, dtype=torch.complex64), "not in the"),  # a collated probe is refused, not aliased
+        (torch.ones(1, 2, 1, 8, 8, dtype=torch.complex64), "channel axis"),
+        (torch.ones(1, 1, 1, 16, 16, dtype=torch.complex64), "object patches are"),
+    ],
+)
 def test_bad_probe_layouts_rejected(probe, match):
     with pytest.raises(ValueError, match=match):
         physics.far_field_amplitude(torch.ones(4, 1, 8, 8, dtype=torch.complex64), probe)
@@ -151,6 +162,7 @@ def test_gradient_finite_at_zero_amplitude():
 
 
 # ----------------------------------------------------------------------------- losses
+
 
 def test_loss_registry():
     assert set(physics.LOSSES) == set(LOSSES_ALLOWED)

@@ -1,10 +1,9 @@
 """fnodiag.plots.layers: builders return the right HoloViews elements holding the right data."""
+
 from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
-import pandas as pd
-import pytest
 
 from fnodiag import plots
 
@@ -40,8 +39,15 @@ def test_heatmap_frame_cells_and_tail_start():
 
 def test_layer_heatmap_marks_onset_and_earliest_layer():
     steps, values = matrix(10)
-    el = plots.layer_heatmap(LAYERS, steps, values, stat="spatial_std", log=True, title="a",
-                             collapse={"onset_step": 8, "earliest_layer": "bottleneck", "earliest_step": 6})
+    el = plots.layer_heatmap(
+        LAYERS,
+        steps,
+        values,
+        stat="spatial_std",
+        log=True,
+        title="a",
+        collapse={"onset_step": 8, "earliest_layer": "bottleneck", "earliest_step": 6},
+    )
     rect = el.get(0)
     assert isinstance(rect, hv.Rectangles) and len(rect) == values.size
     np.testing.assert_allclose(np.sort(rect.dimension_values("value")), np.sort(values.ravel()))
@@ -71,8 +77,9 @@ def test_layer_lines_one_curve_per_layer_and_log_drops_nonpositive():
 
 
 def test_scalar_and_loss_curves_keep_labels_and_points():
-    el = plots.scalar_curves({"adam": ([0, 1, 2], [1.0, 0.5, np.nan]), "sgd": ([0, 1], [2.0, 1.0])},
-                             ylabel="grad norm", log=True)
+    el = plots.scalar_curves(
+        {"adam": ([0, 1, 2], [1.0, 0.5, np.nan]), "sgd": ([0, 1], [2.0, 1.0])}, ylabel="grad norm", log=True
+    )
     assert [c.label for c in el] == ["adam", "sgd"] and len(el.get(0)) == 2
     loss = plots.loss_curves({"adam": {"train": ([0, 1, 2], [3.0, 2.0, 1.0]), "val": ([2], [1.5])}})
     labels = [(type(e).__name__, e.label) for e in loss]
@@ -80,8 +87,9 @@ def test_scalar_and_loss_curves_keep_labels_and_points():
 
 
 def test_ssim_bars_and_fingerprint_line():
-    el = plots.ssim_bars([{"run": "adam", "best": 0.8, "last": 0.3}, {"run": "sgd", "best": None, "last": 0.7}],
-                         fingerprint=0.28)
+    el = plots.ssim_bars(
+        [{"run": "adam", "best": 0.8, "last": 0.3}, {"run": "sgd", "best": None, "last": 0.7}], fingerprint=0.28
+    )
     bars = el.get(0)
     assert isinstance(bars, hv.Bars) and len(bars) == 3
     assert any(isinstance(e, hv.HLine) and e.data == 0.28 for e in el)
@@ -106,8 +114,12 @@ def test_arms_table_columns():
 
 def test_side_by_side_shares_the_step_axis():
     steps, values = matrix(4)
-    lay = plots.side_by_side({"a": plots.layer_lines(LAYERS, steps, values, stat="std"),
-                              "b": plots.layer_lines(LAYERS, steps, values * 2, stat="std")})
+    lay = plots.side_by_side(
+        {
+            "a": plots.layer_lines(LAYERS, steps, values, stat="std"),
+            "b": plots.layer_lines(LAYERS, steps, values * 2, stat="std"),
+        }
+    )
     assert isinstance(lay, hv.Layout) and len(lay) == 2
     fig = hv.render(lay)
     figs = [c[0] for c in fig.children]

@@ -1,10 +1,11 @@
 """Progress at a glance (fnodiag.runs.progress): step / total, epoch, elapsed, time left, heartbeat age."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -16,7 +17,7 @@ EFFECTIVE = {"steps_per_epoch": 10, "max_epochs": 5}
 
 
 def _status(state="running", step=18, epoch=1, age_s=3.0, pid=None):
-    updated = (datetime.now(timezone.utc) - timedelta(seconds=age_s)).isoformat()
+    updated = (datetime.now(UTC) - timedelta(seconds=age_s)).isoformat()
     return {"state": state, "step": step, "epoch": epoch, "updated": updated, "host": "elsewhere", "pid": pid}
 
 
@@ -38,7 +39,9 @@ def test_states_other_than_running_have_no_eta():
     assert done["fraction"] == 1.0 and done["eta_s"] is None and done["elapsed_s"] == 125.0
     assert "left" not in done["text"] and "2m05s elapsed" in done["text"]
     stopped = run_progress(_status("stopped", age_s=90.0), EFFECTIVE, np.arange(5), 1000.0 + np.arange(5))
-    assert stopped["eta_s"] is None and stopped["text"].startswith("stopped") and "heartbeat 1m30s ago" in stopped["text"]
+    assert (
+        stopped["eta_s"] is None and stopped["text"].startswith("stopped") and "heartbeat 1m30s ago" in stopped["text"]
+    )
     fresh = run_progress(_status(step=0), EFFECTIVE)  # running, nothing in the store yet
     assert "time left: measuring" in fresh["text"] and fresh["fraction"] == 0.0
     assert run_progress(None, None)["text"] == "pending"

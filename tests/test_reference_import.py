@@ -1,4 +1,5 @@
 """``fnodiag import``: a reference arm folder (brief §7.3) becomes a read-only fnodiag run."""
+
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference_arm import ARCH, EPOCHS, LR, STEPS, build_reference_arm, csv_rows
 
 from fnodiag.cli import main
 from fnodiag.runs import RunDir, StoreReader
-from reference_arm import ARCH, EPOCHS, LR, STEPS, build_reference_arm, csv_rows
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,12 @@ def arm(tmp_path_factory):
 def imported(arm, tmp_path_factory):
     """Imported through the real command line, in its own process."""
     out = tmp_path_factory.mktemp("runs") / "ref_stable"
-    proc = subprocess.run([sys.executable, "-m", "fnodiag.cli", "import", str(arm), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fnodiag.cli", "import", str(arm), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "12 logged steps, 3 epochs" in proc.stdout
     return RunDir(out)
@@ -49,7 +54,7 @@ def test_import_config_history_metrics_and_provenance(imported, arm):
     assert info["source"] == str(arm.resolve()) and info["missing"] == [] and info["read_only"]
     assert info["files"]["lightning_logs/metrics.csv"].endswith("version_1/metrics.csv")  # the newest version
     assert info["files"]["checkpoints/best.ckpt"].endswith("epoch=02-mae_val=0.0667.ckpt")  # lowest val
-    assert (imported.best_ckpt_path.read_bytes() == (arm / "checkpoints" / "epoch=02-mae_val=0.0667.ckpt").read_bytes())
+    assert imported.best_ckpt_path.read_bytes() == (arm / "checkpoints" / "epoch=02-mae_val=0.0667.ckpt").read_bytes()
     assert imported.last_ckpt_path.is_file() and imported.model_path.is_file()
     assert json.loads((imported.path / "reference" / "runner_config.json").read_text())["architecture"] == ARCH
     status = imported.read_status()
@@ -79,7 +84,10 @@ def test_import_captures_model_pt(imported):
     report = imported.read_json("capture/last.json")
     assert report["summary"]["checkpoint"] == str(imported.model_path)  # the final path, not the temp folder
     assert report["summary"]["architecture"] == ARCH and report["summary"]["n_samples"] == 1
-    assert report["summary"]["layout"].startswith("reference") and "model.autoencoder.*" in report["summary"]["ignored_keys"]
+    assert (
+        report["summary"]["layout"].startswith("reference")
+        and "model.autoencoder.*" in report["summary"]["ignored_keys"]
+    )
     # the reference-named weights really loaded: the output matches the fixture's generator, run here
     import torch
 
@@ -87,8 +95,16 @@ def test_import_captures_model_pt(imported):
     from fnodiag.models import build_model
 
     torch.manual_seed(0)  # the seed generator_state() built the fixture's weights with
-    cfg = RunConfig().override({"model.arch": ARCH, "model.width": 4, "model.modes": 4, "model.blocks": 2,
-                                "model.spectral_layout": "reference", "data.N": 32})
+    cfg = RunConfig().override(
+        {
+            "model.arch": ARCH,
+            "model.width": 4,
+            "model.modes": 4,
+            "model.blocks": 2,
+            "model.spectral_layout": "reference",
+            "data.N": 32,
+        }
+    )
     gen = build_model(cfg.model, 32).eval()
     with np.load(Path(report["summary"]["input"])) as f:
         x = torch.from_numpy(np.moveaxis(f["diffraction"][:1], -1, 1).astype(np.float32))
@@ -105,8 +121,13 @@ def test_imported_run_shown_beside_an_own_run_in_dashboard_and_summary(imported,
     from fnodiag.training.run import train
 
     root = imported.path.parent
-    train(tiny_cfg.override({"train.epochs": 1, "train.capture_every": 3}), root, name="own", cache_dir=dataset_cache,
-          progress=False)
+    train(
+        tiny_cfg.override({"train.epochs": 1, "train.capture_every": 3}),
+        root,
+        name="own",
+        cache_dir=dataset_cache,
+        progress=False,
+    )
     store = DashboardStore(root)
     assert set(store.param.arms.objects) == {"own", "ref_stable"} and not store.catalog.problems
     store.arms = ["own", "ref_stable"]
@@ -139,20 +160,30 @@ def _bad_arm(arm, tmp_path, edit):
     return bad
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("epoch,step,mae_val_loss\n0,3,abc\n"),
-     "line 2: column 'mae_val_loss' holds 'abc', not a number"),
-    (lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("loss,value\n1,2\n"),
-     "has no 'epoch' and 'step' columns"),
-    (lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("epoch,step,mae_val_loss\n0,3\n"),
-     "line 2 has 2 fields, the header 3"),
-    (lambda a: (a / f"runs/pinn_{ARCH}/history.json").write_text('{"train_loss": [0.1,'),
-     "history"),
-    (lambda a: (a / f"runs/pinn_{ARCH}/metrics.json").write_text('{"ssim": 0.5}'),
-     "'ssim' must be [amplitude, phase]"),
-    (lambda a: shutil.rmtree(a / "runs"), "has no runs/pinn_<arch>/ folder"),
-    (lambda a: shutil.copytree(a / f"runs/pinn_{ARCH}", a / "runs/pinn_hybrid"), "choose one with --arch"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("epoch,step,mae_val_loss\n0,3,abc\n"),
+            "line 2: column 'mae_val_loss' holds 'abc', not a number",
+        ),
+        (
+            lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("loss,value\n1,2\n"),
+            "has no 'epoch' and 'step' columns",
+        ),
+        (
+            lambda a: (a / "lightning_logs/version_1/metrics.csv").write_text("epoch,step,mae_val_loss\n0,3\n"),
+            "line 2 has 2 fields, the header 3",
+        ),
+        (lambda a: (a / f"runs/pinn_{ARCH}/history.json").write_text('{"train_loss": [0.1,'), "history"),
+        (
+            lambda a: (a / f"runs/pinn_{ARCH}/metrics.json").write_text('{"ssim": 0.5}'),
+            "'ssim' must be [amplitude, phase]",
+        ),
+        (lambda a: shutil.rmtree(a / "runs"), "has no runs/pinn_<arch>/ folder"),
+        (lambda a: shutil.copytree(a / f"runs/pinn_{ARCH}", a / "runs/pinn_hybrid"), "choose one with --arch"),
+    ],
+)
 def test_malformed_folders_are_one_line_errors_and_write_nothing(arm, tmp_path, capsys, edit, message):
     bad = _bad_arm(arm, tmp_path, edit)
     runs = tmp_path / "runs"
@@ -170,7 +201,9 @@ def test_existing_out_is_refused_unchanged_and_missing_parts_are_recorded(arm, t
     assert rc == 2 and "already exists and is not empty" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     # a January-style folder: lightning_logs and checkpoints went elsewhere, no dataset to capture on
-    bare = _bad_arm(arm, tmp_path, lambda a: [shutil.rmtree(a / d) for d in ("lightning_logs", "checkpoints", "datasets")])
+    bare = _bad_arm(
+        arm, tmp_path, lambda a: [shutil.rmtree(a / d) for d in ("lightning_logs", "checkpoints", "datasets")]
+    )
     rc, err = _import(bare, tmp_path / "runs" / "jan", capsys, "--arch", ARCH)
     assert rc == 0, err
     run = RunDir(tmp_path / "runs" / "jan")
@@ -189,8 +222,15 @@ def test_pinn_folder_itself_is_accepted(arm, tmp_path, capsys):
 def test_csv_fixture_has_the_csvlogger_shape(arm):
     with (arm / "lightning_logs/version_1/metrics.csv").open() as fh:
         header = next(csv.reader(fh))
-    assert {"mae_train_loss_step", "mae_val_loss", "learning_rate", "grad_norm_preclip_step",
-            "grad_norm_postclip_step", "epoch", "step"} <= set(header)
+    assert {
+        "mae_train_loss_step",
+        "mae_val_loss",
+        "learning_rate",
+        "grad_norm_preclip_step",
+        "grad_norm_postclip_step",
+        "epoch",
+        "step",
+    } <= set(header)
 
 
 def test_a_failure_while_writing_leaves_no_partial_run(arm, tmp_path, monkeypatch):

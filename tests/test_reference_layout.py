@@ -4,6 +4,7 @@
 ``StableHybridUNOGenerator``) from the issue's layout table and brief §1.2-§1.4 / §6.1b, on its
 own, without importing any fnodiag model code, so the tests compare two implementations.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,14 @@ STAGE_A_PARAMS = {False: 17_202_402, True: 17_204_610}
 
 # ---- an independent restatement of the reference generator ------------------------------------
 
+
 class RefSpectral(nn.Module):
     """``_FallbackSpectralConv2d``: one (Cin, Cout, m, m) complex weight, rows [:m_h], cols [:m_w]."""
 
     def __init__(self, cin, cout, modes):
         super().__init__()
         self.cout, self.modes = cout, modes
-        self.weights = nn.Parameter(torch.randn(cin, cout, modes, modes, dtype=torch.cfloat) / cin ** 0.5)
+        self.weights = nn.Parameter(torch.randn(cin, cout, modes, modes, dtype=torch.cfloat) / cin**0.5)
 
     def forward(self, x):
         b, _, h, w = x.shape
@@ -88,8 +90,9 @@ class RefUNO(nn.Module):
         for _ in range(n_blocks - 1):
             self.upsample.append(nn.ConvTranspose2d(ch, ch // 2, 2, stride=2))
             ch //= 2
-            self.decoder_blocks.append(nn.Sequential(nn.Conv2d(2 * ch, ch, 3, padding=1), nn.GELU(),
-                                                     nn.Conv2d(ch, ch, 3, padding=1)))
+            self.decoder_blocks.append(
+                nn.Sequential(nn.Conv2d(2 * ch, ch, 3, padding=1), nn.GELU(), nn.Conv2d(ch, ch, 3, padding=1))
+            )
         self.output_proj = nn.Conv2d(hidden, 2 * C, 1)
 
     def forward(self, x):
@@ -137,11 +140,21 @@ def make_reference(size: dict, stable: bool, seed: int = 0) -> RefUNO:
 def save_forms(ref: RefUNO, folder) -> dict:
     """The three forms a reference checkpoint comes in."""
     module_state = {f"model.{k}": v for k, v in RefPINN(ref).state_dict(keep_vars=False).items()}
-    forms = {"bare": ref.state_dict(), "model_pt": module_state,
-             "ckpt": {"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0", "state_dict": module_state,
-                      "optimizer_states": [{"state": {0: {"step": torch.tensor(120.0)}},
-                                            "param_groups": [{"lr": 1e-3, "params": [0]}]}],
-                      "lr_schedulers": [], "hyper_parameters": {"data_config": {"N": 64}}}}
+    forms = {
+        "bare": ref.state_dict(),
+        "model_pt": module_state,
+        "ckpt": {
+            "epoch": 3,
+            "global_step": 120,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": module_state,
+            "optimizer_states": [
+                {"state": {0: {"step": torch.tensor(120.0)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
+            ],
+            "lr_schedulers": [],
+            "hyper_parameters": {"data_config": {"N": 64}},
+        },
+    }
     paths = {}
     for form, obj in forms.items():
         paths[form] = folder / f"{form}.{'ckpt' if form == 'ckpt' else 'pt'}"
@@ -167,6 +180,7 @@ def as_complex(ref_out: torch.Tensor) -> torch.Tensor:
 
 
 # ---- forward equality --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def stage_a(tmp_path_factory):
@@ -199,8 +213,15 @@ def test_stage_a_reference_checkpoint_loads_without_flags_and_forwards_identical
     for form, path in paths.items():
         gen, cfg, info = load_generator(path)
         m = cfg.model
-        assert (m.arch, m.blocks, m.width, m.modes, m.spectral_layout, m.channel_cap, cfg.data.N) == \
-            ("stable_hybrid" if stable else "hybrid", 4, 32, 12, "reference", None, 64), form
+        assert (m.arch, m.blocks, m.width, m.modes, m.spectral_layout, m.channel_cap, cfg.data.N) == (
+            "stable_hybrid" if stable else "hybrid",
+            4,
+            32,
+            12,
+            "reference",
+            None,
+            64,
+        ), form
         assert count_parameters(gen) == STAGE_A_PARAMS[stable]
         with torch.no_grad():
             got = gen.eval()(x)
@@ -228,13 +249,16 @@ def test_tiny_reference_checkpoint_forwards_identically_in_all_forms(tmp_path, s
         assert (cfg.model.blocks, cfg.model.width, cfg.model.modes) == (2, 4, 6)
         with torch.no_grad():
             torch.testing.assert_close(gen.eval()(x), want, rtol=1e-5, atol=1e-6, msg=form)
-        for a, b in zip(block_outputs(gen, ["encoder.0", "encoder.1", "bottleneck"], x),
-                        block_outputs(ref, ["encoder_blocks.0", "encoder_blocks.1", "bottleneck"], x)):
+        for a, b in zip(
+            block_outputs(gen, ["encoder.0", "encoder.1", "bottleneck"], x),
+            block_outputs(ref, ["encoder_blocks.0", "encoder_blocks.1", "bottleneck"], x),
+        ):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=form)
         assert count_parameters(gen) == count_parameters(ref)
 
 
 # ---- checks and errors ------------------------------------------------------------------------
+
 
 def test_unequal_autoencoder_duplicate_is_an_error(tmp_path):
     ref = make_reference(TINY, True)
@@ -245,18 +269,32 @@ def test_unequal_autoencoder_duplicate_is_an_error(tmp_path):
         load_generator(tmp_path / "model.pt", N=16)
 
 
-@pytest.mark.parametrize("flag, value, words", [
-    ("--blocks", "3", ["--blocks 3", "blocks 2"]),
-    ("--width", "8", ["--width 8", "width 4"]),
-    ("--modes", "4", ["--modes 4", "modes 6"]),
-    ("--architecture", "hybrid", ["--architecture hybrid", "arch stable_hybrid"]),
-    ("--spectral-layout", "symmetric", ["--spectral-layout symmetric", "spectral_layout reference"]),
-])
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--blocks", "3", ["--blocks 3", "blocks 2"]),
+        ("--width", "8", ["--width 8", "width 4"]),
+        ("--modes", "4", ["--modes 4", "modes 6"]),
+        ("--architecture", "hybrid", ["--architecture hybrid", "arch stable_hybrid"]),
+        ("--spectral-layout", "symmetric", ["--spectral-layout symmetric", "spectral_layout reference"]),
+    ],
+)
 def test_contradicting_flags_name_both_values(tmp_path, capsys, flag, value, words):
     paths = save_forms(make_reference(TINY, True), tmp_path)
     np.savez(tmp_path / "in.npz", diffraction=np.ones((1, 16, 16), np.float32))
-    code = main(["capture", "--checkpoint", str(paths["bare"]), "--input", str(tmp_path / "in.npz"),
-                 flag, value, "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "capture",
+            "--checkpoint",
+            str(paths["bare"]),
+            "--input",
+            str(tmp_path / "in.npz"),
+            flag,
+            value,
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     for word in words:
@@ -267,8 +305,13 @@ def test_contradicting_flags_name_both_values(tmp_path, capsys, flag, value, wor
 def test_a_reference_input_transform_is_refused(tmp_path):
     """The transform has no parameters, so only a Lightning file's hyper_parameters can show it."""
     ref = make_reference(TINY, False)
-    torch.save({"state_dict": {f"model.generator.{k}": v for k, v in ref.state_dict().items()},
-                "hyper_parameters": {"model_config": {"fno_input_transform": "sqrt"}}}, tmp_path / "t.ckpt")
+    torch.save(
+        {
+            "state_dict": {f"model.generator.{k}": v for k, v in ref.state_dict().items()},
+            "hyper_parameters": {"model_config": {"fno_input_transform": "sqrt"}},
+        },
+        tmp_path / "t.ckpt",
+    )
     with pytest.raises(CaptureError, match="input_transform 'sqrt'"):
         load_generator(tmp_path / "t.ckpt", N=16)
 
@@ -276,8 +319,9 @@ def test_a_reference_input_transform_is_refused(tmp_path):
 def test_agreeing_flags_are_accepted(tmp_path):
     """The issue's first attempt: the right flags, now with the reference's names."""
     paths = save_forms(make_reference(TINY, True), tmp_path)
-    gen, cfg, _ = load_generator(paths["ckpt"], {"model.arch": "stable_hybrid", "model.spectral_layout": "reference",
-                                                 "model.blocks": 2}, N=16)
+    gen, cfg, _ = load_generator(
+        paths["ckpt"], {"model.arch": "stable_hybrid", "model.spectral_layout": "reference", "model.blocks": 2}, N=16
+    )
     assert cfg.model.arch == "stable_hybrid"
 
 
@@ -288,7 +332,9 @@ def test_mismatch_hints_name_the_real_cause():
     from fnodiag.models.reference_layout import from_reference_state
 
     def state(**kw):
-        cfg = ModelConfig(**{"arch": "hybrid", "blocks": 2, "width": 4, "modes": 4, "spectral_layout": "reference", **kw})
+        cfg = ModelConfig(
+            **{"arch": "hybrid", "blocks": 2, "width": 4, "modes": 4, "spectral_layout": "reference", **kw}
+        )
         return build_model(cfg, 16).state_dict()
 
     model = state()
@@ -304,11 +350,21 @@ def test_mismatch_hints_name_the_real_cause():
 
 # ---- reports in the reference's vocabulary, export and round trip ------------------------------
 
+
 def test_capture_cli_reference_layer_names_and_summary(tmp_path, capsys):
     paths = save_forms(make_reference(TINY, True), tmp_path)
     np.savez(tmp_path / "in.npz", diffraction=np.random.default_rng(0).random((2, 16, 16)).astype(np.float32))
-    base = ["capture", "--checkpoint", str(paths["model_pt"]), "--input", str(tmp_path / "in.npz"),
-            "--max-samples", "2", "--output", str(tmp_path / "out")]
+    base = [
+        "capture",
+        "--checkpoint",
+        str(paths["model_pt"]),
+        "--input",
+        str(tmp_path / "in.npz"),
+        "--max-samples",
+        "2",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     assert main([*base, "--output-json-name", "fnodiag.json"]) == 0
     assert main([*base, "--layer-names", "reference", "--output-json-name", "ref.json"]) == 0
     out = capsys.readouterr().out
@@ -317,8 +373,19 @@ def test_capture_cli_reference_layer_names_and_summary(tmp_path, capsys):
     default = json.loads((tmp_path / "out" / "fnodiag.json").read_text())
     ref = json.loads((tmp_path / "out" / "ref.json").read_text())
     assert {"lifter", "encoder.0", "encoder.0.local", "head", "decoder.0"} <= set(default["per_layer"])
-    want = {"lifter", "encoder_blocks.0", "encoder_blocks.1", "encoder_blocks.0.spectral", "encoder_blocks.0.local_conv",
-            "encoder_blocks.0.norm", "bottleneck", "bottleneck.local_conv", "decoder_blocks.0", "output_proj", "output"}
+    want = {
+        "lifter",
+        "encoder_blocks.0",
+        "encoder_blocks.1",
+        "encoder_blocks.0.spectral",
+        "encoder_blocks.0.local_conv",
+        "encoder_blocks.0.norm",
+        "bottleneck",
+        "bottleneck.local_conv",
+        "decoder_blocks.0",
+        "output_proj",
+        "output",
+    }
     assert want <= set(ref["per_layer"]) and not {"encoder.0", "head"} & set(ref["per_layer"])
     assert ref["layers"]["encoder_blocks.0.local_conv/spatial_std"] == default["layers"]["encoder.0.local/spatial_std"]
     assert "encoder_blocks.0/spectral_local_ratio" in ref["layers"]
@@ -358,12 +425,26 @@ def test_export_round_trip(tmp_path, capsys, tiny_cfg, dataset_cache, arch):
 def test_export_refuses_what_the_reference_cannot_hold(tmp_path, capsys, tiny_cfg):
     from fnodiag.models import build_model
 
-    for arch, layout, words in (("hybrid", "symmetric", ["symmetric", "--spectral-layout reference"]),
-                                ("prenorm_hybrid", "reference", ["PreNormBlock", "cannot be exported"])):
+    for arch, layout, words in (
+        ("hybrid", "symmetric", ["symmetric", "--spectral-layout reference"]),
+        ("prenorm_hybrid", "reference", ["PreNormBlock", "cannot be exported"]),
+    ):
         cfg = tiny_cfg.override({"model.arch": arch, "model.spectral_layout": layout})
         torch.save(build_model(cfg.model, 32).state_dict(), tmp_path / f"{arch}.pt")
-        flags = ["--architecture", arch, "--spectral-layout", layout, "--blocks", "2", "--width", "4", "--modes", "4",
-                 "--N", "32"]
+        flags = [
+            "--architecture",
+            arch,
+            "--spectral-layout",
+            layout,
+            "--blocks",
+            "2",
+            "--width",
+            "4",
+            "--modes",
+            "4",
+            "--N",
+            "32",
+        ]
         code = main(["export-checkpoint", str(tmp_path / f"{arch}.pt"), "--output", str(tmp_path / "x.pt"), *flags])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1, err
@@ -417,8 +498,22 @@ def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys, monkeyp
     data.mkdir(parents=True)
     np.savez(data / "test.npz", diffraction=np.random.default_rng(1).random((3, 16, 16, 1)).astype(np.float32))
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
-    assert main(["capture", "--checkpoint", str(arm / "model.pt"), "--N", "16", "--max-samples", "3",
-                 "--output", str(tmp_path / "rep")]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "capture",
+                "--checkpoint",
+                str(arm / "model.pt"),
+                "--N",
+                "16",
+                "--max-samples",
+                "3",
+                "--output",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     report = json.loads((tmp_path / "rep" / "activation_report.json").read_text())
     assert report["summary"]["input"].startswith(str(data / "test.npz")) and report["summary"]["n_samples"] == 3
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
@@ -426,7 +521,21 @@ def test_capture_uses_the_reference_arm_folder_dataset(tmp_path, capsys, monkeyp
     (data / "test.npz").unlink()
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
     monkeypatch.chdir(tmp_path)
-    assert main(["capture", "--checkpoint", str(arm / "model.pt"), "--N", "32", "--object-size", "64",
-                 "--output", str(tmp_path / "rep")]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "capture",
+                "--checkpoint",
+                str(arm / "model.pt"),
+                "--N",
+                "32",
+                "--object-size",
+                "64",
+                "--output",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
     assert (tmp_path / "datasets").is_dir()

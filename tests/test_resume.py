@@ -1,4 +1,5 @@
 """Resume continues the same run: same batches, same per-step LR, same losses as an uninterrupted run."""
+
 from __future__ import annotations
 
 import signal
@@ -32,9 +33,17 @@ class BatchLog(Callback):
 @pytest.fixture(scope="module")
 def straight_and_resumed(tmp_path_factory, dataset_cache, tiny_cfg):
     out = tmp_path_factory.mktemp("resume")
-    cfg = tiny_cfg.override({"train.epochs": 4, "schedule.name": "warmup_cosine", "schedule.warmup_epochs": 1,
-                             "schedule.min_lr_ratio": 0.05, "optim.name": "sgd", "optim.momentum": 0.9,
-                             "optim.lr": 3e-3}).validate()
+    cfg = tiny_cfg.override(
+        {
+            "train.epochs": 4,
+            "schedule.name": "warmup_cosine",
+            "schedule.warmup_epochs": 1,
+            "schedule.min_lr_ratio": 0.05,
+            "optim.name": "sgd",
+            "optim.momentum": 0.9,
+            "optim.lr": 3e-3,
+        }
+    ).validate()
     straight_log = BatchLog()
     straight = train(cfg, out, name="straight", cache_dir=dataset_cache, progress=False, extra_callbacks=[straight_log])
     first = BatchLog(interrupt_at=2 * STEPS_PER_EPOCH + 3)  # a few steps into epoch 3: those are lost
@@ -44,8 +53,9 @@ def straight_and_resumed(tmp_path_factory, dataset_cache, tiny_cfg):
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     second = BatchLog()
-    resumed = train(cfg, out, name="resumed", cache_dir=dataset_cache, progress=False, resume=True,
-                    extra_callbacks=[second])
+    resumed = train(
+        cfg, out, name="resumed", cache_dir=dataset_cache, progress=False, resume=True, extra_callbacks=[second]
+    )
     return straight, straight_log.rows, resumed, first.rows, second.rows
 
 

@@ -1,4 +1,5 @@
 """Tests for fnodiag.runs: run directories, atomic JSON, the SQLite store and its cross-process reader."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def _integrity(path: Path) -> str:
@@ -61,8 +68,10 @@ def test_config_status_history_metrics_round_trip(tmp_path):
 
     best = {"amp_ssim": np.float32(0.5), "phase_ssim": 0.25}
     run.write_metrics(best, {"amp_ssim": 0.4, "phase_ssim": 0.2})
-    assert run.read_metrics() == {"best": {"amp_ssim": 0.5, "phase_ssim": 0.25},
-                                  "last": {"amp_ssim": 0.4, "phase_ssim": 0.2}}
+    assert run.read_metrics() == {
+        "best": {"amp_ssim": 0.5, "phase_ssim": 0.25},
+        "last": {"amp_ssim": 0.4, "phase_ssim": 0.2},
+    }
     run.write_json("effective_config.json", {"optimizer": {"class": "Adam"}, "seed": 3})
     assert run.read_json("effective_config.json")["optimizer"]["class"] == "Adam"
     assert run.read_json("collapse.json", default="none") == "none"
@@ -72,11 +81,19 @@ def test_config_status_history_metrics_round_trip(tmp_path):
 
 def test_paths_follow_the_contract(tmp_path):
     run = RunDir(tmp_path)
-    names = {run.config_path: "config.json", run.effective_config_path: "effective_config.json",
-             run.status_path: "status.json", run.store_path: "run.sqlite", run.history_path: "history.json",
-             run.metrics_path: "metrics.json", run.model_path: "model.pt", run.recon_path: "recon.png",
-             run.collapse_path: "collapse.json", run.best_ckpt_path: "checkpoints/best.ckpt",
-             run.last_ckpt_path: "checkpoints/last.ckpt"}
+    names = {
+        run.config_path: "config.json",
+        run.effective_config_path: "effective_config.json",
+        run.status_path: "status.json",
+        run.store_path: "run.sqlite",
+        run.history_path: "history.json",
+        run.metrics_path: "metrics.json",
+        run.model_path: "model.pt",
+        run.recon_path: "recon.png",
+        run.collapse_path: "collapse.json",
+        run.best_ckpt_path: "checkpoints/best.ckpt",
+        run.last_ckpt_path: "checkpoints/last.ckpt",
+    }
     for path, rel in names.items():
         assert path == tmp_path / rel
 
@@ -125,7 +142,11 @@ def test_list_runs_finds_nested_run_dirs(tmp_path):
     (tmp_path / "sweep" / "cache").mkdir()
     runs = list_runs(tmp_path)
     assert [r.path.relative_to(tmp_path).as_posix() for r in runs] == [
-        "single", "sweep/adam/s1", "sweep/adam/s2", "sweep/sgd/s1"]
+        "single",
+        "sweep/adam/s1",
+        "sweep/adam/s2",
+        "sweep/sgd/s1",
+    ]
     assert runs[0] == RunDir(tmp_path / "single")
     assert list_runs(tmp_path / "sweep" / "cache") == []
     with pytest.raises(FileNotFoundError, match="missing"):
@@ -161,8 +182,11 @@ def test_layer_stats_and_matrix_pivot(tmp_path):
     path = tmp_path / "run.sqlite"
     with RunStore(path, flush_every=None) as store:
         for step in (10, 20, 30):
-            vals = {(layer, stat): step + i + (0.5 if stat == "std" else 0.0)
-                    for i, layer in enumerate(["enc.0", "enc.1", "dec.0"]) for stat in ("mean", "std")}
+            vals = {
+                (layer, stat): step + i + (0.5 if stat == "std" else 0.0)
+                for i, layer in enumerate(["enc.0", "enc.1", "dec.0"])
+                for stat in ("mean", "std")
+            }
             if step == 20:
                 del vals[("enc.1", "mean")]
                 vals[("dec.0", "mean")] = float("nan")
@@ -196,8 +220,9 @@ def test_layer_matrix_keeps_each_sources_own_layer_order(tmp_path):
     with RunStore(path, flush_every=None) as store:
         for step in (0, 1):
             store.log_layer_stats(step, 0, "activation", {("enc.0", "std"): 1.0, ("head", "std"): 2.0})
-            store.log_layer_stats(step, 0, "grad", {("lifter.conv1", "norm"): 3.0 + step, ("enc.0", "norm"): 4.0,
-                                                    ("head", "norm"): 5.0})
+            store.log_layer_stats(
+                step, 0, "grad", {("lifter.conv1", "norm"): 3.0 + step, ("enc.0", "norm"): 4.0, ("head", "norm"): 5.0}
+            )
     with StoreReader(path) as r:
         m = r.layer_matrix("grad", "norm")
         assert m.layers == ["lifter.conv1", "enc.0", "head"]
@@ -369,9 +394,9 @@ def test_jsonable_is_the_one_sanitiser(tmp_path):
 
 
 def test_every_record_writer_is_the_one_fsyncing_atomic_write(tmp_path, monkeypatch):
-    from fnodiag.ptycho import simulate
     from fnodiag import files
     from fnodiag.interop import checkpoint_export as export
+    from fnodiag.ptycho import simulate
     from fnodiag.runs import atomic_write
 
     assert simulate.atomic_write is atomic_write and export.atomic_write is atomic_write

@@ -1,5 +1,6 @@
 """Safe sharing without a browser: which ``panel serve`` command lines are refused, and the Launch tab's
 server-side check (a refused session starts nothing; ``--read-only`` has no Launch tab)."""
+
 from __future__ import annotations
 
 import sys
@@ -14,23 +15,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the `app` pac
 APP = ["panel", "serve", "app"]
 
 
-@pytest.mark.parametrize("argv, env, refused", [
-    ([], {}, False),                                                             # Bokeh's default: localhost origins
-    (["--address", "127.0.0.1", "--allow-websocket-origin", "localhost:5006"], {}, False),
-    (["--address", "::1", "--allow-websocket-origin", "[::1]:5006"], {}, False),
-    (["--address", "0.0.0.0"], {}, True),
-    (["--address=0.0.0.0"], {}, True),
-    (["--address", "192.168.1.7"], {}, True),
-    (["--address", ""], {}, True),                                               # every interface
-    (["--allow-websocket-origin", "lab-host.example.org:5006"], {}, True),
-    (["--allow-websocket-origin", "*"], {}, True),
-    ([], {"BOKEH_ALLOW_WS_ORIGIN": "localhost:5006,10.0.0.3:5006"}, True),
-    (["--address", "0.0.0.0", "--basic-auth", "pw", "--cookie-secret", "s"], {}, False),
-    (["--address", "0.0.0.0", "--oauth-provider", "github"], {}, False),
-    (["--address", "0.0.0.0"], {"PANEL_BASIC_AUTH": "users.json"}, False),
-    (["--address", "0.0.0.0"], {"FNODIAG_ALLOW_REMOTE": "1"}, False),            # auth done elsewhere, on purpose
-    (["--address", "127.0.0.1", "--args", "--address", "0.0.0.0"], {}, False),  # the app's own args do not count
-])
+@pytest.mark.parametrize(
+    "argv, env, refused",
+    [
+        ([], {}, False),  # Bokeh's default: localhost origins
+        (["--address", "127.0.0.1", "--allow-websocket-origin", "localhost:5006"], {}, False),
+        (["--address", "::1", "--allow-websocket-origin", "[::1]:5006"], {}, False),
+        (["--address", "0.0.0.0"], {}, True),
+        (["--address=0.0.0.0"], {}, True),
+        (["--address", "192.168.1.7"], {}, True),
+        (["--address", ""], {}, True),  # every interface
+        (["--allow-websocket-origin", "lab-host.example.org:5006"], {}, True),
+        (["--allow-websocket-origin", "*"], {}, True),
+        ([], {"BOKEH_ALLOW_WS_ORIGIN": "localhost:5006,10.0.0.3:5006"}, True),
+        (["--address", "0.0.0.0", "--basic-auth", "pw", "--cookie-secret", "s"], {}, False),
+        (["--address", "0.0.0.0", "--oauth-provider", "github"], {}, False),
+        (["--address", "0.0.0.0"], {"PANEL_BASIC_AUTH": "users.json"}, False),
+        (["--address", "0.0.0.0"], {"FNODIAG_ALLOW_REMOTE": "1"}, False),  # auth done elsewhere, on purpose
+        (["--address", "127.0.0.1", "--args", "--address", "0.0.0.0"], {}, False),  # the app's own args do not count
+    ],
+)
 def test_remote_access_without_auth_is_refused(argv, env, refused):
     message = refusal([*APP, *argv], env)
     assert (message is not None) == refused
@@ -39,11 +43,14 @@ def test_remote_access_without_auth_is_refused(argv, env, refused):
 
 
 def test_options_and_loopback_hosts():
-    o = serve_options([*APP, "--allow-websocket-origin", "a:1", "--allow-websocket-origin", "b:2"],
-                      {"BOKEH_ALLOW_WS_ORIGIN": "c:3"})
+    o = serve_options(
+        [*APP, "--allow-websocket-origin", "a:1", "--allow-websocket-origin", "b:2"], {"BOKEH_ALLOW_WS_ORIGIN": "c:3"}
+    )
     assert o["origins"] == ["a:1", "b:2", "c:3"] and o["address"] is None and not o["basic_auth"]
-    assert [is_loopback_host(h) for h in ("localhost:5006", "127.0.0.2", "[::1]:80", "::1", "10.1.2.3:5006",
-                                          "localhost.evil.org")] == [True, True, True, True, False, False]
+    assert [
+        is_loopback_host(h)
+        for h in ("localhost:5006", "127.0.0.2", "[::1]:80", "::1", "10.1.2.3:5006", "localhost.evil.org")
+    ] == [True, True, True, True, False, False]
 
 
 def test_start_and_stop_are_checked_when_clicked(tmp_path):

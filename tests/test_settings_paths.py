@@ -6,6 +6,7 @@ schedule with settings of its own) are given, each in one invocation, to ``fnodi
 ``fnodiag sweep`` (two arms, whose definition sets values the flags must override); the dashboard's
 Launch form builds its command lines the same way. Real training, tiny data, shared dataset cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import pytest
 from fnodiag.analysis.audit import audit_run, lookup
 from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, main
 from fnodiag.config import DataConfig, RunConfig
-from fnodiag.runs import RunDir
 from fnodiag.ptycho.simulate import dataset_key
+from fnodiag.runs import RunDir
 
 PROBE = "PROBE"  # replaced by a probe file written by the test
 G = "optimizer.param_groups[0]"
@@ -37,7 +38,15 @@ FLAGS = [
     (1, "--set-phi", None, "data.set_phi", True, "data.set_phi", True),
     (2, "--probe-npz", PROBE, "data.probe_npz", PROBE, DATA_KEY, None),
     (1, "--arch", "stable_hybrid", "model.arch", "stable_hybrid", "generator.block_class", "StableBlock"),
-    (1, "--spectral-layout", "reference", "model.spectral_layout", "reference", "generator.spectral_layout", "reference"),
+    (
+        1,
+        "--spectral-layout",
+        "reference",
+        "model.spectral_layout",
+        "reference",
+        "generator.spectral_layout",
+        "reference",
+    ),
     (1, "--blocks", "2", "model.blocks", 2, "generator.channels", [4, 8, 8]),
     (1, "--width", "4", "model.width", 4, "generator.channels[0]", 4),
     (1, "--modes", "4", "model.modes", 4, "generator.modes", 4),
@@ -79,13 +88,42 @@ FLAGS = [
     (2, "--num-workers", "1", "train.num_workers", 1, "num_workers", 1),
 ]
 # Every group trains the same tiny problem; group 1's flags are repeated in 2 and 3 unless replaced.
-TINY = ["--N", "32", "--object-size", "64", "--train-stride", "8", "--test-stride", "16", "--blocks", "2",
-        "--width", "4", "--modes", "4", "--epochs", "1", "--batch-size", "8", "--infer-batch-size", "8",
-        "--accelerator", "cpu", "--devices", "1"]
-GROUP_BASE = {2: ["--optimizer", "adamw", "--scheduler", "exponential", "--grad-clip", "0.5", "--arch", "prenorm_hybrid"],
-              3: ["--optimizer", "adam", "--scheduler", "plateau"], 4: ["--scheduler", "step"]}
+TINY = [
+    "--N",
+    "32",
+    "--object-size",
+    "64",
+    "--train-stride",
+    "8",
+    "--test-stride",
+    "16",
+    "--blocks",
+    "2",
+    "--width",
+    "4",
+    "--modes",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--infer-batch-size",
+    "8",
+    "--accelerator",
+    "cpu",
+    "--devices",
+    "1",
+]
+GROUP_BASE = {
+    2: ["--optimizer", "adamw", "--scheduler", "exponential", "--grad-clip", "0.5", "--arch", "prenorm_hybrid"],
+    3: ["--optimizer", "adam", "--scheduler", "plateau"],
+    4: ["--scheduler", "step"],
+}
 # The sweep definition: tiny shared settings and two arms with settings the flags must override.
-ARMS = {"one": {"optim.lr": 0.05, "model.layerscale_init": 0.5, "train.epochs": 3}, "two": {"schedule.name": "constant"}}
+ARMS = {
+    "one": {"optim.lr": 0.05, "model.layerscale_init": 0.5, "train.epochs": 3},
+    "two": {"schedule.name": "constant"},
+}
 
 
 def test_the_table_covers_every_train_flag():
@@ -111,9 +149,20 @@ def paths(tmp_path_factory):
     d = tmp_path_factory.mktemp("paths")
     probe = d / "probe.npz"
     np.savez(probe, probeGuess=np.ones((32, 32), np.complex64))
-    shared = {"data.N": 32, "data.object_size": 64, "data.train_stride": 8, "data.test_stride": 16, "model.blocks": 2,
-              "model.width": 4, "model.modes": 4, "train.epochs": 1, "train.batch_size": 8,
-              "train.capture_every": 0, "train.accelerator": "cpu", "clip.algorithm": "none"}
+    shared = {
+        "data.N": 32,
+        "data.object_size": 64,
+        "data.train_stride": 8,
+        "data.test_stride": 16,
+        "model.blocks": 2,
+        "model.width": 4,
+        "model.modes": 4,
+        "train.epochs": 1,
+        "train.batch_size": 8,
+        "train.capture_every": 0,
+        "train.accelerator": "cpu",
+        "clip.algorithm": "none",
+    }
     lines = ['name = "paths"', "seeds = [1]", "[shared]", *[f'"{k}" = {json.dumps(v)}' for k, v in shared.items()]]
     for arm, settings in ARMS.items():
         lines += [f"[arms.{arm}]", *[f'"{k}" = {json.dumps(v)}' for k, v in settings.items()]]
@@ -137,8 +186,22 @@ def paths(tmp_path_factory):
 def _run_groups(d: Path, probe: Path, cache: Path, out: dict) -> None:
     for group in (1, 2, 3, 4):
         argv = _argv(group, probe)
-        assert main(["train", *argv, "--out", str(d / "train"), "--name", f"g{group}", "--cache-dir", str(cache),
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *argv,
+                    "--out",
+                    str(d / "train"),
+                    "--name",
+                    f"g{group}",
+                    "--cache-dir",
+                    str(cache),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         out[("train", group)] = [RunDir(d / "train" / f"g{group}")]
         sweep = d / f"sweep{group}"
         assert main(["sweep", str(d / "paths.toml"), *argv, "--out", str(sweep)]) == 0
@@ -181,11 +244,20 @@ def test_launch_form_command_line_reaches_the_run(tmp_path):
     root = tmp_path / "runs"
     view = LaunchView(store=DashboardStore(root))
     assert view.param.arch.objects == list(MODELS)  # offered from the registry
-    view.param.update(arch="prenorm_hybrid", optimizer="sgd", lr=1.2345678e-4, momentum=0.55, weight_decay=1.5e-5,
-                      grad_clip=0.25, scheduler="exponential", epochs=1, seed=9)
+    view.param.update(
+        arch="prenorm_hybrid",
+        optimizer="sgd",
+        lr=1.2345678e-4,
+        momentum=0.55,
+        weight_decay=1.5e-5,
+        grad_clip=0.25,
+        scheduler="exponential",
+        epochs=1,
+        seed=9,
+    )
     args = view.form_args()
     assert args[args.index("--lr") + 1] == "0.00012345678"  # `:g` gave 0.000123457
-    tiny = [x for i in range(0, len(TINY), 2) if TINY[i] not in args for x in TINY[i:i + 2]]  # the tiny problem
+    tiny = [x for i in range(0, len(TINY), 2) if TINY[i] not in args for x in TINY[i : i + 2]]  # the tiny problem
     cmd = Launcher(root).command("form", args + tiny)
     assert cmd[3] == "train"
     assert main(cmd[3:] + ["--cache-dir", str(root / "datasets")]) == 0

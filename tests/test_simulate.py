@@ -1,4 +1,5 @@
 """grid_lines simulation: the brief's verified statistics, geometry, probe, cache and bad input."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fnodiag.ptycho import simulate as sim
 from fnodiag.config import ConfigError, DataConfig
+from fnodiag.ptycho import simulate as sim
 
 STAGE_A = DataConfig(N=64, nimgs_train=1, nimgs_test=1, set_phi=True)
 SMALL = DataConfig(N=32, object_size=128, nimgs_train=1, nimgs_test=1, set_phi=True, n_lines=60)
@@ -169,8 +170,11 @@ def test_noiseless_is_exact_parseval(small):
     clean = sim.simulate(SMALL, noiseless=True)
     assert clean.stats["noiseless"] is True
     for split in (clean.train, clean.test):
-        np.testing.assert_allclose(np.sum(split.diffraction.astype(np.float64) ** 2, axis=(1, 2)),
-                                   np.sum(split.Y_I.astype(np.float64) ** 2, axis=(1, 2)), rtol=1e-5)
+        np.testing.assert_allclose(
+            np.sum(split.diffraction.astype(np.float64) ** 2, axis=(1, 2)),
+            np.sum(split.Y_I.astype(np.float64) ** 2, axis=(1, 2)),
+            rtol=1e-5,
+        )
     np.testing.assert_array_equal(clean.train.Y_I, small.train.Y_I)
     assert clean.intensity_scale == small.intensity_scale
     # the Poisson noise at 1e9 photons is ~0.2 % at mean-level pixels
@@ -187,6 +191,7 @@ def test_fingerprint(stage_a):
 
 # ----------------------------------------------------------------------------- cache
 
+
 def test_save_load_roundtrip(small, tmp_path):
     out = sim.save_dataset(small, tmp_path / "ds")
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "test.npz", "train.npz"]
@@ -201,11 +206,20 @@ def test_save_load_roundtrip(small, tmp_path):
     assert back.intensity_scale == small.intensity_scale
     assert back.stats == json.loads(json.dumps(small.stats)) and back.fingerprint == small.fingerprint
     with np.load(out / "test.npz") as z:
-        assert {"diffraction", "Y_I", "Y_phi", "probeGuess", "probe", "YY_full", "norm_Y_I",
-                "intensity_scale", "YY_ground_truth"} <= set(z.files)
+        assert {
+            "diffraction",
+            "Y_I",
+            "Y_phi",
+            "probeGuess",
+            "probe",
+            "YY_full",
+            "norm_Y_I",
+            "intensity_scale",
+            "YY_ground_truth",
+        } <= set(z.files)
         L = small.test.grid * small.test.stride
         b = (SMALL.N - SMALL.test_stride) // 2
-        np.testing.assert_array_equal(z["YY_ground_truth"], small.test.objects[:, b:b + L, b:b + L])
+        np.testing.assert_array_equal(z["YY_ground_truth"], small.test.objects[:, b : b + L, b : b + L])
         assert float(z["norm_Y_I"]) == small.test.norm_Y_I
     with np.load(out / "train.npz") as z:
         assert "YY_ground_truth" not in z.files
@@ -315,12 +329,16 @@ def test_interrupted_save_leaves_no_valid_looking_cache(small, tmp_path, monkeyp
 
 # ----------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"N": 48}, "data.N"),
-    ({"nphotons": 0.0}, "nphotons"),
-    ({"nphotons": -5.0}, "nphotons"),
-    ({"probe_npz": "/no/such/probe.npz"}, "does not exist"),
-])
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"N": 48}, "data.N"),
+        ({"nphotons": 0.0}, "nphotons"),
+        ({"nphotons": -5.0}, "nphotons"),
+        ({"probe_npz": "/no/such/probe.npz"}, "does not exist"),
+    ],
+)
 def test_bad_config(overrides, match):
     with pytest.raises(ConfigError, match=match):
         sim.simulate(dataclasses.replace(SMALL, **overrides))

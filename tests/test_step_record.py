@@ -1,4 +1,5 @@
 """The explicit per-step record the system fills and the recorder reads (no hidden dict hand-over)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Sweeps: definitions, a tiny sweep end to end, resume, failures, summary and its warnings."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,14 @@ import pytest
 
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
-from fnodiag.sweeps.summary import write_summary
 from fnodiag.sweeps.runner import load_definition, run_sweep, shipped_definitions
+from fnodiag.sweeps.summary import write_summary
 from fnodiag.training.system import ReconstructionSystem
 
-TINY_ARMS = {"control": {"model.arch": "hybrid", "optim.name": "adam"},
-             "stable_sgd": {"model.arch": "stable_hybrid", "optim.name": "sgd", "optim.momentum": 0.9}}
+TINY_ARMS = {
+    "control": {"model.arch": "hybrid", "optim.name": "adam"},
+    "stable_sgd": {"model.arch": "stable_hybrid", "optim.name": "sgd", "optim.momentum": 0.9},
+}
 TINY_SHARED = {"train.epochs": 2, "train.capture_every": 3}
 
 
@@ -29,8 +32,18 @@ def test_shipped_definitions_are_valid_and_as_specified():
     assert list(stage_a.arms) == ["control", "stable_adam", "stable_sgd", "stable_adamw", "prenorm_adam"]
     assert stage_a.seeds == (20260128, 20260129, 20260130)
     sgd = stage_a.config("stable_sgd", 20260129)
-    assert (sgd.model.arch, sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == ("stable_hybrid", "sgd", 0.9, 0.0)
-    assert (sgd.optim.lr, sgd.schedule.name, sgd.schedule.warmup_epochs, sgd.schedule.min_lr_ratio) == (3e-4, "warmup_cosine", 5, 0.05)
+    assert (sgd.model.arch, sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == (
+        "stable_hybrid",
+        "sgd",
+        0.9,
+        0.0,
+    )
+    assert (sgd.optim.lr, sgd.schedule.name, sgd.schedule.warmup_epochs, sgd.schedule.min_lr_ratio) == (
+        3e-4,
+        "warmup_cosine",
+        5,
+        0.05,
+    )
     assert sgd.clip.algorithm == "none" and sgd.train.seed == 20260129 and sgd.data.N == 64
     adamw = stage_a.config("stable_adamw", 1)
     assert (adamw.optim.weight_decay, adamw.optim.beta1, adamw.optim.beta2) == (0.01, 0.9, 0.999)
@@ -38,8 +51,12 @@ def test_shipped_definitions_are_valid_and_as_specified():
     assert list(quick.arms) == list(stage_a.arms) and quick.seeds == stage_a.seeds
     for arm in quick.arms:  # same optimizer choices; lr raised alike for every arm (documented)
         q, a = quick.config(arm, 1), stage_a.config(arm, 1)
-        assert (q.model.arch, q.optim.name, q.optim.momentum, q.optim.weight_decay) == \
-            (a.model.arch, a.optim.name, a.optim.momentum, a.optim.weight_decay)
+        assert (q.model.arch, q.optim.name, q.optim.momentum, q.optim.weight_decay) == (
+            a.model.arch,
+            a.optim.name,
+            a.optim.momentum,
+            a.optim.weight_decay,
+        )
         assert q.optim.lr == 3e-3 and q.clip == a.clip
     # quick-reference is reduced exactly like quick (its control and stable_adam arms are quick's)
     ref, stage_ref = load_definition("quick-reference"), load_definition("stage-a-reference")
@@ -47,8 +64,11 @@ def test_shipped_definitions_are_valid_and_as_specified():
     for arm in ("control", "stable_adam"):
         r, q = ref.config(arm, 1), quick.config(arm, 1)
         assert (r.data, r.model, r.optim, r.schedule) == (q.data, q.model, q.optim, q.schedule)
-        assert (r.train.epochs, r.train.batch_size, r.train.capture_every) == (q.train.epochs, q.train.batch_size,
-                                                                               q.train.capture_every)
+        assert (r.train.epochs, r.train.batch_size, r.train.capture_every) == (
+            q.train.epochs,
+            q.train.batch_size,
+            q.train.capture_every,
+        )
 
 
 def test_definition_errors(tmp_path):
@@ -121,7 +141,10 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_definition, tmp_path, monkeypatch
             for k in ("amp_ssim", "phase_ssim", "amp_mae"):
                 assert row[f"{tag}_{k}"] == metrics[tag][k] and math.isfinite(row[f"{tag}_{k}"])
         assert (row["collapse"], row["onset_step"], row["earliest_layer"]) == (
-            collapse["verdict"], collapse["onset_step"], collapse["earliest_layer"])
+            collapse["verdict"],
+            collapse["onset_step"],
+            collapse["earliest_layer"],
+        )
         assert row["last_output_spatial_std"] == last_capture["per_layer"]["output"]["spatial_std"] > 0
         assert row["wall_time_s"] == json.loads((run_dir / "effective_config.json").read_text())["wall_time_s"] > 0
     assert set(summary["arms"]) == {"control", "stable_sgd"}
@@ -158,7 +181,9 @@ def test_summary_warns_when_effective_config_differs(tiny_definition, tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tiny_definition, tmp_path):
-    out = run_sweep(tiny_definition, tmp_path / "s", arms=["control"], overrides={"train.epochs": 1}, echo=lambda _: None)
+    out = run_sweep(
+        tiny_definition, tmp_path / "s", arms=["control"], overrides={"train.epochs": 1}, echo=lambda _: None
+    )
     before = (out / "control-s7" / "config.json").read_text()
     with pytest.raises(ConfigError, match="other settings"):
         run_sweep(tiny_definition, out, arms=["control"], overrides={"train.epochs": 1, "optim.lr": 0.1})
@@ -170,6 +195,7 @@ def test_sweep_and_summarize_cli(tmp_path, tiny_sweep, capsys):
     out = tmp_path / "cli"
     assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "control", "--epochs", "1", "--out", str(out)]) == 0
     import re
+
     assert re.search(r"\| control-s7 \| finished \| (below target|never learned) \| 1/1 \|", capsys.readouterr().out)
     assert main(["summarize", str(out)]) == 0
     assert main(["sweep", str(tmp_path / "tiny.toml"), "--arms", "nope", "--out", str(out)]) == 2
@@ -216,8 +242,12 @@ def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path,
     definition = tiny_sweep({"control": TINY_ARMS["control"]}, {"train.epochs": 3, "train.capture_every": 0})
     out = tmp_path / "sw"
     exe = Path(sys.executable).with_name("fnodiag")
-    proc = subprocess.Popen([str(exe), "sweep", str(definition), "--out", str(out)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "sweep", str(definition), "--out", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = out / "control-s7" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not last.is_file() and proc.poll() is None:

@@ -1,5 +1,6 @@
 """Sweeps beyond one process: placement maths, run ownership, --jobs 2, and a real two-node Ray cluster
 whose worker node is killed while it trains (every summary must equal the one-process sweep's)."""
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
-from fnodiag.sweeps.executors import Resources, gpu_slots, threads_per_run
 from fnodiag.runs.lock import RunBusy, RunLock
+from fnodiag.sweeps.executors import Resources, gpu_slots, threads_per_run
 from fnodiag.sweeps.runner import load_definition, run_sweep
 
-from conftest import TINY
-
-ARMS = {"control": {"model.arch": "hybrid", "optim.name": "adam"},
-        "stable_sgd": {"model.arch": "stable_hybrid", "optim.name": "sgd", "optim.momentum": 0.9}}
+ARMS = {
+    "control": {"model.arch": "hybrid", "optim.name": "adam"},
+    "stable_sgd": {"model.arch": "stable_hybrid", "optim.name": "sgd", "optim.momentum": 0.9},
+}
 EPOCHS = 4
 PY = Path(sys.executable)
 
@@ -33,8 +35,12 @@ PY = Path(sys.executable)
 def write_definition(folder: Path) -> Path:
     """The 2-arm x 1-seed sweep "par" on the TINY configuration, 4 epochs, live capture every 3 steps."""
     entries = lambda fields: [f'"{k}" = {json.dumps(v)}' for k, v in fields.items()]
-    lines = ['name = "par"', "seeds = [7]", "[shared]",
-             *entries({**TINY, "train.epochs": EPOCHS, "train.capture_every": 3})]
+    lines = [
+        'name = "par"',
+        "seeds = [7]",
+        "[shared]",
+        *entries({**TINY, "train.epochs": EPOCHS, "train.capture_every": 3}),
+    ]
     for arm, settings in ARMS.items():
         lines += [f"[arms.{arm}]", *entries(settings)]
     path = folder / "par.toml"
@@ -56,6 +62,7 @@ def reference(tmp_path_factory):
 
 def assert_same_summary(got: dict, want: dict, rtol: float = 1e-6) -> None:
     """Every run row and arm statistic equal to float tolerance; wall times aside."""
+
     def same(a, b, where):
         if isinstance(a, dict) and isinstance(b, dict):
             assert set(a) == set(b), where
@@ -67,9 +74,12 @@ def assert_same_summary(got: dict, want: dict, rtol: float = 1e-6) -> None:
             for i, (x, y) in enumerate(zip(a, b)):
                 same(x, y, f"{where}[{i}]")
         elif isinstance(a, float) and isinstance(b, float):
-            assert math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7) or (math.isnan(a) and math.isnan(b)), f"{where}: {a} != {b}"
+            assert math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7) or (math.isnan(a) and math.isnan(b)), (
+                f"{where}: {a} != {b}"
+            )
         else:
             assert a == b, f"{where}: {a!r} != {b!r}"
+
     same(got["runs"], want["runs"], "runs")
     same(got["arms"], want["arms"], "arms")
     assert got["verdict"]["avoided_collapse"] == want["verdict"]["avoided_collapse"]
@@ -79,11 +89,19 @@ def assert_same_summary(got: dict, want: dict, rtol: float = 1e-6) -> None:
 def assert_each_step_once(run: Path) -> None:
     """The store holds every optimizer step once: no step written twice, none missing."""
     with sqlite3.connect(f"file:{run / 'run.sqlite'}?mode=ro", uri=True) as db:
-        dup = db.execute("SELECT scope, name_id, step FROM scalars GROUP BY scope, name_id, step HAVING COUNT(*) > 1").fetchall()
-        dup += db.execute("SELECT step, source_id, stat_id FROM layer_stats GROUP BY step, source_id, stat_id "
-                          "HAVING COUNT(*) > 1").fetchall()
-        steps = [s for (s,) in db.execute("SELECT s.step FROM scalars s JOIN names n ON n.id = s.name_id "
-                                          "WHERE n.text = 'train/loss' ORDER BY s.step")]
+        dup = db.execute(
+            "SELECT scope, name_id, step FROM scalars GROUP BY scope, name_id, step HAVING COUNT(*) > 1"
+        ).fetchall()
+        dup += db.execute(
+            "SELECT step, source_id, stat_id FROM layer_stats GROUP BY step, source_id, stat_id HAVING COUNT(*) > 1"
+        ).fetchall()
+        steps = [
+            s
+            for (s,) in db.execute(
+                "SELECT s.step FROM scalars s JOIN names n ON n.id = s.name_id "
+                "WHERE n.text = 'train/loss' ORDER BY s.step"
+            )
+        ]
     assert dup == [], f"{run.name}: rows written twice {dup[:5]}"
     per_epoch = json.loads((run / "effective_config.json").read_text())["steps_per_epoch"]
     assert steps == list(range(EPOCHS * per_epoch)), run.name
@@ -102,17 +120,29 @@ def test_threads_and_gpu_slots_divide_the_machine():
     cores = len(os.sched_getaffinity(0))
     plan = Resources.plan("local", jobs=2)
     assert plan.jobs == 2 and plan.threads == max(1, cores // 2) and plan.threads * plan.jobs <= cores
-    for bad, match in ((dict(jobs=0), "--jobs"), (dict(gpus_per_run=-1), "--gpus-per-run"),
-                       (dict(jobs=2, cpus_per_run=cores), "exceed"), (dict(address="1.2.3.4:6379"), "--executor ray")):
+    for bad, match in (
+        (dict(jobs=0), "--jobs"),
+        (dict(gpus_per_run=-1), "--gpus-per-run"),
+        (dict(jobs=2, cpus_per_run=cores), "exceed"),
+        (dict(address="1.2.3.4:6379"), "--executor ray"),
+    ):
         with pytest.raises(ConfigError, match=match):
             Resources.plan("local", **bad)
 
 
 def test_run_lock_is_exclusive_across_processes_and_freed_when_its_holder_dies(tmp_path):
     run = tmp_path / "arm-s1"
-    holder = subprocess.Popen([str(PY), "-c", "import sys, time; from fnodiag.runs.lock import RunLock; "
-                               f"RunLock({str(run)!r}).acquire({{'host': 'h', 'pid': 42}}); print('held', flush=True); "
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            str(PY),
+            "-c",
+            "import sys, time; from fnodiag.runs.lock import RunLock; "
+            f"RunLock({str(run)!r}).acquire({{'host': 'h', 'pid': 42}}); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert RunLock(run).is_held()
@@ -240,18 +270,44 @@ def ray_cluster():
     ray_cli = PY.parent / "ray"
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_USAGE_STATS": "1",
-           "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}  # a dead node seen in ~2 s
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DISABLE_USAGE_STATS": "1",
+        "RAY_health_check_period_ms": "500",
+        "RAY_health_check_failure_threshold": "4",
+    }  # a dead node seen in ~2 s
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     logs = open(Path(temp) / "nodes.log", "w")
-    procs = {"head": subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--temp-dir", temp,
-                                       "--include-dashboard=false", *common],
-                                      env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)}
+    procs = {
+        "head": subprocess.Popen(
+            [
+                str(ray_cli),
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--temp-dir",
+                temp,
+                "--include-dashboard=false",
+                *common,
+            ],
+            env=env,
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    }
     seen: set[int] = set()
     try:
         _wait_for_nodes(port, 1, env, procs, temp)
-        procs["worker"] = subprocess.Popen([str(ray_cli), "start", "--address", f"127.0.0.1:{port}", *common],
-                                           env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)
+        procs["worker"] = subprocess.Popen(
+            [str(ray_cli), "start", "--address", f"127.0.0.1:{port}", *common],
+            env=env,
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         _wait_for_nodes(port, 2, env, procs, temp)
         yield {"address": f"127.0.0.1:{port}", "procs": procs, "temp": temp, "env": env, "seen": seen}
     finally:
@@ -270,16 +326,19 @@ def ray_cluster():
 
 def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-             "print(sum(x['Alive'] for x in ray.nodes()))")
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print(sum(x['Alive'] for x in ray.nodes()))"
+    )
     while time.monotonic() < deadline:
         dead = [k for k, p in procs.items() if p.poll() is not None]
         if dead:
             log = (Path(temp) / "nodes.log").read_text()[-2000:]
             raise AssertionError(f"`ray start` of the {dead[0]} node exited with {procs[dead[0]].returncode}:\n{log}")
         try:
-            r = subprocess.run([str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True,
-                               timeout=30)
+            r = subprocess.run(
+                [str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=30
+            )
         except subprocess.TimeoutExpired:
             continue
         if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
@@ -293,9 +352,25 @@ def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeou
 def test_ray_sweep_survives_a_killed_worker_node(reference, ray_cluster, tmp_path):
     toml, want = reference
     out = tmp_path / "ray"
-    driver = subprocess.Popen([str(PY), "-m", "fnodiag.cli", "sweep", str(toml), "--executor", "ray",
-                               "--address", ray_cluster["address"], "--out", str(out)],
-                              env=ray_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        [
+            str(PY),
+            "-m",
+            "fnodiag.cli",
+            "sweep",
+            str(toml),
+            "--executor",
+            "ray",
+            "--address",
+            ray_cluster["address"],
+            "--out",
+            str(out),
+        ],
+        env=ray_cluster["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     worker_node = ray_cluster["procs"]["worker"].pid
     killed = None
     try:
@@ -305,8 +380,13 @@ def test_ray_sweep_survives_a_killed_worker_node(reference, ray_cluster, tmp_pat
                 attempts = _read(out / name / "execution.json", {}).get("attempts", [])
                 status = _read(out / name / "status.json", {})
                 tree = _tree(worker_node)
-                if attempts and attempts[-1]["pid"] in tree and status.get("state") == "running" and status["epoch"] >= 1 \
-                        and (out / name / "checkpoints" / "last.ckpt").is_file():
+                if (
+                    attempts
+                    and attempts[-1]["pid"] in tree
+                    and status.get("state") == "running"
+                    and status["epoch"] >= 1
+                    and (out / name / "checkpoints" / "last.ckpt").is_file()
+                ):
                     ray_cluster["seen"].update(tree)
                     _kill(tree)  # the whole node: raylet, its agents and the worker training the run
                     killed = (name, attempts[-1]["node"], status["epoch"])

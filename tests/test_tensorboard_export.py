@@ -1,5 +1,6 @@
 """``fnodiag export RUN --tensorboard DIR``: a real tiny run's store written as TensorBoard events and read back
 with TensorBoard's own ``EventAccumulator``; bad input exits 2 with one line."""
+
 from __future__ import annotations
 
 import subprocess
@@ -39,8 +40,14 @@ def test_export_writes_every_scalar_and_layer_statistic(run, tmp_path):
         s = reader.scalars()
         layer = reader.layer_stats()
         names = reader.scalar_names()
-    assert {"scalars/train/loss", "scalars/lr", "scalars/epoch/val_loss", "activation/spatial_std/output",
-            "grad/norm/head", "param/weight_norm/head"} <= tags
+    assert {
+        "scalars/train/loss",
+        "scalars/lr",
+        "scalars/epoch/val_loss",
+        "activation/spatial_std/output",
+        "grad/norm/head",
+        "param/weight_norm/head",
+    } <= tags
     for name in names:
         events = acc.Scalars(f"scalars/{name}")
         keep = s.name == name
@@ -59,12 +66,15 @@ def test_export_writes_every_scalar_and_layer_statistic(run, tmp_path):
 def test_export_bad_input_is_one_line_and_exit_2(run, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
-    cases = [([str(tmp_path / "missing"), "--tensorboard", str(tmp_path / "tb")], "does not exist"),
-             ([str(tmp_path), "--tensorboard", str(tmp_path / "tb")], "holds no run store"),
-             ([str(run.path), "--tensorboard", str(blocker / "tb")], "is not writable")]
+    cases = [
+        ([str(tmp_path / "missing"), "--tensorboard", str(tmp_path / "tb")], "does not exist"),
+        ([str(tmp_path), "--tensorboard", str(tmp_path / "tb")], "holds no run store"),
+        ([str(run.path), "--tensorboard", str(blocker / "tb")], "is not writable"),
+    ]
     for args, words in cases:
-        p = subprocess.run([sys.executable, "-m", "fnodiag.cli", "export", *args], capture_output=True, text=True,
-                           timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "fnodiag.cli", "export", *args], capture_output=True, text=True, timeout=120
+        )
         assert p.returncode == 2 and words in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert blocker.read_text() == "keep me"

@@ -2,6 +2,7 @@
 
 Every assertion reads the run directory a real (tiny) Lightning training wrote, never the factories.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from fnodiag.ptycho.metrics import METRIC_KEYS
 from fnodiag.models import build_model, count_parameters
+from fnodiag.ptycho.metrics import METRIC_KEYS
 from fnodiag.runs import StoreReader
 from fnodiag.sweeps.summary import run_row
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, global_grad_norm, unitwise_norm
@@ -40,9 +41,16 @@ def arm_runs(tmp_path_factory, dataset_cache, tiny_cfg):
     out = tmp_path_factory.mktemp("arms")
     runs = {}
     for name, (extra, _) in ARMS.items():
-        cfg = tiny_cfg.override({"optim.name": name, "schedule.name": "warmup_cosine",
-                                    "schedule.warmup_epochs": 1, "schedule.min_lr_ratio": 0.05,
-                                    "train.epochs": EPOCHS, **extra}).validate()
+        cfg = tiny_cfg.override(
+            {
+                "optim.name": name,
+                "schedule.name": "warmup_cosine",
+                "schedule.warmup_epochs": 1,
+                "schedule.min_lr_ratio": 0.05,
+                "train.epochs": EPOCHS,
+                **extra,
+            }
+        ).validate()
         runs[name] = (cfg, train(cfg, out, name=name, cache_dir=dataset_cache, progress=False))
     return runs
 
@@ -114,7 +122,7 @@ def _unit_norms(x: torch.Tensor, axis: int) -> np.ndarray:
     """Per-output-unit L2 norms by numpy (complex by magnitude); a vector is one unit."""
     a = np.abs(x.detach().cpu().numpy().astype(np.complex128))
     if a.ndim <= 1:
-        return np.array([np.sqrt((a ** 2).sum())])
+        return np.array([np.sqrt((a**2).sum())])
     return np.sqrt((np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1) ** 2).sum(axis=1))
 
 
@@ -130,10 +138,15 @@ def _agc_ratios(generator: nn.Module, clip_factor: float, eps: float = 1e-3) -> 
             params += [(f"{mod_name}.weights.{k}", w, 1) for k, w in enumerate(module.weights)]
         elif not isinstance(module, nn.ParameterList):
             axis = 1 if isinstance(module, nn.ConvTranspose2d) else 0
-            params += [(f"{mod_name}.{n}", p, axis if p.ndim >= 2 else 0) for n, p in module.named_parameters(recurse=False)]
+            params += [
+                (f"{mod_name}.{n}", p, axis if p.ndim >= 2 else 0) for n, p in module.named_parameters(recurse=False)
+            ]
     assert len(params) == len(list(generator.parameters()))  # every parameter once
-    return {name: _unit_norms(p.grad, axis) / (clip_factor * np.maximum(_unit_norms(p, axis), eps))
-            for name, p, axis in params if p.grad is not None}
+    return {
+        name: _unit_norms(p.grad, axis) / (clip_factor * np.maximum(_unit_norms(p, axis), eps))
+        for name, p, axis in params
+        if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("algorithm, value", [("norm", 1e-4), ("value", 1e-7), ("agc", 1e-4)])
@@ -145,8 +158,13 @@ def test_clipping_is_applied_and_recorded(tiny_cfg, dataset_cache, tmp_path, mon
     def checked(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         original(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
         if algorithm == "value":
-            seen.append(max(float(torch.view_as_real(p.grad).abs().max() if p.grad.is_complex() else p.grad.abs().max())
-                            for p in self.parameters() if p.grad is not None))
+            seen.append(
+                max(
+                    float(torch.view_as_real(p.grad).abs().max() if p.grad.is_complex() else p.grad.abs().max())
+                    for p in self.parameters()
+                    if p.grad is not None
+                )
+            )
         elif algorithm == "agc":
             seen.append(max(float(r.max()) for r in _agc_ratios(self.generator, value).values()))
 
@@ -199,7 +217,9 @@ def test_exponential_and_plateau_schedules(tiny_cfg, dataset_cache, tmp_path):
     assert run.read_json("effective_config.json")["scheduler"]["class"] == "ExponentialLR"
     np.testing.assert_allclose(run.read_history()["lr"], [cfg.optim.lr, 0.5 * cfg.optim.lr])
     cfg = tiny_cfg.override({"schedule.name": "plateau", "train.epochs": 1})
-    eff = train(cfg, tmp_path, name="plateau", cache_dir=dataset_cache, progress=False).read_json("effective_config.json")
+    eff = train(cfg, tmp_path, name="plateau", cache_dir=dataset_cache, progress=False).read_json(
+        "effective_config.json"
+    )
     assert eff["scheduler"]["class"] == "ReduceLROnPlateau" and eff["scheduler"]["monitor"] == "val/loss"
 
 
@@ -238,6 +258,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_cfg, 
 
 
 # ---- pure functions, no Trainer ----------------------------------------------------------
+
 
 def test_warmup_cosine_factor_known_values():
     f = lambda e: warmup_cosine_factor(e, warmup_epochs=2, total_epochs=10, min_lr_ratio=0.05)  # noqa: E731
@@ -328,8 +349,11 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_cfg, dataset_cache, t
 
 def test_run_diverging_before_any_checkpoint_records_no_metrics(tiny_cfg, dataset_cache, tmp_path, monkeypatch):
     original = ReconstructionSystem.physics_loss
-    monkeypatch.setattr(ReconstructionSystem, "physics_loss",
-                        lambda self, x: original(self, x) * (float("nan") if self.global_step == 2 else 1.0))
+    monkeypatch.setattr(
+        ReconstructionSystem,
+        "physics_loss",
+        lambda self, x: original(self, x) * (float("nan") if self.global_step == 2 else 1.0),
+    )
     run = train(tiny_cfg, tmp_path, name="early", cache_dir=dataset_cache, progress=False)
     assert run.read_status()["state"] == "diverged" and not run.last_ckpt_path.exists()
     assert run.read_metrics() == {"best": None, "last": None}

@@ -3,6 +3,7 @@
 ``build_two_arm_sweep(root)`` writes the definition, runs it (``fnodiag.sweeps.runner.run_sweep``, in this process) and
 returns the sweep folder ``root/tiny2`` (``adam-s7``, ``adam-s8``, ``sgd-s7``, ``sgd-s8``).
 """
+
 from __future__ import annotations
 
 import json

@@ -12,31 +12,50 @@ independent name tables (:data:`OPTIMIZER_CLASSES`, ...), not by building the tr
 so a factory that builds the wrong thing is caught. :func:`audit_run` applies all of them to a
 run directory and returns warnings ``"<run>: <field> asked <value>, got <value>"``.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from fnodiag.config import RunConfig
 
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
-SCHEDULER_CLASSES = {"constant": None, "warmup_cosine": "WarmupCosineLR", "exponential": "ExponentialLR",
-                     "plateau": "ReduceLROnPlateau", "step": "StepLR"}
+SCHEDULER_CLASSES = {
+    "constant": None,
+    "warmup_cosine": "WarmupCosineLR",
+    "exponential": "ExponentialLR",
+    "plateau": "ReduceLROnPlateau",
+    "step": "StepLR",
+}
 BLOCK_CLASSES = {"hybrid": "ControlBlock", "stable_hybrid": "StableBlock", "prenorm_hybrid": "PreNormBlock"}
 GENERATOR_CLASS = "HybridUNO"
 PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
-ACCELERATOR_CLASSES = {"cpu": "CPUAccelerator", "gpu": "CUDAAccelerator", "cuda": "CUDAAccelerator",
-                       "mps": "MPSAccelerator"}
+ACCELERATOR_CLASSES = {
+    "cpu": "CPUAccelerator",
+    "gpu": "CUDAAccelerator",
+    "cuda": "CUDAAccelerator",
+    "mps": "MPSAccelerator",
+}
 MISSING = "(not recorded)"
 LR_RTOL = 1e-6
 RTOL = {"generator.layerscale_init": 1e-6}  # read back from a float32 parameter
 # Fields that runs recorded before fnodiag wrote them lack: a missing one is not a difference.
-RECORDED_LATER = ("generator.modes", "generator.layerscale_init", "val_loader.batch_size", "val_loader.drop_last",
-                  "train_loader.drop_last", "best_checkpoint.monitor", "best_checkpoint.mode", "frames.every")
+RECORDED_LATER = (
+    "generator.modes",
+    "generator.layerscale_init",
+    "val_loader.batch_size",
+    "val_loader.drop_last",
+    "train_loader.drop_last",
+    "best_checkpoint.monitor",
+    "best_checkpoint.mode",
+    "frames.every",
+)
 
 
 @lru_cache(maxsize=64)
@@ -70,8 +89,8 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
         ``optimizer.param_groups[i].initial_lr`` is the base LR (read from ``lr`` when the
         record has no ``initial_lr``: a constant or plateau schedule).
     """
-    from fnodiag.training.data import val_batch_size
     from fnodiag.ptycho.simulate import dataset_key
+    from fnodiag.training.data import val_batch_size
     from fnodiag.training.schedulers import expected_lr
 
     o, s, t = cfg.optim, cfg.schedule, cfg.train
@@ -89,35 +108,61 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
             exp[f"{g}.nesterov"] = o.momentum > 0 if o.nesterov is None else o.nesterov
         else:
             exp[f"{g}.betas"] = [o.beta1, o.beta2]
-    exp.update({"scheduler.name": s.name, "scheduler.class": SCHEDULER_CLASSES[s.name], "scheduler.frozen": frozen,
-                "scheduler.stepped_by": "lightning" if s.name != "constant" and not frozen else None,
-                "scheduler.interval": "epoch" if s.name != "constant" and not frozen else None})
+    exp.update(
+        {
+            "scheduler.name": s.name,
+            "scheduler.class": SCHEDULER_CLASSES[s.name],
+            "scheduler.frozen": frozen,
+            "scheduler.stepped_by": "lightning" if s.name != "constant" and not frozen else None,
+            "scheduler.interval": "epoch" if s.name != "constant" and not frozen else None,
+        }
+    )
     if s.name == "warmup_cosine":
-        exp.update({"scheduler.warmup_epochs": s.warmup_epochs, "scheduler.min_lr_ratio": s.min_lr_ratio,
-                    "scheduler.total_epochs": t.epochs})
+        exp.update(
+            {
+                "scheduler.warmup_epochs": s.warmup_epochs,
+                "scheduler.min_lr_ratio": s.min_lr_ratio,
+                "scheduler.total_epochs": t.epochs,
+            }
+        )
     elif s.name == "exponential":
         exp["scheduler.gamma"] = s.gamma
     elif s.name == "step":
         exp.update({"scheduler.step_size": s.step_size, "scheduler.gamma": s.step_gamma})
     elif s.name == "plateau":
         exp.update({"scheduler.factor": s.plateau_factor, "scheduler.patience": s.plateau_patience})
-    exp.update({"grad_clip.algorithm": cfg.clip.algorithm,
-                "grad_clip.value": None if cfg.clip.algorithm == "none" else cfg.clip.value,
-                "forward_gain": t.forward_gain,
-                "generator.class": GENERATOR_CLASS, "generator.block_class": BLOCK_CLASSES.get(cfg.model.arch),
-                "generator.parameters": generator_parameters(cfg.model, cfg.data.N),
-                "generator.spectral_layout": cfg.model.spectral_layout, "generator.modes": cfg.model.modes,
-                "generator.channels[0]": cfg.model.width,
-                "seed": t.seed, "data.key": dataset_key(cfg.data), "data.N": cfg.data.N, "data.set_phi": cfg.data.set_phi,
-                "precision": PRECISION_ALIASES.get(t.precision, t.precision), "loss.name": t.loss,
-                "max_epochs": t.epochs, "batch_size": t.batch_size,
-                # the live loaders: the validation batch follows train.val_batching (the training batch
-                # under the batch gain); the train loader keeps its partial batch only when asked
-                "infer_batch_size": val_batch_size(t), "val_loader.batch_size": val_batch_size(t),
-                "val_loader.drop_last": False, "train_loader.drop_last": not t.keep_partial_batch,
-                "best_checkpoint.monitor": "val/loss", "best_checkpoint.mode": "min",
-                "num_workers": t.num_workers, "capture.every": t.capture_every,
-                "frames.every": t.frame_every})
+    exp.update(
+        {
+            "grad_clip.algorithm": cfg.clip.algorithm,
+            "grad_clip.value": None if cfg.clip.algorithm == "none" else cfg.clip.value,
+            "forward_gain": t.forward_gain,
+            "generator.class": GENERATOR_CLASS,
+            "generator.block_class": BLOCK_CLASSES.get(cfg.model.arch),
+            "generator.parameters": generator_parameters(cfg.model, cfg.data.N),
+            "generator.spectral_layout": cfg.model.spectral_layout,
+            "generator.modes": cfg.model.modes,
+            "generator.channels[0]": cfg.model.width,
+            "seed": t.seed,
+            "data.key": dataset_key(cfg.data),
+            "data.N": cfg.data.N,
+            "data.set_phi": cfg.data.set_phi,
+            "precision": PRECISION_ALIASES.get(t.precision, t.precision),
+            "loss.name": t.loss,
+            "max_epochs": t.epochs,
+            "batch_size": t.batch_size,
+            # the live loaders: the validation batch follows train.val_batching (the training batch
+            # under the batch gain); the train loader keeps its partial batch only when asked
+            "infer_batch_size": val_batch_size(t),
+            "val_loader.batch_size": val_batch_size(t),
+            "val_loader.drop_last": False,
+            "train_loader.drop_last": not t.keep_partial_batch,
+            "best_checkpoint.monitor": "val/loss",
+            "best_checkpoint.mode": "min",
+            "num_workers": t.num_workers,
+            "capture.every": t.capture_every,
+            "frames.every": t.frame_every,
+        }
+    )
     if cfg.model.arch != "hybrid" and not resumed:  # the control block has no LayerScale
         exp["generator.layerscale_init"] = cfg.model.layerscale_init
     if t.accelerator in ACCELERATOR_CLASSES:
@@ -172,7 +217,9 @@ def compare_effective(expected: dict[str, Any], effective: dict) -> list[dict]:
     return out
 
 
-def lr_differences(cfg: RunConfig, epoch: Sequence[int], lr: Sequence[float], step: Sequence[int] | None = None) -> dict | None:
+def lr_differences(
+    cfg: RunConfig, epoch: Sequence[int], lr: Sequence[float], step: Sequence[int] | None = None
+) -> dict | None:
     """The realised per-step LR against the schedule's formula; None when they agree (or no formula).
 
     Parameters
@@ -200,16 +247,26 @@ def lr_differences(cfg: RunConfig, epoch: Sequence[int], lr: Sequence[float], st
         return None
     i = int(np.argmax(bad))
     steps = np.arange(len(lr)) if step is None else np.asarray(step)
-    return {"field": f"lr per step ({cfg.schedule.name}{', frozen' if cfg.schedule.frozen else ''})",
-            "asked": float(asked[i]), "got": float(lr[i]), "step": int(steps[i]), "epoch": int(epoch[i]),
-            "n_differ": int(bad.sum()), "n_steps": int(len(lr))}
+    return {
+        "field": f"lr per step ({cfg.schedule.name}{', frozen' if cfg.schedule.frozen else ''})",
+        "asked": float(asked[i]),
+        "got": float(lr[i]),
+        "step": int(steps[i]),
+        "epoch": int(epoch[i]),
+        "n_differ": int(bad.sum()),
+        "n_steps": int(len(lr)),
+    }
 
 
 def config_differences(asked: RunConfig, recorded: RunConfig) -> list[dict]:
     """Fields of a run's ``config.json`` that differ from what its definition and flags resolve to."""
     a, r = asked.to_dict(), recorded.to_dict()
-    return [{"field": f"config.json {sec}.{k}", "asked": v, "got": r[sec][k]}
-            for sec in a for k, v in a[sec].items() if not same(v, r[sec][k])]
+    return [
+        {"field": f"config.json {sec}.{k}", "asked": v, "got": r[sec][k]}
+        for sec in a
+        for k, v in a[sec].items()
+        if not same(v, r[sec][k])
+    ]
 
 
 def warning(run: str, diff: dict) -> str:

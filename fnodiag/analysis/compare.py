@@ -12,16 +12,26 @@ Alignment rules, so every number is well defined:
 - a seed mean / spread at a (layer, step) uses the seeds with a finite value there (``count``);
 - ``log_ratio`` is ``ln(mean_A / mean_ref)``, NaN where either mean is not finite and positive.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ArmStats", "layer_union", "seed_stats", "log_ratio", "values_at", "step_at", "last_step_of_epoch",
-           "layer_table", "ratio_table"]
+__all__ = [
+    "ArmStats",
+    "layer_union",
+    "seed_stats",
+    "log_ratio",
+    "values_at",
+    "step_at",
+    "last_step_of_epoch",
+    "layer_table",
+    "ratio_table",
+]
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def seed_stats(matrices: Sequence[tuple]) -> ArmStats:
     -------
     ArmStats over :func:`layer_union` of the layers and the steps common to every seed that has records.
     """
-    mats = [(list(l), np.asarray(s, np.int64), np.asarray(v, np.float64)) for l, s, v in matrices if len(l)]
+    mats = [(list(names), np.asarray(s, np.int64), np.asarray(v, np.float64)) for names, s, v in matrices if len(names)]
     if not mats:
         z = np.zeros((0, 0))
         return ArmStats([], np.zeros(0, np.int64), z, z, z, z, np.zeros((0, 0), np.int64), 0)
@@ -123,8 +133,14 @@ def values_at(arm: ArmStats, step: int | None) -> dict:
     at = step_at(arm.steps, step)
     if at is None:
         empty = np.zeros(len(arm.layers))
-        return {"step": None, "mean": empty + np.nan, "std": empty + np.nan, "lo": empty + np.nan,
-                "hi": empty + np.nan, "count": np.zeros(len(arm.layers), np.int64)}
+        return {
+            "step": None,
+            "mean": empty + np.nan,
+            "std": empty + np.nan,
+            "lo": empty + np.nan,
+            "hi": empty + np.nan,
+            "count": np.zeros(len(arm.layers), np.int64),
+        }
     j = int(np.searchsorted(arm.steps, at))
     return {"step": at, **{k: getattr(arm, k)[:, j] for k in ("mean", "std", "lo", "hi", "count")}}
 
@@ -143,9 +159,19 @@ def layer_table(arms: dict[str, ArmStats], step: int | None) -> list[dict]:
     for label, arm in arms.items():
         v = values_at(arm, step)
         for i, name in enumerate(arm.layers):
-            rows.append({"arm": label, "step": v["step"], "layer": name, "order": i, "mean": float(v["mean"][i]),
-                         "std": float(v["std"][i]), "min": float(v["lo"][i]), "max": float(v["hi"][i]),
-                         "seeds": int(v["count"][i])})
+            rows.append(
+                {
+                    "arm": label,
+                    "step": v["step"],
+                    "layer": name,
+                    "order": i,
+                    "mean": float(v["mean"][i]),
+                    "std": float(v["std"][i]),
+                    "min": float(v["lo"][i]),
+                    "max": float(v["hi"][i]),
+                    "seeds": int(v["count"][i]),
+                }
+            )
     return rows
 
 
@@ -155,5 +181,7 @@ def ratio_table(layers: Sequence[str], steps, values) -> list[dict]:
     values = np.asarray(values, np.float64)
     row, col = np.nonzero(np.isfinite(values))
     steps = np.asarray(steps)
-    return [{"layer": layers[r], "order": int(r), "step": int(steps[c]), "log_ratio": float(values[r, c])}
-            for r, c in zip(row, col)]
+    return [
+        {"layer": layers[r], "order": int(r), "step": int(steps[c]), "log_ratio": float(values[r, c])}
+        for r, c in zip(row, col)
+    ]

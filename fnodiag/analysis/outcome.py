@@ -18,16 +18,33 @@ A run's *outcome* is one of :data:`OUTCOMES`, decided from its records alone (``
 Only ``learned then collapsed`` counts as a collapse in the summary's tables (a run that never
 learned did not collapse, it failed to start).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
-__all__ = ["OUTCOMES", "TARGET_AMP_SSIM", "LEARNED", "BELOW", "COLLAPSED", "NEVER", "DIVERGED", "STOPPED", "best_at_fingerprint",
-           "run_outcome"]
+__all__ = [
+    "OUTCOMES",
+    "TARGET_AMP_SSIM",
+    "LEARNED",
+    "BELOW",
+    "COLLAPSED",
+    "NEVER",
+    "DIVERGED",
+    "STOPPED",
+    "best_at_fingerprint",
+    "run_outcome",
+]
 
 LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED = (
-    "learned", "below target", "learned then collapsed", "never learned", "diverged", "stopped")
+    "learned",
+    "below target",
+    "learned then collapsed",
+    "never learned",
+    "diverged",
+    "stopped",
+)
 OUTCOMES = (LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED)
 TARGET_AMP_SSIM = 0.80  # last-weights amp SSIM a run must reach to have learned
 
@@ -47,8 +64,9 @@ def best_at_fingerprint(collapse: Mapping | None) -> bool | None:
     return None if at is None else bool(at)
 
 
-def run_outcome(state: str | None, collapse: Mapping | None, last_amp_ssim: float | None, *,
-                target: float = TARGET_AMP_SSIM) -> str:
+def run_outcome(
+    state: str | None, collapse: Mapping | None, last_amp_ssim: float | None, *, target: float = TARGET_AMP_SSIM
+) -> str:
     """The outcome of one run (one of :data:`OUTCOMES`).
 
     Parameters

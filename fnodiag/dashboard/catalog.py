@@ -6,15 +6,16 @@ root but in no sweep form the pseudo-sweep :data:`SINGLE` with arm = the run fol
 to the root. Every path handed out is resolved and checked to lie inside the root
 (:func:`inside`), so a crafted ``sweep.json`` cannot point the dashboard at other files.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.runs import RunDir, list_runs
 from fnodiag.runs.progress import duration, read_progress
-from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.sweeps.summary import read_outcome
 
 SINGLE = "(single runs)"
@@ -37,8 +38,9 @@ def inside(root: str | Path, path: str | Path) -> Path:
     p = Path(path)
     resolved = (p if p.is_absolute() else root / p).resolve()
     if resolved != root and root not in resolved.parents:
-        raise ValueError(f"{str(path)!r} is outside the runs folder {str(root)!r}; the dashboard only opens "
-                         "runs inside it")
+        raise ValueError(
+            f"{str(path)!r} is outside the runs folder {str(root)!r}; the dashboard only opens runs inside it"
+        )
     return resolved
 
 
@@ -71,8 +73,11 @@ class Catalog:
 
     def entries(self, sweep: str, arms=None, seeds=None) -> list[RunEntry]:
         """Entries of ``sweep`` restricted to ``arms`` / ``seeds`` when given (None = all)."""
-        return [e for e in self.sweeps.get(sweep, []) if (arms is None or e.arm in arms)
-                and (seeds is None or e.seed in seeds or e.seed is None)]
+        return [
+            e
+            for e in self.sweeps.get(sweep, [])
+            if (arms is None or e.arm in arms) and (seeds is None or e.seed in seeds or e.seed is None)
+        ]
 
     def arms(self, sweep: str) -> list[str]:
         return list(dict.fromkeys(e.arm for e in self.sweeps.get(sweep, [])))
@@ -152,8 +157,10 @@ def checkpoints(entry: RunEntry) -> list[str]:
 def checkpoint_path(root: str | Path, entry: RunEntry, name: str) -> Path:
     """The file of checkpoint ``name`` of ``entry``, validated to lie inside ``root``."""
     if name not in checkpoints(entry):
-        raise ValueError(f"run {entry.label!r} has no checkpoint {name!r}; choose one of "
-                         f"{', '.join(checkpoints(entry)) or '(none saved yet)'}")
+        raise ValueError(
+            f"run {entry.label!r} has no checkpoint {name!r}; choose one of "
+            f"{', '.join(checkpoints(entry)) or '(none saved yet)'}"
+        )
     return inside(root, entry.run.checkpoints_dir / f"{name}.ckpt")
 
 
@@ -166,7 +173,8 @@ def _finite(x) -> float | None:
 
 
 def optimizer_label(effective: dict, config) -> tuple[str, float | None]:
-    """The overview's optimizer label and base lr, ``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)`` from effective_config.json (config as fallback)."""
+    """The overview's optimizer label and base lr from effective_config.json (config as fallback),
+    e.g. ``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)``."""
     opt = effective.get("optimizer") or {}
     groups = opt.get("param_groups") or [{}]
     g = groups[0]
@@ -233,19 +241,28 @@ def summarize(entry: RunEntry) -> dict:
     state = outcome["state"] or "starting"
     optimizer, lr = optimizer_label(effective, config)
     verdict = outcome["collapse"]
-    row.update({
-        "state": "collapsed" if verdict == "collapsed" and state == "finished" else state,
-        "progress": round(min(1.0, (status.get("epoch") or 0) / epochs), 3) if epochs else 0.0,
-        "epoch": status.get("epoch"), "step": status.get("step"), "message": status.get("message", ""),
-        "optimizer": optimizer, "lr": lr,
-        "best_val_loss": outcome["best_val_loss"], "final_val_loss": outcome["final_val_loss"],
-        "amp_ssim_best": _finite(outcome["best_amp_ssim"]), "amp_ssim_last": _finite(outcome["last_amp_ssim"]),
-        "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
-        "collapse": verdict or "", "onset_step": outcome["onset_step"],
-        "earliest_layer": outcome["earliest_layer"], "earliest_step": outcome["earliest_step"],
-        **best_columns(history, effective, config.to_dict() if config else None),
-        "config_warnings": config_warnings(run),
-    })
+    row.update(
+        {
+            "state": "collapsed" if verdict == "collapsed" and state == "finished" else state,
+            "progress": round(min(1.0, (status.get("epoch") or 0) / epochs), 3) if epochs else 0.0,
+            "epoch": status.get("epoch"),
+            "step": status.get("step"),
+            "message": status.get("message", ""),
+            "optimizer": optimizer,
+            "lr": lr,
+            "best_val_loss": outcome["best_val_loss"],
+            "final_val_loss": outcome["final_val_loss"],
+            "amp_ssim_best": _finite(outcome["best_amp_ssim"]),
+            "amp_ssim_last": _finite(outcome["last_amp_ssim"]),
+            "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
+            "collapse": verdict or "",
+            "onset_step": outcome["onset_step"],
+            "earliest_layer": outcome["earliest_layer"],
+            "earliest_step": outcome["earliest_step"],
+            **best_columns(history, effective, config.to_dict() if config else None),
+            "config_warnings": config_warnings(run),
+        }
+    )
     row.update(progress_columns(run))
     return row
 
@@ -258,8 +275,11 @@ def progress_columns(run) -> dict:
     out["progress_text"] = p["text"]
     if p["fraction"] is not None:
         out["progress"] = round(p["fraction"], 3)
-    out["time_left"] = (f"~{duration(p['eta_s'])}" if p["eta_s"] is not None else "measuring") \
-        if p["state"] == "running" else ("" if p["state"] != "stopped" else "stopped")
+    out["time_left"] = (
+        (f"~{duration(p['eta_s'])}" if p["eta_s"] is not None else "measuring")
+        if p["state"] == "running"
+        else ("" if p["state"] != "stopped" else "stopped")
+    )
     return out
 
 
@@ -269,6 +289,9 @@ def best_columns(history: dict, effective: dict, config: dict | None = None) -> 
     sel = best_epochs(history, effective, config)
     by_loss, by_ssim = sel["by_loss"], sel["by_ssim"]
     crit = sel["criterion"].replace("_", " ")
-    return {"best_ckpt_by": f"{crit}, ep {by_loss['epoch']}" + (" ⚑ gain" if sel["gain_dependent"] else "")
-                            if by_loss else crit,
-            "best_ssim_epoch": f"{by_ssim['epoch']} ({by_ssim['val_amp_ssim']:.3f})" if by_ssim else None}
+    return {
+        "best_ckpt_by": f"{crit}, ep {by_loss['epoch']}" + (" ⚑ gain" if sel["gain_dependent"] else "")
+        if by_loss
+        else crit,
+        "best_ssim_epoch": f"{by_ssim['epoch']} ({by_ssim['val_amp_ssim']:.3f})" if by_ssim else None,
+    }

@@ -3,9 +3,10 @@
 :func:`capture_checkpoint` (no Panel) loads the generator with
 :func:`fnodiag.diagnostics.capture.load_generator` (torch only, never Lightning), runs it over the
 first test patches of the run's dataset (read from the cache the run trained on; the server never
-simulates or writes a dataset: a missing one is refused with a message) and returns one row per layer. The view runs it through
-``run_in_executor`` from an async callback, so the page and the live plots stay responsive.
+simulates or writes a dataset: a missing one is refused with a message) and returns one row per layer.
+The view runs it through ``run_in_executor`` from an async callback, so the page and the live plots stay responsive.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,11 @@ def capture_checkpoint(root, entry: RunEntry, name: str, *, samples: int = 4) ->
     cache = entry.run.dataset_cache()  # the cache the run trained on (fnodiag.runs.RunDir.dataset_cache)
     data = cached_dataset(cfg.data, cache)  # read only: the server never simulates or writes a dataset
     if data is None:
-        raise FileNotFoundError(f"the run's dataset {str(cache / dataset_key(cfg.data))!r} is missing and the dashboard "
-                                f"does not simulate: run `fnodiag capture --checkpoint {path} --output DIR` "
-                                "(it recreates the dataset there), then capture again")
+        raise FileNotFoundError(
+            f"the run's dataset {str(cache / dataset_key(cfg.data))!r} is missing and the dashboard "
+            f"does not simulate: run `fnodiag capture --checkpoint {path} --output DIR` "
+            "(it recreates the dataset there), then capture again"
+        )
     x = np.ascontiguousarray(data.test.diffraction[:samples, None], dtype=np.float32)
     report = capture(generator, x, batch_size=len(x))
     frame = pd.DataFrame.from_dict(report["per_layer"], orient="index")
@@ -64,8 +67,9 @@ class CheckpointView(Viewer):
         self.button = pn.widgets.Button(label="Capture", color="primary", align="end")
         self.button.on_click(self._on_click)
         self.status = pn.pane.Markdown("Choose a run and a checkpoint, then **Capture** (runs in the background).")
-        self.table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=320,
-                                          sizing_mode="stretch_width")
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(), disabled=True, show_index=False, height=320, sizing_mode="stretch_width"
+        )
         self.bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=320)
         self.image = pn.pane.PNG(None, sizing_mode="scale_width", max_width=900)
         self.store.param.watch(lambda *_: self._on_selection(), ["arms", "seeds", "sweep"])
@@ -95,8 +99,13 @@ class CheckpointView(Viewer):
         if self.result is None or self.stat not in self.result:
             return
         f = self.result
-        self.bars.object = plots.layer_bars(f["layer"], f[self.stat], stat=self.stat, log=self.store.log_color,
-                                            title=f"{self.run_label} {self.store.checkpoint}: {self.stat} per layer")
+        self.bars.object = plots.layer_bars(
+            f["layer"],
+            f[self.stat],
+            stat=self.stat,
+            log=self.store.log_color,
+            title=f"{self.run_label} {self.store.checkpoint}: {self.stat} per layer",
+        )
 
     async def _on_click(self, _event=None) -> None:
         entry = self._entries().get(self.run_label)
@@ -108,8 +117,9 @@ class CheckpointView(Viewer):
         self.status.object = f"Capturing `{name}` of **{entry.label}** over {samples} test patches..."
         try:
             loop = asyncio.get_running_loop()
-            frame = await loop.run_in_executor(_EXECUTOR, lambda: capture_checkpoint(self.store.root, entry, name,
-                                                                                     samples=samples))
+            frame = await loop.run_in_executor(
+                _EXECUTOR, lambda: capture_checkpoint(self.store.root, entry, name, samples=samples)
+            )
         except Exception as exc:  # shown to the user; the page keeps working
             self.status.object = f"Capture failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             return
@@ -130,9 +140,18 @@ class CheckpointView(Viewer):
             self._draw()
 
     def __panel__(self):
-        controls = pn.Row(pn.widgets.Select.from_param(self.param.run_label, width=280),
-                          pn.widgets.Select.from_param(self.store.param.checkpoint, width=180),
-                          pn.widgets.IntInput.from_param(self.param.samples, width=120),
-                          pn.widgets.Select.from_param(self.param.stat, width=180), self.button)
-        return pn.Column(controls, self.status, pn.Row(self.bars, self.table, sizing_mode="stretch_width"),
-                         pn.pane.Markdown("### Reconstruction (`recon.png`)"), self.image, sizing_mode="stretch_width")
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.run_label, width=280),
+            pn.widgets.Select.from_param(self.store.param.checkpoint, width=180),
+            pn.widgets.IntInput.from_param(self.param.samples, width=120),
+            pn.widgets.Select.from_param(self.param.stat, width=180),
+            self.button,
+        )
+        return pn.Column(
+            controls,
+            self.status,
+            pn.Row(self.bars, self.table, sizing_mode="stretch_width"),
+            pn.pane.Markdown("### Reconstruction (`recon.png`)"),
+            self.image,
+            sizing_mode="stretch_width",
+        )

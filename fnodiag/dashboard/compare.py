@@ -8,6 +8,7 @@ chosen step (or the last step of a chosen epoch), and per other arm a layer x st
 plot has a CSV download of exactly the rows it draws. While a chosen run trains the view re-reads
 its stores every ``REREAD_TICKS`` ticks.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,8 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from fnodiag.dashboard.store import DashboardStore
 from fnodiag.analysis import compare
+from fnodiag.dashboard.store import DashboardStore
 from fnodiag.plots.compare import layer_values, ratio_heatmap
 from fnodiag.runs import StoreReader
 
@@ -64,11 +65,12 @@ class CompareView(Viewer):
             pn.widgets.Select.from_param(self.param.stat, width=170),
             pn.widgets.Select.from_param(self.param.reference, width=170),
             pn.widgets.IntSlider.from_param(self.param.step, width=260),
-            pn.widgets.Select.from_param(self.param.epoch, width=140))
+            pn.widgets.Select.from_param(self.param.epoch, width=140),
+        )
         self._busy = False  # set while reload() adjusts the view's own parameters
         self.visible = False  # the dashboard sets it when the tab is shown / hidden
         self._stale = True  # the selection changed while hidden: read and draw when shown (opened())
-        guard = lambda f: (lambda *_: None if self._busy else f())
+        guard = lambda f: lambda *_: None if self._busy else f()
         self.store.param.watch(guard(self._selection_changed), ["arms", "seeds", "sweep", "log_color"])
         self.param.watch(guard(self.reload), ["source", "stat"])
         self.param.watch(guard(self.draw), ["reference", "step"])
@@ -163,16 +165,30 @@ class CompareView(Viewer):
         """Build the plots and their CSV rows from the data read last."""
         if not self.arms:
             self.layer_rows, self.ratio_rows = [], []
-            self._note.object = (f"No `{self.source}/{self.stat}` records in the chosen runs yet: choose a sweep, "
-                                 "arms and seeds on the left (live capture must be on: `--capture-every` > 0).")
+            self._note.object = (
+                f"No `{self.source}/{self.stat}` records in the chosen runs yet: choose a sweep, "
+                "arms and seeds on the left (live capture must be on: `--capture-every` > 0)."
+            )
             self._plots[:] = []
             return
         stat, log = self.stat, self.store.log_color
         self.layer_rows = compare.layer_table(self.arms, self.step)
-        bars = layer_values(self.arms, self.step, stat=stat, log=log,
-                            title=f"{self.source} {stat} per layer at step {self.step} (dot: seed mean; bar: min–max)")
-        out = [self._with_download(bars, "layer values", lambda: csv_bytes(self.layer_rows, LAYER_COLUMNS),
-                                   f"compare-{self.source}-{stat}-step{self.step}.csv", 360)]
+        bars = layer_values(
+            self.arms,
+            self.step,
+            stat=stat,
+            log=log,
+            title=f"{self.source} {stat} per layer at step {self.step} (dot: seed mean; bar: min–max)",
+        )
+        out = [
+            self._with_download(
+                bars,
+                "layer values",
+                lambda: csv_bytes(self.layer_rows, LAYER_COLUMNS),
+                f"compare-{self.source}-{stat}-step{self.step}.csv",
+                360,
+            )
+        ]
         ref = self.arms.get(self.reference)
         self.ratio_rows = []
         notes = []
@@ -180,20 +196,36 @@ class CompareView(Viewer):
             if ref is None or arm == self.reference:
                 continue
             layers, steps, values = compare.log_ratio(stats, ref)
-            self.ratio_rows += [{"arm": arm, "reference": self.reference, **r}
-                                for r in compare.ratio_table(layers, steps, values)]
+            self.ratio_rows += [
+                {"arm": arm, "reference": self.reference, **r} for r in compare.ratio_table(layers, steps, values)
+            ]
             cs = self.collapses.get(arm, [])
-            heat = ratio_heatmap(layers, steps, values, arm=arm, reference=self.reference, stat=stat, collapses=cs,
-                                 title=f"ln({arm} / {self.reference}): {self.source} {stat}")
+            heat = ratio_heatmap(
+                layers,
+                steps,
+                values,
+                arm=arm,
+                reference=self.reference,
+                stat=stat,
+                collapses=cs,
+                title=f"ln({arm} / {self.reference}): {self.source} {stat}",
+            )
             out.append(pn.pane.HoloViews(heat, sizing_mode="stretch_width"))
             for c in cs:
-                notes.append(f"**{arm}**: collapse onset step {c['onset_step']}, earliest collapsing layer "
-                             f"`{c['earliest_layer']}` (step {c['earliest_step']}), marked in red.")
+                notes.append(
+                    f"**{arm}**: collapse onset step {c['onset_step']}, earliest collapsing layer "
+                    f"`{c['earliest_layer']}` (step {c['earliest_step']}), marked in red."
+                )
         if len(self.arms) > 1:
-            out.append(pn.widgets.FileDownload(callback=lambda: csv_bytes(self.ratio_rows, RATIO_COLUMNS),
-                                               filename=f"compare-logratio-{self.source}-{stat}.csv",
-                                               label="Download the difference maps (CSV)", color="light",
-                                               width=320))
+            out.append(
+                pn.widgets.FileDownload(
+                    callback=lambda: csv_bytes(self.ratio_rows, RATIO_COLUMNS),
+                    filename=f"compare-logratio-{self.source}-{stat}.csv",
+                    label="Download the difference maps (CSV)",
+                    color="light",
+                    width=320,
+                )
+            )
         else:
             notes.append("Choose a second arm to see where it differs from the reference.")
         self._note.object = "\n\n".join(notes)
@@ -201,9 +233,13 @@ class CompareView(Viewer):
 
     @staticmethod
     def _with_download(element, what: str, callback, filename: str, height: int) -> pn.Column:
-        return pn.Column(pn.pane.HoloViews(element, sizing_mode="stretch_width", height=height),
-                         pn.widgets.FileDownload(callback=callback, filename=filename, label=f"Download the {what} (CSV)",
-                                                 color="light", width=320), sizing_mode="stretch_width")
+        return pn.Column(
+            pn.pane.HoloViews(element, sizing_mode="stretch_width", height=height),
+            pn.widgets.FileDownload(
+                callback=callback, filename=filename, label=f"Download the {what} (CSV)", color="light", width=320
+            ),
+            sizing_mode="stretch_width",
+        )
 
     def tick(self) -> int:
         """Re-read every ``REREAD_TICKS`` ticks while a chosen run trains; returns 0 (nothing streamed)."""

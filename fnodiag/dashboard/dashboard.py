@@ -5,6 +5,7 @@
 rows into the open tab's view and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
 runs' status files and rescans the folder for new runs.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,20 +41,30 @@ class Dashboard:
     def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None):
         self.read_only = read_only
         self.store = DashboardStore(root)
-        self.views = [OverviewView(store=self.store), ActivationsView(store=self.store),
-                      GradientsView(store=self.store), ReconstructionsView(store=self.store),
-                      CompareView(store=self.store)]
+        self.views = [
+            OverviewView(store=self.store),
+            ActivationsView(store=self.store),
+            GradientsView(store=self.store),
+            ReconstructionsView(store=self.store),
+            CompareView(store=self.store),
+        ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
         self.ticks = 0
         self.last_tick_ms = 0.0
         self.points_sent = 0
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        shown = [pn.Column(v, download_button(v.title, self.store), sizing_mode="stretch_width") if v.title in PLOTS
-                 else v for v in self.views]  # a CSV of the tab's plot data under each (Compare: one per plot)
-        self.tabs = pn.Tabs(*[(v.title, t) for v, t in zip(self.views, shown)], (self.checkpoint.title, self.checkpoint),
-                            *([] if read_only else [(self.launch.title, self.launch)]), dynamic=False,
-                            sizing_mode="stretch_width")
+        shown = [
+            pn.Column(v, download_button(v.title, self.store), sizing_mode="stretch_width") if v.title in PLOTS else v
+            for v in self.views
+        ]  # a CSV of the tab's plot data under each (Compare: one per plot)
+        self.tabs = pn.Tabs(
+            *[(v.title, t) for v, t in zip(self.views, shown)],
+            (self.checkpoint.title, self.checkpoint),
+            *([] if read_only else [(self.launch.title, self.launch)]),
+            dynamic=False,
+            sizing_mode="stretch_width",
+        )
         self.tabs.param.watch(self._on_tab, "active")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
@@ -67,17 +78,24 @@ class Dashboard:
 
     def _update_empty(self) -> None:
         if self.store.sweep is None and self.read_only:
-            self.empty[:] = [pn.pane.Markdown(f"### No runs in `{self.store.root}` yet\n\nThis dashboard is "
-                                              "read-only: runs are started elsewhere and appear here as they train.")]
+            self.empty[:] = [
+                pn.pane.Markdown(
+                    f"### No runs in `{self.store.root}` yet\n\nThis dashboard is "
+                    "read-only: runs are started elsewhere and appear here as they train."
+                )
+            ]
         elif self.store.sweep is None:
             demo = pn.widgets.Button(label="Start a quick demo run", color="success")
             demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=len(self.tabs) - 1)))
-            self.empty[:] = [pn.pane.Markdown(
-                f"### No runs in `{self.store.root}` yet\n\nTrain one in a terminal:\n\n"
-                f"`fnodiag train --preset quick --out {self.store.root}`\n\nor run a sweep with `fnodiag sweep "
-                f"DEFINITION --out {self.store.root}/<name>`, or start a short demo run from here "
-                f"(`fnodiag train {' '.join(DEMO_ARGS)}`, about a minute on a CPU). It appears here as it trains."),
-                demo]
+            self.empty[:] = [
+                pn.pane.Markdown(
+                    f"### No runs in `{self.store.root}` yet\n\nTrain one in a terminal:\n\n"
+                    f"`fnodiag train --preset quick --out {self.store.root}`\n\nor run a sweep with `fnodiag sweep "
+                    f"DEFINITION --out {self.store.root}/<name>`, or start a short demo run from here "
+                    f"(`fnodiag train {' '.join(DEMO_ARGS)}`, about a minute on a CPU). It appears here as it trains."
+                ),
+                demo,
+            ]
         else:
             self.empty[:] = []
         self.info.object = self.store.message
@@ -92,7 +110,9 @@ class Dashboard:
             pn.widgets.Select.from_param(s.act_stat),
             pn.widgets.Checkbox.from_param(s.log_color),
             pn.widgets.Checkbox.from_param(s.live),
-            self._refresh_button(), width=300)
+            self._refresh_button(),
+            width=300,
+        )
 
     def _refresh_button(self):
         b = pn.widgets.Button(label="Rescan runs folder")
@@ -100,11 +120,18 @@ class Dashboard:
         return b
 
     def layout(self) -> pn.Column:
-        header = pn.pane.Markdown("## fnodiag: layer activations and gradients of FNO/U-NO training runs",
-                                  sizing_mode="stretch_width")
-        return pn.Column(header, pn.Row(self.sidebar(), pn.Column(self.info, self.empty, self.tabs,
-                                                                   sizing_mode="stretch_width"),
-                                        sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        header = pn.pane.Markdown(
+            "## fnodiag: layer activations and gradients of FNO/U-NO training runs", sizing_mode="stretch_width"
+        )
+        return pn.Column(
+            header,
+            pn.Row(
+                self.sidebar(),
+                pn.Column(self.info, self.empty, self.tabs, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        )
 
     def _run_keys(self) -> list:
         return [(e.sweep, e.arm, e.seed, e.exists) for sweep in self.store.catalog.sweeps.values() for e in sweep]

@@ -7,6 +7,7 @@ these). Series are what the legend names: ``train`` / ``val`` (loss), a layer na
 plots), ``pre-clip`` / ``post-clip`` (global gradient norm), ``best`` / ``last`` (amp SSIM bars,
 step empty).
 """
+
 from __future__ import annotations
 
 import io
@@ -20,19 +21,25 @@ COLUMNS = ["plot", "run", "series", "step", "value"]
 
 # tab title -> [(plot name, kind, what)]: kind "scalar" (store scalar name, scope) or "layers" (source, stat)
 PLOTS = {
-    "Overview": [("loss", "scalar", ("train/loss", None, "train")), ("loss", "scalar", ("epoch/val_loss", "epoch", "val")),
-                 ("validation amp SSIM", "scalar", ("epoch/val_amp_ssim", "epoch", "val"))],
+    "Overview": [
+        ("loss", "scalar", ("train/loss", None, "train")),
+        ("loss", "scalar", ("epoch/val_loss", "epoch", "val")),
+        ("validation amp SSIM", "scalar", ("epoch/val_amp_ssim", "epoch", "val")),
+    ],
     "Activations": [("activation per layer", "layers", ("activation", None))],
-    "Gradients": [("gradient norm per layer", "layers", ("grad", "norm")),
-                  ("global grad norm", "scalar", ("grad/norm_preclip", None, "pre-clip")),
-                  ("global grad norm", "scalar", ("grad/norm_postclip", None, "post-clip")),
-                  ("realised learning rate", "scalar", ("lr", None, "lr")),
-                  ("fraction of steps clipped", "scalar", ("epoch/clip_fraction", "epoch", "clip fraction"))],
+    "Gradients": [
+        ("gradient norm per layer", "layers", ("grad", "norm")),
+        ("global grad norm", "scalar", ("grad/norm_preclip", None, "pre-clip")),
+        ("global grad norm", "scalar", ("grad/norm_postclip", None, "post-clip")),
+        ("realised learning rate", "scalar", ("lr", None, "lr")),
+        ("fraction of steps clipped", "scalar", ("epoch/clip_fraction", "epoch", "clip fraction")),
+    ],
 }
 
 
 def tab_rows(title: str, store) -> list[dict]:
-    """The rows of tab ``title`` for the runs chosen in ``store`` (a :class:`~fnodiag.dashboard.store.DashboardStore`)."""
+    """The rows of tab ``title`` for the runs chosen in ``store``
+    (a :class:`~fnodiag.dashboard.store.DashboardStore`)."""
     rows = []
     for e in store.selected():
         if not e.run.store_path.is_file():
@@ -42,27 +49,48 @@ def tab_rows(title: str, store) -> list[dict]:
                 if kind == "scalar":
                     name, scope, series = what
                     r = reader.scalars(name, scope=scope)
-                    rows += [{"plot": plot, "run": e.label, "series": series, "step": s, "value": v}
-                             for s, v in zip(r.step.tolist(), r.value.tolist())]
+                    rows += [
+                        {"plot": plot, "run": e.label, "series": series, "step": s, "value": v}
+                        for s, v in zip(r.step.tolist(), r.value.tolist())
+                    ]
                 else:
                     source, stat = what
                     stat = stat or store.act_stat
                     layers, steps, values = reader.layer_matrix(source, stat)
                     for i, layer in enumerate(layers):
-                        rows += [{"plot": f"{plot}: {stat}", "run": e.label, "series": layer, "step": s, "value": v}
-                                 for s, v in zip(steps.tolist(), values[i].tolist()) if v == v]
+                        rows += [
+                            {"plot": f"{plot}: {stat}", "run": e.label, "series": layer, "step": s, "value": v}
+                            for s, v in zip(steps.tolist(), values[i].tolist())
+                            if v == v
+                        ]
         if title == "Overview":
             row = store.row(e)
-            rows += [{"plot": "amp SSIM of the best / last weights", "run": e.label, "series": k, "step": None,
-                      "value": row.get(f"amp_ssim_{k}")} for k in ("best", "last") if row.get(f"amp_ssim_{k}") is not None]
+            rows += [
+                {
+                    "plot": "amp SSIM of the best / last weights",
+                    "run": e.label,
+                    "series": k,
+                    "step": None,
+                    "value": row.get(f"amp_ssim_{k}"),
+                }
+                for k in ("best", "last")
+                if row.get(f"amp_ssim_{k}") is not None
+            ]
     return rows
 
 
 def download_button(title: str, store) -> pn.widgets.FileDownload:
     """A button that downloads :func:`tab_rows` of tab ``title`` as ``<title>.csv``."""
+
     def callback():
         buf = io.BytesIO(pd.DataFrame(tab_rows(title, store), columns=COLUMNS).to_csv(index=False).encode())
         buf.seek(0)
         return buf
-    return pn.widgets.FileDownload(callback=callback, filename=f"{title.lower()}.csv", color="light", width=320,
-                                   label=f"Download this tab's plot data (CSV)")
+
+    return pn.widgets.FileDownload(
+        callback=callback,
+        filename=f"{title.lower()}.csv",
+        color="light",
+        width=320,
+        label="Download this tab's plot data (CSV)",
+    )

@@ -8,6 +8,7 @@ definition (:meth:`Launcher.start_sweep`), ``fnodiag sweep DEFINITION --arms ARM
 records status ``interrupted``; the sweep process passes the interrupt on). Processes are kept
 per server process, so every browser session sees (and can stop) the runs any session started.
 """
+
 from __future__ import annotations
 
 import re
@@ -68,8 +69,18 @@ class Launcher:
         self.runs: dict[str, Launched] = {}
 
     def command(self, name: str, args: list[str]) -> list[str]:
-        return [sys.executable, "-m", "fnodiag.cli", "train", *args, "--out", str(self.root), "--name", name,
-                "--no-progress"]
+        return [
+            sys.executable,
+            "-m",
+            "fnodiag.cli",
+            "train",
+            *args,
+            "--out",
+            str(self.root),
+            "--name",
+            name,
+            "--no-progress",
+        ]
 
     def start(self, args: list[str], name: str | None = None) -> Launched:
         """Start a run; ``args`` are ``fnodiag train`` flags (without ``--out`` / ``--name``)."""
@@ -91,14 +102,27 @@ class Launcher:
         self.root.mkdir(parents=True, exist_ok=True)
         log = Path(tempfile.mkstemp(prefix=f"fnodiag-{key.replace('/', '_')}-", suffix=".log")[1])
         with open(log, "w") as fh:
-            proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         launched = self.runs[key] = Launched(key, RunDir(run_path), proc, log, command=tuple(command))
         return launched
 
     def sweep_command(self, definition: str, out: Path, arm: str, seed: int, args: list[str]) -> list[str]:
-        return [sys.executable, "-m", "fnodiag.cli", "sweep", definition, "--arms", arm, "--seeds", str(seed),
-                "--out", str(out), *args]
+        return [
+            sys.executable,
+            "-m",
+            "fnodiag.cli",
+            "sweep",
+            definition,
+            "--arms",
+            arm,
+            "--seeds",
+            str(seed),
+            "--out",
+            str(out),
+            *args,
+        ]
 
     def start_sweep(self, definition: str | Path, arm: str, seed: int, args: list[str] | None = None) -> Launched:
         """Train one ``arm`` x ``seed`` of a sweep definition into ``<root>/<definition name>/<arm>-s<seed>``.
@@ -127,16 +151,19 @@ class Launcher:
         except ConfigError as exc:
             raise ValueError(str(exc).splitlines()[0]) from None
         if not re.fullmatch(SAFE_NAME, defn.name) or not re.fullmatch(SAFE_NAME, arm):
-            raise ValueError(f"sweep {defn.name!r} / arm {arm!r}: names may only hold letters, digits, '.', '_' "
-                             "and '-' to become folders")
+            raise ValueError(
+                f"sweep {defn.name!r} / arm {arm!r}: names may only hold letters, digits, '.', '_' "
+                "and '-' to become folders"
+            )
         seed = int(seed)
         out = inside(self.root, self.root / defn.name)
         run_path = inside(self.root, out / run_name(arm, seed))
         # a shipped name stays a name (resolved by fnodiag); a file is passed by absolute path
         spec = str(Path(definition).resolve()) if Path(definition).is_file() else str(definition)
         with self._lock:
-            return self._spawn(f"{defn.name}/{run_name(arm, seed)}", run_path,
-                               self.sweep_command(spec, out, arm, seed, args))
+            return self._spawn(
+                f"{defn.name}/{run_name(arm, seed)}", run_path, self.sweep_command(spec, out, arm, seed, args)
+            )
 
     def stop(self, name: str) -> None:
         """SIGINT the run's process (a clean stop: status ``interrupted``, checkpoints kept)."""
@@ -165,16 +192,42 @@ def exact(x: float) -> str:
     return repr(float(x))
 
 
-def optimizer_args(optimizer: str, lr: float, momentum: float, weight_decay: float, grad_clip: float,
-                   scheduler: str, epochs: int, seed: int, preset: str, arch: str | None = None) -> list[str]:
+def optimizer_args(
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    grad_clip: float,
+    scheduler: str,
+    epochs: int,
+    seed: int,
+    preset: str,
+    arch: str | None = None,
+) -> list[str]:
     """``fnodiag train`` flags for chosen settings; every number passes exactly (``float(flag) == value``).
 
     The flags are resolved like any command line (:func:`fnodiag.config.resolve`): the form has
     no rules of its own (``--grad-clip 0`` is off, otherwise norm, by the configuration's rule).
     """
-    args = ["--preset", preset, *(["--arch", arch] if arch else []), "--optimizer", optimizer, "--lr", exact(lr),
-            "--weight-decay", exact(weight_decay), "--grad-clip", exact(grad_clip), "--scheduler", scheduler,
-            "--epochs", str(epochs), "--seed", str(seed)]
+    args = [
+        "--preset",
+        preset,
+        *(["--arch", arch] if arch else []),
+        "--optimizer",
+        optimizer,
+        "--lr",
+        exact(lr),
+        "--weight-decay",
+        exact(weight_decay),
+        "--grad-clip",
+        exact(grad_clip),
+        "--scheduler",
+        scheduler,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+    ]
     if optimizer == "sgd":
         args += ["--momentum", exact(momentum)]
     return args
@@ -186,8 +239,12 @@ def _form_choices() -> dict[str, list[str]]:
     from fnodiag.config import PRESETS
     from fnodiag.training.registries import choices
 
-    return {"arch": choices("model.arch"), "optimizer": choices("optim.name"),
-            "scheduler": choices("schedule.name"), "preset": list(PRESETS)}
+    return {
+        "arch": choices("model.arch"),
+        "optimizer": choices("optim.name"),
+        "scheduler": choices("schedule.name"),
+        "preset": list(PRESETS),
+    }
 
 
 class LaunchView(Viewer):
@@ -210,9 +267,12 @@ class LaunchView(Viewer):
     arm = param.Selector(default=None, objects=[], label="Arm")
     sweep_seed = param.Selector(default=None, objects=[], label="Seed")
     sweep_epochs = param.Integer(default=0, bounds=(0, 10_000), label="Epochs (0 = the definition's)")
-    may_control = param.Callable(default=None, precedence=-1,
-                                 doc="Called when Start / Stop is clicked: may this session start or stop runs? "
-                                     "(None: yes). The server-side check, whatever the page shows.")
+    may_control = param.Callable(
+        default=None,
+        precedence=-1,
+        doc="Called when Start / Stop is clicked: may this session start or stop runs? "
+        "(None: yes). The server-side check, whatever the page shows.",
+    )
     title = "Launch"
 
     def __init__(self, **params):
@@ -231,6 +291,7 @@ class LaunchView(Viewer):
         self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
         self._shown: list[str] = []  # the keys the table shows, in order
         from fnodiag.sweeps.runner import shipped_definitions  # no Lightning at import
+
         names = shipped_definitions()
         self.param.definition.objects = names
         self.definition = "quick" if "quick" in names else (names[0] if names else None)
@@ -238,8 +299,18 @@ class LaunchView(Viewer):
 
     def form_args(self) -> list[str]:
         """The ``fnodiag train`` flags of the form's settings."""
-        return optimizer_args(self.optimizer, self.lr, self.momentum, self.weight_decay, self.grad_clip,
-                              self.scheduler, self.epochs, self.seed, self.preset, arch=self.arch)
+        return optimizer_args(
+            self.optimizer,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.grad_clip,
+            self.scheduler,
+            self.epochs,
+            self.seed,
+            self.preset,
+            arch=self.arch,
+        )
 
     def definition_spec(self) -> str | None:
         """The chosen definition: the TOML path when one is typed, else the shipped name."""
@@ -273,8 +344,10 @@ class LaunchView(Viewer):
         """True (and says so) when this session may not start or stop runs (:attr:`may_control`)."""
         if self.may_control is None or self.may_control():
             return False
-        self.feedback.object = ("Refused: only sessions on this machine or logged-in users may start or stop runs "
-                                "(serve with Panel's --basic-auth or --oauth-provider).")
+        self.feedback.object = (
+            "Refused: only sessions on this machine or logged-in users may start or stop runs "
+            "(serve with Panel's --basic-auth or --oauth-provider)."
+        )
         return True
 
     def stop(self, name: str) -> bool:
@@ -298,8 +371,10 @@ class LaunchView(Viewer):
         except ValueError as exc:
             self.feedback.object = f"Not started: {exc}"
             return None
-        self.feedback.object = (f"Started `{launched.name}`: `fnodiag sweep {spec} --arms {self.arm} --seeds "
-                                f"{self.sweep_seed} --out {launched.run.path.parent} {' '.join(args)}`")
+        self.feedback.object = (
+            f"Started `{launched.name}`: `fnodiag sweep {spec} --arms {self.arm} --seeds "
+            f"{self.sweep_seed} --out {launched.run.path.parent} {' '.join(args)}`"
+        )
         self.store.refresh()
         self.refresh()
         return launched
@@ -340,25 +415,57 @@ class LaunchView(Viewer):
             stop.disabled = launched.process.poll() is not None
         if list(self.launcher.runs) != self._shown or not self.table.objects:
             self._shown = list(self.launcher.runs)
-            self.table[:] = ([pn.Row(*self._rows[name]) for name in self._shown]
-                             or [pn.pane.Markdown("No run started from this dashboard yet.")])
+            self.table[:] = [pn.Row(*self._rows[name]) for name in self._shown] or [
+                pn.pane.Markdown("No run started from this dashboard yet.")
+            ]
 
     def __panel__(self):
-        form = pn.Param(self.param, parameters=["arch", "optimizer", "lr", "momentum", "weight_decay", "grad_clip",
-                                                "scheduler", "epochs", "seed", "preset", "run_name"],
-                        widgets={"epochs": pn.widgets.IntInput}, show_name=False, width=320)
-        sweep_form = pn.Param(self.param, parameters=["definition", "definition_path", "arm", "sweep_seed",
-                                                      "sweep_epochs"], widgets={"sweep_epochs": pn.widgets.IntInput},
-                              show_name=False, width=320)
+        form = pn.Param(
+            self.param,
+            parameters=[
+                "arch",
+                "optimizer",
+                "lr",
+                "momentum",
+                "weight_decay",
+                "grad_clip",
+                "scheduler",
+                "epochs",
+                "seed",
+                "preset",
+                "run_name",
+            ],
+            widgets={"epochs": pn.widgets.IntInput},
+            show_name=False,
+            width=320,
+        )
+        sweep_form = pn.Param(
+            self.param,
+            parameters=["definition", "definition_path", "arm", "sweep_seed", "sweep_epochs"],
+            widgets={"sweep_epochs": pn.widgets.IntInput},
+            show_name=False,
+            width=320,
+        )
         self.refresh()
-        return pn.Column(pn.pane.Markdown("Start an arm as a separate `fnodiag train` process writing into the runs "
-                                          "folder; it appears under *(single runs)*. Or start one arm x seed of a "
-                                          "sweep definition (`fnodiag sweep DEFINITION --arms ARM --seeds SEED --out "
-                                          "<runs>/<definition name>`); it appears under that sweep. **Stop** sends "
-                                          "SIGINT: the run records `interrupted` and keeps its checkpoints."),
-                         pn.Row(pn.Column(pn.pane.Markdown("**Optimizer settings**"), form,
-                                          pn.Row(self.start_button, self.demo_button),
-                                          pn.pane.Markdown("**From a sweep definition**"), sweep_form,
-                                          self.sweep_button),
-                                pn.Column(self.feedback, self.table, sizing_mode="stretch_width"),
-                                sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        return pn.Column(
+            pn.pane.Markdown(
+                "Start an arm as a separate `fnodiag train` process writing into the runs "
+                "folder; it appears under *(single runs)*. Or start one arm x seed of a "
+                "sweep definition (`fnodiag sweep DEFINITION --arms ARM --seeds SEED --out "
+                "<runs>/<definition name>`); it appears under that sweep. **Stop** sends "
+                "SIGINT: the run records `interrupted` and keeps its checkpoints."
+            ),
+            pn.Row(
+                pn.Column(
+                    pn.pane.Markdown("**Optimizer settings**"),
+                    form,
+                    pn.Row(self.start_button, self.demo_button),
+                    pn.pane.Markdown("**From a sweep definition**"),
+                    sweep_form,
+                    self.sweep_button,
+                ),
+                pn.Column(self.feedback, self.table, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        )

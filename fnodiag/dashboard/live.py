@@ -12,11 +12,11 @@ A :class:`Tail` owns one read-only :class:`~fnodiag.runs.StoreReader` per run an
 every series it has read, so each query after the first returns only newer rows. Readers of a WAL
 store never block the training process that writes it.
 """
+
 from __future__ import annotations
 
-
-import numpy as np
 import holoviews as hv
+import numpy as np
 from bokeh.models import ColorMapper, Range1d
 
 from fnodiag.plots.layers import bin_steps, heatmap_frame
@@ -159,8 +159,17 @@ class LiveLayers:
     ``columns`` and ``points`` count the heatmap columns and the points per line drawn so far.
     """
 
-    def __init__(self, tail: Tail, source: str, stat: str, layers: list[str], steps, stride: int,
-                 heatmap: LiveFigure | None, lines: LiveFigure | None):
+    def __init__(
+        self,
+        tail: Tail,
+        source: str,
+        stat: str,
+        layers: list[str],
+        steps,
+        stride: int,
+        heatmap: LiveFigure | None,
+        lines: LiveFigure | None,
+    ):
         self.tail, self.source, self.stat = tail, source, stat
         self.layers, self.stride = list(layers), max(1, int(stride))
         self.index = {name: i for i, name in enumerate(self.layers)}

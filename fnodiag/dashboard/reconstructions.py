@@ -6,6 +6,7 @@ one step at a time (the slider) or a few (the strip), never the whole run. Predi
 share a colour range (:func:`fnodiag.plots.layers.frame_images`), and a flat prediction is called out in
 red above its images, so a collapsed (constant) output is unmistakable.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,9 +19,9 @@ from bokeh.plotting import figure
 from holoviews.plotting.util import process_cmap
 
 from fnodiag import plots
-from fnodiag.plots.frames import CMAPS
 from fnodiag.dashboard.live import Tail
 from fnodiag.dashboard.views import LiveView
+from fnodiag.plots.frames import CMAPS
 
 PATCH = 0  # the probe patch shown
 IMAGE_SIZE = 200
@@ -37,8 +38,16 @@ class FrameFigure:
         palette = process_cmap(CMAPS[channel], 256)
         self.mapper = LinearColorMapper(palette=palette, low=0.0, high=1.0)
         self.source = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
-        self.figure = figure(width=size, height=size, title="", tools="", toolbar_location=None,
-                             x_range=(0, 1), y_range=(0, 1), min_border=2)
+        self.figure = figure(
+            width=size,
+            height=size,
+            title="",
+            tools="",
+            toolbar_location=None,
+            x_range=(0, 1),
+            y_range=(0, 1),
+            min_border=2,
+        )
         self.figure.image(image="image", x=0, y=0, dw=1, dh=1, source=self.source, color_mapper=self.mapper)
         self.figure.axis.visible = False
         self.figure.grid.visible = False
@@ -63,11 +72,13 @@ class RunFrames:
         self.entry, self.tail = entry, tail
         self.steps: list[int] = []
         self.truth = None
-        self.slider = pn.widgets.IntSlider(label=f"{entry.label}: frame", start=0, end=1, value=0, disabled=True,
-                                           sizing_mode="stretch_width")
+        self.slider = pn.widgets.IntSlider(
+            label=f"{entry.label}: frame", start=0, end=1, value=0, disabled=True, sizing_mode="stretch_width"
+        )
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.big = {k: FrameFigure(k.split()[-1], IMAGE_SIZE) for k in ("pred amp", "truth amp", "pred phase",
-                                                                          "truth phase")}
+        self.big = {
+            k: FrameFigure(k.split()[-1], IMAGE_SIZE) for k in ("pred amp", "truth amp", "pred phase", "truth phase")
+        }
         self.small = [FrameFigure("amp", STRIP_SIZE) for _ in range(STRIP_FRAMES + 1)]
         self._strip_shown: tuple | None = None
         self._strip_at = 0.0
@@ -75,11 +86,15 @@ class RunFrames:
         self.refresh(force=True)
 
     def panel(self) -> pn.Column:
-        return pn.Column(pn.pane.Markdown(f"#### {self.entry.label}"), self.info, self.slider,
-                         pn.pane.Bokeh(row(*[f.figure for f in self.big.values()])),
-                         pn.pane.Markdown("Across the run (amplitude of probe patch 0, one colour range; last: the "
-                                          "truth):"),
-                         pn.pane.Bokeh(row(*[f.figure for f in self.small])), sizing_mode="stretch_width")
+        return pn.Column(
+            pn.pane.Markdown(f"#### {self.entry.label}"),
+            self.info,
+            self.slider,
+            pn.pane.Bokeh(row(*[f.figure for f in self.big.values()])),
+            pn.pane.Markdown("Across the run (amplitude of probe patch 0, one colour range; last: the truth):"),
+            pn.pane.Bokeh(row(*[f.figure for f in self.small])),
+            sizing_mode="stretch_width",
+        )
 
     def refresh(self, force: bool = False) -> int:
         """Pick up new frames; returns how many arrived."""
@@ -97,8 +112,7 @@ class RunFrames:
         follow = self.slider.value >= len(self.steps) - 1
         self.steps = steps
         if not steps:
-            self.info.object = ("No reconstruction frames yet (training not started, or frames off: "
-                                "`--frame-every 0`).")
+            self.info.object = "No reconstruction frames yet (training not started, or frames off: `--frame-every 0`)."
             return 0
         self.slider.param.update(end=max(1, len(steps) - 1), disabled=len(steps) < 2)
         if follow and self.slider.value != len(steps) - 1:
@@ -127,10 +141,17 @@ class RunFrames:
             if ref is not None:
                 self.big[f"truth {channel}"].set(ref[PATCH], clim, f"truth {channel}")
         latest = "latest" if index == len(self.steps) - 1 else "earlier"
-        warn = (' <span style="color:#c0392b;font-weight:bold">⚠ constant output: the predicted amplitude is flat '
-                '(one colour against the truth\'s range)</span>') if flat_amp else ""
-        self.info.object = (f"Frame {index + 1} of {len(self.steps)} ({latest}): **step {step}**, epoch "
-                            f"{int(f.epoch[0])}{warn}")
+        warn = (
+            (
+                ' <span style="color:#c0392b;font-weight:bold">⚠ constant output: the predicted amplitude is flat '
+                "(one colour against the truth's range)</span>"
+            )
+            if flat_amp
+            else ""
+        )
+        self.info.object = (
+            f"Frame {index + 1} of {len(self.steps)} ({latest}): **step {step}**, epoch {int(f.epoch[0])}{warn}"
+        )
 
     def draw_strip(self, force: bool = False) -> None:
         pick = tuple(self.steps[i] for i in plots.strip_indices(len(self.steps), STRIP_FRAMES))
@@ -141,19 +162,25 @@ class RunFrames:
         f = self.tail.reader.frames(steps=list(pick))
         ref = None if self.truth is None else self.truth[0]
         clim = plots.shared_range(*(a[PATCH] for a in f.amp), None if ref is None else ref[PATCH])
-        shown = [(a[PATCH], f"step {int(s)}" + (" flat" if plots.is_flat(a, ref) else "")) for s, a in zip(f.step, f.amp)]
+        shown = [
+            (a[PATCH], f"step {int(s)}" + (" flat" if plots.is_flat(a, ref) else "")) for s, a in zip(f.step, f.amp)
+        ]
         if ref is not None:
             shown.append((ref[PATCH], "truth amp"))
         for fig, (img, title) in zip(self.small, shown):
             fig.set(img, clim, title)
             fig.figure.visible = True
-        for fig in self.small[len(shown):]:
+        for fig in self.small[len(shown) :]:
             fig.figure.visible = False
 
     def tick(self) -> int:
         sent = self.refresh()
-        if not sent and self._strip_shown is not None and len(self._strip_shown) and \
-                self._strip_shown[-1] != (self.steps[-1] if self.steps else None):
+        if (
+            not sent
+            and self._strip_shown is not None
+            and len(self._strip_shown)
+            and self._strip_shown[-1] != (self.steps[-1] if self.steps else None)
+        ):
             self.draw_strip()  # a throttled strip catches up once the frames stop coming
         return sent
 

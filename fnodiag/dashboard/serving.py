@@ -12,17 +12,20 @@ address, a host name other than ``localhost``), or an ``--allow-websocket-origin
 authentication is done elsewhere (e.g. a reverse proxy); sessions from other machines then still
 may not start or stop runs.
 """
+
 from __future__ import annotations
 
 import argparse
 import ipaddress
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["serve_options", "remote_reasons", "refusal", "is_loopback_host", "REFUSAL_HINT"]
 
-REFUSAL_HINT = ("add Panel's authentication: --basic-auth PASSWORD_OR_USERS_JSON --cookie-secret SECRET, or "
-                "--oauth-provider NAME (with its --oauth-key / --oauth-secret), or serve this machine only with "
-                "--address 127.0.0.1")
+REFUSAL_HINT = (
+    "add Panel's authentication: --basic-auth PASSWORD_OR_USERS_JSON --cookie-secret SECRET, or "
+    "--oauth-provider NAME (with its --oauth-key / --oauth-secret), or serve this machine only with "
+    "--address 127.0.0.1"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,20 +48,23 @@ def serve_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     env = env or {}
     argv = list(argv)
     if "--args" in argv:
-        argv = argv[:argv.index("--args")]
+        argv = argv[: argv.index("--args")]
     args, _ = _parser().parse_known_args(argv)
     origins = list(args.allow_websocket_origin)
     origins += [o.strip() for o in env.get("BOKEH_ALLOW_WS_ORIGIN", "").split(",") if o.strip()]
-    return {"address": args.address, "origins": origins,
-            "basic_auth": bool(args.basic_auth or env.get("PANEL_BASIC_AUTH")),
-            "oauth_provider": args.oauth_provider or env.get("PANEL_OAUTH_PROVIDER") or None}
+    return {
+        "address": args.address,
+        "origins": origins,
+        "basic_auth": bool(args.basic_auth or env.get("PANEL_BASIC_AUTH")),
+        "oauth_provider": args.oauth_provider or env.get("PANEL_OAUTH_PROVIDER") or None,
+    }
 
 
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IPs (``127.x``, ``::1``, ``[::1]``); a ``:port`` suffix is ignored."""
     host = host.strip()
     if host.startswith("["):  # [::1]:5006
-        host = host[1:host.index("]")] if "]" in host else host[1:]
+        host = host[1 : host.index("]")] if "]" in host else host[1:]
     elif host.count(":") == 1:  # name:port or v4:port (a bare IPv6 address has several colons)
         host = host.split(":")[0]
     if host.lower() == "localhost":
@@ -86,5 +92,7 @@ def refusal(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str | 
     reasons = remote_reasons(options)
     if not reasons or options["basic_auth"] or options["oauth_provider"] or env.get("FNODIAG_ALLOW_REMOTE") == "1":
         return None
-    return (f"fnodiag dashboard: refusing to serve other machines ({', '.join(reasons)}) without authentication; "
-            f"{REFUSAL_HINT}")
+    return (
+        f"fnodiag dashboard: refusing to serve other machines ({', '.join(reasons)}) without authentication; "
+        f"{REFUSAL_HINT}"
+    )

@@ -5,14 +5,15 @@ Views read the selection from :class:`DashboardStore` and build their widgets fr
 runs folder (:mod:`fnodiag.dashboard.catalog`): sweeps, arms and seeds of the chosen sweep, checkpoints saved by
 the chosen runs, and the layer statistics their stores hold.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import param
 
-from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
+from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 
 # the recorder's statistic names (the store contract), spatial_std first: the collapse signal
 DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]

@@ -4,6 +4,7 @@ Each view rebuilds its figures when the selection changes (reading the stores on
 :mod:`fnodiag.plots.layers`) and, on every :meth:`LiveView.tick`, streams only the rows written since the
 previous tick into the figures it holds (:mod:`fnodiag.dashboard.live`).
 """
+
 from __future__ import annotations
 
 import panel as pn
@@ -14,10 +15,10 @@ from fnodiag import plots
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
 
-HEATMAP_MAX_STEPS = 400   # heatmap columns kept when a run opens (older steps are averaged in bins)
-LINES_MAX_STEPS = 2000    # points per line kept when a run opens
-LINES_MAX_LAYERS = 16     # lines drawn per run (evenly spread over depth + output + earliest collapsing layer)
-RUNS_PER_ROW = 2          # runs side by side (more would squeeze the heatmaps' layer names and step axes)
+HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
+LINES_MAX_STEPS = 2000  # points per line kept when a run opens
+LINES_MAX_LAYERS = 16  # lines drawn per run (evenly spread over depth + output + earliest collapsing layer)
+RUNS_PER_ROW = 2  # runs side by side (more would squeeze the heatmaps' layer names and step axes)
 
 
 def _doc():
@@ -25,10 +26,17 @@ def _doc():
 
 
 # Short headers for the arms table (its 15 columns fit a laptop screen).
-TABLE_TITLES = {"best_val_loss": "best val loss", "final_val_loss": "final val loss", "best_ckpt_by": "best.ckpt by",
-                "best_ssim_epoch": "best SSIM epoch", "amp_ssim_best": "SSIM best",
-                "amp_ssim_last": "SSIM last", "onset_step": "onset step", "earliest_layer": "earliest layer",
-                "time_left": "time left"}
+TABLE_TITLES = {
+    "best_val_loss": "best val loss",
+    "final_val_loss": "final val loss",
+    "best_ckpt_by": "best.ckpt by",
+    "best_ssim_epoch": "best SSIM epoch",
+    "amp_ssim_best": "SSIM best",
+    "amp_ssim_last": "SSIM last",
+    "onset_step": "onset step",
+    "earliest_layer": "earliest layer",
+    "time_left": "time left",
+}
 
 
 def checks_mark(warnings: list[str] | None) -> str:
@@ -46,10 +54,17 @@ def arms_frame(rows):
     import html
 
     frame = plots.arms_frame(rows)
-    frame.insert(list(frame.columns).index("state") + 1, "settings", [checks_mark(r.get("config_warnings")) for r in rows])
-    frame.insert(list(frame.columns).index("progress") + 1, "time_left",
-                 [f'<span title="{html.escape(r.get("progress_text", ""), quote=True)}">{r.get("time_left", "")}</span>'
-                  for r in rows])
+    frame.insert(
+        list(frame.columns).index("state") + 1, "settings", [checks_mark(r.get("config_warnings")) for r in rows]
+    )
+    frame.insert(
+        list(frame.columns).index("progress") + 1,
+        "time_left",
+        [
+            f'<span title="{html.escape(r.get("progress_text", ""), quote=True)}">{r.get("time_left", "")}</span>'
+            for r in rows
+        ],
+    )
     return frame
 
 
@@ -170,46 +185,78 @@ class LayersView(LiveView):
                 self.store.set_stats(tail.reader.stats("activation"))
             imported = _imported(e)
             if not m.layers and imported is not None:
-                notes.append(f"**{e.label}**: imported from the reference project (`{imported.get('arm')}`): "
-                             "it has **no live per-layer captures** (the reference recorded none), so there is "
-                             f"nothing to draw here for `{self.source}/{stat}`. Its per-step scalars are in the "
-                             "Overview and below; per-layer statistics of its weights: the Checkpoint tab.")
+                notes.append(
+                    f"**{e.label}**: imported from the reference project (`{imported.get('arm')}`): "
+                    "it has **no live per-layer captures** (the reference recorded none), so there is "
+                    f"nothing to draw here for `{self.source}/{stat}`. Its per-step scalars are in the "
+                    "Overview and below; per-layer statistics of its weights: the Checkpoint tab."
+                )
                 continue
             if not m.layers:
                 self._waiting = True
-                notes.append(f"**{e.label}**: no `{self.source}/{stat}` records yet "
-                             "(training not started, or live capture off: `--capture-every 0`).")
+                notes.append(
+                    f"**{e.label}**: no `{self.source}/{stat}` records yet "
+                    "(training not started, or live capture off: `--capture-every 0`)."
+                )
                 continue
             row = self.store.row(e)
             collapse = {k: row.get(k) for k in ("onset_step", "earliest_layer", "earliest_step")}
             s, _, stride = plots.downsample_steps(m.steps, m.values, HEATMAP_MAX_STEPS)
-            hf = LiveFigure(plots.layer_heatmap(*m, stat=stat, log=log, max_steps=HEATMAP_MAX_STEPS,
-                                                title=f"{e.label}: {self.source} {stat}", collapse=collapse), doc=_doc())
+            hf = LiveFigure(
+                plots.layer_heatmap(
+                    *m,
+                    stat=stat,
+                    log=log,
+                    max_steps=HEATMAP_MAX_STEPS,
+                    title=f"{e.label}: {self.source} {stat}",
+                    collapse=collapse,
+                ),
+                doc=_doc(),
+            )
             pick = plots.pick_layers(m.layers, LINES_MAX_LAYERS, must=[collapse["earliest_layer"], "output"])
             shown = "" if len(pick) == len(m.layers) else f" ({len(pick)} of {len(m.layers)})"
-            lf = LiveFigure(plots.layer_lines([m.layers[i] for i in pick], m.steps, m.values[pick], stat=stat, log=log,
-                                              max_steps=LINES_MAX_STEPS, collapse=collapse,
-                                              title=f"{e.label}: {stat} per layer{shown}"),
-                            doc=_doc(), log_y=log)
+            lf = LiveFigure(
+                plots.layer_lines(
+                    [m.layers[i] for i in pick],
+                    m.steps,
+                    m.values[pick],
+                    stat=stat,
+                    log=log,
+                    max_steps=LINES_MAX_STEPS,
+                    collapse=collapse,
+                    title=f"{e.label}: {stat} per layer{shown}",
+                ),
+                doc=_doc(),
+                log_y=log,
+            )
             self._feeds.append(LiveLayers(tail, self.source, stat, m.layers, s, stride, hf, lf))
             heats.append(hf)
             lines.append(lf)
             if collapse["onset_step"] is not None or collapse["earliest_layer"]:
-                notes.append(f"**{e.label}**: collapse onset step {collapse['onset_step']}, earliest collapsing "
-                             f"layer `{collapse['earliest_layer']}` (step {collapse['earliest_step']}), marked in red.")
+                notes.append(
+                    f"**{e.label}**: collapse onset step {collapse['onset_step']}, earliest collapsing "
+                    f"layer `{collapse['earliest_layer']}` (step {collapse['earliest_step']}), marked in red."
+                )
         link_x(heats + lines)
         out = []
         for k in range(0, len(heats), RUNS_PER_ROW):  # heatmaps above their runs' lines, RUNS_PER_ROW runs a row
-            for figures in (heats[k:k + RUNS_PER_ROW], lines[k:k + RUNS_PER_ROW]):
-                out.append(pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in figures],
-                                  sizing_mode="stretch_width"))
+            for figures in (heats[k : k + RUNS_PER_ROW], lines[k : k + RUNS_PER_ROW]):
+                out.append(
+                    pn.Row(
+                        *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in figures],
+                        sizing_mode="stretch_width",
+                    )
+                )
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + out
 
     def tick(self) -> int:
         """Stream new rows; once a run's figures hold twice what a view opens with, re-read them binned."""
         sent = super().tick()
-        if any(f.columns > 2 * HEATMAP_MAX_STEPS or f.points > 2 * LINES_MAX_STEPS
-               for f in self._feeds if isinstance(f, LiveLayers)):
+        if any(
+            f.columns > 2 * HEATMAP_MAX_STEPS or f.points > 2 * LINES_MAX_STEPS
+            for f in self._feeds
+            if isinstance(f, LiveLayers)
+        ):
             self.rebuild()
         return sent
 
@@ -247,27 +294,53 @@ class GradientsView(LayersView):
         pre = {k: v for k, v in norms.items() if k.endswith("pre-clip")}
         post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
         marks = onsets(self.store, entries)
-        norm_el = plots.with_onsets(plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
-                   * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors),
-                   marks).opts(
-            title="global grad norm (dashed: after clipping)", logy=True, hooks=[plots.log_ticks], responsive=True,
-            height=260, legend_position="top_right")
+        norm_el = plots.with_onsets(
+            plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
+            * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors),
+            marks,
+        ).opts(
+            title="global grad norm (dashed: after clipping)",
+            logy=True,
+            hooks=[plots.log_ticks],
+            responsive=True,
+            height=260,
+            legend_position="top_right",
+        )
         nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
-        lf = LiveFigure(plots.with_onsets(plots.scalar_curves(lrs, ylabel="learning rate", log=True,
-                                                              title="realised learning rate", colors=colors), marks),
-                        doc=_doc(), log_y=True)
-        cf = LiveFigure(plots.with_onsets(plots.scalar_curves(clips, ylabel="clip fraction", colors=colors,
-                                                              title="fraction of steps clipped (per epoch)"), marks),
-                        doc=_doc())
+        lf = LiveFigure(
+            plots.with_onsets(
+                plots.scalar_curves(
+                    lrs, ylabel="learning rate", log=True, title="realised learning rate", colors=colors
+                ),
+                marks,
+            ),
+            doc=_doc(),
+            log_y=True,
+        )
+        cf = LiveFigure(
+            plots.with_onsets(
+                plots.scalar_curves(
+                    clips, ylabel="clip fraction", colors=colors, title="fraction of steps clipped (per epoch)"
+                ),
+                marks,
+            ),
+            doc=_doc(),
+        )
         for e in entries:
             t = tails[e.label]
-            self._feeds += [ScalarFeed(t, "grad/norm_preclip", nf, f"{e.label} pre-clip"),
-                            ScalarFeed(t, "grad/norm_postclip", nf, f"{e.label} post-clip"),
-                            ScalarFeed(t, "lr", lf, e.label),
-                            ScalarFeed(t, "epoch/clip_fraction", cf, e.label, scope="epoch")]
+            self._feeds += [
+                ScalarFeed(t, "grad/norm_preclip", nf, f"{e.label} pre-clip"),
+                ScalarFeed(t, "grad/norm_postclip", nf, f"{e.label} post-clip"),
+                ScalarFeed(t, "lr", lf, e.label),
+                ScalarFeed(t, "epoch/clip_fraction", cf, e.label, scope="epoch"),
+            ]
         link_x([nf, lf, cf])
-        return out + [pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (nf, lf, cf)],
-                             sizing_mode="stretch_width")]
+        return out + [
+            pn.Row(
+                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (nf, lf, cf)],
+                sizing_mode="stretch_width",
+            )
+        ]
 
 
 class OverviewView(LiveView):
@@ -278,10 +351,19 @@ class OverviewView(LiveView):
     _deps = ("arms", "seeds", "sweep")
 
     def __init__(self, **params):
-        self._table = pn.widgets.Tabulator(arms_frame([]), disabled=True, show_index=False,
-                                           sizing_mode="stretch_width", height=220, titles=TABLE_TITLES, formatters={
-                                               "progress": {"type": "progress", "max": 1, "legend": True},
-                                               "settings": {"type": "html"}, "time_left": {"type": "html"}})
+        self._table = pn.widgets.Tabulator(
+            arms_frame([]),
+            disabled=True,
+            show_index=False,
+            sizing_mode="stretch_width",
+            height=220,
+            titles=TABLE_TITLES,
+            formatters={
+                "progress": {"type": "progress", "max": 1, "legend": True},
+                "settings": {"type": "html"},
+                "time_left": {"type": "html"},
+            },
+        )
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -296,12 +378,16 @@ class OverviewView(LiveView):
         chosen = {e.label for e in self.store.selected()}
         self._progress.object = progress_lines(rows, chosen)
         fp = fingerprint(rows)
-        bars = [{"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
-                for r in rows if r["label"] in chosen]
+        bars = [
+            {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
+            for r in rows
+            if r["label"] in chosen
+        ]
         if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
             self._bars_shown = (bars, fp)
-            self._bars.object = plots.ssim_bars(bars, fingerprint=fp,
-                                                title="amp SSIM of the best / last weights (red: a constant output)")
+            self._bars.object = plots.ssim_bars(
+                bars, fingerprint=fp, title="amp SSIM of the best / last weights (red: a constant output)"
+            )
 
     def build(self, entries) -> list:
         runs = {}
@@ -310,19 +396,43 @@ class OverviewView(LiveView):
             t = tails[e.label] = self.tail(e)
             runs[e.label] = {"train": t.scalar("train/loss"), "val": t.scalar("epoch/val_loss", scope="epoch")}
         marks = onsets(self.store, entries)
-        lf = LiveFigure(plots.with_onsets(plots.loss_curves(runs, title="loss (thin: train per step, dots: validation "
-                                                                       "per epoch)"), marks), doc=_doc(), log_y=True)
+        lf = LiveFigure(
+            plots.with_onsets(
+                plots.loss_curves(runs, title="loss (thin: train per step, dots: validation per epoch)"), marks
+            ),
+            doc=_doc(),
+            log_y=True,
+        )
         for e in entries:
-            self._feeds += [ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
-                            ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch")]
-        sf = LiveFigure(plots.with_onsets(plots.ssim_curves(
-            {e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch") for e in entries},
-            fingerprint=fingerprint(map(self.store.row, entries)),
-            title="validation amp SSIM per epoch (red: a constant output)"), marks), doc=_doc())
+            self._feeds += [
+                ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
+                ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch"),
+            ]
+        sf = LiveFigure(
+            plots.with_onsets(
+                plots.ssim_curves(
+                    {e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch") for e in entries},
+                    fingerprint=fingerprint(map(self.store.row, entries)),
+                    title="validation amp SSIM per epoch (red: a constant output)",
+                ),
+                marks,
+            ),
+            doc=_doc(),
+        )
         self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
-        notes = [f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
-                 "from its Lightning CSV log, no live per-layer captures." for e in entries
-                 for imp in [_imported(e)] if imp is not None]
-        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [self._progress, self._table, pn.Row(*[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)],
-                                    sizing_mode="stretch_width"), self._bars]
+        notes = [
+            f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
+            "from its Lightning CSV log, no live per-layer captures."
+            for e in entries
+            for imp in [_imported(e)]
+            if imp is not None
+        ]
+        return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [
+            self._progress,
+            self._table,
+            pn.Row(
+                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)], sizing_mode="stretch_width"
+            ),
+            self._bars,
+        ]

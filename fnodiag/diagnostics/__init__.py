@@ -5,6 +5,7 @@
 a generator during forward passes. Stat names (``ACTIVATION_STATS``, ``BRANCH_STAT``,
 ``PARAM_STATS``, ``SCALE_STATS``) are a contract with the run store and the dashboard.
 """
+
 from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, default_targets
 from fnodiag.diagnostics.stats import (
     ACTIVATION_STATS,

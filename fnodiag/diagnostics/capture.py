@@ -6,6 +6,7 @@ here). The report keeps the reference script's schema (``summary`` + ``layers: {
 [one value per forward call]}``) so old reports compare, plus a richer ``per_layer`` and ``params``
 section.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def read_inputs(npz: str | Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def capture(generator: torch.nn.Module, x: np.ndarray, *, batch_size: int, device: str = "cpu",
-            targets: list[str] | None = None) -> dict:
+def capture(
+    generator: torch.nn.Module, x: np.ndarray, *, batch_size: int, device: str = "cpu", targets: list[str] | None = None
+) -> dict:
     """Run ``generator`` in eval mode over ``x`` and gather per-layer statistics per forward call.
 
     Parameters
@@ -71,7 +73,7 @@ def capture(generator: torch.nn.Module, x: np.ndarray, *, batch_size: int, devic
     layers: dict[str, list[float]] = {}
     with ActivationRecorder(generator, targets) as recorder:
         for i in range(0, len(x), batch_size):
-            generator(torch.from_numpy(x[i:i + batch_size]).to(device))
+            generator(torch.from_numpy(x[i : i + batch_size]).to(device))
             for (layer, stat), value in recorder.collect().items():
                 layers.setdefault(f"{layer}/{stat}", []).append(value)
     per_layer: dict[str, dict[str, float]] = {}
@@ -97,24 +99,39 @@ def write_report(report: dict, output: str | Path, name: str) -> Path:
 
 def summary(generator, cfg: RunConfig, info: dict, x: np.ndarray, batch_size: int, device: str) -> dict:
     """The report's ``summary`` (the reference's keys first)."""
-    return {"architecture": cfg.model.arch, "n_samples": int(len(x)), "batch_size": batch_size,
-            "channels": int(x.shape[1]), "N": int(x.shape[-1]), "block_class": getattr(generator, "block_class", None),
-            "channel_schedule": list(getattr(generator, "channel_schedule", [])),
-            "parameters": count_parameters(generator), "device": device, "blocks": cfg.model.blocks,
-            "width": cfg.model.width, "modes": cfg.model.modes, "spectral_layout": cfg.model.spectral_layout, **info}
+    return {
+        "architecture": cfg.model.arch,
+        "n_samples": int(len(x)),
+        "batch_size": batch_size,
+        "channels": int(x.shape[1]),
+        "N": int(x.shape[-1]),
+        "block_class": getattr(generator, "block_class", None),
+        "channel_schedule": list(getattr(generator, "channel_schedule", [])),
+        "parameters": count_parameters(generator),
+        "device": device,
+        "blocks": cfg.model.blocks,
+        "width": cfg.model.width,
+        "modes": cfg.model.modes,
+        "spectral_layout": cfg.model.spectral_layout,
+        **info,
+    }
 
 
 def summary_lines(s: dict) -> list[str]:
     """Human-readable lines of a report's ``summary`` (what ``fnodiag capture`` prints)."""
     kind = s.get("checkpoint_kind")
     step = f", epoch {s['epoch']}, global step {s['global_step']}" if "global_step" in s else ""
-    lines = [f"checkpoint: {s.get('checkpoint')} ({kind}{step}); names: {s.get('layout')}",
-             f"generator: {s.get('architecture')} ({s.get('block_class')}), blocks {s.get('blocks')}, width "
-             f"{s.get('width')}, modes {s.get('modes')}, {s.get('spectral_layout')} spectral layout, channels "
-             f"{s.get('channel_schedule')}, "
-             f"{s.get('parameters', 0):,} parameters; config: {s.get('config_source')}"]
+    lines = [
+        f"checkpoint: {s.get('checkpoint')} ({kind}{step}); names: {s.get('layout')}",
+        f"generator: {s.get('architecture')} ({s.get('block_class')}), blocks {s.get('blocks')}, width "
+        f"{s.get('width')}, modes {s.get('modes')}, {s.get('spectral_layout')} spectral layout, channels "
+        f"{s.get('channel_schedule')}, "
+        f"{s.get('parameters', 0):,} parameters; config: {s.get('config_source')}",
+    ]
     for key, why in (s.get("ignored_keys") or {}).items():
         lines.append(f"ignored: {key}: {why}")
-    lines.append(f"input: {s.get('input')} -> {s.get('n_samples')} sample(s) of {s.get('N')}x{s.get('N')}, "
-                 f"batch {s.get('batch_size')}" + (f"; layer names: {s['layer_names']}" if "layer_names" in s else ""))
+    lines.append(
+        f"input: {s.get('input')} -> {s.get('n_samples')} sample(s) of {s.get('N')}x{s.get('N')}, "
+        f"batch {s.get('batch_size')}" + (f"; layer names: {s['layer_names']}" if "layer_names" in s else "")
+    )
     return lines

@@ -8,6 +8,7 @@ unpickling (arbitrary Python objects are refused, never executed); the generator
 selected explicitly; loading is strict, and a mismatch names the missing / unexpected keys and the
 likely cause (naming, depth, architecture, spectral layout, width, modes, channel cap).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ from fnodiag.models.reference_layout import (
 
 PREFIXES = ("generator.", "model.generator.")  # fnodiag's system; the reference's Lightning module
 # flag that sets each inferred ModelConfig field, for contradiction messages
-_FLAG = {"arch": "--architecture", "spectral_layout": "--spectral-layout", "blocks": "--blocks", "width": "--width",
-         "modes": "--modes", "channel_cap": "--channel-cap", "in_channels": "model.in_channels"}
+_FLAG = {
+    "arch": "--architecture",
+    "spectral_layout": "--spectral-layout",
+    "blocks": "--blocks",
+    "width": "--width",
+    "modes": "--modes",
+    "channel_cap": "--channel-cap",
+    "in_channels": "model.in_channels",
+}
 
 
 class CaptureError(ConfigError):
@@ -47,10 +55,14 @@ def _load_file(p: Path):
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():  # weights-only unpickler met a class or function reference
-            raise CaptureError(f"refused {str(p)!r}: it carries Python objects that weights-only loading does not "
-                               "allow, and it was not executed; pass a checkpoint of tensors") from None
-        raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint (bad pickle data); "
-                           "it may be truncated or another kind of file") from None
+            raise CaptureError(
+                f"refused {str(p)!r}: it carries Python objects that weights-only loading does not "
+                "allow, and it was not executed; pass a checkpoint of tensors"
+            ) from None
+        raise CaptureError(
+            f"{str(p)!r} is not a readable PyTorch checkpoint (bad pickle data); "
+            "it may be truncated or another kind of file"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint ({reason}); it may be truncated") from None
@@ -62,7 +74,7 @@ def _generator_prefixes(state: dict) -> list[str]:
     fnodiag's own prefixes and the bare form come first, then any ``*generator.``, then the rest
     (the reference's ``model.autoencoder.`` duplicate), shorter before longer.
     """
-    found = [k[:-len(MARKER)] for k in state if k == MARKER or k.endswith("." + MARKER)]
+    found = [k[: -len(MARKER)] for k in state if k == MARKER or k.endswith("." + MARKER)]
     rank = {p: (0 if p in ("", *PREFIXES) else 1 if p.endswith("generator.") else 2, len(p)) for p in found}
     return sorted(found, key=rank.__getitem__)
 
@@ -101,22 +113,29 @@ def open_checkpoint(path: str | Path) -> dict:
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         out["kind"], state = "state_dict", obj
     else:
-        raise CaptureError(f"{str(p)!r} holds no state dict (found {type(obj).__name__}); pass a Lightning "
-                           "checkpoint, a run's model.pt or a generator state_dict()")
+        raise CaptureError(
+            f"{str(p)!r} holds no state dict (found {type(obj).__name__}); pass a Lightning "
+            "checkpoint, a run's model.pt or a generator state_dict()"
+        )
     prefixes = _generator_prefixes(state)
     if not prefixes:
         out.update(state=dict(state), prefix="")
         return out
     primary, *others = prefixes
-    gen = {k[len(primary):]: v for k, v in state.items() if k.startswith(primary)}
+    gen = {k[len(primary) :]: v for k, v in state.items() if k.startswith(primary)}
     taken = {primary + k for k in gen}
     for other in others:
-        dup = {k[len(other):]: v for k, v in state.items() if k.startswith(other)}
-        differing = sorted(set(gen) ^ set(dup)) or [k for k in gen if not (
-            gen[k].shape == dup[k].shape and gen[k].dtype == dup[k].dtype and torch.equal(gen[k], dup[k]))]
+        dup = {k[len(other) :]: v for k, v in state.items() if k.startswith(other)}
+        differing = sorted(set(gen) ^ set(dup)) or [
+            k
+            for k in gen
+            if not (gen[k].shape == dup[k].shape and gen[k].dtype == dup[k].dtype and torch.equal(gen[k], dup[k]))
+        ]
         if differing:
-            raise CaptureError(f"{str(p)!r} holds two different generators: {other}{differing[0]} differs from "
-                               f"{primary}{differing[0]}; a duplicate must be the same module (pass a bare state dict)")
+            raise CaptureError(
+                f"{str(p)!r} holds two different generators: {other}{differing[0]} differs from "
+                f"{primary}{differing[0]}; a duplicate must be the same module (pass a bare state dict)"
+            )
         out["ignored"][f"{other}*"] = f"duplicate of {primary}* ({len(dup)} tensors, checked equal)"
         taken |= {other + k for k in dup}
     for key in state:
@@ -172,8 +191,10 @@ def load_generator(path: str | Path, overrides: dict | None = None, *, N: int | 
     if is_reference_state(state):
         cfg = _reference_config(state, ck, overrides, N)
         state = from_reference_state(state)
-        info.update(layout="reference (renamed by fnodiag.models.reference_layout.NAME_MAP)",
-                    config_source="inferred from the checkpoint's names and shapes")
+        info.update(
+            layout="reference (renamed by fnodiag.models.reference_layout.NAME_MAP)",
+            config_source="inferred from the checkpoint's names and shapes",
+        )
     else:
         source = "checkpoint hyper_parameters" if config else None
         if config is None:
@@ -199,14 +220,18 @@ def _reference_config(state: dict, ck: dict, overrides: dict, N: int | None) -> 
     for field, flag in _FLAG.items():
         given = overrides.get(f"model.{field}")
         if given is not None and given != inferred[field]:
-            raise CaptureError(f"{flag} {given} contradicts the checkpoint, which holds a reference-layout "
-                               f"{inferred['arch']} with {field} {inferred[field]} (channels "
-                               f"{inferred['channel_schedule']}); drop {flag} or pass another checkpoint")
+            raise CaptureError(
+                f"{flag} {given} contradicts the checkpoint, which holds a reference-layout "
+                f"{inferred['arch']} with {field} {inferred[field]} (channels "
+                f"{inferred['channel_schedule']}); drop {flag} or pass another checkpoint"
+            )
     hp_model = (ck.get("hyper_parameters") or {}).get("model_config") or {}
     transform = hp_model.get("fno_input_transform") if isinstance(hp_model, dict) else None
     if transform not in (None, "none"):
-        raise CaptureError(f"the checkpoint's generator applies input_transform {transform!r} before its lifter; "
-                           "fnodiag's generators have none, so its forward would differ (only 'none' loads)")
+        raise CaptureError(
+            f"the checkpoint's generator applies input_transform {transform!r} before its lifter; "
+            "fnodiag's generators have none, so its forward would differ (only 'none' loads)"
+        )
     hp_n = ((ck.get("hyper_parameters") or {}).get("data_config") or {}).get("N")
     size = overrides.pop("data.N", None) or N or (hp_n if isinstance(hp_n, int) else None)
     model = {f"model.{k}": v for k, v in inferred.items() if k in _FLAG}
@@ -230,9 +255,11 @@ def _load_strict(generator, state, cfg: RunConfig, path) -> None:
         k = shape[0]
         parts.append(f"{len(shape)} shape mismatch(es) e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}")
     cause = likely_cause(state, expected)
-    raise CaptureError(f"checkpoint {str(path)!r} does not fit {cfg.model.arch} (blocks {cfg.model.blocks}, width "
-                       f"{cfg.model.width}, modes {cfg.model.modes}, layout {cfg.model.spectral_layout}, N "
-                       f"{cfg.data.N}): {'; '.join(parts)}; likely cause: {cause}")
+    raise CaptureError(
+        f"checkpoint {str(path)!r} does not fit {cfg.model.arch} (blocks {cfg.model.blocks}, width "
+        f"{cfg.model.width}, modes {cfg.model.modes}, layout {cfg.model.spectral_layout}, N "
+        f"{cfg.data.N}): {'; '.join(parts)}; likely cause: {cause}"
+    )
 
 
 def _count(keys, pattern: str) -> int:
@@ -263,17 +290,24 @@ def likely_cause(state: dict, expected: dict) -> str:
     norm_s, norm_e = ({k for k in keys if "layerscale" in k or ".norm." in k} for keys in (s, e))
     if bool(norm_s) != bool(norm_e):
         have = "has" if norm_s else "has no"
-        return f"architecture (the checkpoint {have} norm/layerscale keys: stable/prenorm blocks vs hybrid); pass --architecture"
+        return (
+            f"architecture (the checkpoint {have} norm/layerscale keys: stable/prenorm blocks vs hybrid); "
+            "pass --architecture"
+        )
     two_s, two_e = ("encoder.0.spectral.weights.1" in keys for keys in (s, e))
     if two_s != two_e:
         layout = "symmetric" if two_s else "reference"
         return f"spectral layout (the checkpoint's is {layout}); pass --spectral-layout {layout}"
-    for key, axis, what, flag in (("lifter.conv1.weight", 0, "width", "--width"),
-                                  ("lifter.conv1.weight", 1, "input channels", "--N / gridsize"),
-                                  ("encoder.0.spectral.weights.0", -1, "modes", "--modes (or --N)")):
+    for key, axis, what, flag in (
+        ("lifter.conv1.weight", 0, "width", "--width"),
+        ("lifter.conv1.weight", 1, "input channels", "--N / gridsize"),
+        ("encoder.0.spectral.weights.0", -1, "modes", "--modes (or --N)"),
+    ):
         a, b = _dim(state, key, axis), _dim(expected, key, axis)
         if a is not None and b is not None and a != b:
-            return f"{what} (the checkpoint has {a}, the model {b}); pass {flag}" + (f" {a}" if what != "input channels" else "")
+            return f"{what} (the checkpoint has {a}, the model {b}); pass {flag}" + (
+                f" {a}" if what != "input channels" else ""
+            )
     if any(tuple(state[k].shape) != tuple(expected[k].shape) for k in s & e):
         return "channel cap (deeper levels have other channel counts); pass --channel-cap"
     return "a different generator; check --architecture, --blocks and --width"
@@ -291,7 +325,7 @@ def reference_dataset(path: str | Path, N: int, in_channels: int, split: str = "
         The NPZ (``diffraction`` ``(n, N, N, C)``), or None when no such file exists.
     """
     p = Path(path).resolve()
-    gridsize = round(in_channels ** 0.5)
+    gridsize = round(in_channels**0.5)
     for out in (p.parent.parent.parent, p.parent.parent, p.parent):
         candidate = out / "datasets" / f"N{N}" / f"gs{gridsize}" / f"{split}.npz"
         if candidate.is_file():

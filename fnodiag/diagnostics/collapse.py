@@ -16,30 +16,39 @@ Conventions shared by the series functions:
 * "collapsed" means fell below ``drop`` x the running peak *and stayed below to the last capture*
   for at least ``min_points`` captures: a dip that recovers is not a collapse.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fnodiag.runs import RunDir, StoreReader, jsonable
 from fnodiag.diagnostics.selection import best_epochs, best_weights
+from fnodiag.runs import RunDir, StoreReader, jsonable
 
-__all__ = ["DEFAULTS", "collapse_onset", "earliest_collapsing_layer", "dead_channels", "gradient_health",
-           "metrics_at_fingerprint", "detect_collapse", "write_collapse"]
+__all__ = [
+    "DEFAULTS",
+    "collapse_onset",
+    "earliest_collapsing_layer",
+    "dead_channels",
+    "gradient_health",
+    "metrics_at_fingerprint",
+    "detect_collapse",
+    "write_collapse",
+]
 
 DEFAULTS = {
-    "drop": 1e-2,                 # onset: value < drop x running peak (two orders of magnitude)
-    "min_points": 2,              # ... for >= 2 captures through the last one (one point is ambiguous)
-    "fingerprint_tol": 0.03,      # |amp_ssim - fingerprint| <= tol
-    "mae_factor": 0.9,            # and amp_mae >= 0.9 x fingerprint amp_mae (no better than a constant)
-    "dead_atol": 1e-6,            # dead channel: min_channel_std <= atol + rtol x layer std
+    "drop": 1e-2,  # onset: value < drop x running peak (two orders of magnitude)
+    "min_points": 2,  # ... for >= 2 captures through the last one (one point is ambiguous)
+    "fingerprint_tol": 0.03,  # |amp_ssim - fingerprint| <= tol
+    "mae_factor": 0.9,  # and amp_mae >= 0.9 x fingerprint amp_mae (no better than a constant)
+    "dead_atol": 1e-6,  # dead channel: min_channel_std <= atol + rtol x layer std
     "dead_rtol": 1e-4,
-    "grad_vanish_abs": 1e-8,      # vanishing: last norm < 1e-8 ...
-    "grad_vanish_drop": 1e4,      # ... or < peak / 1e4
-    "grad_explode_factor": 1e3,   # exploding: norm > 1e3 x median, or +-inf
-    "crash_ssim_below": 0.5,      # the reference's crash heuristic (reported, not used for the verdict)
+    "grad_vanish_abs": 1e-8,  # vanishing: last norm < 1e-8 ...
+    "grad_vanish_drop": 1e4,  # ... or < peak / 1e4
+    "grad_explode_factor": 1e3,  # exploding: norm > 1e3 x median, or +-inf
+    "crash_ssim_below": 0.5,  # the reference's crash heuristic (reported, not used for the verdict)
     "crash_val_above": 0.15,
 }
 
@@ -47,8 +56,9 @@ DEFAULTS = {
 def _series(values, steps) -> tuple[np.ndarray, np.ndarray]:
     v, s = np.asarray(values, dtype=np.float64), np.asarray(steps)
     if v.ndim != 1 or s.shape != v.shape:
-        raise ValueError(f"values and steps must be 1-D arrays of equal length (STEP,), got shapes {v.shape} "
-                         f"and {s.shape}")
+        raise ValueError(
+            f"values and steps must be 1-D arrays of equal length (STEP,), got shapes {v.shape} and {s.shape}"
+        )
     return v, s
 
 
@@ -58,8 +68,9 @@ def _trailing_run_start(mask: np.ndarray) -> int:
     return int(false[-1]) + 1 if len(false) else 0
 
 
-def collapse_onset(values, steps, *, drop: float = DEFAULTS["drop"],
-                   min_points: int = DEFAULTS["min_points"]) -> int | None:
+def collapse_onset(
+    values, steps, *, drop: float = DEFAULTS["drop"], min_points: int = DEFAULTS["min_points"]
+) -> int | None:
     """Step where a non-negative series fell below ``drop`` x its running peak for good.
 
     Parameters
@@ -95,8 +106,9 @@ def collapse_onset(values, steps, *, drop: float = DEFAULTS["drop"],
     return int(s[start])
 
 
-def earliest_collapsing_layer(layers: Sequence[str], steps, matrix, *, drop: float = DEFAULTS["drop"],
-                              min_points: int = DEFAULTS["min_points"]):
+def earliest_collapsing_layer(
+    layers: Sequence[str], steps, matrix, *, drop: float = DEFAULTS["drop"], min_points: int = DEFAULTS["min_points"]
+):
     """The layer whose collapse began first.
 
     Parameters
@@ -120,7 +132,9 @@ def earliest_collapsing_layer(layers: Sequence[str], steps, matrix, *, drop: flo
     if m.size == 0 and not len(layers):
         m = m.reshape(0, len(steps))
     if m.shape != (len(layers), len(steps)):
-        raise ValueError(f"matrix must have shape (LAYER, STEP) = ({len(layers)}, {len(steps)}), got {np.shape(matrix)}")
+        raise ValueError(
+            f"matrix must have shape (LAYER, STEP) = ({len(layers)}, {len(steps)}), got {np.shape(matrix)}"
+        )
     per_layer = {name: collapse_onset(m[i], steps, drop=drop, min_points=min_points) for i, name in enumerate(layers)}
     hits = [(step, i) for i, step in enumerate(per_layer.values()) if step is not None]
     if not hits:
@@ -134,8 +148,15 @@ def _last_finite(row: np.ndarray) -> int | None:
     return int(idx[-1]) if len(idx) else None
 
 
-def dead_channels(layers: Sequence[str], steps, min_channel_std, *, reference=None,
-                  atol: float = DEFAULTS["dead_atol"], rtol: float = DEFAULTS["dead_rtol"]) -> list[dict]:
+def dead_channels(
+    layers: Sequence[str],
+    steps,
+    min_channel_std,
+    *,
+    reference=None,
+    atol: float = DEFAULTS["dead_atol"],
+    rtol: float = DEFAULTS["dead_rtol"],
+) -> list[dict]:
     """Layers with a channel that no longer varies at their last capture.
 
     A layer is listed when its last finite ``min_channel_std`` is ``<= atol + rtol * ref``, ``ref``
@@ -167,14 +188,21 @@ def dead_channels(layers: Sequence[str], steps, min_channel_std, *, reference=No
         r = ref[i, j] if ref is not None and np.isfinite(ref[i, j]) else 0.0
         threshold = atol + rtol * abs(r)
         if m[i, j] <= threshold:
-            out.append({"layer": name, "step": int(steps[j]), "min_channel_std": float(m[i, j]),
-                        "threshold": float(threshold)})
+            out.append(
+                {"layer": name, "step": int(steps[j]), "min_channel_std": float(m[i, j]), "threshold": float(threshold)}
+            )
     return out
 
 
-def gradient_health(layers: Sequence[str], steps, grad_matrix, *,
-                    vanish_abs: float = DEFAULTS["grad_vanish_abs"], vanish_drop: float = DEFAULTS["grad_vanish_drop"],
-                    explode_factor: float = DEFAULTS["grad_explode_factor"]) -> dict[str, list[dict]]:
+def gradient_health(
+    layers: Sequence[str],
+    steps,
+    grad_matrix,
+    *,
+    vanish_abs: float = DEFAULTS["grad_vanish_abs"],
+    vanish_drop: float = DEFAULTS["grad_vanish_drop"],
+    explode_factor: float = DEFAULTS["grad_explode_factor"],
+) -> dict[str, list[dict]]:
     """Vanishing and exploding per-module gradient norms.
 
     * vanishing: the last finite norm is ``< vanish_abs`` or ``< peak / vanish_drop``; ``step`` is
@@ -212,8 +240,15 @@ def gradient_health(layers: Sequence[str], steps, grad_matrix, *,
             tail = _trailing_run_start(low)
             if tail < len(v):
                 reason = f"< {vanish_abs:g}" if v[-1] < vanish_abs else f"fell > {vanish_drop:g}x from its peak"
-                vanishing.append({"layer": name, "step": int(s[tail]), "last": float(v[-1]),
-                                  "peak": float(peak[-1]), "reason": reason})
+                vanishing.append(
+                    {
+                        "layer": name,
+                        "step": int(s[tail]),
+                        "last": float(v[-1]),
+                        "peak": float(peak[-1]),
+                        "reason": reason,
+                    }
+                )
         healthy = v[:tail][v[:tail] > 0]
         median = float(np.median(healthy)) if len(healthy) else math.nan
         big = np.isinf(row) | (row > explode_factor * median if np.isfinite(median) else False)
@@ -221,13 +256,19 @@ def gradient_health(layers: Sequence[str], steps, grad_matrix, *,
         if len(hit):
             j = hit[0]
             reason = "non-finite" if np.isinf(row[j]) else f"> {explode_factor:g}x median"
-            exploding.append({"layer": name, "step": int(steps[j]), "value": float(row[j]), "median": median,
-                              "reason": reason})
+            exploding.append(
+                {"layer": name, "step": int(steps[j]), "value": float(row[j]), "median": median, "reason": reason}
+            )
     return {"vanishing": vanishing, "exploding": exploding}
 
 
-def metrics_at_fingerprint(metrics: Mapping[str, float] | None, fingerprint: Mapping[str, float], *,
-                           tol: float = DEFAULTS["fingerprint_tol"], mae_factor: float = DEFAULTS["mae_factor"]) -> bool:
+def metrics_at_fingerprint(
+    metrics: Mapping[str, float] | None,
+    fingerprint: Mapping[str, float],
+    *,
+    tol: float = DEFAULTS["fingerprint_tol"],
+    mae_factor: float = DEFAULTS["mae_factor"],
+) -> bool:
     """Whether ``metrics`` score like a spatially constant amplitude.
 
     True when ``|amp_ssim - fingerprint amp_ssim| <= tol`` and ``amp_mae >= mae_factor x fingerprint
@@ -255,6 +296,7 @@ def metrics_at_fingerprint(metrics: Mapping[str, float] | None, fingerprint: Map
 
 
 # -- run level ---------------------------------------------------------------------------------------
+
 
 def _read_store(run: RunDir) -> dict:
     """The matrices and scalars collapse detection needs (empty ones when there is no store)."""
@@ -291,29 +333,44 @@ def _align(src: tuple, layers: Sequence[str], steps: np.ndarray) -> np.ndarray:
 def _metric_entry(m: Mapping | None, fingerprint: Mapping | None, criteria: dict) -> dict | None:
     if not m:
         return None
-    at = None if fingerprint is None else metrics_at_fingerprint(m, fingerprint, tol=criteria["fingerprint_tol"],
-                                                                 mae_factor=criteria["mae_factor"])
+    at = (
+        None
+        if fingerprint is None
+        else metrics_at_fingerprint(m, fingerprint, tol=criteria["fingerprint_tol"], mae_factor=criteria["mae_factor"])
+    )
     return {**m, "at_fingerprint": at}
 
 
-def _best_weights_entry(criterion: str, chosen: Mapping | None, best: Mapping | None, fingerprint: Mapping | None,
-                        criteria: dict) -> dict | None:
+def _best_weights_entry(
+    criterion: str, chosen: Mapping | None, best: Mapping | None, fingerprint: Mapping | None, criteria: dict
+) -> dict | None:
     """The best weights the verdict uses: ``best`` (best.ckpt) or the gain-free best epoch ``chosen``."""
     if chosen is None:
         return None
     if "epoch" not in chosen:  # best.ckpt's own scores, already judged
-        return {"criterion": criterion, "epoch": None, "amp_ssim": best.get("amp_ssim"), "amp_mae": best.get("amp_mae"),
-                "at_fingerprint": best.get("at_fingerprint")}
+        return {
+            "criterion": criterion,
+            "epoch": None,
+            "amp_ssim": best.get("amp_ssim"),
+            "amp_mae": best.get("amp_mae"),
+            "at_fingerprint": best.get("at_fingerprint"),
+        }
     ssim, mae = chosen.get("amp_ssim"), chosen.get("amp_mae")
     at = None
     if fingerprint is not None and ssim is not None:
-        at = (metrics_at_fingerprint(chosen, fingerprint, tol=criteria["fingerprint_tol"], mae_factor=criteria["mae_factor"])
-              if mae is not None else abs(ssim - float(fingerprint["amp_ssim"])) <= criteria["fingerprint_tol"])
+        at = (
+            metrics_at_fingerprint(
+                chosen, fingerprint, tol=criteria["fingerprint_tol"], mae_factor=criteria["mae_factor"]
+            )
+            if mae is not None
+            else abs(ssim - float(fingerprint["amp_ssim"])) <= criteria["fingerprint_tol"]
+        )
     return {"criterion": criterion, "epoch": chosen["epoch"], "amp_ssim": ssim, "amp_mae": mae, "at_fingerprint": at}
 
 
-def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = None,
-                    drop: float = DEFAULTS["drop"]) -> dict:
+def detect_collapse(
+    run: RunDir, *, fingerprint: Mapping[str, float] | None = None, drop: float = DEFAULTS["drop"]
+) -> dict:
     """Collapse report of one run directory (its store, ``metrics.json``, ``history.json``).
 
     The verdict is ``"collapsed"`` when either criterion holds, ``"healthy"`` when the criteria
@@ -334,9 +391,9 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     the epoch with the highest validation amp SSIM, scored by the per-epoch amp SSIM / MAE recorded
     in ``history.json`` (:func:`fnodiag.diagnostics.selection.best_weights`; amp SSIM alone, within
     ``fingerprint_tol``, for a history without ``val_amp_mae``). ``best_weights`` in the report
-    names the criterion and epoch, ``best_selection`` both best epochs. The reference's crash heuristic (amp_ssim < 0.5 or final val loss > 0.15, brief §8.5) is
-    reported beside, not used: its loss threshold only holds for the reference's loss scale, and
-    it also flags runs that are merely under-trained.
+    names the criterion and epoch, ``best_selection`` both best epochs. The reference's crash heuristic
+    (amp_ssim < 0.5 or final val loss > 0.15, brief §8.5) is reported beside, not used: its loss
+    threshold only holds for the reference's loss scale, and it also flags runs that are merely under-trained.
 
     Parameters
     ----------
@@ -372,21 +429,29 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
         fin = np.flatnonzero(np.isfinite(row))
         if len(fin):
             p = fin[np.argmax(row[fin])]
-            output_std = {"peak": row[p], "peak_step": int(steps[p]), "last": row[fin[-1]], "last_step": int(steps[fin[-1]])}
+            output_std = {
+                "peak": row[p],
+                "peak_step": int(steps[p]),
+                "last": row[fin[-1]],
+                "last_step": int(steps[fin[-1]]),
+            }
         activation_ok = len(fin) > criteria["min_points"]
         if not activation_ok:
             notes.append(f"only {len(fin)} finite captures of {out_layer!r}: too few to date a collapse")
         onset = collapse_onset(row, steps, drop=drop, min_points=criteria["min_points"])
         onset_epoch = rec["epochs"].get(onset) if onset is not None else None
-    earliest, earliest_step, per_layer = earliest_collapsing_layer(layers, steps, ss, drop=drop,
-                                                                   min_points=criteria["min_points"])
+    earliest, earliest_step, per_layer = earliest_collapsing_layer(
+        layers, steps, ss, drop=drop, min_points=criteria["min_points"]
+    )
 
     nf_layers, nf_steps, nf = rec["nonfinite"]
     if out_layer in nf_layers:
         bad = np.flatnonzero(nf[nf_layers.index(out_layer)] > 0)
         if len(bad):
-            notes.append(f"output held non-finite values from step {int(nf_steps[bad[0]])}: a divergence, "
-                         "not counted as a collapse")
+            notes.append(
+                f"output held non-finite values from step {int(nf_steps[bad[0]])}: a divergence, "
+                "not counted as a collapse"
+            )
 
     # 2. metrics against the fingerprint
     source = "argument" if fingerprint is not None else None
@@ -394,10 +459,14 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
         fingerprint = ((run.read_json("effective_config.json", {}) or {}).get("data") or {}).get("fingerprint") or None
         source = "effective_config" if fingerprint else None
     if fingerprint is None:
-        notes.append("no constant-output fingerprint (argument or effective_config data.fingerprint): "
-                     "metric criterion skipped")
+        notes.append(
+            "no constant-output fingerprint (argument or effective_config data.fingerprint): metric criterion skipped"
+        )
     metrics = run.read_metrics() or {}
-    best, last = _metric_entry(metrics.get("best"), fingerprint, criteria), _metric_entry(metrics.get("last"), fingerprint, criteria)
+    best, last = (
+        _metric_entry(metrics.get("best"), fingerprint, criteria),
+        _metric_entry(metrics.get("last"), fingerprint, criteria),
+    )
     if not metrics:
         notes.append("no metrics.json (run not evaluated yet)")
     metric_ok = last is not None and fingerprint is not None
@@ -420,15 +489,23 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     val = [v for v in history.get("val_loss", []) if v is not None]
     final_val = float(val[-1]) if val else None
     last_ssim = (last or {}).get("amp_ssim")
-    crash = {"amp_ssim_below": last_ssim is not None and last_ssim < criteria["crash_ssim_below"],
-             "final_val_above": final_val is not None and final_val > criteria["crash_val_above"],
-             "final_val_loss": final_val}
+    crash = {
+        "amp_ssim_below": last_ssim is not None and last_ssim < criteria["crash_ssim_below"],
+        "final_val_above": final_val is not None and final_val > criteria["crash_val_above"],
+        "final_val_loss": final_val,
+    }
     crash["flag"] = crash["amp_ssim_below"] or crash["final_val_above"]
 
     mc_layers, mc_steps, mc = rec["min_channel_std"]
-    dead = dead_channels(mc_layers, mc_steps, mc, reference=_align(rec["std"], mc_layers, mc_steps)) if mc_layers else []
-    gradients = gradient_health(*rec["grad"], vanish_abs=criteria["grad_vanish_abs"],
-                                vanish_drop=criteria["grad_vanish_drop"], explode_factor=criteria["grad_explode_factor"])
+    dead = (
+        dead_channels(mc_layers, mc_steps, mc, reference=_align(rec["std"], mc_layers, mc_steps)) if mc_layers else []
+    )
+    gradients = gradient_health(
+        *rec["grad"],
+        vanish_abs=criteria["grad_vanish_abs"],
+        vanish_drop=criteria["grad_vanish_drop"],
+        explode_factor=criteria["grad_explode_factor"],
+    )
     if rec["preclip"] is not None and len(rec["preclip"][0]):
         pre_steps, pre = rec["preclip"]
         bad = np.flatnonzero(~np.isfinite(pre))
@@ -436,22 +513,37 @@ def detect_collapse(run: RunDir, *, fingerprint: Mapping[str, float] | None = No
     if not rec["grad"][0]:
         notes.append("no per-module gradient records")
 
-    return jsonable({
-        "verdict": verdict, "collapsed": verdict == "collapsed",
-        "onset_step": onset, "onset_epoch": onset_epoch, "output_layer": out_layer,
-        "earliest_layer": earliest, "earliest_step": earliest_step, "per_layer_onset": per_layer,
-        "output_spatial_std": output_std,
-        "metrics": {"best": best, "last": last},
-        "learned_then_collapsed": learned_then_collapsed,
-        "best_weights": best_w, "best_selection": best_epochs(history, effective, config),
-        "dead_channels": dead, "gradients": gradients,
-        "criteria": {**criteria, "fingerprint": dict(fingerprint) if fingerprint else None,
-                     "fingerprint_source": source},
-        "criteria_met": {"output_spatial_std": (onset is not None) if activation_ok else None,
-                         "last_metrics_at_fingerprint": last_at},
-        "reference_crash_heuristic": crash,
-        "notes": notes,
-    }, nonfinite="null")
+    return jsonable(
+        {
+            "verdict": verdict,
+            "collapsed": verdict == "collapsed",
+            "onset_step": onset,
+            "onset_epoch": onset_epoch,
+            "output_layer": out_layer,
+            "earliest_layer": earliest,
+            "earliest_step": earliest_step,
+            "per_layer_onset": per_layer,
+            "output_spatial_std": output_std,
+            "metrics": {"best": best, "last": last},
+            "learned_then_collapsed": learned_then_collapsed,
+            "best_weights": best_w,
+            "best_selection": best_epochs(history, effective, config),
+            "dead_channels": dead,
+            "gradients": gradients,
+            "criteria": {
+                **criteria,
+                "fingerprint": dict(fingerprint) if fingerprint else None,
+                "fingerprint_source": source,
+            },
+            "criteria_met": {
+                "output_spatial_std": (onset is not None) if activation_ok else None,
+                "last_metrics_at_fingerprint": last_at,
+            },
+            "reference_crash_heuristic": crash,
+            "notes": notes,
+        },
+        nonfinite="null",
+    )
 
 
 def write_collapse(run: RunDir, **kwargs) -> dict:

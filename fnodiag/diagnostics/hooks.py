@@ -16,6 +16,7 @@ Use it as a context manager for a one-off capture, or register once and toggle :
 
 The target ``"output"`` is the generator's own output (a hook on the root module).
 """
+
 from __future__ import annotations
 
 import re
@@ -102,13 +103,13 @@ class ActivationRecorder:
 
     def __init__(self, model: nn.Module, targets: list[str] | None = None, *, near_zero: float = 1e-6) -> None:
         if _compiled(model):
-            raise ValueError("ActivationRecorder cannot hook a torch.compile'd module; "
-                             "pass the uncompiled module (model._orig_mod)")
+            raise ValueError(
+                "ActivationRecorder cannot hook a torch.compile'd module; pass the uncompiled module (model._orig_mod)"
+            )
         modules = dict(model.named_modules())
         inner = next((n for n, m in modules.items() if n and _compiled(m)), None)
         if inner is not None:
-            raise ValueError(f"ActivationRecorder cannot hook compiled submodule {inner!r}; "
-                             f"pass an uncompiled model")
+            raise ValueError(f"ActivationRecorder cannot hook compiled submodule {inner!r}; pass an uncompiled model")
         targets = default_targets(model) if targets is None else list(dict.fromkeys(targets))
         valid = [n for n in modules if n]
         unknown = [t for t in targets if t != OUTPUT and (t == "" or t not in modules)]
@@ -130,7 +131,7 @@ class ActivationRecorder:
         """Whether the hooks are currently registered."""
         return bool(self._handles)
 
-    def register(self) -> "ActivationRecorder":
+    def register(self) -> ActivationRecorder:
         """Register one forward hook per target (a no-op when already registered)."""
         if self._handles:
             return self
@@ -148,7 +149,7 @@ class ActivationRecorder:
         for handle in handles:
             handle.remove()
 
-    def __enter__(self) -> "ActivationRecorder":
+    def __enter__(self) -> ActivationRecorder:
         return self.register()
 
     def __exit__(self, *exc) -> None:
@@ -196,8 +197,9 @@ class ActivationRecorder:
         dict of str to torch.Tensor
             Block path -> 0-d float32 on the model's device.
         """
-        return {block: m["spectral"] / m["local"] for block, m in self._branch_means.items()
-                if len(m) == len(_BRANCHES)}
+        return {
+            block: m["spectral"] / m["local"] for block, m in self._branch_means.items() if len(m) == len(_BRANCHES)
+        }
 
     def device_stats(self) -> dict[str, Tensor]:
         """Everything recorded, as named device tensors for :func:`~fnodiag.diagnostics.stats.to_host`.

@@ -6,9 +6,10 @@ both call :func:`tensor_norms` / :func:`global_norm`. A complex tensor is reduce
 :func:`real_view` (its ``(..., 2)`` float view, no copy), which has the same L2 norm: torch's
 complex norm kernel is ~30x slower on CPU (75 ms vs 2.5 ms per step for the stage-a generator).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

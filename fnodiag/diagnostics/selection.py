@@ -13,13 +13,13 @@ and :func:`best_weights` makes it the one a collapse verdict's "best weights" re
 Epochs are 0-based indices into the ``history.json`` series (Lightning's ``current_epoch``).
 Pure functions on the plain dicts of a run directory; no torch, no Lightning.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
-__all__ = ["LOSS_CRITERION", "SSIM_CRITERION", "checkpoint_criterion", "gain_dependent", "best_epochs",
-           "best_weights"]
+__all__ = ["LOSS_CRITERION", "SSIM_CRITERION", "checkpoint_criterion", "gain_dependent", "best_epochs", "best_weights"]
 
 LOSS_CRITERION = "val_loss (min)"
 SSIM_CRITERION = "val_amp_ssim (max)"
@@ -64,10 +64,17 @@ def _arg_best(series, sign: float) -> int | None:
 def _at(history: Mapping, i: int | None) -> dict | None:
     if i is None:
         return None
+
     def get(key):
         s = history.get(key) or []
         return _finite(s[i]) if i < len(s) else None
-    return {"epoch": i, "val_loss": get("val_loss"), "val_amp_ssim": get("val_amp_ssim"), "val_amp_mae": get("val_amp_mae")}
+
+    return {
+        "epoch": i,
+        "val_loss": get("val_loss"),
+        "val_amp_ssim": get("val_amp_ssim"),
+        "val_amp_mae": get("val_amp_mae"),
+    }
 
 
 def best_epochs(history: Mapping | None, effective: Mapping | None = None, config: Mapping | None = None) -> dict:
@@ -93,13 +100,19 @@ def best_epochs(history: Mapping | None, effective: Mapping | None = None, confi
     by_loss = _at(history, _arg_best(history.get("val_loss"), -1.0))
     by_ssim = _at(history, _arg_best(history.get("val_amp_ssim"), 1.0))
     gained = gain_dependent(effective, config)
-    return {"criterion": criterion, "gain_dependent": gained, "by_loss": by_loss, "by_ssim": by_ssim,
-            "differ": bool(by_loss and by_ssim and by_loss["epoch"] != by_ssim["epoch"]),
-            "verdict_criterion": SSIM_CRITERION if gained else criterion}
+    return {
+        "criterion": criterion,
+        "gain_dependent": gained,
+        "by_loss": by_loss,
+        "by_ssim": by_ssim,
+        "differ": bool(by_loss and by_ssim and by_loss["epoch"] != by_ssim["epoch"]),
+        "verdict_criterion": SSIM_CRITERION if gained else criterion,
+    }
 
 
-def best_weights(history: Mapping | None, effective: Mapping | None, metrics_best: Mapping | None,
-                 config: Mapping | None = None) -> tuple[str, dict | None]:
+def best_weights(
+    history: Mapping | None, effective: Mapping | None, metrics_best: Mapping | None, config: Mapping | None = None
+) -> tuple[str, dict | None]:
     """The "best weights" a collapse verdict rests on, and the criterion that chose them.
 
     Without the batch gain: ``metrics.json["best"]`` (the scores of ``best.ckpt``). Under the gain:

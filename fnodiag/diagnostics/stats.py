@@ -22,6 +22,7 @@ holding it, so the complex weights of a spectral convolution are ``"encoder.0.sp
 parameters of the root module are ``"(root)"``) or ``by="tensor"`` (one entry per parameter,
 named as in ``named_parameters``). Shared parameters are counted once.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,19 @@ from torch import Tensor, nn
 
 from fnodiag.diagnostics.norms import norm_view, tensor_norms
 
-ACTIVATION_STATS = ("mean", "std", "abs_mean", "p50", "p95", "p99", "frac_near_zero",
-                    "spatial_std", "min_channel_std", "low_freq_ratio", "nonfinite")
+ACTIVATION_STATS = (
+    "mean",
+    "std",
+    "abs_mean",
+    "p50",
+    "p95",
+    "p99",
+    "frac_near_zero",
+    "spatial_std",
+    "min_channel_std",
+    "low_freq_ratio",
+    "nonfinite",
+)
 BRANCH_STAT = "spectral_local_ratio"
 PARAM_STATS = ("grad_norm", "weight_norm", "update_ratio")
 SCALE_STATS = ("layerscale_mean", "layerscale_abs_max", "weight_mean", "weight_abs_min", "bias_mean")
@@ -44,12 +56,13 @@ GROUPINGS = ("module", "tensor")
 #: Sorting every activation cost ~40 ms per 0.5 M elements on CPU (most of a capture's time);
 #: 4 096 samples estimate p50/p95 within ~1-2 % and p99 from ~40 tail values: a diagnostic
 #: estimate, cheap enough to capture every training step (the live-capture overhead budget).
-QUANTILE_MAX_NUMEL = 2 ** 12
+QUANTILE_MAX_NUMEL = 2**12
 _QUANTILES = (0.5, 0.95, 0.99)
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 # --------------------------------------------------------------------------- activations
+
 
 def _real_values(t: Tensor) -> Tensor:
     """Detached real working copy: ``|t|`` for complex input, float32 (float64 kept)."""
@@ -163,13 +176,13 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
         mag = torch.where(finite, a.abs(), nan)
         flat_mask, flat_a, flat_mag = finite.reshape(-1), a.reshape(-1), mag.reshape(-1)
         if a.ndim == 4 and a.numel():
-            n_map, mean_map, m2_map = _map_moments(a, finite)                 # (BATCH, C) each
+            n_map, mean_map, m2_map = _map_moments(a, finite)  # (BATCH, C) each
             mean = (n_map * mean_map).nansum() / count
             var = (m2_map.nansum() + (n_map * (mean_map - mean).square()).nansum()) / count
             std = var.sqrt()
-            map_std = (m2_map / n_map).sqrt()                                   # NaN for all-masked maps
+            map_std = (m2_map / n_map).sqrt()  # NaN for all-masked maps
             spatial_std = torch.nanmean(map_std)
-            channel_std = torch.nanmean(map_std, dim=0)                         # (C,)
+            channel_std = torch.nanmean(map_std, dim=0)  # (C,)
             lowest = torch.where(torch.isnan(channel_std), math.inf, channel_std).amin()
             min_channel_std = torch.where(torch.isinf(lowest), nan, lowest)
             low_freq = _low_freq_ratio(torch.where(finite, mag, 0))
@@ -208,11 +221,12 @@ def branch_ratio(spectral_out: Tensor, local_out: Tensor) -> Tensor:
     """
     with torch.no_grad():
         s = spectral_out.detach().abs().to(torch.float32).mean()
-        l = local_out.detach().abs().to(torch.float32).mean()
-        return s / l.to(s.device)
+        loc = local_out.detach().abs().to(torch.float32).mean()
+        return s / loc.to(s.device)
 
 
 # --------------------------------------------------------------------------- parameters
+
 
 def _check_by(by: str) -> None:
     if by not in GROUPINGS:
@@ -301,15 +315,19 @@ def snapshot_weights(model: nn.Module, out: list[Tensor] | None = None) -> list[
     then touches no new memory (fresh allocations of a large model's size page-fault on CPU).
     """
     params = [p.detach() for p in model.parameters()]
-    if out is None or len(out) != len(params) or any(o.shape != p.shape or o.dtype != p.dtype
-                                                      for o, p in zip(out, params)):
+    if (
+        out is None
+        or len(out) != len(params)
+        or any(o.shape != p.shape or o.dtype != p.dtype for o, p in zip(out, params))
+    ):
         return [p.clone() for p in params]
     torch._foreach_copy_(out, params)
     return out
 
 
-def update_ratios(model: nn.Module, before: list[Tensor], *, by: str = "module",
-                  inplace: bool = False, with_norms: bool = False):
+def update_ratios(
+    model: nn.Module, before: list[Tensor], *, by: str = "module", inplace: bool = False, with_norms: bool = False
+):
     """Relative size of the weight change since a snapshot, ``||W_now - W_before|| / ||W_before||``.
 
     For a module both norms run over all its direct parameters together.
@@ -398,6 +416,7 @@ def scale_params(model: nn.Module) -> tuple[list[str], Tensor]:
 
 # --------------------------------------------------------------------------- transfer
 
+
 def to_host(named: dict[str, Tensor]) -> dict[str, np.ndarray]:
     """Bring a whole capture to the host in one transfer per device.
 
@@ -429,6 +448,6 @@ def to_host(named: dict[str, Tensor]) -> dict[str, np.ndarray]:
         start = 0
         for k in keys:
             n = named[k].numel()
-            out[k] = host[start:start + n].reshape(tuple(named[k].shape))
+            out[k] = host[start : start + n].reshape(tuple(named[k].shape))
             start += n
     return {k: out[k] for k in named}

@@ -8,6 +8,7 @@ built with ``spectral_layout="reference"`` and the control or stable block are r
 exactly; others are refused with the reason. The file is written atomically and an existing file
 is never replaced unless asked (``force``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +16,9 @@ from pathlib import Path
 import torch
 
 from fnodiag.diagnostics.capture import CaptureError, load_generator
+from fnodiag.files import atomic_write
 from fnodiag.models import count_parameters
 from fnodiag.models.reference_layout import to_reference_state
-from fnodiag.files import atomic_write
 
 LAYOUTS = ("reference",)
 
@@ -45,15 +46,24 @@ def resolve_source(source: str | Path, weights: str = "best") -> Path:
 
 def _atomic_save(obj, path: Path, force: bool) -> None:
     if path.is_dir():
-        raise CaptureError(f"--output {str(path)!r} is a folder; pass a file name such as {str(path / 'generator.pt')!r}")
+        raise CaptureError(
+            f"--output {str(path)!r} is a folder; pass a file name such as {str(path / 'generator.pt')!r}"
+        )
     if path.exists() and not force:
         raise CaptureError(f"--output {str(path)!r} exists; pass --force to replace it or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def export_checkpoint(source: str | Path, output: str | Path, *, layout: str = "reference", weights: str = "best",
-                      overrides: dict | None = None, force: bool = False) -> dict:
+def export_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    *,
+    layout: str = "reference",
+    weights: str = "best",
+    overrides: dict | None = None,
+    force: bool = False,
+) -> dict:
     """Load a generator (any form ``fnodiag capture`` reads) and save it in ``layout``.
 
     Parameters
@@ -92,5 +102,14 @@ def export_checkpoint(source: str | Path, output: str | Path, *, layout: str = "
     out = Path(output)
     _atomic_save(state, out, force)
     m = cfg.model
-    return {"source": str(path), "output": str(out), "layout": layout, "architecture": m.arch, "blocks": m.blocks,
-            "width": m.width, "modes": m.modes, "parameters": count_parameters(generator), "tensors": len(state)}
+    return {
+        "source": str(path),
+        "output": str(out),
+        "layout": layout,
+        "architecture": m.arch,
+        "blocks": m.blocks,
+        "width": m.width,
+        "modes": m.modes,
+        "parameters": count_parameters(generator),
+        "tensors": len(state),
+    }

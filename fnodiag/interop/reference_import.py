@@ -28,6 +28,7 @@ it into place only when everything succeeded, so a malformed folder or CSV (a on
   finished with an "imported" message. There are no live per-layer captures: the reference
   recorded none, and the views say so.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ import os
 import re
 import secrets
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
@@ -44,36 +45,65 @@ from fnodiag.interop.reference_log import ReferenceImportError, read_metrics_csv
 from fnodiag.runs import RunDir
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
-SCHEDULES = {"Default": "constant", "Exponential": "exponential", "WarmupCosine": "warmup_cosine",
-             "ReduceLROnPlateau": "plateau"}
+SCHEDULES = {
+    "Default": "constant",
+    "Exponential": "exponential",
+    "WarmupCosine": "warmup_cosine",
+    "ReduceLROnPlateau": "plateau",
+}
 # reference config key -> fnodiag setting
-CONFIG_MAP = {"architecture": "model.arch", "N": "data.N", "fno_modes": "model.modes", "fno_width": "model.width",
-              "fno_blocks": "model.blocks", "max_hidden_channels": "model.channel_cap", "seed": "train.seed",
-              "epochs": "train.epochs", "batch_size": "train.batch_size", "infer_batch_size": "train.infer_batch_size",
-              "learning_rate": "optim.lr", "optimizer": "optim.name", "momentum": "optim.momentum",
-              "weight_decay": "optim.weight_decay", "adam_beta1": "optim.beta1", "adam_beta2": "optim.beta2",
-              "scheduler": "schedule.name", "lr_warmup_epochs": "schedule.warmup_epochs",
-              "lr_min_ratio": "schedule.min_lr_ratio", "plateau_factor": "schedule.plateau_factor",
-              "plateau_patience": "schedule.plateau_patience", "plateau_min_lr": "schedule.plateau_min_lr",
-              "gradient_clip_val": "clip.value", "gradient_clip_algorithm": "clip.algorithm",
-              "torch_loss_mode": "train.loss", "nphotons": "data.nphotons", "set_phi": "data.set_phi"}
+CONFIG_MAP = {
+    "architecture": "model.arch",
+    "N": "data.N",
+    "fno_modes": "model.modes",
+    "fno_width": "model.width",
+    "fno_blocks": "model.blocks",
+    "max_hidden_channels": "model.channel_cap",
+    "seed": "train.seed",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "infer_batch_size": "train.infer_batch_size",
+    "learning_rate": "optim.lr",
+    "optimizer": "optim.name",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "adam_beta1": "optim.beta1",
+    "adam_beta2": "optim.beta2",
+    "scheduler": "schedule.name",
+    "lr_warmup_epochs": "schedule.warmup_epochs",
+    "lr_min_ratio": "schedule.min_lr_ratio",
+    "plateau_factor": "schedule.plateau_factor",
+    "plateau_patience": "schedule.plateau_patience",
+    "plateau_min_lr": "schedule.plateau_min_lr",
+    "gradient_clip_val": "clip.value",
+    "gradient_clip_algorithm": "clip.algorithm",
+    "torch_loss_mode": "train.loss",
+    "nphotons": "data.nphotons",
+    "set_phi": "data.set_phi",
+}
 
 
 def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ReferenceImportError(f"{what} {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                           "fix or remove it and import again") from None
+        raise ReferenceImportError(
+            f"{what} {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "fix or remove it and import again"
+        ) from None
     except UnicodeDecodeError:
-        raise ReferenceImportError(f"{what} {str(path)!r} is not a UTF-8 text file; fix or remove it and import again") from None
+        raise ReferenceImportError(
+            f"{what} {str(path)!r} is not a UTF-8 text file; fix or remove it and import again"
+        ) from None
 
 
 def find_arm(src: str | Path, arch: str | None = None) -> tuple[Path, Path]:
     """``(arm folder, runs/pinn_<arch> folder)`` of a reference output folder (or of its pinn_<arch> folder)."""
     src = Path(src)
     if not src.is_dir():
-        raise ReferenceImportError(f"reference folder {str(src)!r} does not exist; pass the --output-dir of one reference arm")
+        raise ReferenceImportError(
+            f"reference folder {str(src)!r} does not exist; pass the --output-dir of one reference arm"
+        )
     if src.name.startswith("pinn_") and src.parent.name == "runs":
         return src.parent.parent, src
     found = sorted(p for p in (src / "runs").glob("pinn_*") if p.is_dir()) if (src / "runs").is_dir() else []
@@ -81,11 +111,14 @@ def find_arm(src: str | Path, arch: str | None = None) -> tuple[Path, Path]:
         found = [p for p in found if p.name == f"pinn_{arch}"]
     if not found:
         want = f"runs/pinn_{arch}/" if arch else "runs/pinn_<arch>/"
-        raise ReferenceImportError(f"{str(src)!r} has no {want} folder; pass the --output-dir of one reference arm "
-                           "(the folder holding runs/ and lightning_logs/)")
+        raise ReferenceImportError(
+            f"{str(src)!r} has no {want} folder; pass the --output-dir of one reference arm "
+            "(the folder holding runs/ and lightning_logs/)"
+        )
     if len(found) > 1:
-        raise ReferenceImportError(f"{str(src)!r} holds several arms ({', '.join(p.name[5:] for p in found)}); "
-                           "choose one with --arch")
+        raise ReferenceImportError(
+            f"{str(src)!r} holds several arms ({', '.join(p.name[5:] for p in found)}); choose one with --arch"
+        )
     return src, found[0]
 
 
@@ -95,7 +128,7 @@ def map_config(ref: dict, arch_dir: Path) -> tuple[RunConfig, dict, list[str]]:
     unmapped: dict[str, str] = {}
     notes: list[str] = []
     ref = dict(ref)
-    ref.setdefault("architecture", arch_dir.name[len("pinn_"):])
+    ref.setdefault("architecture", arch_dir.name[len("pinn_") :])
     for key, setting in CONFIG_MAP.items():
         if key not in ref or ref[key] is None:
             continue
@@ -110,8 +143,10 @@ def map_config(ref: dict, arch_dir: Path) -> tuple[RunConfig, dict, list[str]]:
         flat["clip.algorithm"], flat["clip.value"] = "none", 0.0
     if flat.get("schedule.name") in ("warmup_cosine", "exponential"):
         flat["schedule.frozen"] = True
-        notes.append("schedule.frozen: the reference never stepped this schedule under manual optimization "
-                     "(brief §5.4); the CSV's learning_rate column is the LR that really trained")
+        notes.append(
+            "schedule.frozen: the reference never stepped this schedule under manual optimization "
+            "(brief §5.4); the CSV's learning_rate column is the LR that really trained"
+        )
     flat["model.spectral_layout"] = "reference"
     flat["train.capture_every"] = 0  # the reference recorded no live per-layer captures
     flat["train.frame_every"] = 0  # nor reconstruction frames
@@ -144,8 +179,10 @@ def map_metrics(ref: dict, path: Path) -> dict:
 
 def _history(ref, path: Path) -> dict:
     if not isinstance(ref, dict) or not isinstance(ref.get("train_loss"), list):
-        raise ReferenceImportError(f"{str(path)!r} has no 'train_loss' list; expected the reference's "
-                           '{"train_loss": [...], "val_loss": [...]}')
+        raise ReferenceImportError(
+            f"{str(path)!r} has no 'train_loss' list; expected the reference's "
+            '{"train_loss": [...], "val_loss": [...]}'
+        )
     out = {}
     for key in ("train_loss", "val_loss"):
         series = ref.get(key) or []
@@ -179,8 +216,10 @@ def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
 
     tests = sorted(arm.glob(f"datasets/N{cfg.data.N}/*/test.npz")) or sorted(arm.glob("datasets/*/*/test.npz"))
     if not tests:
-        return (f"capture of model.pt: no datasets/N{cfg.data.N}/gs1/test.npz in the reference folder; run "
-                f"`fnodiag capture --checkpoint {run.path.name}/model.pt --output ...` with --input")
+        return (
+            f"capture of model.pt: no datasets/N{cfg.data.N}/gs1/test.npz in the reference folder; run "
+            f"`fnodiag capture --checkpoint {run.path.name}/model.pt --output ...` with --input"
+        )
     try:
         generator, gcfg, info = load_generator(run.model_path, N=cfg.data.N)
         x = read_inputs(tests[0])[:1]
@@ -188,7 +227,9 @@ def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
     except (ConfigError, RuntimeError, ValueError, KeyError) as exc:
         return f"capture of model.pt: {str(exc).splitlines()[0][:300]}"
     info["input"] = str(tests[0])
-    info = {k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in info.items()}  # not the temp folder
+    info = {
+        k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in info.items()
+    }  # not the temp folder
     write_report({"summary": summary(generator, gcfg, info, x, 1, "cpu"), **report}, run.path / "capture", "last.json")
     return None
 
@@ -235,13 +276,17 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
     cfg_path = source("config.json", arch_dir / "config.json")
     ref_cfg = _read_json(cfg_path, "reference config") if cfg_path else {}
     if not isinstance(ref_cfg, dict):
-        raise ReferenceImportError(f"reference config {str(cfg_path)!r} holds a {type(ref_cfg).__name__}, not a settings dict")
+        raise ReferenceImportError(
+            f"reference config {str(cfg_path)!r} holds a {type(ref_cfg).__name__}, not a settings dict"
+        )
     hist_path = source("history.json", arch_dir / "history.json")
     history = _history(_read_json(hist_path, "history"), hist_path) if hist_path else {}
     met_path = source("metrics.json", arch_dir / "metrics.json")
     last_metrics = map_metrics(_read_json(met_path, "metrics"), met_path) if met_path else None
-    versions = sorted((p for p in (arm / "lightning_logs").glob("version_*") if (p / "metrics.csv").is_file()),
-                      key=lambda p: int(p.name.split("_")[-1]) if p.name.split("_")[-1].isdigit() else -1)
+    versions = sorted(
+        (p for p in (arm / "lightning_logs").glob("version_*") if (p / "metrics.csv").is_file()),
+        key=lambda p: int(p.name.split("_")[-1]) if p.name.split("_")[-1].isdigit() else -1,
+    )
     csv_path = versions[-1] / "metrics.csv" if versions else None
     if csv_path:
         files["lightning_logs/metrics.csv"] = str(csv_path.resolve())
@@ -275,7 +320,9 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
             run.write_history(history)
         if last_metrics is not None:
             run.write_metrics(None, last_metrics)
-            notes.append("metrics.json: the reference scores its final-epoch weights, so they are 'last'; 'best' is None")
+            notes.append(
+                "metrics.json: the reference scores its final-epoch weights, so they are 'last'; 'best' is None"
+            )
         if model:
             _place(model, run.model_path)
             notes.append("model.pt is the reference LightningModule's state dict (keys model.generator.*)")
@@ -289,13 +336,28 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
                 missing.append(why)
         epochs = len(history.get("train_loss", []))
         run.write_json("effective_config.json", _effective(cfg, ref_cfg, epochs))
-        run.write_json("imported.json", {
-            "source": str(Path(src).resolve()), "arm": str(arm.resolve()), "reference_run": arch_dir.name,
-            "imported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files,
-            "missing": missing, "unmapped": unmapped, "notes": notes, "read_only": True, "live_captures": False,
-            "steps": found["last_step"] + 1})
-        run.write_status("finished", step=max(found["last_step"] + 1, 0), epoch=epochs,
-                         message=f"imported from {arm} (read-only; no live per-layer captures)")
+        run.write_json(
+            "imported.json",
+            {
+                "source": str(Path(src).resolve()),
+                "arm": str(arm.resolve()),
+                "reference_run": arch_dir.name,
+                "imported": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": files,
+                "missing": missing,
+                "unmapped": unmapped,
+                "notes": notes,
+                "read_only": True,
+                "live_captures": False,
+                "steps": found["last_step"] + 1,
+            },
+        )
+        run.write_status(
+            "finished",
+            step=max(found["last_step"] + 1, 0),
+            epoch=epochs,
+            message=f"imported from {arm} (read-only; no live per-layer captures)",
+        )
         if out.is_dir():
             out.rmdir()
         os.replace(tmp, out)
@@ -315,12 +377,22 @@ def _effective(cfg: RunConfig, ref: dict, epochs: int) -> dict:
         group.update(momentum=o.momentum, nesterov=o.momentum > 0)
     else:
         group["betas"] = [o.beta1, o.beta2]
-    return {"kind": "reference-import", "source": "the reference's config.json (requested values: the reference "
-                                                   "recorded no effective configuration; the CSV holds the realised LR)",
-            "optimizer": {"class": optimizer_class(o.name) if o.name in OPTIMIZERS else o.name, "param_groups": [group]},
-            "scheduler": {"name": cfg.schedule.name, "frozen": cfg.schedule.frozen, "requested": ref.get("scheduler")},
-            "grad_clip": {"algorithm": cfg.clip.algorithm, "value": cfg.clip.value if cfg.clip.algorithm != "none" else None},
-            "generator": {"class": cfg.model.arch, "block_class": None, "spectral_layout": "reference"},
-            "seed": cfg.train.seed, "max_epochs": cfg.train.epochs, "epochs_recorded": epochs,
-            "batch_size": cfg.train.batch_size, "data": {"N": cfg.data.N}, "capture": {"every": 0},
-            "reference_quirks": reference_quirks(cfg)}
+    return {
+        "kind": "reference-import",
+        "source": "the reference's config.json (requested values: the reference "
+        "recorded no effective configuration; the CSV holds the realised LR)",
+        "optimizer": {"class": optimizer_class(o.name) if o.name in OPTIMIZERS else o.name, "param_groups": [group]},
+        "scheduler": {"name": cfg.schedule.name, "frozen": cfg.schedule.frozen, "requested": ref.get("scheduler")},
+        "grad_clip": {
+            "algorithm": cfg.clip.algorithm,
+            "value": cfg.clip.value if cfg.clip.algorithm != "none" else None,
+        },
+        "generator": {"class": cfg.model.arch, "block_class": None, "spectral_layout": "reference"},
+        "seed": cfg.train.seed,
+        "max_epochs": cfg.train.epochs,
+        "epochs_recorded": epochs,
+        "batch_size": cfg.train.batch_size,
+        "data": {"N": cfg.data.N},
+        "capture": {"every": 0},
+        "reference_quirks": reference_quirks(cfg),
+    }

@@ -7,6 +7,7 @@ reference logs (brief §5.5) ``mae_train_loss_step`` / ``_epoch``, ``mae_val_los
 :func:`write_scalars` stores them under fnodiag's scalar names, so the dashboard's loss, gradient
 norm, learning-rate and clip-fraction plots draw an imported run like one of fnodiag's own.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,11 @@ from pathlib import Path
 from fnodiag.config import ConfigError
 from fnodiag.runs import RunDir
 
-STEP_COLUMNS = {"grad_norm_preclip_step": "grad/norm_preclip", "grad_norm_postclip_step": "grad/norm_postclip",
-                "learning_rate": "lr"}
+STEP_COLUMNS = {
+    "grad_norm_preclip_step": "grad/norm_preclip",
+    "grad_norm_postclip_step": "grad/norm_postclip",
+    "learning_rate": "lr",
+}
 
 
 class ReferenceImportError(ConfigError):
@@ -27,8 +31,10 @@ def _number(text: str, path: Path, line: int, column: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ReferenceImportError(f"{str(path)!r} line {line}: column {column!r} holds {text[:30]!r}, not a number; "
-                           "is it a Lightning CSVLogger metrics.csv?") from None
+        raise ReferenceImportError(
+            f"{str(path)!r} line {line}: column {column!r} holds {text[:30]!r}, not a number; "
+            "is it a Lightning CSVLogger metrics.csv?"
+        ) from None
 
 
 def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
@@ -37,19 +43,25 @@ def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise ReferenceImportError(f"{str(path)!r} is not a readable CSV ({exc}); is it a Lightning CSVLogger metrics.csv?") from None
+        raise ReferenceImportError(
+            f"{str(path)!r} is not a readable CSV ({exc}); is it a Lightning CSVLogger metrics.csv?"
+        ) from None
     if not rows or "step" not in rows[0] or "epoch" not in rows[0]:
         header = ", ".join(rows[0][:6]) if rows else "(empty file)"
-        raise ReferenceImportError(f"{str(path)!r} has no 'epoch' and 'step' columns (header: {header}); "
-                           "pass a Lightning CSVLogger metrics.csv")
+        raise ReferenceImportError(
+            f"{str(path)!r} has no 'epoch' and 'step' columns (header: {header}); "
+            "pass a Lightning CSVLogger metrics.csv"
+        )
     header = rows[0]
     out = []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise ReferenceImportError(f"{str(path)!r} line {line} has {len(row)} fields, the header {len(header)}; "
-                               "the file is truncated or not a Lightning metrics.csv")
+            raise ReferenceImportError(
+                f"{str(path)!r} line {line} has {len(row)} fields, the header {len(header)}; "
+                "the file is truncated or not a Lightning metrics.csv"
+            )
         values = {c: _number(v, path, line, c) for c, v in zip(header, row) if v.strip() != ""}
         if "step" not in values or "epoch" not in values:
             raise ReferenceImportError(f"{str(path)!r} line {line} has no step or epoch value; the file is malformed")

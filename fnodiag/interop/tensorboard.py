@@ -12,6 +12,7 @@ exported runs compare side by side); an existing folder keeps its files (a new e
 beside them). The writer is ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard``
 package: ``pip install 'fnodiag[tensorboard]'``).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,10 @@ def _writable_folder(path: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"--tensorboard folder {str(path)!r} is not writable ({exc.strerror or exc}); "
-                         "choose a folder you can write to") from None
+        raise ValueError(
+            f"--tensorboard folder {str(path)!r} is not writable ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from None
     return path
 
 
@@ -68,16 +71,20 @@ def export_tensorboard(run: str | Path, out: str | Path) -> dict:
     """
     rd = RunDir(run)
     if not rd.path.is_dir():
-        raise FileNotFoundError(f"run folder {str(rd.path)!r} does not exist; give a run directory "
-                                "(the --out/<name> of fnodiag train, or a sweep's <arm>-s<seed>)")
+        raise FileNotFoundError(
+            f"run folder {str(rd.path)!r} does not exist; give a run directory "
+            "(the --out/<name> of fnodiag train, or a sweep's <arm>-s<seed>)"
+        )
     if not rd.store_path.is_file():
-        raise FileNotFoundError(f"{str(rd.path)!r} holds no run store (run.sqlite); give a run directory of "
-                                "fnodiag train / sweep / import")
+        raise FileNotFoundError(
+            f"{str(rd.path)!r} holds no run store (run.sqlite); give a run directory of fnodiag train / sweep / import"
+        )
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError("exporting to TensorBoard needs the tensorboard package: "
-                         "pip install 'fnodiag[tensorboard]'") from None
+        raise ValueError(
+            "exporting to TensorBoard needs the tensorboard package: pip install 'fnodiag[tensorboard]'"
+        ) from None
     folder = _writable_folder(Path(out).expanduser()) / rd.path.resolve().name
     _writable_folder(folder)
     tags: set[str] = set()
@@ -101,4 +108,3 @@ def export_tensorboard(run: str | Path, out: str | Path) -> dict:
         finally:
             writer.close()
     return {"folder": folder, "scalars": n_scalars, "layer_values": n_layers, "tags": sorted(tags)}
-

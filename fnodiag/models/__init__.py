@@ -4,6 +4,7 @@
 :func:`build_model` is the entry point used by training. ``SPECTRAL_LAYOUTS`` lists the
 spectral weight layouts (``"symmetric"`` default, ``"reference"`` faithful reproduction).
 """
+
 from fnodiag.models.blocks import (
     BLOCKS,
     ControlBlock,

@@ -27,6 +27,7 @@ prenorm    ``y = x + gamma * GELU(S(n) + L(n))``,      true pre-norm variant (br
            ``n = IN(x)``
 =========  ==========================================  ====================================
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,9 @@ class _SpectralResidualBlock(nn.Module):
 
     uses_norm = False
 
-    def __init__(self, channels: int, modes: int, *, size: int, layout: str = "symmetric",
-                 layerscale_init: float = 1e-3) -> None:
+    def __init__(
+        self, channels: int, modes: int, *, size: int, layout: str = "symmetric", layerscale_init: float = 1e-3
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.spectral = SpectralConv2d(channels, channels, modes, size=size, layout=layout)
@@ -140,11 +142,7 @@ class PreNormBlock(_SpectralResidualBlock):
         return x + self._scale(self.branches(self.norm(x)))
 
 
-BLOCKS: dict[str, type[nn.Module]] = {
-    "control": ControlBlock,
-    "stable": StableBlock,
-    "prenorm": PreNormBlock,
-}
+BLOCKS: dict[str, type[nn.Module]] = {"control": ControlBlock, "stable": StableBlock, "prenorm": PreNormBlock}
 
 
 def get_block(name: str) -> type[nn.Module]:

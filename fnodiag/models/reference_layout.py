@@ -36,6 +36,7 @@ cap) from the local convs, and the architecture from ``layerscale``: present mea
 spectral layout (two weight tensors, ± row frequencies) has no reference counterpart: neither can
 be written in the reference layout.
 """
+
 from __future__ import annotations
 
 import re
@@ -77,7 +78,7 @@ def _rename(name: str, to_reference: bool) -> str | None:
         m = src.match(name)
         if m:
             head = dst.replace("{i}", m.group("i")) if "{i}" in dst else dst
-            return head + name[m.end():]
+            return head + name[m.end() :]
     return None
 
 
@@ -121,6 +122,7 @@ def infer_model(state: dict[str, torch.Tensor]) -> dict:
     ValueError
         A state dict that is not a consistent reference hybrid generator (message names the key).
     """
+
     def need(key: str) -> torch.Tensor:
         if key not in state:
             raise ValueError(f"reference-layout checkpoint lacks {key!r}; it is not a complete hybrid U-NO generator")
@@ -130,15 +132,19 @@ def infer_model(state: dict[str, torch.Tensor]) -> dict:
     width, in_channels = int(lifter.shape[0]), int(lifter.shape[1])
     levels = _levels(state, "encoder_blocks")
     if not levels:
-        raise ValueError("reference-layout checkpoint has no encoder_blocks.*: it is not a hybrid / stable_hybrid "
-                         "U-NO (e.g. the cascaded 'fno' generator, which fnodiag does not build)")
+        raise ValueError(
+            "reference-layout checkpoint has no encoder_blocks.*: it is not a hybrid / stable_hybrid "
+            "U-NO (e.g. the cascaded 'fno' generator, which fnodiag does not build)"
+        )
     if levels != list(range(len(levels))):
         raise ValueError(f"reference-layout checkpoint has encoder_blocks {levels}; expected 0..n-1")
     blocks = len(levels)
     spectral = need("encoder_blocks.0.spectral.weights")
     if spectral.ndim != 4 or not spectral.is_complex():
-        raise ValueError(f"encoder_blocks.0.spectral.weights is {tuple(spectral.shape)} {spectral.dtype}; the "
-                         "reference layout has one (C, C, m, m) complex tensor per block")
+        raise ValueError(
+            f"encoder_blocks.0.spectral.weights is {tuple(spectral.shape)} {spectral.dtype}; the "
+            "reference layout has one (C, C, m, m) complex tensor per block"
+        )
     modes = int(spectral.shape[-1])
     for i in levels[1:]:
         m = int(need(f"encoder_blocks.{i}.spectral.weights").shape[-1])
@@ -146,22 +152,31 @@ def infer_model(state: dict[str, torch.Tensor]) -> dict:
             raise ValueError(f"encoder_blocks.{i} has {m} spectral modes but encoder_blocks.0 has {modes}")
     bottleneck_modes = int(need("bottleneck.spectral.weights").shape[-1])
     if bottleneck_modes != max(1, modes // 2):
-        raise ValueError(f"bottleneck has {bottleneck_modes} spectral modes; a reference generator with {modes} "
-                         f"modes has {max(1, modes // 2)} (modes // 2)")
+        raise ValueError(
+            f"bottleneck has {bottleneck_modes} spectral modes; a reference generator with {modes} "
+            f"modes has {max(1, modes // 2)} (modes // 2)"
+        )
     schedule = [int(need(f"encoder_blocks.{i}.local_conv.weight").shape[0]) for i in levels]
     schedule.append(int(need("bottleneck.local_conv.weight").shape[0]))
     if schedule[0] != width:
         raise ValueError(f"encoder_blocks.0 has {schedule[0]} channels but the lifter emits {width}")
-    doubling = [width * 2 ** i for i in range(blocks)]
+    doubling = [width * 2**i for i in range(blocks)]
     cap = None
     if schedule[:blocks] != doubling:  # max_hidden_channels: doubling up to a cap
         cap = max(schedule[:blocks])
         if [min(c, cap) for c in doubling] != schedule[:blocks]:
             raise ValueError(f"encoder channel schedule {schedule[:blocks]} is neither doubling nor capped doubling")
     stable = "encoder_blocks.0.layerscale" in state
-    return {"arch": "stable_hybrid" if stable else "hybrid", "spectral_layout": "reference", "blocks": blocks,
-            "width": width, "modes": modes, "channel_cap": cap, "in_channels": in_channels,
-            "channel_schedule": schedule}
+    return {
+        "arch": "stable_hybrid" if stable else "hybrid",
+        "spectral_layout": "reference",
+        "blocks": blocks,
+        "width": width,
+        "modes": modes,
+        "channel_cap": cap,
+        "in_channels": in_channels,
+        "channel_schedule": schedule,
+    }
 
 
 def from_reference_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -201,13 +216,17 @@ def to_reference_state(generator) -> dict[str, torch.Tensor]:
     """
     layout = getattr(generator, "layout", None)
     if layout != "reference":
-        raise ValueError(f"this generator uses the {layout!r} spectral layout (two weight tensors per block, "
-                         "± row frequencies), which the reference's one (C, C, m, m) tensor over non-negative rows "
-                         "cannot represent; only generators trained with --spectral-layout reference export exactly")
+        raise ValueError(
+            f"this generator uses the {layout!r} spectral layout (two weight tensors per block, "
+            "± row frequencies), which the reference's one (C, C, m, m) tensor over non-negative rows "
+            "cannot represent; only generators trained with --spectral-layout reference export exactly"
+        )
     block = getattr(generator, "block_class", None)
     if block not in ("ControlBlock", "StableBlock"):
-        raise ValueError(f"this generator's blocks are {block}; the reference has only PtychoBlock (hybrid) and "
-                         "StablePtychoBlock (stable_hybrid), so it cannot be exported exactly")
+        raise ValueError(
+            f"this generator's blocks are {block}; the reference has only PtychoBlock (hybrid) and "
+            "StablePtychoBlock (stable_hybrid), so it cannot be exported exactly"
+        )
     out = {}
     for key, value in generator.state_dict().items():
         new = to_reference_name(key)
@@ -223,6 +242,7 @@ def rename_report(report: dict) -> dict:
     Names no ``NAME_MAP`` row maps are kept as they are. ``summary`` gets ``"layer_names":
     "reference"``.
     """
+
     def name(layer: str) -> str:
         return to_reference_name(layer) or layer
 

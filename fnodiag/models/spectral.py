@@ -26,6 +26,7 @@ imaginary parts each with standard deviation ``1 / sqrt(2 * C_in)``), ``rfft2`` 
 with the explicit ``"backward"`` normalisation (unscaled forward transform, ``1 / (H * W)`` on
 the inverse), no bias, and the transforms are always computed in float32 (autocast disabled).
 """
+
 from __future__ import annotations
 
 import math
@@ -93,16 +94,23 @@ class SpectralConv2d(nn.Module):
         ``(m_h, m_w)`` used at the construction ``size``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, modes: int, *, size: int,
-                 layout: str = "symmetric") -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, modes: int, *, size: int, layout: str = "symmetric"
+    ) -> None:
         super().__init__()
         _check_layout(layout)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("modes", modes), ("size", size)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("modes", modes),
+            ("size", size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SpectralConv2d: {name}={value!r} must be an integer >= 1")
         if layout == "symmetric" and size < 2:
-            raise ValueError(f"SpectralConv2d: the symmetric layout needs a feature map of at least 2x2, got size={size}")
+            raise ValueError(
+                f"SpectralConv2d: the symmetric layout needs a feature map of at least 2x2, got size={size}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.modes = modes
@@ -122,16 +130,17 @@ class SpectralConv2d(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, modes={self.modes}, size={self.size}, "
-                f"layout={self.layout!r}, modes_kept={self.modes_kept}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, modes={self.modes}, size={self.size}, "
+            f"layout={self.layout!r}, modes_kept={self.modes_kept}"
+        )
 
     def _blocks(self, height: int, width: int) -> list[tuple[slice, int, torch.Tensor]]:
         """``(row slice, m_w, weight)`` for every kept block of the half-spectrum."""
         m_h, m_w = kept_modes(self.modes, height, width, self.layout)
         if self.layout == "reference":
             return [(slice(0, m_h), m_w, self.weights[0][:, :, :m_h, :m_w])]
-        return [(slice(0, m_h), m_w, self.weights[0]),
-                (slice(height - m_h, height), m_w, self.weights[1])]
+        return [(slice(0, m_h), m_w, self.weights[0]), (slice(height - m_h, height), m_w, self.weights[1])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the spectral convolution.
@@ -155,8 +164,10 @@ class SpectralConv2d(nn.Module):
             raise ValueError(f"SpectralConv2d expects (BATCH, {self.in_channels}, H, W), got {tuple(x.shape)}")
         batch, _, height, width = x.shape
         if self.layout == "symmetric" and (height, width) != (self.size, self.size):
-            raise ValueError(f"SpectralConv2d (symmetric layout) was built for {self.size}x{self.size} "
-                             f"feature maps, got {height}x{width}; build it with size={height}")
+            raise ValueError(
+                f"SpectralConv2d (symmetric layout) was built for {self.size}x{self.size} "
+                f"feature maps, got {height}x{width}; build it with size={height}"
+            )
         with torch.autocast(device_type=x.device.type, enabled=False):
             spectrum = torch.fft.rfft2(x.float(), norm=FFT_NORM)
             out = spectrum.new_zeros(batch, self.out_channels, height, width // 2 + 1)

@@ -18,6 +18,7 @@ Module paths (stable, used by hooks and state dicts): ``lifter`` (``conv1``, ``a
 blocks ``norm``), ``down.{i}``, ``bottleneck``, ``up.{i}``, ``decoder.{i}`` (``conv1``,
 ``act``, ``conv2``), ``head``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,18 +60,34 @@ class HybridUNO(nn.Module):
         Class name of the residual block.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, blocks: int = 4, modes: int = 12, *,
-                 size: int = 64, layout: str = "symmetric", channel_cap: int | None = None,
-                 block: str = "control", layerscale_init: float = 1e-3) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        blocks: int = 4,
+        modes: int = 12,
+        *,
+        size: int = 64,
+        layout: str = "symmetric",
+        channel_cap: int | None = None,
+        block: str = "control",
+        layerscale_init: float = 1e-3,
+    ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("width", width), ("blocks", blocks),
-                            ("modes", modes), ("size", size)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("width", width),
+            ("blocks", blocks),
+            ("modes", modes),
+            ("size", size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"HybridUNO: {name}={value!r} must be an integer >= 1")
         factor = 2 ** (blocks - 1)
         if size % factor:
-            raise ValueError(f"HybridUNO: input size {size} must be divisible by 2**(blocks-1) = {factor} "
-                             f"for blocks={blocks}")
+            raise ValueError(
+                f"HybridUNO: input size {size} must be divisible by 2**(blocks-1) = {factor} for blocks={blocks}"
+            )
         if layout not in SPECTRAL_LAYOUTS:
             raise ValueError(f"unknown spectral layout {layout!r}; valid layouts: {', '.join(SPECTRAL_LAYOUTS)}")
         if channel_cap is not None and (not isinstance(channel_cap, int) or channel_cap < width):
@@ -130,8 +147,9 @@ class HybridUNO(nn.Module):
             ``(BATCH, C, N, N)`` complex64 object patches (unbounded real and imaginary parts).
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.size, self.size):
-            raise ValueError(f"HybridUNO expects (BATCH, {self.in_channels}, {self.size}, {self.size}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"HybridUNO expects (BATCH, {self.in_channels}, {self.size}, {self.size}), got {tuple(x.shape)}"
+            )
         h = self.lifter(x)
         skips = []
         for i, block in enumerate(self.encoder):
@@ -149,20 +167,24 @@ class HybridUNO(nn.Module):
 
 def _builder(block: str):
     def build(cfg, N: int) -> HybridUNO:
-        return HybridUNO(cfg.in_channels, cfg.width, cfg.blocks, cfg.modes, size=N,
-                         layout=cfg.spectral_layout, channel_cap=cfg.channel_cap, block=block,
-                         layerscale_init=cfg.layerscale_init)
+        return HybridUNO(
+            cfg.in_channels,
+            cfg.width,
+            cfg.blocks,
+            cfg.modes,
+            size=N,
+            layout=cfg.spectral_layout,
+            channel_cap=cfg.channel_cap,
+            block=block,
+            layerscale_init=cfg.layerscale_init,
+        )
 
     build.__name__ = f"build_{block}_hybrid"
     build.__doc__ = f"Build a :class:`HybridUNO` with ``block={block!r}`` from a ModelConfig at input size N."
     return build
 
 
-MODELS = {
-    "hybrid": _builder("control"),
-    "stable_hybrid": _builder("stable"),
-    "prenorm_hybrid": _builder("prenorm"),
-}
+MODELS = {"hybrid": _builder("control"), "stable_hybrid": _builder("stable"), "prenorm_hybrid": _builder("prenorm")}
 
 
 def build_model(cfg, N: int) -> nn.Module:

@@ -4,6 +4,7 @@
 (reconstruction frames), ``compare`` (arms side by side, ratio maps). ``from fnodiag import plots``
 gives the public builders of all three.
 """
+
 from fnodiag.plots.compare import layer_values, ratio_heatmap, ratio_limits
 from fnodiag.plots.frames import CMAPS, frame_images, frame_strip, is_flat, shared_range, strip_indices
 from fnodiag.plots.layers import (
@@ -35,9 +36,38 @@ from fnodiag.plots.layers import (
 )
 
 __all__ = [
-    "ARM_COLUMNS", "CMAPS", "HEATMAP_COLUMNS", "LOG_LABEL_JS", "LOG_TICKS_JS", "PALETTE", "arms_frame", "arms_table",
-    "bin_steps", "collapse_marks", "color_limits", "downsample_steps", "frame_images", "frame_strip", "heatmap_frame",
-    "is_flat", "layer_bars", "layer_heatmap", "layer_lines", "layer_ticks", "layer_values", "log_ticks", "loss_curves",
-    "onset_lines", "pick_layers", "ratio_heatmap", "ratio_limits", "scalar_curves", "shared_range", "side_by_side",
-    "ssim_bars", "ssim_curves", "strip_indices", "with_onsets",
+    "ARM_COLUMNS",
+    "CMAPS",
+    "HEATMAP_COLUMNS",
+    "LOG_LABEL_JS",
+    "LOG_TICKS_JS",
+    "PALETTE",
+    "arms_frame",
+    "arms_table",
+    "bin_steps",
+    "collapse_marks",
+    "color_limits",
+    "downsample_steps",
+    "frame_images",
+    "frame_strip",
+    "heatmap_frame",
+    "is_flat",
+    "layer_bars",
+    "layer_heatmap",
+    "layer_lines",
+    "layer_ticks",
+    "layer_values",
+    "log_ticks",
+    "loss_curves",
+    "onset_lines",
+    "pick_layers",
+    "ratio_heatmap",
+    "ratio_limits",
+    "scalar_curves",
+    "shared_range",
+    "side_by_side",
+    "ssim_bars",
+    "ssim_curves",
+    "strip_indices",
+    "with_onsets",
 ]

@@ -6,9 +6,10 @@ layers in network order along x; :func:`ratio_heatmap` draws ``ln(arm / referenc
 step on a diverging colour scale centred on 0 (same value: white), with each seed's collapse onset
 and earliest collapsing layer of the arm marked (:func:`fnodiag.plots.layers.collapse_marks`).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import holoviews as hv
 import numpy as np
@@ -19,8 +20,9 @@ from fnodiag.plots.layers import PALETTE, collapse_marks, downsample_steps, heat
 __all__ = ["layer_values", "ratio_heatmap", "ratio_limits"]
 
 
-def layer_values(arms: Mapping[str, ArmStats], step: int | None, *, stat: str, log: bool = False,
-                 title: str = "") -> hv.Overlay:
+def layer_values(
+    arms: Mapping[str, ArmStats], step: int | None, *, stat: str, log: bool = False, title: str = ""
+) -> hv.Overlay:
     """Each arm's seed mean of ``stat`` per layer at ``step``, side by side, with min–max error bars.
 
     Parameters
@@ -47,14 +49,30 @@ def layer_values(arms: Mapping[str, ArmStats], step: int | None, *, stat: str, l
         keep = np.isfinite(mean) & ((mean > 0) if log else True)
         color = PALETTE[k % len(PALETTE)]
         at = "" if v["step"] is None else f" (step {v['step']}, {arm.seeds} seed{'s' * (arm.seeds != 1)})"
-        items.append(hv.ErrorBars((x[keep], mean[keep], (mean - lo)[keep], (hi - mean)[keep]), "layer",
-                                  [hv.Dimension("value", label=stat), "yerrneg", "yerrpos"]).opts(
-            color=color, line_width=1.5, lower_head=None, upper_head=None))
-        items.append(hv.Scatter((x[keep], mean[keep]), "layer", hv.Dimension("value", label=stat),
-                                label=f"{label}{at}").opts(color=color, size=8, tools=["hover"]))
+        items.append(
+            hv.ErrorBars(
+                (x[keep], mean[keep], (mean - lo)[keep], (hi - mean)[keep]),
+                "layer",
+                [hv.Dimension("value", label=stat), "yerrneg", "yerrpos"],
+            ).opts(color=color, line_width=1.5, lower_head=None, upper_head=None)
+        )
+        items.append(
+            hv.Scatter((x[keep], mean[keep]), "layer", hv.Dimension("value", label=stat), label=f"{label}{at}").opts(
+                color=color, size=8, tools=["hover"]
+            )
+        )
     return hv.Overlay(items).opts(
-        logy=log, hooks=[log_ticks], xticks=list(enumerate(layers)), xrotation=60, title=title, responsive=True,
-        min_width=300, height=340, legend_position="top_left", xlim=(-0.5, len(layers) - 0.5))
+        logy=log,
+        hooks=[log_ticks],
+        xticks=list(enumerate(layers)),
+        xrotation=60,
+        title=title,
+        responsive=True,
+        min_width=300,
+        height=340,
+        legend_position="top_left",
+        xlim=(-0.5, len(layers) - 0.5),
+    )
 
 
 def ratio_limits(values) -> tuple[float, float]:
@@ -65,8 +83,18 @@ def ratio_limits(values) -> tuple[float, float]:
     return (-max(m, 0.05), max(m, 0.05))
 
 
-def ratio_heatmap(layers: Sequence[str], steps, values, *, arm: str, reference: str, stat: str,
-                  collapses: Sequence[Mapping] = (), max_steps: int = 400, title: str = "") -> hv.Overlay:
+def ratio_heatmap(
+    layers: Sequence[str],
+    steps,
+    values,
+    *,
+    arm: str,
+    reference: str,
+    stat: str,
+    collapses: Sequence[Mapping] = (),
+    max_steps: int = 400,
+    title: str = "",
+) -> hv.Overlay:
     """Layer x step heatmap of ``ln(arm / reference)``, with the arm's collapse marks.
 
     Parameters
@@ -87,10 +115,22 @@ def ratio_heatmap(layers: Sequence[str], steps, values, *, arm: str, reference: 
     if stride > 1:
         title = f"{title} (mean of {stride} steps per column)"
     rect = hv.Rectangles(heatmap_frame(layers, s, v), vdims=["value", "layer", "step"]).opts(
-        color="value", cmap="RdBu_r", clim=ratio_limits(v), colorbar=True, line_alpha=0,
-        yticks=layer_ticks(layers), ylim=(-len(layers) + 0.5, 0.5), xlabel="step", ylabel="", title=title,
-        clabel=f"ln({stat} {arm} / {reference})", tools=["hover"], responsive=True,
-        height=max(240, 14 * len(layers) + 90), min_width=300)
+        color="value",
+        cmap="RdBu_r",
+        clim=ratio_limits(v),
+        colorbar=True,
+        line_alpha=0,
+        yticks=layer_ticks(layers),
+        ylim=(-len(layers) + 0.5, 0.5),
+        xlabel="step",
+        ylabel="",
+        title=title,
+        clabel=f"ln({stat} {arm} / {reference})",
+        tools=["hover"],
+        responsive=True,
+        height=max(240, 14 * len(layers) + 90),
+        min_width=300,
+    )
     out = rect * collapse_marks(layers, None)
     for c in collapses:
         out = out * collapse_marks(layers, c)

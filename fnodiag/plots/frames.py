@@ -5,9 +5,10 @@ return HoloViews elements. Prediction and truth of a channel share one colour ra
 both), so a constant output is one flat colour beside a textured truth; a frame whose spatial
 spread is under :data:`FLAT_RATIO` of the truth's is titled ``CONSTANT OUTPUT``.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import holoviews as hv
 import numpy as np
@@ -38,14 +39,23 @@ def is_flat(pred, truth=None) -> bool:
 
 def _image(img, title: str, channel: str, clim, size: int) -> hv.Image:
     h, w = np.shape(img)
-    return hv.Image(np.asarray(img, np.float32), bounds=(0, 0, w, h), kdims=["x", "y"],
-                    vdims=[channel]).opts(cmap=CMAPS[channel], clim=clim, title=title, xaxis=None, yaxis=None,
-                                          width=size, height=size, colorbar=False, toolbar=None,
-                                          fontsize={"title": 9})
+    return hv.Image(np.asarray(img, np.float32), bounds=(0, 0, w, h), kdims=["x", "y"], vdims=[channel]).opts(
+        cmap=CMAPS[channel],
+        clim=clim,
+        title=title,
+        xaxis=None,
+        yaxis=None,
+        width=size,
+        height=size,
+        colorbar=False,
+        toolbar=None,
+        fontsize={"title": 9},
+    )
 
 
-def frame_images(amp, phase, truth: tuple | None = None, *, step: int | None = None, patch: int = 0,
-                 size: int = IMAGE_SIZE) -> hv.Layout:
+def frame_images(
+    amp, phase, truth: tuple | None = None, *, step: int | None = None, patch: int = 0, size: int = IMAGE_SIZE
+) -> hv.Layout:
     """One frame: predicted amplitude and phase of one probe patch next to their ground truth.
 
     Parameters
@@ -67,7 +77,10 @@ def frame_images(amp, phase, truth: tuple | None = None, *, step: int | None = N
     """
     at = f" @ step {step}" if step is not None else ""
     panels = []
-    for channel, pred, ref in (("amp", amp, truth[0] if truth else None), ("phase", phase, truth[1] if truth else None)):
+    for channel, pred, ref in (
+        ("amp", amp, truth[0] if truth else None),
+        ("phase", phase, truth[1] if truth else None),
+    ):
         p = np.asarray(pred)[patch]
         r = None if ref is None else np.asarray(ref)[patch]
         clim = shared_range(p, r)
@@ -85,8 +98,16 @@ def strip_indices(n_frames: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n_frames - 1, min(k, n_frames)).round().astype(int).tolist()))
 
 
-def frame_strip(steps: Sequence[int], frames, truth=None, *, channel: str = "amp", k: int = 8, patch: int = 0,
-                size: int = STRIP_SIZE) -> hv.Layout:
+def frame_strip(
+    steps: Sequence[int],
+    frames,
+    truth=None,
+    *,
+    channel: str = "amp",
+    k: int = 8,
+    patch: int = 0,
+    size: int = STRIP_SIZE,
+) -> hv.Layout:
     """A strip of ``k`` frames across the run (one channel of one patch), then the truth.
 
     Parameters
@@ -107,11 +128,20 @@ def frame_strip(steps: Sequence[int], frames, truth=None, *, channel: str = "amp
     pick = strip_indices(len(frames), k)
     ref = None if truth is None else np.asarray(truth)
     clim = shared_range(*(frames[i, patch] for i in pick), None if ref is None else ref[patch])
-    panels = [_image(frames[i, patch], f"step {int(steps[i])}" + (" flat" if is_flat(frames[i], ref) else ""),
-                     channel, clim, size) for i in pick]
+    panels = [
+        _image(
+            frames[i, patch],
+            f"step {int(steps[i])}" + (" flat" if is_flat(frames[i], ref) else ""),
+            channel,
+            clim,
+            size,
+        )
+        for i in pick
+    ]
     if ref is not None:
         panels.append(_image(ref[patch], f"truth {channel}", channel, clim, size))
     if not panels:
-        panels = [hv.Text(0, 0, "no frames yet").opts(xaxis=None, yaxis=None, width=size * 2, height=size // 2,
-                                                      toolbar=None)]
+        panels = [
+            hv.Text(0, 0, "no frames yet").opts(xaxis=None, yaxis=None, width=size * 2, height=size // 2, toolbar=None)
+        ]
     return hv.Layout(panels).cols(len(panels))

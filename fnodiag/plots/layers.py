@@ -14,10 +14,11 @@ Live plots stream new rows into these same elements once rendered: one mechanism
 ``fnodiag.dashboard.live.LiveFigure`` (``ColumnDataSource.stream`` of :func:`heatmap_frame` rows and new points),
 binned by :func:`bin_steps` like the static heatmap.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  registers the bokeh options the builders set
@@ -71,8 +72,14 @@ def log_ticks(plot, element) -> None:
 
 
 # A compact legend (15 px an entry): one entry per drawn layer fits beside the plot.
-LEGEND = {"label_text_font_size": "8pt", "glyph_height": 12, "label_height": 12, "spacing": 3, "padding": 4,
-          "margin": 4}
+LEGEND = {
+    "label_text_font_size": "8pt",
+    "glyph_height": 12,
+    "label_height": 12,
+    "spacing": 3,
+    "padding": 4,
+    "margin": 4,
+}
 
 
 def bin_steps(steps, values, stride: int, *, partial: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
@@ -138,8 +145,9 @@ def pick_layers(layers: Sequence[str], k: int, *, must: Sequence[str | None] = (
     keep = {int(round(i)) for i in np.linspace(0, n - 1, k)}
     keep |= {list(layers).index(m) for m in must if m in layers}
     while len(keep) > max(k, 2 + len(must)):  # drop evenly spread picks nearest the middle first
-        spare = sorted(keep - {0, n - 1} - {list(layers).index(m) for m in must if m in layers},
-                       key=lambda i: abs(i - n / 2))
+        spare = sorted(
+            keep - {0, n - 1} - {list(layers).index(m) for m in must if m in layers}, key=lambda i: abs(i - n / 2)
+        )
         if not spare:
             break
         keep.discard(spare[0])
@@ -174,8 +182,17 @@ def heatmap_frame(layers: Sequence[str], steps, values, *, start: float | None =
     left = np.concatenate([[steps[0] - 0.5 if start is None else start], right[:-1]])
     row, col = np.nonzero(np.isfinite(values))
     y = -row.astype(np.float64)
-    return pd.DataFrame({"x0": left[col], "y0": y - 0.5, "x1": right[col], "y1": y + 0.5, "value": values[row, col],
-                         "layer": np.asarray(layers, dtype=object)[row], "step": steps[col]})
+    return pd.DataFrame(
+        {
+            "x0": left[col],
+            "y0": y - 0.5,
+            "x1": right[col],
+            "y1": y + 0.5,
+            "value": values[row, col],
+            "layer": np.asarray(layers, dtype=object)[row],
+            "step": steps[col],
+        }
+    )
 
 
 def color_limits(values, log: bool) -> tuple[float, float]:
@@ -190,14 +207,37 @@ def color_limits(values, log: bool) -> tuple[float, float]:
 
 def _heatmap_element(data, layers, stat: str, log: bool, clim, title: str) -> hv.Rectangles:
     return hv.Rectangles(data, vdims=["value", "layer", "step"]).opts(
-        color="value", cmap="viridis", cnorm="log" if log else "linear", clim=clim, colorbar=True, line_alpha=0,
-        yticks=layer_ticks(layers), ylim=(-len(layers) + 0.5, 0.5), xlabel="step", ylabel="", title=title,
-        clabel=stat, tools=["hover"], responsive=True, height=max(220, 14 * len(layers) + 80), min_width=300,
-        hooks=[log_ticks])
+        color="value",
+        cmap="viridis",
+        cnorm="log" if log else "linear",
+        clim=clim,
+        colorbar=True,
+        line_alpha=0,
+        yticks=layer_ticks(layers),
+        ylim=(-len(layers) + 0.5, 0.5),
+        xlabel="step",
+        ylabel="",
+        title=title,
+        clabel=stat,
+        tools=["hover"],
+        responsive=True,
+        height=max(220, 14 * len(layers) + 80),
+        min_width=300,
+        hooks=[log_ticks],
+    )
 
 
-def layer_heatmap(layers: Sequence[str], steps, values, *, stat: str, log: bool = False, max_steps: int = 400,
-                  title: str = "", collapse: Mapping | None = None) -> hv.Overlay:
+def layer_heatmap(
+    layers: Sequence[str],
+    steps,
+    values,
+    *,
+    stat: str,
+    log: bool = False,
+    max_steps: int = 400,
+    title: str = "",
+    collapse: Mapping | None = None,
+) -> hv.Overlay:
     """Per-layer x step heatmap of one statistic, with collapse marks.
 
     Parameters
@@ -237,9 +277,11 @@ def collapse_marks(layers: Sequence[str], collapse: Mapping | None) -> hv.Overla
         marks.append(hv.VLine(float(onset), label="collapse onset").opts(color="red", line_dash="dashed", line_width=2))
     layer, at = collapse.get("earliest_layer"), collapse.get("earliest_step")
     if layer is not None and layer in layers and at is not None:
-        marks.append(hv.Scatter([(float(at), -float(list(layers).index(layer)))], "step", "layer",
-                                label=f"earliest: {layer}").opts(marker="star", size=16, color="red",
-                                                                  line_color="white"))
+        marks.append(
+            hv.Scatter(
+                [(float(at), -float(list(layers).index(layer)))], "step", "layer", label=f"earliest: {layer}"
+            ).opts(marker="star", size=16, color="red", line_color="white")
+        )
     return hv.Overlay(marks)
 
 
@@ -251,8 +293,11 @@ def onset_lines(onsets: Mapping[str, float | None]) -> hv.Overlay:
     marks = [hv.VLine(np.nan).opts(alpha=0)]
     for label, step in onsets.items():
         if step is not None and np.isfinite(float(step)):
-            marks.append(hv.VLine(float(step), label=f"collapse onset ({label})" if len(onsets) > 1 else "collapse onset")
-                         .opts(color="red", line_dash="dashed", line_width=2))
+            marks.append(
+                hv.VLine(float(step), label=f"collapse onset ({label})" if len(onsets) > 1 else "collapse onset").opts(
+                    color="red", line_dash="dashed", line_width=2
+                )
+            )
     return hv.Overlay(marks)
 
 
@@ -265,11 +310,21 @@ def with_onsets(element, onsets: Mapping[str, float | None]) -> hv.Overlay:
 
 def _depth_colors(n: int) -> list[str]:
     from bokeh.palettes import Viridis256
+
     return [Viridis256[int(round(k))] for k in np.linspace(0, 230, max(n, 1))][:n]
 
 
-def layer_lines(layers: Sequence[str], steps, values, *, stat: str, log: bool = False, max_steps: int = 2000,
-                title: str = "", collapse: Mapping | None = None) -> hv.Overlay:
+def layer_lines(
+    layers: Sequence[str],
+    steps,
+    values,
+    *,
+    stat: str,
+    log: bool = False,
+    max_steps: int = 2000,
+    title: str = "",
+    collapse: Mapping | None = None,
+) -> hv.Overlay:
     """One curve per layer (coloured by depth) of a statistic against step.
 
     Parameters
@@ -289,16 +344,27 @@ def layer_lines(layers: Sequence[str], steps, values, *, stat: str, log: bool = 
     for i, (name, color) in enumerate(zip(layers, _depth_colors(len(layers)))):
         row = v[i]
         keep = np.isfinite(row) & ((row > 0) if log else True)
-        curves.append(hv.Curve((s[keep].astype(float), row[keep]), "step", hv.Dimension("value", label=stat),
-                               label=name).opts(color=color, line_width=1.5, tools=["hover"]))
+        curves.append(
+            hv.Curve((s[keep].astype(float), row[keep]), "step", hv.Dimension("value", label=stat), label=name).opts(
+                color=color, line_width=1.5, tools=["hover"]
+            )
+        )
     if stride > 1:
         title = f"{title} (mean of {stride} steps per point)".strip()
     marks = collapse_marks(layers, {k: v for k, v in (collapse or {}).items() if k == "onset_step"})
     show_legend = len(layers) <= 24
     height = max(280, 15 * len(layers) + 110) if show_legend else 320
-    return (hv.Overlay(curves) * marks).opts(logy=log, hooks=[log_ticks], title=title, responsive=True,
-                                             min_width=300, height=height, legend_position="right",
-                                             show_legend=show_legend, legend_opts=LEGEND)
+    return (hv.Overlay(curves) * marks).opts(
+        logy=log,
+        hooks=[log_ticks],
+        title=title,
+        responsive=True,
+        min_width=300,
+        height=height,
+        legend_position="right",
+        show_legend=show_legend,
+        legend_opts=LEGEND,
+    )
 
 
 def side_by_side(plots: Mapping[str, hv.Element], *, cols: int | None = None) -> hv.Layout:
@@ -308,8 +374,15 @@ def side_by_side(plots: Mapping[str, hv.Element], *, cols: int | None = None) ->
     return layout.cols(cols or max(1, len(items)))
 
 
-def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False, title: str = "",
-                  dashed: bool = False, colors: Mapping[str, str] | None = None) -> hv.Overlay:
+def scalar_curves(
+    series: Mapping[str, tuple],
+    *,
+    ylabel: str,
+    log: bool = False,
+    title: str = "",
+    dashed: bool = False,
+    colors: Mapping[str, str] | None = None,
+) -> hv.Overlay:
     """Curves of one scalar per run on a shared step axis.
 
     Parameters
@@ -329,8 +402,11 @@ def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False
         s, v = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
         keep = np.isfinite(v) & ((v > 0) if log else True)
         color = (colors or {}).get(label, PALETTE[k % len(PALETTE)])
-        curves.append(hv.Curve((s[keep], v[keep]), "step", hv.Dimension("value", label=ylabel), label=label).opts(
-            color=color, line_dash="dashed" if dashed else "solid", tools=["hover"]))
+        curves.append(
+            hv.Curve((s[keep], v[keep]), "step", hv.Dimension("value", label=ylabel), label=label).opts(
+                color=color, line_dash="dashed" if dashed else "solid", tools=["hover"]
+            )
+        )
     if not curves:
         curves = [hv.Curve([], "step", hv.Dimension("value", label=ylabel))]
     finite = np.concatenate([c.dimension_values("value") for c in curves] + [np.zeros(0)])
@@ -338,8 +414,16 @@ def scalar_curves(series: Mapping[str, tuple], *, ylabel: str, log: bool = False
     if len(finite) and finite.min() == finite.max():  # a constant (e.g. lr): centre it, a log axis would hide it
         v = float(finite[0])
         extra["ylim"] = (v / 2, v * 2) if log and v > 0 else (v - 0.5 * (abs(v) or 1), v + 0.5 * (abs(v) or 1))
-    return hv.Overlay(curves).opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=260,
-                                   min_width=300, legend_position="top_right", **extra)
+    return hv.Overlay(curves).opts(
+        logy=log,
+        hooks=[log_ticks],
+        title=title,
+        responsive=True,
+        height=260,
+        min_width=300,
+        legend_position="top_right",
+        **extra,
+    )
 
 
 def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, title: str = "loss") -> hv.Overlay:
@@ -353,24 +437,39 @@ def loss_curves(runs: Mapping[str, Mapping[str, tuple]], *, log: bool = True, ti
     for k, (label, r) in enumerate(runs.items()):
         color = PALETTE[k % len(PALETTE)]
         if r.get("train") is not None:
-            train = scalar_curves({f"{label} train": r["train"]}, ylabel="loss", log=log, colors={f"{label} train": color})
+            train = scalar_curves(
+                {f"{label} train": r["train"]}, ylabel="loss", log=log, colors={f"{label} train": color}
+            )
             items.append(hv.Overlay([c.opts(alpha=0.5, line_width=1) for c in train]))
         if r.get("val") is not None:
             s, v = (np.asarray(a, dtype=np.float64) for a in r["val"])
             keep = np.isfinite(v) & ((v > 0) if log else True)
             pts = (s[keep], v[keep])
-            items.append(hv.Curve(pts, "step", hv.Dimension("value", label="loss"), label=f"{label} val").opts(
-                color=color, line_width=2.5) * hv.Scatter(pts, "step", hv.Dimension("value", label="loss"),
-                                                          label=f"{label} val").opts(color=color, size=7))
+            items.append(
+                hv.Curve(pts, "step", hv.Dimension("value", label="loss"), label=f"{label} val").opts(
+                    color=color, line_width=2.5
+                )
+                * hv.Scatter(pts, "step", hv.Dimension("value", label="loss"), label=f"{label} val").opts(
+                    color=color, size=7
+                )
+            )
     if not items:
         items = [hv.Curve([], "step", hv.Dimension("value", label="loss"))]
     overlay = hv.Overlay([e for item in items for e in (item if isinstance(item, hv.Overlay) else [item])])
-    return overlay.opts(logy=log, hooks=[log_ticks], title=title, responsive=True, height=280, min_width=300,
-                        legend_position="top_right")
+    return overlay.opts(
+        logy=log,
+        hooks=[log_ticks],
+        title=title,
+        responsive=True,
+        height=280,
+        min_width=300,
+        legend_position="top_right",
+    )
 
 
-def ssim_curves(series: Mapping[str, tuple], *, fingerprint: float | None = None,
-                title: str = "validation amp SSIM per epoch") -> hv.Overlay:
+def ssim_curves(
+    series: Mapping[str, tuple], *, fingerprint: float | None = None, title: str = "validation amp SSIM per epoch"
+) -> hv.Overlay:
     """Per-epoch amplitude SSIM of each run (line + dots), with the constant-output fingerprint.
 
     Parameters
@@ -384,14 +483,17 @@ def ssim_curves(series: Mapping[str, tuple], *, fingerprint: float | None = None
         s, v = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
         keep = np.isfinite(v)
         color, ssim = PALETTE[k % len(PALETTE)], hv.Dimension("value", label="amp SSIM")
-        items += [hv.Curve((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, line_width=2),
-                  hv.Scatter((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, size=6, tools=["hover"])]
+        items += [
+            hv.Curve((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, line_width=2),
+            hv.Scatter((s[keep], v[keep]), "step", ssim, label=label).opts(color=color, size=6, tools=["hover"]),
+        ]
     if not items:
         items = [hv.Curve([], "step", hv.Dimension("value", label="amp SSIM"))]
     if fingerprint is not None and np.isfinite(fingerprint):
         items.append(hv.HLine(float(fingerprint), label="constant output").opts(color="red", line_dash="dashed"))
-    return hv.Overlay(items).opts(title=title, ylim=(0, 1), responsive=True, height=280, min_width=300,
-                                  legend_position="bottom_right")
+    return hv.Overlay(items).opts(
+        title=title, ylim=(0, 1), responsive=True, height=280, min_width=300, legend_position="bottom_right"
+    )
 
 
 def layer_bars(layers: Sequence[str], values, *, stat: str, log: bool = False, title: str = "") -> hv.Bars:
@@ -401,8 +503,14 @@ def layer_bars(layers: Sequence[str], values, *, stat: str, log: bool = False, t
     """
     v = np.asarray(values, dtype=np.float64)
     return hv.Bars(list(zip(layers, v.tolist())), "layer", stat).opts(
-        xrotation=60, logy=bool(log and len(v) and (v > 0).all()), hooks=[log_ticks], title=title, responsive=True,
-        height=300, tools=["hover"])
+        xrotation=60,
+        logy=bool(log and len(v) and (v > 0).all()),
+        hooks=[log_ticks],
+        title=title,
+        responsive=True,
+        height=300,
+        tools=["hover"],
+    )
 
 
 def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, title: str = "amp SSIM") -> hv.Overlay:
@@ -414,11 +522,20 @@ def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, titl
     fingerprint : float, optional
         amp SSIM of a spatially constant output (a collapsed run sits on this line).
     """
-    data = [(r["run"], which, float(r[which])) for r in rows for which in ("best", "last")
-            if r.get(which) is not None and np.isfinite(r[which])]
+    data = [
+        (r["run"], which, float(r[which]))
+        for r in rows
+        for which in ("best", "last")
+        if r.get(which) is not None and np.isfinite(r[which])
+    ]
     bars = hv.Bars(data, ["run", "weights"], hv.Dimension("amp_ssim", label="amp SSIM", range=(0, 1))).opts(
-        tools=["hover"], xrotation=20, responsive=True, height=280, min_width=300,
-        title=title if data else f"{title}: no metrics yet (written when a run ends)")
+        tools=["hover"],
+        xrotation=20,
+        responsive=True,
+        height=280,
+        min_width=300,
+        title=title if data else f"{title}: no metrics yet (written when a run ends)",
+    )
     if data:  # a colour mapping over no rows fails to render
         bars = bars.opts(color="weights", cmap={"best": "#1f77b4", "last": "#ff7f0e"})
     marks = [bars]
@@ -427,9 +544,23 @@ def ssim_bars(rows: Sequence[Mapping], *, fingerprint: float | None = None, titl
     return hv.Overlay(marks)
 
 
-ARM_COLUMNS = ["arm", "seed", "state", "progress", "optimizer", "lr", "best_val_loss", "final_val_loss",
-               "best_ckpt_by", "best_ssim_epoch", "amp_ssim_best", "amp_ssim_last", "collapse", "onset_step",
-               "earliest_layer"]
+ARM_COLUMNS = [
+    "arm",
+    "seed",
+    "state",
+    "progress",
+    "optimizer",
+    "lr",
+    "best_val_loss",
+    "final_val_loss",
+    "best_ckpt_by",
+    "best_ssim_epoch",
+    "amp_ssim_best",
+    "amp_ssim_last",
+    "collapse",
+    "onset_step",
+    "earliest_layer",
+]
 
 
 def arms_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -442,4 +573,6 @@ def arms_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
 def arms_table(rows: Sequence[Mapping]) -> hv.Table:
     """:func:`arms_frame` as an ``hv.Table``."""
     frame = arms_frame(rows).astype(object).where(lambda d: d.notna(), "")
-    return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(width=900, height=40 + 25 * max(len(frame), 1))
+    return hv.Table(frame, kdims=["arm", "seed"], vdims=ARM_COLUMNS[2:]).opts(
+        width=900, height=40 + 25 * max(len(frame), 1)
+    )

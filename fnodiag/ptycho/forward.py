@@ -15,9 +15,10 @@ prediction by the batch size (brief §2.2). Here the batch axis of the probe mus
 equal to the object batch, and a 3-D probe is only accepted through :func:`as_probe_layout`,
 which reads it as modes deliberately.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ def as_probe_layout(probe) -> Tensor:
     elif p.ndim != 5:
         raise ValueError(
             f"probe of shape {tuple(p.shape)} is ambiguous; give (N, N), (P, N, N) modes or the "
-            "explicit layout (B|1, C|1, P, N, N)")
+            "explicit layout (B|1, C|1, P, N, N)"
+        )
     if p.shape[-1] != p.shape[-2]:
         raise ValueError(f"probe must be square in its last two axes, got {tuple(p.shape)}")
     return p
@@ -81,12 +83,14 @@ def far_field_amplitude(obj: Tensor, probe: Tensor) -> Tensor:
     if probe.ndim != 5:
         raise ValueError(
             f"probe of shape {tuple(probe.shape)} is not in the (B|1, C|1, P, N, N) layout; "
-            "convert it with as_probe_layout (a 3-D probe means modes, never a batch)")
+            "convert it with as_probe_layout (a 3-D probe means modes, never a batch)"
+        )
     batch, chans = obj.shape[:2]
     if probe.shape[0] not in (1, batch):
         raise ValueError(
             f"probe batch axis {probe.shape[0]} must be 1 or the object batch {batch}: a batch-collated "
-            "probe must not alias the probe-mode axis (brief §2.2)")
+            "probe must not alias the probe-mode axis (brief §2.2)"
+        )
     if probe.shape[1] not in (1, chans):
         raise ValueError(f"probe channel axis {probe.shape[1]} must be 1 or the object's C={chans}")
     if probe.shape[-2:] != obj.shape[-2:]:
@@ -173,10 +177,7 @@ def poisson_nll(a_pred: Tensor, a_obs: Tensor) -> Tensor:
     return per_sample.mean() / (a_obs.detach().mean() + MEAN_EPS)
 
 
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mae": normalized_mae,
-    "poisson": poisson_nll,
-}
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mae": normalized_mae, "poisson": poisson_nll}
 
 
 def get_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:

@@ -19,12 +19,17 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 __all__ = [
-    "METRIC_KEYS", "stitch", "ground_truth_canvas", "evaluate", "frc_curve", "frc_threshold",
-    "constant_output_fingerprint", "evaluate_patches",
+    "METRIC_KEYS",
+    "stitch",
+    "ground_truth_canvas",
+    "evaluate",
+    "frc_curve",
+    "frc_threshold",
+    "constant_output_fingerprint",
+    "evaluate_patches",
 ]
 
-METRIC_KEYS = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae", "amp_psnr", "phase_psnr",
-               "amp_frc50", "phase_frc50")
+METRIC_KEYS = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
 
 
 _EMPTY_RING = 1e-20  # ring power, relative to the image's total, treated as none
@@ -57,16 +62,19 @@ def stitch(patches, *, grid: int, stride: int, norm: float = 1.0) -> np.ndarray:
     """
     patches = np.asarray(patches)
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise ValueError(f"patches must have shape (N_PATCH, N, N), got {patches.shape}; "
-                         "squeeze any channel axis first")
+        raise ValueError(
+            f"patches must have shape (N_PATCH, N, N), got {patches.shape}; squeeze any channel axis first"
+        )
     if grid < 1 or patches.shape[0] == 0 or patches.shape[0] % (grid * grid):
-        raise ValueError(f"patch count {patches.shape[0]} (shape {patches.shape}) is not a "
-                         f"positive multiple of grid**2 = {grid * grid}; check grid")
+        raise ValueError(
+            f"patch count {patches.shape[0]} (shape {patches.shape}) is not a "
+            f"positive multiple of grid**2 = {grid * grid}; check grid"
+        )
     n, N = patches.shape[0], patches.shape[1]
     b = _border(N, stride)
     if not np.issubdtype(patches.dtype, np.inexact):
         patches = patches.astype(np.float64)
-    win = patches.reshape(n // grid**2, grid, grid, N, N)[..., b:b + stride, b:b + stride]
+    win = patches.reshape(n // grid**2, grid, grid, N, N)[..., b : b + stride, b : b + stride]
     canvas = win.transpose(0, 1, 3, 2, 4).reshape(n // grid**2, grid * stride, grid * stride)
     return (canvas * norm).astype(patches.dtype, copy=False)
 
@@ -91,21 +99,23 @@ def ground_truth_canvas(obj, *, N: int, stride: int, grid: int) -> np.ndarray:
     """
     obj = np.asarray(obj)
     if obj.ndim != 2:
-        raise ValueError(f"obj must be one 2-D object (S, S), got shape {obj.shape}; "
-                         "pass objects[i]")
+        raise ValueError(f"obj must be one 2-D object (S, S), got shape {obj.shape}; pass objects[i]")
     b = _border(N, stride)
     need = (grid - 1) * stride + N
     if grid < 1 or need > min(obj.shape):
-        raise ValueError(f"a {grid}x{grid} scan of {N}px patches at stride {stride} needs an "
-                         f"object of at least {need}px, got shape {obj.shape}; check grid")
-    return obj[b:b + grid * stride, b:b + grid * stride].copy()
+        raise ValueError(
+            f"a {grid}x{grid} scan of {N}px patches at stride {stride} needs an "
+            f"object of at least {need}px, got shape {obj.shape}; check grid"
+        )
+    return obj[b : b + grid * stride, b : b + grid * stride].copy()
 
 
 def _check_pair(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"{what} must be 2-D arrays of the same shape, got {a.shape} and "
-                         f"{b.shape}; pass one canvas each")
+        raise ValueError(
+            f"{what} must be 2-D arrays of the same shape, got {a.shape} and {b.shape}; pass one canvas each"
+        )
     return a, b
 
 
@@ -239,8 +249,9 @@ def evaluate(pred, gt, *, trim: int = 2) -> dict[str, float]:
     """
     pred, gt = _check_pair(pred, gt, "pred and gt")
     if trim < 0 or min(gt.shape) - 2 * trim < 7:
-        raise ValueError(f"trim={trim} leaves less than 7x7 of canvases shaped {gt.shape}; "
-                         "use a smaller trim or larger canvases")
+        raise ValueError(
+            f"trim={trim} leaves less than 7x7 of canvases shaped {gt.shape}; use a smaller trim or larger canvases"
+        )
     sl = (slice(trim, gt.shape[0] - trim), slice(trim, gt.shape[1] - trim))
     pred, gt = pred[sl].astype(np.complex128), gt[sl].astype(np.complex128)
 
@@ -258,15 +269,13 @@ def evaluate(pred, gt, *, trim: int = 2) -> dict[str, float]:
 
     return {
         "amp_ssim": float(structural_similarity(amp_gt, amp_pred, data_range=amp_range)),
-        "phase_ssim": float(structural_similarity(to_unit(ph_gt), to_unit(ph_pred),
-                                                  data_range=1.0)),
+        "phase_ssim": float(structural_similarity(to_unit(ph_gt), to_unit(ph_pred), data_range=1.0)),
         "amp_mae": float(np.mean(np.abs(amp_pred - amp_gt))),
         "phase_mae": float(np.mean(np.abs(ph_pred - ph_gt))),
         "amp_psnr": _psnr(amp_pred, amp_gt, amp_range),
         "phase_psnr": _psnr(ph_pred, ph_gt, 2 * np.pi),
         "amp_frc50": frc_threshold(frc_curve(amp_gt, amp_pred)),
-        "phase_frc50": (float("nan") if phase_zero
-                        else frc_threshold(frc_curve(ph_gt, ph_pred))),
+        "phase_frc50": (float("nan") if phase_zero else frc_threshold(frc_curve(ph_gt, ph_pred))),
     }
 
 
@@ -297,8 +306,9 @@ def constant_output_fingerprint(gt, *, trim: int = 2) -> dict[str, float]:
     return evaluate(const, gt, trim=trim)
 
 
-def evaluate_patches(pred_patches, objects, *, N: int, stride: int, grid: int, norm: float,
-                     trim: int = 2) -> dict[str, float]:
+def evaluate_patches(
+    pred_patches, objects, *, N: int, stride: int, grid: int, norm: float, trim: int = 2
+) -> dict[str, float]:
     """Stitch test image 0's predicted patches and score them against its object.
 
     As in the reference, only test image 0 is scored: the first ``grid**2`` patches are
@@ -324,13 +334,16 @@ def evaluate_patches(pred_patches, objects, *, N: int, stride: int, grid: int, n
     """
     pred_patches, objects = np.asarray(pred_patches), np.asarray(objects)
     if pred_patches.ndim != 3 or pred_patches.shape[1:] != (N, N):
-        raise ValueError(f"pred_patches must have shape (N_PATCH, {N}, {N}), got "
-                         f"{pred_patches.shape}; squeeze the channel axis or check N")
+        raise ValueError(
+            f"pred_patches must have shape (N_PATCH, {N}, {N}), got "
+            f"{pred_patches.shape}; squeeze the channel axis or check N"
+        )
     if pred_patches.shape[0] < grid * grid:
-        raise ValueError(f"need at least grid**2 = {grid * grid} patches for test image 0, "
-                         f"got shape {pred_patches.shape}")
+        raise ValueError(
+            f"need at least grid**2 = {grid * grid} patches for test image 0, got shape {pred_patches.shape}"
+        )
     if objects.ndim not in (2, 3):
         raise ValueError(f"objects must be (N_IMG, S, S) or (S, S), got shape {objects.shape}")
     obj0 = objects if objects.ndim == 2 else objects[0]
-    canvas = stitch(pred_patches[:grid * grid], grid=grid, stride=stride, norm=norm)[0]
+    canvas = stitch(pred_patches[: grid * grid], grid=grid, stride=stride, norm=norm)[0]
     return evaluate(canvas, ground_truth_canvas(obj0, N=N, stride=stride, grid=grid), trim=trim)

@@ -16,6 +16,7 @@ Datasets are cached on disk under a key hashed from the full :class:`DataConfig`
 (:func:`load_or_simulate`); the cache layout and NPZ keys are documented on
 :func:`save_dataset`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,9 +37,9 @@ from skimage.draw import line as draw_line
 from skimage.restoration import unwrap_phase
 
 from fnodiag.config import ConfigError, DataConfig, config_key
-from fnodiag.ptycho.metrics import constant_output_fingerprint, ground_truth_canvas
-from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
 from fnodiag.files import atomic_write
+from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
+from fnodiag.ptycho.metrics import constant_output_fingerprint, ground_truth_canvas
 
 FORMAT_VERSION = 1
 SHUFFLE_SEED = 0  # fixed train-patch permutation (reference: random_state=0)
@@ -48,6 +49,7 @@ FFT_CHUNK = 2048  # patches per batched FFT / Poisson chunk (bounds peak memory)
 
 
 # ----------------------------------------------------------------------------- objects
+
 
 def make_objects(n_images: int, size: int, *, n_lines: int = 400, seed: int, set_phi: bool) -> np.ndarray:
     """Random-lines objects, raw (un-normalised) amplitude times ``exp(i·phi)``.
@@ -84,7 +86,7 @@ def make_objects(n_images: int, size: int, *, n_lines: int = 400, seed: int, set
             rr, cc = draw_line(r0, c0, r1, c1)
             canvas[rr, cc] = 1.0
         amp = gaussian_filter(canvas, 1) + 2 * gaussian_filter(canvas, 5) + 5 * gaussian_filter(canvas, 10)
-        amps[k] = amp[lo:lo + size, lo:lo + size]
+        amps[k] = amp[lo : lo + size, lo : lo + size]
     if set_phi:
         phi = np.pi * np.tanh((amps - amps.max() / 2) / (3 * amps.mean()))
         return (amps * np.exp(1j * phi)).astype(np.complex64)
@@ -92,6 +94,7 @@ def make_objects(n_images: int, size: int, *, n_lines: int = 400, seed: int, set
 
 
 # ----------------------------------------------------------------------------- probe
+
 
 def _smooth_complex(probe: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian-blur amplitude and unwrapped phase separately (the reference probe pipeline)."""
@@ -112,7 +115,7 @@ def ideal_disk_probe(N: int, smoothing: float = 0.5) -> np.ndarray:
     -------
     ``(N, N)`` complex64, real-valued with flat phase.
     """
-    w = gaussian_window(N, std=N / (IDEAL_PROBE_WINDOW_SCALE * np.pi ** 2), sym=True)
+    w = gaussian_window(N, std=N / (IDEAL_PROBE_WINDOW_SCALE * np.pi**2), sym=True)
     w = w / w.max()
     disk = (np.outer(w, w) > 0.5).astype(np.float64)
     probe = gaussian_filter(disk, 1) + 1e-9
@@ -133,7 +136,9 @@ def load_probe(path, N: int, smoothing: float = 0.5) -> np.ndarray:
     try:
         with np.load(p, allow_pickle=False) as z:
             if "probeGuess" not in z.files:
-                raise ConfigError(f"probe file {str(p)!r} has no 'probeGuess' array (keys: {', '.join(z.files) or 'none'})")
+                raise ConfigError(
+                    f"probe file {str(p)!r} has no 'probeGuess' array (keys: {', '.join(z.files) or 'none'})"
+                )
             probe = np.asarray(z["probeGuess"])
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, ConfigError):
@@ -149,7 +154,7 @@ def load_probe(path, N: int, smoothing: float = 0.5) -> np.ndarray:
     smoothed = _smooth_complex(probe.astype(np.complex128), smoothing)
     out = np.zeros((N, N), dtype=np.complex64)
     top, left = (N - h) // 2, (N - w) // 2
-    out[top:top + h, left:left + w] = smoothed
+    out[top : top + h, left : left + w] = smoothed
     return out
 
 
@@ -169,6 +174,7 @@ def normalise_probe(probe: np.ndarray, probe_scale: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- patches
+
 
 def grid_size(size: int, N: int, stride: int) -> int:
     """Patches per axis of VALID ``N×N`` windows with ``stride`` over a ``size`` object."""
@@ -200,6 +206,7 @@ def _ground_truth(objects: np.ndarray, N: int, stride: int, grid: int) -> np.nda
 
 
 # ----------------------------------------------------------------------------- dataset
+
 
 @dataclass
 class Split:
@@ -290,7 +297,7 @@ def _moments(a: np.ndarray) -> tuple[float, float]:
     total = total_sq = 0.0
     step = 1 << 22
     for lo in range(0, flat.size, step):
-        c = flat[lo:lo + step].astype(np.float64)
+        c = flat[lo : lo + step].astype(np.float64)
         total += float(c.sum())
         total_sq += float(c @ c)
     mean = total / flat.size
@@ -298,8 +305,12 @@ def _moments(a: np.ndarray) -> tuple[float, float]:
 
 
 def _split_stats(split: Split) -> dict:
-    out = {"count": int(split.diffraction.shape[0]), "grid": split.grid, "stride": split.stride,
-           "norm_Y_I": split.norm_Y_I}
+    out = {
+        "count": int(split.diffraction.shape[0]),
+        "grid": split.grid,
+        "stride": split.stride,
+        "norm_Y_I": split.norm_Y_I,
+    }
     for name in ("diffraction", "Y_I", "Y_phi"):
         m, sd = _moments(getattr(split, name))
         out[f"{name}_mean"], out[f"{name}_std"] = m, sd
@@ -328,21 +339,45 @@ def simulate(cfg: DataConfig, *, noiseless: bool = False) -> GridLinesData:
     cfg.validate()
     probe_guess, probe = make_probe(cfg)
     splits, s = {}, None
-    for name, nimgs, stride, seed in (("train", cfg.nimgs_train, cfg.train_stride, cfg.train_object_seed),
-                                      ("test", cfg.nimgs_test, cfg.test_stride, cfg.test_object_seed)):
+    for name, nimgs, stride, seed in (
+        ("train", cfg.nimgs_train, cfg.train_stride, cfg.train_object_seed),
+        ("test", cfg.nimgs_test, cfg.test_stride, cfg.test_object_seed),
+    ):
         objects = make_objects(nimgs, cfg.object_size, n_lines=cfg.n_lines, seed=seed, set_phi=cfg.set_phi)
-        splits[name], s = _simulate_split(objects, cfg.N, stride, probe, shuffle=name == "train",
-                                          nphotons=cfg.nphotons, scale=s, noise_seed=seed, noiseless=noiseless)
-    stats = {"intensity_scale": s, "noiseless": noiseless,
-             "probe": {"peak_abs": float(np.abs(probe).max()), "mean_abs": float(np.abs(probe).mean())},
-             "train": _split_stats(splits["train"]), "test": _split_stats(splits["test"])}
-    data = GridLinesData(config=cfg, key=dataset_key(cfg), train=splits["train"], test=splits["test"],
-                         probe_guess=probe_guess, probe=probe, intensity_scale=s, stats=stats)
+        splits[name], s = _simulate_split(
+            objects,
+            cfg.N,
+            stride,
+            probe,
+            shuffle=name == "train",
+            nphotons=cfg.nphotons,
+            scale=s,
+            noise_seed=seed,
+            noiseless=noiseless,
+        )
+    stats = {
+        "intensity_scale": s,
+        "noiseless": noiseless,
+        "probe": {"peak_abs": float(np.abs(probe).max()), "mean_abs": float(np.abs(probe).mean())},
+        "train": _split_stats(splits["train"]),
+        "test": _split_stats(splits["test"]),
+    }
+    data = GridLinesData(
+        config=cfg,
+        key=dataset_key(cfg),
+        train=splits["train"],
+        test=splits["test"],
+        probe_guess=probe_guess,
+        probe=probe,
+        intensity_scale=s,
+        stats=stats,
+    )
     data.fingerprint = _fingerprint(data)
     return data
 
 
 # ----------------------------------------------------------------------------- storage
+
 
 def _remove_stale_tmp(d: Path, min_age_s: float = 900.0) -> None:
     """Delete temporary files a killed writer left behind (old enough not to be in use)."""
@@ -356,10 +391,17 @@ def _remove_stale_tmp(d: Path, min_age_s: float = 900.0) -> None:
 
 
 def _npz_arrays(data: GridLinesData, split: Split, test: bool) -> dict:
-    arrays = {"diffraction": split.diffraction, "Y_I": split.Y_I, "Y_phi": split.Y_phi,
-              "probeGuess": data.probe_guess, "probe": data.probe, "YY_full": split.objects,
-              "norm_Y_I": np.float64(split.norm_Y_I), "intensity_scale": np.float64(data.intensity_scale),
-              "dataset_key": np.str_(data.key)}
+    arrays = {
+        "diffraction": split.diffraction,
+        "Y_I": split.Y_I,
+        "Y_phi": split.Y_phi,
+        "probeGuess": data.probe_guess,
+        "probe": data.probe,
+        "YY_full": split.objects,
+        "norm_Y_I": np.float64(split.norm_Y_I),
+        "intensity_scale": np.float64(data.intensity_scale),
+        "dataset_key": np.str_(data.key),
+    }
     if test:
         arrays["YY_ground_truth"] = _ground_truth(split.objects, data.config.N, split.stride, split.grid)
     return arrays
@@ -384,8 +426,14 @@ def save_dataset(data: GridLinesData, out_dir) -> Path:
         path = out / f"{name}.npz"
         atomic_write(path, lambda fh, a=arrays: np.savez(fh, **a))
         sizes[path.name] = path.stat().st_size
-    meta = {"format": FORMAT_VERSION, "key": data.key, "config": dataclasses.asdict(data.config),
-            "stats": data.stats, "fingerprint": data.fingerprint, "file_sizes": sizes}
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": data.key,
+        "config": dataclasses.asdict(data.config),
+        "stats": data.stats,
+        "fingerprint": data.fingerprint,
+        "file_sizes": sizes,
+    }
     atomic_write(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
     return out
 
@@ -400,7 +448,10 @@ def load_dataset(path) -> GridLinesData:
         cfg = DataConfig(**meta["config"])
         key = meta["key"]
         splits, common = {}, {}
-        for name, stride, nimgs in (("train", cfg.train_stride, cfg.nimgs_train), ("test", cfg.test_stride, cfg.nimgs_test)):
+        for name, stride, nimgs in (
+            ("train", cfg.train_stride, cfg.nimgs_train),
+            ("test", cfg.test_stride, cfg.nimgs_test),
+        ):
             p = d / f"{name}.npz"
             if p.stat().st_size != meta["file_sizes"][p.name]:
                 raise ValueError(f"{p.name} has {p.stat().st_size} bytes, expected {meta['file_sizes'][p.name]}")
@@ -415,15 +466,33 @@ def load_dataset(path) -> GridLinesData:
                     raise ValueError(f"{p.name}:{k} has shape {a[k].shape}, expected {(n, cfg.N, cfg.N)}")
             if a["YY_full"].shape != (nimgs, cfg.object_size, cfg.object_size):
                 raise ValueError(f"{p.name}:YY_full has shape {a['YY_full'].shape}")
-            splits[name] = Split(diffraction=a["diffraction"], Y_I=a["Y_I"], Y_phi=a["Y_phi"], objects=a["YY_full"],
-                                 norm_Y_I=float(a["norm_Y_I"]), grid=grid, stride=stride)
-            common = {"probe_guess": a["probeGuess"], "probe": a["probe"], "intensity_scale": float(a["intensity_scale"])}
+            splits[name] = Split(
+                diffraction=a["diffraction"],
+                Y_I=a["Y_I"],
+                Y_phi=a["Y_phi"],
+                objects=a["YY_full"],
+                norm_Y_I=float(a["norm_Y_I"]),
+                grid=grid,
+                stride=stride,
+            )
+            common = {
+                "probe_guess": a["probeGuess"],
+                "probe": a["probe"],
+                "intensity_scale": float(a["intensity_scale"]),
+            }
     except (OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise ValueError(f"dataset at {str(d)!r} is unreadable: {type(exc).__name__}: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"dataset at {str(d)!r} is invalid: {exc}") from None
-    return GridLinesData(config=cfg, key=key, train=splits["train"], test=splits["test"],
-                         stats=meta.get("stats", {}), fingerprint=meta.get("fingerprint", {}), **common)
+    return GridLinesData(
+        config=cfg,
+        key=key,
+        train=splits["train"],
+        test=splits["test"],
+        stats=meta.get("stats", {}),
+        fingerprint=meta.get("fingerprint", {}),
+        **common,
+    )
 
 
 def cached_dataset(cfg: DataConfig, cache_dir) -> GridLinesData | None:

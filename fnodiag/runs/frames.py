@@ -9,6 +9,7 @@ flagged by :func:`nonfinite_fraction` before encoding, so a frame never poisons 
 The live callback (:mod:`fnodiag.training.live_frames`) writes frames through
 :meth:`fnodiag.runs.RunStore.log_frame`; :meth:`fnodiag.runs.StoreReader.frames` reads them back.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ def encode(images: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
         hi = np.where(finite.reshape(len(x), -1).any(1), np.nanmax(flat, 1, initial=-np.inf), 0.0)
     lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)
     span = (hi - lo)[:, None, None]
-    scaled = np.where(span > 0, (np.where(finite, x, lo[:, None, None]) - lo[:, None, None])
-                      / np.where(span > 0, span, 1.0), 0.0)
+    scaled = np.where(
+        span > 0, (np.where(finite, x, lo[:, None, None]) - lo[:, None, None]) / np.where(span > 0, span, 1.0), 0.0
+    )
     codes = np.clip(np.rint(scaled * LEVELS), 0, LEVELS).astype(np.uint8)
     return codes.tobytes(), lo, hi
 

@@ -14,13 +14,14 @@ its ``running`` as ``stopped``:
 summary and sweep resume all see the same state. ``stopped`` is never written; the run's own
 ``status.json`` keeps the last ``running`` record.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HEARTBEAT_S = 5.0
@@ -52,12 +53,17 @@ def heartbeat_age_s(status: dict, now: datetime | None = None) -> float | None:
     except (KeyError, ValueError):
         return None
     if updated.tzinfo is None:
-        updated = updated.replace(tzinfo=timezone.utc)
-    return ((now or datetime.now(timezone.utc)) - updated).total_seconds()
+        updated = updated.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - updated).total_seconds()
 
 
-def live_status(status: dict | None, *, path: str | Path | None = None, now: datetime | None = None,
-                stale_after_s: float = STALE_AFTER_S) -> dict | None:
+def live_status(
+    status: dict | None,
+    *,
+    path: str | Path | None = None,
+    now: datetime | None = None,
+    stale_after_s: float = STALE_AFTER_S,
+) -> dict | None:
     """The status a reader should show: a ``running`` record of a dead process becomes ``stopped``.
 
     Parameters
@@ -85,14 +91,20 @@ def live_status(status: dict | None, *, path: str | Path | None = None, now: dat
     if host == HOST and pid is not None and not pid_alive(pid):
         why = f"its process (pid {pid} on {host}) is gone"
     elif age is None or age > stale_after_s:
-        why = (f"its heartbeat is {'missing' if age is None else f'{age:.0f} s old'} "
-               f"(process pid {pid} on {host or 'an unknown host'})")
+        why = (
+            f"its heartbeat is {'missing' if age is None else f'{age:.0f} s old'} "
+            f"(process pid {pid} on {host or 'an unknown host'})"
+        )
     else:
         return status
     where = str(path) if path is not None else "RUN_DIR"
-    return {**status, "state": "stopped", "last_message": status.get("message", ""),
-            "message": f"stopped without a final state at step {status.get('step')}: {why}; resume with "
-                       f"`fnodiag train --resume {where}` (a sweep run: run the same fnodiag sweep command again)"}
+    return {
+        **status,
+        "state": "stopped",
+        "last_message": status.get("message", ""),
+        "message": f"stopped without a final state at step {status.get('step')}: {why}; resume with "
+        f"`fnodiag train --resume {where}` (a sweep run: run the same fnodiag sweep command again)",
+    }
 
 
 class Heartbeat:

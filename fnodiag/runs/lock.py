@@ -7,6 +7,7 @@ The kernel releases the lock when its holder dies (also SIGKILL), so a run whose
 can be taken over at once; on NFS the lock lives on the server and is released when the dead
 client's lease expires (about a minute and a half by default).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,7 +39,7 @@ class RunLock:
         self.path = run_path.parent / ".locks" / f"{run_path.name}.lock"
         self._fd: int | None = None
 
-    def acquire(self, owner: dict) -> "RunLock":
+    def acquire(self, owner: dict) -> RunLock:
         """Take the lock and record ``owner`` in it.
 
         Raises
@@ -52,8 +53,10 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunBusy(f"run {self.path.stem!r} is being trained by {_describe(self.holder())}; "
-                          "wait for that process to end (or stop it) and run the same command again") from None
+            raise RunBusy(
+                f"run {self.path.stem!r} is being trained by {_describe(self.holder())}; "
+                "wait for that process to end (or stop it) and run the same command again"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(owner, sort_keys=True, default=str) + "\n").encode(), 0)
         os.fsync(fd)
@@ -93,7 +96,7 @@ class RunLock:
             os.close(fd)  # closing drops a lock taken here
         return False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         if self._fd is None:
             raise RuntimeError("use `with RunLock(path).acquire(owner):`")
         return self

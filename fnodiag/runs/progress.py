@@ -6,6 +6,7 @@ the steps still to train over the recent step rate (the last :data:`RATE_WINDOW`
 so a resumed run's pause and the first steps' start-up do not count); validation time is not
 in the rate, so it is an estimate.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,15 @@ from fnodiag.runs.liveness import heartbeat_age_s
 RATE_WINDOW = 200  # recent steps the rate is measured over
 
 
-def run_progress(status: dict | None, effective: dict | None, steps=None, walls=None, *,
-                 started: float | None = None, now: float | None = None) -> dict:
+def run_progress(
+    status: dict | None,
+    effective: dict | None,
+    steps=None,
+    walls=None,
+    *,
+    started: float | None = None,
+    now: float | None = None,
+) -> dict:
     """Where a run stands.
 
     Parameters
@@ -47,8 +55,11 @@ def run_progress(status: dict | None, effective: dict | None, steps=None, walls=
     now = time.time() if now is None else now
     state = status.get("state", "pending")
     per_epoch, epochs = effective.get("steps_per_epoch"), effective.get("max_epochs")
-    total = int(per_epoch * epochs) if isinstance(per_epoch, (int, float)) and isinstance(epochs, int) \
-        and per_epoch > 0 else None
+    total = (
+        int(per_epoch * epochs)
+        if isinstance(per_epoch, (int, float)) and isinstance(epochs, int) and per_epoch > 0
+        else None
+    )
     steps = np.asarray([] if steps is None else steps, np.float64)
     walls = np.asarray([] if walls is None else walls, np.float64)
     step = status.get("step")
@@ -68,8 +79,18 @@ def run_progress(status: dict | None, effective: dict | None, steps=None, walls=
     fraction = None if total is None or step is None else min(1.0, step / total)
     if state == "finished" and total is not None:
         fraction = 1.0
-    out = {"state": state, "step": step, "total_steps": total, "epoch": status.get("epoch"), "epochs": epochs,
-           "fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "steps_per_s": rate, "heartbeat_age_s": age}
+    out = {
+        "state": state,
+        "step": step,
+        "total_steps": total,
+        "epoch": status.get("epoch"),
+        "epochs": epochs,
+        "fraction": fraction,
+        "elapsed_s": elapsed,
+        "eta_s": eta,
+        "steps_per_s": rate,
+        "heartbeat_age_s": age,
+    }
     out["text"] = progress_text(out)
     return out
 
@@ -85,7 +106,8 @@ def duration(seconds: float | None) -> str:
 
 
 def progress_text(p: dict) -> str:
-    """One line: ``running · step 1234 / 8600 (14%) · epoch 3 / 20 · 2m10s elapsed · ~5m12s left · heartbeat 2s ago``."""
+    """One line for people, e.g.
+    ``running · step 1234 / 8600 (14%) · epoch 3 / 20 · 2m10s elapsed · ~5m12s left · heartbeat 2s ago``."""
     parts = [p["state"]]
     if p.get("step") is not None:
         of = f" / {p['total_steps']}" if p.get("total_steps") else ""

@@ -1,4 +1,5 @@
 """The read-only run-store reader: numpy records and a position to tail a store another process writes."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -16,11 +17,11 @@ from fnodiag.runs.store import READABLE_VERSIONS, SCHEMA_VERSION, SCOPES, TRUTH_
 class ScalarRecords:
     """Scalar rows, in write order: arrays of shape (ROW,); ``position`` is the last row id seen."""
 
-    step: np.ndarray   # (ROW,) int64
+    step: np.ndarray  # (ROW,) int64
     epoch: np.ndarray  # (ROW,) int64
     value: np.ndarray  # (ROW,) float64, NaN / ±inf preserved
-    wall: np.ndarray   # (ROW,) float64 unix time
-    name: np.ndarray   # (ROW,) object array of str
+    wall: np.ndarray  # (ROW,) float64 unix time
+    name: np.ndarray  # (ROW,) object array of str
     scope: np.ndarray  # (ROW,) object array of str, 'step' | 'epoch'
     position: int
 
@@ -32,12 +33,12 @@ class ScalarRecords:
 class LayerRecords:
     """Per-layer values, in write order: arrays of shape (ROW,); ``position`` is the last row id seen."""
 
-    step: np.ndarray    # (ROW,) int64
-    epoch: np.ndarray   # (ROW,) int64
-    layer: np.ndarray   # (ROW,) object array of str
-    stat: np.ndarray    # (ROW,) object array of str
+    step: np.ndarray  # (ROW,) int64
+    epoch: np.ndarray  # (ROW,) int64
+    layer: np.ndarray  # (ROW,) object array of str
+    stat: np.ndarray  # (ROW,) object array of str
     source: np.ndarray  # (ROW,) object array of str
-    value: np.ndarray   # (ROW,) float64
+    value: np.ndarray  # (ROW,) float64
     position: int
 
     def __len__(self) -> int:
@@ -65,9 +66,9 @@ class FrameRecords:
     channels of a step are committed in one transaction (:meth:`RunStore.log_frame`).
     """
 
-    step: np.ndarray   # (FRAME,) int64, sorted
+    step: np.ndarray  # (FRAME,) int64, sorted
     epoch: np.ndarray  # (FRAME,) int64
-    amp: np.ndarray    # (FRAME, P, H, W) float32
+    amp: np.ndarray  # (FRAME, P, H, W) float32
     phase: np.ndarray  # (FRAME, P, H, W) float32
     position: int
 
@@ -93,8 +94,10 @@ class StoreReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"run store {str(self.path)!r} does not exist; start training for this run "
-                                    "or check the run directory path")
+            raise FileNotFoundError(
+                f"run store {str(self.path)!r} does not exist; start training for this run "
+                "or check the run directory path"
+            )
         uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
         self._lock = threading.RLock()
@@ -103,7 +106,7 @@ class StoreReader:
         self._names: dict[int, tuple[str, str]] = {}
         self._ids: dict[tuple[str, str], int] = {}
 
-    def __enter__(self) -> "StoreReader":
+    def __enter__(self) -> StoreReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,8 +123,10 @@ class StoreReader:
                 if version == 0:
                     return []
                 if version not in READABLE_VERSIONS:
-                    raise ValueError(f"store {str(self.path)!r} has schema version {version}; this fnodiag reads "
-                                     f"versions up to {SCHEMA_VERSION}; upgrade fnodiag")
+                    raise ValueError(
+                        f"store {str(self.path)!r} has schema version {version}; this fnodiag reads "
+                        f"versions up to {SCHEMA_VERSION}; upgrade fnodiag"
+                    )
                 self._ready = True
                 self._version = version
             return self._conn.execute(sql, args).fetchall()
@@ -165,26 +170,36 @@ class StoreReader:
         """
         if source is None:
             return self._kind("layer")
-        return self._kind("layer", "SELECT DISTINCT layer_id FROM layer_index WHERE source_id = ? ORDER BY layer_id",
-                          (self._lookup("source", source),))
+        return self._kind(
+            "layer",
+            "SELECT DISTINCT layer_id FROM layer_index WHERE source_id = ? ORDER BY layer_id",
+            (self._lookup("source", source),),
+        )
 
     def stats(self, source: str | None = None) -> list[str]:
         """Statistic names (of ``source``, or of any), in first-logged order."""
         if source is None:
             return self._kind("stat")
-        return self._kind("stat", "SELECT DISTINCT stat_id FROM layer_index WHERE source_id = ? ORDER BY stat_id",
-                          (self._lookup("source", source),))
+        return self._kind(
+            "stat",
+            "SELECT DISTINCT stat_id FROM layer_index WHERE source_id = ? ORDER BY stat_id",
+            (self._lookup("source", source),),
+        )
 
     def last_step(self) -> int | None:
         """Step of the most recently written row (scalar or layer stat); None for an empty store."""
-        rows = [r for t in ("scalars", "layer_stats")
-                for r in self._query(f"SELECT step FROM {t} ORDER BY id DESC LIMIT 1")]
+        rows = [
+            r for t in ("scalars", "layer_stats") for r in self._query(f"SELECT step FROM {t} ORDER BY id DESC LIMIT 1")
+        ]
         return max((r[0] for r in rows), default=None)
 
     def step_walls(self, name: str = "train/loss", *, last: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, walls)`` of the last ``last`` per-step rows of ``name``, oldest first, (ROW,) int64 / float64."""
-        rows = self._query("SELECT step, wall FROM (SELECT id, step, wall FROM scalars WHERE name_id = ? AND scope = 0 "
-                           "ORDER BY id DESC LIMIT ?) ORDER BY id", (self._lookup("scalar", name), int(last)))
+        rows = self._query(
+            "SELECT step, wall FROM (SELECT id, step, wall FROM scalars WHERE name_id = ? AND scope = 0 "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (self._lookup("scalar", name), int(last)),
+        )
         if not rows:
             return _EMPTY_I, _EMPTY_F
         a = np.array(rows, dtype=np.float64)
@@ -192,8 +207,10 @@ class StoreReader:
 
     def first_wall(self, name: str = "train/loss") -> float | None:
         """Unix time of the first per-step row of ``name`` (when training started); None before one."""
-        rows = self._query("SELECT wall FROM scalars WHERE name_id = ? AND scope = 0 ORDER BY id LIMIT 1",
-                           (self._lookup("scalar", name),))
+        rows = self._query(
+            "SELECT wall FROM scalars WHERE name_id = ? AND scope = 0 ORDER BY id LIMIT 1",
+            (self._lookup("scalar", name),),
+        )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def scalars(self, name: str | None = None, *, after: int = 0, scope: str | None = None) -> ScalarRecords:
@@ -202,25 +219,40 @@ class StoreReader:
             raise ValueError(f"scalar scope {scope!r} is not valid; choose one of {', '.join(SCOPES)} or None")
         where, args = ["id > ?"], [int(after)]
         if name is not None:
-            where.append("name_id = ?"); args.append(self._lookup("scalar", name))
+            where.append("name_id = ?")
+            args.append(self._lookup("scalar", name))
         if scope is not None:
-            where.append("scope = ?"); args.append(SCOPES.index(scope))
-        rows = self._query(f"SELECT id, step, epoch, scope, name_id, value, wall FROM scalars "
-                           f"WHERE {' AND '.join(where)} ORDER BY id", args)
+            where.append("scope = ?")
+            args.append(SCOPES.index(scope))
+        rows = self._query(
+            f"SELECT id, step, epoch, scope, name_id, value, wall FROM scalars WHERE {' AND '.join(where)} ORDER BY id",
+            args,
+        )
         if not rows:
             return ScalarRecords(_EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_F, _EMPTY_S, _EMPTY_S, int(after))
         a = np.array(rows, dtype=np.float64)  # NULL (stored NaN) -> nan
         ints = a[:, :5].astype(np.int64)
-        return ScalarRecords(ints[:, 1], ints[:, 2], a[:, 5], a[:, 6], self._texts(ints[:, 4]),
-                             np.array(SCOPES, dtype=object)[ints[:, 3]], int(ints[-1, 0]))
+        return ScalarRecords(
+            ints[:, 1],
+            ints[:, 2],
+            a[:, 5],
+            a[:, 6],
+            self._texts(ints[:, 4]),
+            np.array(SCOPES, dtype=object)[ints[:, 3]],
+            int(ints[-1, 0]),
+        )
 
     def _layer_rows(self, source, stat, after) -> tuple[list[tuple], int]:
         where, args = ["id > ?"], [int(after)]
         for kind, text in (("stat", stat), ("source", source)):
             if text is not None:
-                where.append(f"{kind}_id = ?"); args.append(self._lookup(kind, text))
-        rows = self._query(f"SELECT id, step, epoch, source_id, stat_id, layer_ids, vals FROM layer_stats "
-                           f"WHERE {' AND '.join(where)} ORDER BY id", args)
+                where.append(f"{kind}_id = ?")
+                args.append(self._lookup(kind, text))
+        rows = self._query(
+            f"SELECT id, step, epoch, source_id, stat_id, layer_ids, vals FROM layer_stats "
+            f"WHERE {' AND '.join(where)} ORDER BY id",
+            args,
+        )
         return rows, (rows[-1][0] if rows else int(after))
 
     @staticmethod
@@ -233,8 +265,9 @@ class StoreReader:
         value = np.frombuffer(b"".join(r[6] for r in rows), "<f8").copy()
         return (*cols, layer, value)
 
-    def layer_stats(self, *, source: str | None = None, stat: str | None = None, layer: str | None = None,
-                    after: int = 0) -> LayerRecords:
+    def layer_stats(
+        self, *, source: str | None = None, stat: str | None = None, layer: str | None = None, after: int = 0
+    ) -> LayerRecords:
         """Per-layer values from rows with id > ``after``, filtered by source / stat / layer when given."""
         rows, position = self._layer_rows(source, stat, after)
         step, epoch, source_id, stat_id, layer_id, value = cols = self._unpack(rows)
@@ -243,8 +276,9 @@ class StoreReader:
             step, epoch, source_id, stat_id, layer_id, value = (c[keep] for c in cols)
         if len(value) == 0:
             return LayerRecords(_EMPTY_I, _EMPTY_I, _EMPTY_S, _EMPTY_S, _EMPTY_S, _EMPTY_F, position)
-        return LayerRecords(step, epoch, self._texts(layer_id), self._texts(stat_id), self._texts(source_id),
-                            value, position)
+        return LayerRecords(
+            step, epoch, self._texts(layer_id), self._texts(stat_id), self._texts(source_id), value, position
+        )
 
     def layer_matrix(self, source: str, stat: str, after: int = 0) -> LayerMatrix:
         """Heatmap pivot of one (source, stat) over rows with id > ``after``.
@@ -304,15 +338,17 @@ class StoreReader:
         from fnodiag.runs.frames import decode
 
         if not self._has_frames():
-            return FrameRecords(_EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32),
-                                np.zeros((0, 0, 0, 0), np.float32), int(after))
+            return FrameRecords(
+                _EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32), int(after)
+            )
         where, args = "id > ? AND role = 'pred'", [int(after)]
         if steps is not None:
             steps = [int(s) for s in steps]
             where += f" AND step IN ({', '.join('?' * len(steps))})" if steps else " AND 0"
             args += steps
-        rows = self._query(f"SELECT id, step, epoch, channel, p, h, w, lo, hi, data FROM frames "
-                           f"WHERE {where} ORDER BY id", args)
+        rows = self._query(
+            f"SELECT id, step, epoch, channel, p, h, w, lo, hi, data FROM frames WHERE {where} ORDER BY id", args
+        )
         by_step: dict[int, dict] = {}
         for _, step, epoch, channel, p, h, w, lo, hi, data in rows:
             d = by_step.setdefault(step, {"epoch": epoch})
@@ -320,11 +356,16 @@ class StoreReader:
         done = sorted(s for s, d in by_step.items() if "amp" in d and "phase" in d)
         position = rows[-1][0] if rows else int(after)
         if not done:
-            return FrameRecords(_EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32),
-                                np.zeros((0, 0, 0, 0), np.float32), position)
-        return FrameRecords(np.array(done, np.int64), np.array([by_step[s]["epoch"] for s in done], np.int64),
-                            np.stack([by_step[s]["amp"] for s in done]), np.stack([by_step[s]["phase"] for s in done]),
-                            position)
+            return FrameRecords(
+                _EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32), position
+            )
+        return FrameRecords(
+            np.array(done, np.int64),
+            np.array([by_step[s]["epoch"] for s in done], np.int64),
+            np.stack([by_step[s]["amp"] for s in done]),
+            np.stack([by_step[s]["phase"] for s in done]),
+            position,
+        )
 
     def frame_truth(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Ground truth of the probe patches ``(amp, phase)``, each (P, H, W) float32; None when not written."""
@@ -332,8 +373,11 @@ class StoreReader:
 
         if not self._has_frames():
             return None
-        rows = self._query("SELECT channel, p, h, w, lo, hi, data FROM frames WHERE role = 'truth' AND step = ?",
-                           (TRUTH_STEP,))
-        got = {c: decode(data, np.frombuffer(lo, "<f8"), np.frombuffer(hi, "<f8"), (p, h, w))
-               for c, p, h, w, lo, hi, data in rows}
+        rows = self._query(
+            "SELECT channel, p, h, w, lo, hi, data FROM frames WHERE role = 'truth' AND step = ?", (TRUTH_STEP,)
+        )
+        got = {
+            c: decode(data, np.frombuffer(lo, "<f8"), np.frombuffer(hi, "<f8"), (p, h, w))
+            for c, p, h, w, lo, hi, data in rows
+        }
         return (got["amp"], got["phase"]) if "amp" in got and "phase" in got else None

@@ -1,13 +1,15 @@
 """The run directory: contract paths, atomic JSON files (config, status, history, metrics), list_runs."""
+
 from __future__ import annotations
 
 import json
 import operator
 import os
 import secrets
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +74,7 @@ class RunDir:
         return str(self.path)
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, *, exist_ok: bool = False, resume: bool = False) -> "RunDir":
+    def create(cls, path: str | Path, config: RunConfig, *, exist_ok: bool = False, resume: bool = False) -> RunDir:
         """Make the run directory and write ``config.json``.
 
         Parameters
@@ -94,8 +96,10 @@ class RunDir:
         if run.path.exists() and not run.path.is_dir():
             raise FileExistsError(f"run directory {str(run.path)!r} is a file; choose a folder path")
         if run.path.is_dir() and any(run.path.iterdir()) and not (exist_ok or resume):
-            raise FileExistsError(f"run directory {str(run.path)!r} already exists and is not empty; "
-                                  "pass exist_ok=True to reuse it or choose a new directory")
+            raise FileExistsError(
+                f"run directory {str(run.path)!r} already exists and is not empty; "
+                "pass exist_ok=True to reuse it or choose a new directory"
+            )
         run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         run.write_config(config, resume=resume)
         return run
@@ -153,8 +157,10 @@ class RunDir:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                             "it was not written by fnodiag.runs, delete or rewrite it") from None
+            raise ValueError(
+                f"{str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                "it was not written by fnodiag.runs, delete or rewrite it"
+            ) from None
 
     def write_config(self, config: RunConfig, *, resume: bool = False) -> None:
         """Write ``config.json``; refuses to replace a different config unless ``resume=True``."""
@@ -162,16 +168,19 @@ class RunDir:
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         old = self.read_json("config.json")
         if old is not None and old != config.to_dict() and not resume:
-            raise FileExistsError(f"run directory {str(self.path)!r} holds another run's config (differs in "
-                                  f"{_config_diff(old, config.to_dict())}); choose a new directory or pass resume=True")
+            raise FileExistsError(
+                f"run directory {str(self.path)!r} holds another run's config (differs in "
+                f"{_config_diff(old, config.to_dict())}); choose a new directory or pass resume=True"
+            )
         if old != config.to_dict():
             self.write_json("config.json", config.to_dict())
 
     def read_config(self) -> RunConfig:
         """The RunConfig in ``config.json`` (not validated)."""
         if not self.config_path.is_file():
-            raise FileNotFoundError(f"{str(self.path)!r} has no config.json; it is not a run directory "
-                                    "(create one with RunDir.create)")
+            raise FileNotFoundError(
+                f"{str(self.path)!r} has no config.json; it is not a run directory (create one with RunDir.create)"
+            )
         return RunConfig.load(self.config_path)
 
     def dataset_cache(self) -> Path:
@@ -192,9 +201,15 @@ class RunDir:
         (:mod:`fnodiag.runs.liveness`)."""
         if state not in STATES:
             raise ValueError(f"status state {state!r} is not valid; choose one of {', '.join(STATES)}")
-        status = {"state": state, "step": operator.index(step), "epoch": operator.index(epoch),
-                  "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                  "host": HOST, "pid": os.getpid(), "message": str(message)}
+        status = {
+            "state": state,
+            "step": operator.index(step),
+            "epoch": operator.index(epoch),
+            "updated": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "host": HOST,
+            "pid": os.getpid(),
+            "message": str(message),
+        }
         self.write_json("status.json", status)
         return status
 
@@ -213,8 +228,11 @@ class RunDir:
 
     def write_history(self, history: Mapping[str, Any]) -> None:
         """Write ``history.json``: ``{series name: [one value per epoch]}`` (e.g. train_loss, val_loss, lr)."""
-        bad = [k for k, v in history.items() if not isinstance(k, str) or isinstance(v, (str, bytes, Mapping))
-               or not hasattr(v, "__len__")]
+        bad = [
+            k
+            for k, v in history.items()
+            if not isinstance(k, str) or isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__len__")
+        ]
         if bad:
             raise TypeError(f"history series {bad!r} must map a name to a list of per-epoch values")
         self.write_json("history.json", {k: list(np.asarray(v, dtype=float).tolist()) for k, v in history.items()})
@@ -228,8 +246,9 @@ class RunDir:
         (a run that diverged before its first checkpoint)."""
         if not all(m is None or isinstance(m, Mapping) for m in (best, last)):
             raise TypeError("write_metrics(best, last) takes two dicts of metric name -> value (or None)")
-        self.write_json("metrics.json", {"best": None if best is None else dict(best),
-                                         "last": None if last is None else dict(last)})
+        self.write_json(
+            "metrics.json", {"best": None if best is None else dict(best), "last": None if last is None else dict(last)}
+        )
 
     def read_metrics(self) -> dict:
         """The ``metrics.json`` dict ({} before one was written)."""

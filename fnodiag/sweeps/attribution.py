@@ -12,12 +12,19 @@ The answer is inconclusive when the control did not learn on every seed (nothing
 a budget too small to learn) or the baseline did not learn then collapse on most of its seeds
 (there is no collapse to remove).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["arm_outcome", "collapses", "condition_label", "config_differences", "removal_attribution",
-           "removal_markdown"]
+__all__ = [
+    "arm_outcome",
+    "collapses",
+    "condition_label",
+    "config_differences",
+    "removal_attribution",
+    "removal_markdown",
+]
 
 
 def config_differences(base: dict, other: dict) -> list[dict]:
@@ -62,9 +69,12 @@ def arm_outcome(rows: list[dict], arm: str | None) -> dict | None:
         return None
     v = np.array([np.nan if r["last_amp_ssim"] is None else float(r["last_amp_ssim"]) for r in done])
     v = v[np.isfinite(v)]
-    return {"n_done": len(done), "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),
-            "n_learned": sum(r["outcome"] == LEARNED for r in done),
-            "amp_ssim": {"mean": float(v.mean()), "std": float(v.std())} if v.size else None}
+    return {
+        "n_done": len(done),
+        "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),
+        "n_learned": sum(r["outcome"] == LEARNED for r in done),
+        "amp_ssim": {"mean": float(v.mean()), "std": float(v.std())} if v.size else None,
+    }
 
 
 def collapses(o: dict | None) -> bool:
@@ -108,33 +118,60 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
             changed = config_differences(base_cfg, cfg)
             without = arm_outcome(rows, arm)
             prevented = None if without is None else without["n_done"] - without["n_collapsed"]
-            table.append({"arm": arm, "changed": changed, "condition": condition_label(changed), "with": base_out,
-                          "without": without, "prevented": prevented,
-                          "prevents": None if without is None else not collapses(without)})
+            table.append(
+                {
+                    "arm": arm,
+                    "changed": changed,
+                    "condition": condition_label(changed),
+                    "with": base_out,
+                    "without": without,
+                    "prevented": prevented,
+                    "prevents": None if without is None else not collapses(without),
+                }
+            )
     if control_check is not None and not control_check["ok"]:
-        conclusion, text = "inconclusive", (f"Inconclusive: {control_check['reason']}, so removing a condition "
-                                            "cannot show what the collapse needs.")
+        conclusion, text = (
+            "inconclusive",
+            (f"Inconclusive: {control_check['reason']}, so removing a condition cannot show what the collapse needs."),
+        )
     elif base_out is None:
         conclusion, text = "pending", f"The baseline {baseline!r} has not finished yet: no attribution."
     elif not collapses(base_out):
         conclusion = "inconclusive"
-        text = (f"Inconclusive: the baseline {baseline!r} did not learn then collapse on most seeds "
-                f"({base_out['n_collapsed']}/{base_out['n_done']} learned then collapsed, {base_out['n_learned']} "
-                "learned), so there is no collapse for a removed condition to prevent.")
+        text = (
+            f"Inconclusive: the baseline {baseline!r} did not learn then collapse on most seeds "
+            f"({base_out['n_collapsed']}/{base_out['n_done']} learned then collapsed, {base_out['n_learned']} "
+            "learned), so there is no collapse for a removed condition to prevent."
+        )
     else:
         conclusion = "answered"
         done = [t for t in table if t["without"]]
         yes = [t for t in done if t["prevents"]]
         no = [t for t in done if not t["prevents"]]
-        parts = [f"The baseline {baseline!r} learned then collapsed on {base_out['n_collapsed']}/{base_out['n_done']} seeds."]
+        parts = [
+            f"The baseline {baseline!r} learned then collapsed on {base_out['n_collapsed']}/{base_out['n_done']} seeds."
+        ]
         if yes:
-            parts.append("Removing " + "; ".join(
-                f"{t['condition']} ({t['arm']}) prevents the collapse on {t['prevented']}/{t['without']['n_done']} seeds "
-                f"(learned on {t['without']['n_learned']})" for t in yes) + ".")
+            parts.append(
+                "Removing "
+                + "; ".join(
+                    f"{t['condition']} ({t['arm']}) prevents the collapse on "
+                    f"{t['prevented']}/{t['without']['n_done']} seeds "
+                    f"(learned on {t['without']['n_learned']})"
+                    for t in yes
+                )
+                + "."
+            )
         if no:
-            parts.append("Removing " + "; ".join(
-                f"{t['condition']} ({t['arm']}) does not: {t['without']['n_collapsed']}/{t['without']['n_done']} "
-                "seeds still collapse" for t in no) + ".")
+            parts.append(
+                "Removing "
+                + "; ".join(
+                    f"{t['condition']} ({t['arm']}) does not: {t['without']['n_collapsed']}/{t['without']['n_done']} "
+                    "seeds still collapse"
+                    for t in no
+                )
+                + "."
+            )
         if not done:
             parts.append("No removal arm has finished yet.")
         text = " ".join(parts)
@@ -153,9 +190,15 @@ def outcome_cells(o: dict | None) -> tuple[str, str]:
 
 def removal_markdown(att: dict) -> list[str]:
     """The ``## Attribution: remove one condition`` section of ``summary.md``."""
-    lines = [f"## Attribution: remove one condition from `{att['baseline']}`", "", att["text"], "",
-             "| removed / changed condition | arm | collapsed with (baseline) | collapsed without (arm) | "
-             "amp SSIM with | amp SSIM without |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"## Attribution: remove one condition from `{att['baseline']}`",
+        "",
+        att["text"],
+        "",
+        "| removed / changed condition | arm | collapsed with (baseline) | collapsed without (arm) | "
+        "amp SSIM with | amp SSIM without |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in att["rows"]:
         (cw, sw), (cn, sn) = outcome_cells(t["with"]), outcome_cells(t["without"])
         lines.append(f"| {t['condition']} | {t['arm']} | {cw} | {cn} | {sw} | {sn} |")

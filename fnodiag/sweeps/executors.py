@@ -16,6 +16,7 @@ writes ``sweep.json`` and the summary.
 Where each attempt ran (host, pid, Ray node, threads, devices) is appended to the run's
 ``execution.json``, copied into ``effective_config.json`` (``execution``) and ``sweep.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from fnodiag.config import ConfigError
 
@@ -66,10 +67,12 @@ def gpu_slots(n_devices: int, gpus_per_run: float, jobs: int) -> list[str]:
     else:
         k = int(gpus_per_run)
         if k != gpus_per_run or k > n_devices:
-            raise ConfigError(f"--gpus-per-run {gpus_per_run} must be a fraction <= 1 or a whole number of at most "
-                              f"the {n_devices} visible GPUs")
+            raise ConfigError(
+                f"--gpus-per-run {gpus_per_run} must be a fraction <= 1 or a whole number of at most "
+                f"the {n_devices} visible GPUs"
+            )
         slots = [",".join(str(d) for d in range(g * k, (g + 1) * k)) for g in range(n_devices // k)]
-    return slots[:max(1, jobs)]
+    return slots[: max(1, jobs)]
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,16 @@ class Resources:
     max_retries: int
 
     @classmethod
-    def plan(cls, executor: str, *, jobs: int = 1, cpus_per_run: int | None = None, gpus_per_run: float = 0.0,
-             address: str | None = None, n_runs: int = 1) -> "Resources":
+    def plan(
+        cls,
+        executor: str,
+        *,
+        jobs: int = 1,
+        cpus_per_run: int | None = None,
+        gpus_per_run: float = 0.0,
+        address: str | None = None,
+        n_runs: int = 1,
+    ) -> Resources:
         """Check the flags and divide the machine; raises :class:`ConfigError` (one line) on bad values."""
         if int(jobs) != jobs or jobs < 1:
             raise ConfigError(f"--jobs {jobs!r} must be a whole number >= 1")
@@ -99,7 +110,9 @@ class Resources:
             raise ConfigError("--address is the Ray cluster to submit to; add --executor ray")
         cores = available_cores()
         if executor != "local":
-            return cls(executor, int(jobs), int(cpus_per_run or 1), float(gpus_per_run), (), address, cores, MAX_RETRIES)
+            return cls(
+                executor, int(jobs), int(cpus_per_run or 1), float(gpus_per_run), (), address, cores, MAX_RETRIES
+            )
         slots: list = [None] * int(jobs)
         if gpus_per_run > 0:
             import torch
@@ -107,13 +120,20 @@ class Resources:
             slots = gpu_slots(torch.cuda.device_count(), gpus_per_run, int(jobs))
         threads = int(cpus_per_run or threads_per_run(cores, len(slots)))
         if threads * len(slots) > cores:
-            raise ConfigError(f"{len(slots)} runs at a time x --cpus-per-run {threads} = {threads * len(slots)} threads "
-                              f"exceed the {cores} cores here; lower --jobs or --cpus-per-run")
+            raise ConfigError(
+                f"{len(slots)} runs at a time x --cpus-per-run {threads} = {threads * len(slots)} threads "
+                f"exceed the {cores} cores here; lower --jobs or --cpus-per-run"
+            )
         return cls(executor, len(slots), threads, float(gpus_per_run), tuple(slots), None, cores, 0)
 
     def task_fields(self) -> dict:
         """What each run's task needs to know about its placement (a JSON-able dict)."""
-        return {"executor": self.executor, "jobs": self.jobs, "threads": self.threads, "gpus_per_run": self.gpus_per_run}
+        return {
+            "executor": self.executor,
+            "jobs": self.jobs,
+            "threads": self.threads,
+            "gpus_per_run": self.gpus_per_run,
+        }
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -125,10 +145,17 @@ def attempt_info(spec: dict) -> dict:
 
         if ray.is_initialized():
             node = ray.get_runtime_context().get_node_id()
-    return {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "executor": spec.get("executor", "local"),
-            "jobs": spec.get("jobs", 1), "threads": spec.get("threads"), "gpus_per_run": spec.get("gpus_per_run", 0.0),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "node": node,
+        "executor": spec.get("executor", "local"),
+        "jobs": spec.get("jobs", 1),
+        "threads": spec.get("threads"),
+        "gpus_per_run": spec.get("gpus_per_run", 0.0),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
 
 
 def record_attempt(run, attempt: dict, *, effective: bool = False) -> None:
@@ -168,7 +195,9 @@ def record_result(out: Path, result: dict) -> None:
 
     def change(m: dict) -> None:
         m["runs"].setdefault(result["name"], {}).update(
-            state=result["state"], host=last.get("host"), node=last.get("node"), attempts=attempts)
+            state=result["state"], host=last.get("host"), node=last.get("node"), attempts=attempts
+        )
+
     _update_manifest(out, change)
 
 
@@ -198,7 +227,9 @@ def epoch_lines(label: str, epochs: int, echo: Callable[[str], None] = print):
     return progress
 
 
-def run_local(specs: list[dict], res: Resources, *, echo: Callable[[str], None], on_result: Callable[[dict], None]) -> None:
+def run_local(
+    specs: list[dict], res: Resources, *, echo: Callable[[str], None], on_result: Callable[[dict], None]
+) -> None:
     """Train ``specs`` here: in this process when ``res.jobs == 1`` and no GPU slot, else in worker processes."""
     from fnodiag.sweeps.runner import run_one
 
@@ -221,12 +252,22 @@ class _Pool:
         self.running: dict[int, tuple] = {}  # slot -> (process, spec, reader thread, result box)
 
     def _start(self, slot: int, spec: dict) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.res.threads),
-               "MKL_NUM_THREADS": str(self.res.threads)}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": str(self.res.threads),
+            "MKL_NUM_THREADS": str(self.res.threads),
+        }
         if self.res.slots[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.res.slots[slot]
-        proc = subprocess.Popen([sys.executable, "-m", "fnodiag.sweeps.executors"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fnodiag.sweeps.executors"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         proc.stdin.write(json.dumps(spec))
         proc.stdin.close()
         box: dict = {}
@@ -234,13 +275,15 @@ class _Pool:
         reader.start()
         self.running[slot] = (proc, spec, reader, box)
         gpu = f", GPU {self.res.slots[slot]}" if self.res.slots[slot] is not None else ""
-        self.echo(f"{spec['label']}: started (pid {proc.pid}, {self.res.threads} threads{gpu}); running: "
-                  + ", ".join(s["name"] for _, s, _, _ in self.running.values()))
+        self.echo(
+            f"{spec['label']}: started (pid {proc.pid}, {self.res.threads} threads{gpu}); running: "
+            + ", ".join(s["name"] for _, s, _, _ in self.running.values())
+        )
 
     def _read(self, proc, box: dict) -> None:
         for line in proc.stdout:
             if line.startswith(RESULT_MARK):
-                box["result"] = json.loads(line[len(RESULT_MARK):])
+                box["result"] = json.loads(line[len(RESULT_MARK) :])
             elif line.strip():
                 self.echo(line.rstrip())
 

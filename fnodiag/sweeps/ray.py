@@ -12,10 +12,11 @@ a finished run again). Python exceptions are not retried: ``run_one`` records th
 Every node must see the sweep folder at the same path (a shared filesystem: NFS, Lustre, GPFS,
 BeeGFS, as on lab clusters) and have fnodiag installed in the same environment.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from fnodiag.config import ConfigError
 
@@ -54,8 +55,10 @@ def connect(ray, address: str | None, cores: int) -> bool:
         ray.init(**kwargs, logging_level="WARNING", log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({first[:200]}); start one with "
-                          "`ray start --head` and pass the address it prints, or drop --address") from None
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r} ({first[:200]}); start one with "
+            "`ray start --head` and pass the address it prints, or drop --address"
+        ) from None
     return True
 
 
@@ -78,12 +81,22 @@ def run_ray(specs: list[dict], res, *, echo: Callable[[str], None], on_result: C
     refs: dict = {}
     try:
         task = ray.remote(ray_task)
-        refs = {task.options(name=f"fnodiag {s['name']}", num_cpus=res.threads, num_gpus=res.gpus_per_run,
-                             max_retries=res.max_retries, retry_exceptions=False).remote(s): s for s in specs}
+        refs = {
+            task.options(
+                name=f"fnodiag {s['name']}",
+                num_cpus=res.threads,
+                num_gpus=res.gpus_per_run,
+                max_retries=res.max_retries,
+                retry_exceptions=False,
+            ).remote(s): s
+            for s in specs
+        }
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
-        echo(f"submitted {len(refs)} runs to Ray ({res.address or 'local'}: {len(nodes)} nodes, {cpus:g} CPUs; "
-             f"{res.threads} CPU, {res.gpus_per_run:g} GPU per run; up to {res.max_retries} retries)")
+        echo(
+            f"submitted {len(refs)} runs to Ray ({res.address or 'local'}: {len(nodes)} nodes, {cpus:g} CPUs; "
+            f"{res.threads} CPU, {res.gpus_per_run:g} GPU per run; up to {res.max_retries} retries)"
+        )
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             spec = refs.pop(done[0])

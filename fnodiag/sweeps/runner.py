@@ -18,13 +18,15 @@ checkpoint captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt``
 the run's training outcome in ``status.json`` is never changed by it) and the summary. This module imports no
 Lightning until a sweep is run, so the dashboard can list and read definitions.
 """
+
 from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fnodiag.config import ConfigError, RunConfig, resolve
 
@@ -54,20 +56,37 @@ class SweepDefinition:
             raise ConfigError(f"sweep {self.name!r} has no arm {arm!r}; arms: {', '.join(self.arms)}")
         from fnodiag.training.registries import check_names  # torch, never Lightning
 
-        return check_names(resolve(preset=self.preset, shared=self.shared, arm=self.arms[arm], overrides=overrides,
-                                   seed=seed))
+        return check_names(
+            resolve(preset=self.preset, shared=self.shared, arm=self.arms[arm], overrides=overrides, seed=seed)
+        )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SweepDefinition":
+    def from_dict(cls, d: dict) -> SweepDefinition:
         """Inverse of :meth:`to_dict` (e.g. a manifest's ``spec``)."""
-        return cls(name=d["name"], seeds=tuple(d["seeds"]), arms=dict(d["arms"]), shared=dict(d.get("shared") or {}),
-                   preset=d.get("preset"), description=d.get("description", ""), source=d.get("source", ""),
-                   control=d.get("control"), baseline=d.get("baseline"))
+        return cls(
+            name=d["name"],
+            seeds=tuple(d["seeds"]),
+            arms=dict(d["arms"]),
+            shared=dict(d.get("shared") or {}),
+            preset=d.get("preset"),
+            description=d.get("description", ""),
+            source=d.get("source", ""),
+            control=d.get("control"),
+            baseline=d.get("baseline"),
+        )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "preset": self.preset, "seeds": list(self.seeds),
-                "shared": self.shared, "arms": self.arms, "source": self.source, "control": self.control,
-                "baseline": self.baseline}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "preset": self.preset,
+            "seeds": list(self.seeds),
+            "shared": self.shared,
+            "arms": self.arms,
+            "source": self.source,
+            "control": self.control,
+            "baseline": self.baseline,
+        }
 
 
 def shipped_definitions() -> list[str]:
@@ -86,8 +105,10 @@ def load_definition(name_or_path: str | Path) -> SweepDefinition:
     p = Path(name_or_path)
     if not p.is_file():
         if str(name_or_path) not in shipped_definitions():
-            raise ConfigError(f"sweep definition {str(name_or_path)!r} is neither a file nor a shipped definition "
-                              f"({', '.join(shipped_definitions())})")
+            raise ConfigError(
+                f"sweep definition {str(name_or_path)!r} is neither a file nor a shipped definition "
+                f"({', '.join(shipped_definitions())})"
+            )
         p = SHIPPED_DIR / f"{name_or_path}.toml"
     try:
         raw = tomllib.loads(p.read_text())
@@ -98,16 +119,27 @@ def load_definition(name_or_path: str | Path) -> SweepDefinition:
     if unknown:
         raise ConfigError(f"sweep definition {str(p)!r} has unknown keys {sorted(unknown)}; valid: {', '.join(keys)}")
     if not raw.get("arms") or not raw.get("seeds"):
-        raise ConfigError(f"sweep definition {str(p)!r} needs a non-empty 'seeds' list and at least one [arms.NAME] table")
-    defn = SweepDefinition(name=str(raw.get("name", p.stem)), seeds=tuple(int(s) for s in raw["seeds"]),
-                           arms={str(k): dict(v) for k, v in raw["arms"].items()}, shared=dict(raw.get("shared", {})),
-                           preset=raw.get("preset"), description=str(raw.get("description", "")), source=str(p),
-                           control=raw.get("control"), baseline=raw.get("baseline"))
+        raise ConfigError(
+            f"sweep definition {str(p)!r} needs a non-empty 'seeds' list and at least one [arms.NAME] table"
+        )
+    defn = SweepDefinition(
+        name=str(raw.get("name", p.stem)),
+        seeds=tuple(int(s) for s in raw["seeds"]),
+        arms={str(k): dict(v) for k, v in raw["arms"].items()},
+        shared=dict(raw.get("shared", {})),
+        preset=raw.get("preset"),
+        description=str(raw.get("description", "")),
+        source=str(p),
+        control=raw.get("control"),
+        baseline=raw.get("baseline"),
+    )
     for role in ("control", "baseline"):
         named = getattr(defn, role)
         if named is not None and named not in defn.arms:
-            raise ConfigError(f"sweep definition {str(p)!r}: {role} = {named!r} is not one of its arms "
-                              f"({', '.join(defn.arms)}); name an [arms.NAME] table")
+            raise ConfigError(
+                f"sweep definition {str(p)!r}: {role} = {named!r} is not one of its arms "
+                f"({', '.join(defn.arms)}); name an [arms.NAME] table"
+            )
     for arm in defn.arms:
         defn.config(arm, defn.seeds[0])
     return defn
@@ -135,24 +167,51 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
     if manifest and manifest.get("name") != defn.name:
         raise ConfigError(f"{str(out)!r} holds sweep {manifest.get('name')!r}, not {defn.name!r}; choose another --out")
     runs = manifest.get("runs", {})
-    runs.update({run_name(a, s): {**runs.get(run_name(a, s), {}), "arm": a, "seed": s, "path": run_name(a, s)}
-                 for a, s in pairs})  # keeps where earlier sweep commands trained each run
+    runs.update(
+        {
+            run_name(a, s): {**runs.get(run_name(a, s), {}), "arm": a, "seed": s, "path": run_name(a, s)}
+            for a, s in pairs
+        }
+    )  # keeps where earlier sweep commands trained each run
     before = manifest.get("arms", {})
     chosen = {a for a, _ in pairs}  # arms run now record this invocation's flags; the others keep theirs
-    arm_entries = {a: ({"overrides": {**defn.shared, **defn.arms[a], **overrides}, "flags": dict(overrides)}
-                       if a in chosen or a not in before else before[a])
-                   for a in dict.fromkeys(r["arm"] for r in runs.values())}
-    manifest.update({"name": defn.name, "definition": defn.source, "control": defn.control, "baseline": defn.baseline,
-                     "seeds": sorted({r["seed"] for r in runs.values()}),
-                     "arms": arm_entries,
-                     "runs": runs, "spec": defn.to_dict()})
+    arm_entries = {
+        a: (
+            {"overrides": {**defn.shared, **defn.arms[a], **overrides}, "flags": dict(overrides)}
+            if a in chosen or a not in before
+            else before[a]
+        )
+        for a in dict.fromkeys(r["arm"] for r in runs.values())
+    }
+    manifest.update(
+        {
+            "name": defn.name,
+            "definition": defn.source,
+            "control": defn.control,
+            "baseline": defn.baseline,
+            "seeds": sorted({r["seed"] for r in runs.values()}),
+            "arms": arm_entries,
+            "runs": runs,
+            "spec": defn.to_dict(),
+        }
+    )
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")  # keeps the arms in definition order
 
 
-def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None = None, seeds: list[int] | None = None,
-              overrides: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
-              executor: str = "local", jobs: int = 1, cpus_per_run: int | None = None, gpus_per_run: float = 0.0,
-              address: str | None = None) -> Path:
+def run_sweep(
+    defn: SweepDefinition,
+    out: str | Path,
+    *,
+    arms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+    executor: str = "local",
+    jobs: int = 1,
+    cpus_per_run: int | None = None,
+    gpus_per_run: float = 0.0,
+    address: str | None = None,
+) -> Path:
     """Run (or resume) every selected arm × seed of ``defn`` into ``out``, then summarize.
 
     Finished and diverged runs are skipped; an interrupted or failed run with a checkpoint
@@ -171,9 +230,9 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
     address : str, optional
         Ray executor: the cluster to submit to (default: start a local one).
     """
-    from fnodiag.sweeps.executors import EXECUTORS, Resources, record_result, record_execution
-    from fnodiag.runs import RunDir, ensure_writable_dir
     from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
+    from fnodiag.runs import RunDir, ensure_writable_dir
+    from fnodiag.sweeps.executors import EXECUTORS, Resources, record_execution, record_result
     from fnodiag.sweeps.summary import write_summary
 
     overrides = dict(overrides or {})
@@ -181,17 +240,22 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
     configs = {p: defn.config(*p, overrides) for p in pairs}  # every setting validated before anything is written
     keys = {dataset_key(c.data) for c in configs.values()}
     if len(keys) > 1:
-        raise ConfigError(f"the arms of sweep {defn.name!r} use different data settings ({len(keys)} datasets); "
-                          "arms must share one dataset: move data.* settings to [shared]")
+        raise ConfigError(
+            f"the arms of sweep {defn.name!r} use different data settings ({len(keys)} datasets); "
+            "arms must share one dataset: move data.* settings to [shared]"
+        )
     for (arm, seed), cfg in configs.items():
         existing = RunDir(Path(out) / run_name(arm, seed))
         if existing.config_path.is_file() and existing.read_config() != cfg:
-            raise ConfigError(f"run {str(existing.path)!r} was started with other settings; resume it with the same "
-                              "definition and overrides, or choose another --out")
+            raise ConfigError(
+                f"run {str(existing.path)!r} was started with other settings; resume it with the same "
+                "definition and overrides, or choose another --out"
+            )
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    resources = Resources.plan(executor, jobs=jobs, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                               address=address, n_runs=len(pairs))
+    resources = Resources.plan(
+        executor, jobs=jobs, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, address=address, n_runs=len(pairs)
+    )
     out = ensure_writable_dir(out, "--out folder")
     _note_cpu(defn, configs.values(), echo)
     _write_manifest(out, defn, pairs, overrides)
@@ -205,8 +269,17 @@ def run_sweep(defn: SweepDefinition, out: str | Path, *, arms: list[str] | None 
         if status and status["state"] in DONE_STATES and _captured(run):
             echo(f"[{i}/{len(pairs)}] {name}: {status['state']}, skipped")
             continue
-        specs.append({"out": str(out), "name": name, "arm": arm, "seed": seed, "label": f"[{i}/{len(pairs)}] {arm} seed {seed}",
-                      "config": cfg.to_dict(), **resources.task_fields()})
+        specs.append(
+            {
+                "out": str(out),
+                "name": name,
+                "arm": arm,
+                "seed": seed,
+                "label": f"[{i}/{len(pairs)}] {arm} seed {seed}",
+                "config": cfg.to_dict(),
+                **resources.task_fields(),
+            }
+        )
 
     def finished(result: dict) -> None:  # the driver is the only writer of sweep.json and the summary
         record_result(out, result)
@@ -229,14 +302,18 @@ def _note_cpu(defn: SweepDefinition, configs, echo) -> None:
 
     configs = list(configs)
     if not torch.cuda.is_available() and any(c.data.N >= 64 for c in configs):
-        echo(f"note: no GPU found; sweep {defn.name!r} trains N={max(c.data.N for c in configs)} generators "
-             "on the CPU, which takes hours. `fnodiag sweep quick` runs the same arms in about ten minutes.")
+        echo(
+            f"note: no GPU found; sweep {defn.name!r} trains N={max(c.data.N for c in configs)} generators "
+            "on the CPU, which takes hours. `fnodiag sweep quick` runs the same arms in about ten minutes."
+        )
 
 
 def _captured(run) -> bool:
     """Both checkpoint captures of a done run exist, or failed (``capture/error.txt``), or have no checkpoint."""
-    return (run.path / CAPTURE_ERROR).is_file() or all((run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
-               for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path)))
+    return (run.path / CAPTURE_ERROR).is_file() or all(
+        (run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
+        for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path))
+    )
 
 
 def run_one(spec: dict, *, callbacks=()) -> dict:
@@ -263,14 +340,18 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     """
     import torch
 
-    from fnodiag.sweeps.executors import attempt_info, record_attempt
     from fnodiag.runs import RunDir
     from fnodiag.runs.lock import RunBusy, RunLock
+    from fnodiag.sweeps.executors import attempt_info, record_attempt
     from fnodiag.training.run import train
 
     out, name = Path(spec["out"]), spec["name"]
     run, attempt = RunDir(out / name), attempt_info(spec)
-    result = {k: spec[k] for k in ("name", "arm", "seed", "label")} | {"attempt": attempt, "trained": False, "message": ""}
+    result = {k: spec[k] for k in ("name", "arm", "seed", "label")} | {
+        "attempt": attempt,
+        "trained": False,
+        "message": "",
+    }
     try:
         lock = RunLock(run.path).acquire(attempt)
     except RunBusy as exc:
@@ -284,8 +365,15 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
             record_attempt(run, attempt)
             try:
                 # resume=True also starts a new run: without a last.ckpt training starts from scratch
-                train(RunConfig.from_dict(spec["config"]), out, name=name, cache_dir=out / "datasets", progress=False,
-                      extra_callbacks=list(callbacks), resume=True)
+                train(
+                    RunConfig.from_dict(spec["config"]),
+                    out,
+                    name=name,
+                    cache_dir=out / "datasets",
+                    progress=False,
+                    extra_callbacks=list(callbacks),
+                    resume=True,
+                )
                 result["trained"] = True
             except Exception as exc:  # recorded; the sweep goes on
                 _record_run_failure(run, exc)
@@ -297,8 +385,9 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
             capture_run(run)
         except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
             _record_capture_failure(run, exc)
-            result["message"] = (f"checkpoint capture failed ({type(exc).__name__}: {exc}); "
-                                 f"see {run.path / CAPTURE_ERROR}")
+            result["message"] = (
+                f"checkpoint capture failed ({type(exc).__name__}: {exc}); see {run.path / CAPTURE_ERROR}"
+            )
         return result | {"state": run.read_status()["state"]}
 
 
@@ -311,8 +400,12 @@ def _record_run_failure(run, exc: Exception) -> None:
     status = (run.read_status(raw=True) or {}) if run.status_path.is_file() else {}
     if status.get("state") in DONE_STATES:
         return
-    run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
-                     message=f"{type(exc).__name__}: {exc}"[:500])
+    run.write_status(
+        "failed",
+        step=int(status.get("step", 0)),
+        epoch=int(status.get("epoch", 0)),
+        message=f"{type(exc).__name__}: {exc}"[:500],
+    )
 
 
 def _record_capture_failure(run, exc: Exception) -> None:
@@ -322,8 +415,10 @@ def _record_capture_failure(run, exc: Exception) -> None:
     from fnodiag.runs import atomic_write_text
 
     (run.path / "capture").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.path / CAPTURE_ERROR, f"{type(exc).__name__}: {exc}\n\n"
-                      + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    atomic_write_text(
+        run.path / CAPTURE_ERROR,
+        f"{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
 
 
 def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> None:
@@ -339,5 +434,8 @@ def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> N
             generator, cfg, info = load_generator(path)
             report = capture(generator, x, batch_size=batch_size)
             info["input"] = f"dataset {data.key} (test split)"
-            write_report({"summary": summary(generator, cfg, info, x, batch_size, "cpu"), **report},
-                         run.path / "capture", f"{tag}.json")
+            write_report(
+                {"summary": summary(generator, cfg, info, x, batch_size, "cpu"), **report},
+                run.path / "capture",
+                f"{tag}.json",
+            )

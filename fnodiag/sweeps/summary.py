@@ -8,21 +8,22 @@ what its ``config.json`` asked, and ``config.json`` with what the sweep definiti
 (``sweep.json``) resolve to. Each run row carries its own ``config_warnings``. ``summary.json``, ``summary.md`` and
 ``plots/*.png`` are rewritten on every call (also mid-sweep).
 """
+
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from fnodiag.analysis.audit import audit_run
-from fnodiag.config import ConfigError, RunConfig
 from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
-from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_markdown
-from fnodiag.runs import RunDir, atomic_write_text
+from fnodiag.config import ConfigError, RunConfig
 from fnodiag.diagnostics.selection import best_epochs
+from fnodiag.runs import RunDir, atomic_write_text
+from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_markdown
 from fnodiag.sweeps.verdict import control_check, verdict
 
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
@@ -60,11 +61,15 @@ def read_outcome(run: RunDir) -> dict:
     return {
         "records": {"status": status, "effective": eff, "history": hist, "metrics": metrics, "collapse": collapse},
         "state": (status or {}).get("state"),
-        "optimizer": (eff.get("optimizer") or {}).get("class"), "lr": group.get("initial_lr", group.get("lr")),
-        "best_val_loss": min(val) if val else None, "final_val_loss": val[-1] if val else None,
+        "optimizer": (eff.get("optimizer") or {}).get("class"),
+        "lr": group.get("initial_lr", group.get("lr")),
+        "best_val_loss": min(val) if val else None,
+        "final_val_loss": val[-1] if val else None,
         **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last)) for k in SCORES},
-        "collapse": collapse.get("verdict"), "onset_step": collapse.get("onset_step"),
-        "earliest_layer": collapse.get("earliest_layer"), "earliest_step": collapse.get("earliest_step"),
+        "collapse": collapse.get("verdict"),
+        "onset_step": collapse.get("onset_step"),
+        "earliest_layer": collapse.get("earliest_layer"),
+        "earliest_step": collapse.get("earliest_step"),
         "learned_then_collapsed": collapse.get("learned_then_collapsed"),
     }
 
@@ -84,22 +89,35 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     kind = origin["kind"] if origin else "fnodiag"
     cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
     return {
-        "run": run.path.name, "arm": arm, "seed": seed, "origin": kind,
+        "run": run.path.name,
+        "arm": arm,
+        "seed": seed,
+        "origin": kind,
         "state": outcome["state"] or "not started",
         "epochs": f"{len(hist.get('train_loss', []))}/{cfg.get('train', {}).get('epochs', '?')}",
         "optimizer": outcome["optimizer"],
-        "lr": outcome["lr"], "momentum": group.get("momentum"),
-        "nesterov": group.get("nesterov"), "betas": group.get("betas"), "weight_decay": group.get("weight_decay"),
+        "lr": outcome["lr"],
+        "momentum": group.get("momentum"),
+        "nesterov": group.get("nesterov"),
+        "betas": group.get("betas"),
+        "weight_decay": group.get("weight_decay"),
         "scheduler": (eff.get("scheduler") or {}).get("class"),
-        "grad_clip": eff.get("grad_clip"), "generator": (eff.get("generator") or {}).get("block_class"),
-        "parameters": (eff.get("generator") or {}).get("parameters"), "data_key": (eff.get("data") or {}).get("key"),
-        "best_val_loss": outcome["best_val_loss"], "final_val_loss": outcome["final_val_loss"],
+        "grad_clip": eff.get("grad_clip"),
+        "generator": (eff.get("generator") or {}).get("block_class"),
+        "parameters": (eff.get("generator") or {}).get("parameters"),
+        "data_key": (eff.get("data") or {}).get("key"),
+        "best_val_loss": outcome["best_val_loss"],
+        "final_val_loss": outcome["final_val_loss"],
         **{f"{tag}_{k}": outcome[f"{tag}_{k}"] for tag in ("best", "last") for k in SCORES},
         "outcome": run_outcome(outcome["state"], collapse, outcome["last_amp_ssim"], target=TARGET_AMP_SSIM),
-        "collapse": outcome["collapse"], "onset_step": outcome["onset_step"],
-        "earliest_layer": outcome["earliest_layer"], "learned_then_collapsed": outcome["learned_then_collapsed"],
-        **{f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
-           for tag, c in captures.items()},
+        "collapse": outcome["collapse"],
+        "onset_step": outcome["onset_step"],
+        "earliest_layer": outcome["earliest_layer"],
+        "learned_then_collapsed": outcome["learned_then_collapsed"],
+        **{
+            f"{tag}_output_spatial_std": (c.get("per_layer", {}).get("output", {}) or {}).get("spatial_std")
+            for tag, c in captures.items()
+        },
         "wall_time_s": eff.get("wall_time_s"),
         "message": (status or {}).get("message", ""),
         "capture_error": _first_line(run.path / "capture" / "error.txt"),
@@ -133,8 +151,12 @@ def _first_line(path: Path) -> str | None:
 def run_state_warnings(rows: list[dict]) -> list[str]:
     """Runs that stopped without a final state (how to resume) and finished runs whose capture failed."""
     out = [f"{r['run']}: {r['message']}" for r in rows if r["state"] == "stopped"]
-    out += [f"{r['run']}: checkpoint capture failed ({r['capture_error']}); the training outcome "
-            f"({r['state']}) stands, see {r['run']}/capture/error.txt" for r in rows if r.get("capture_error")]
+    out += [
+        f"{r['run']}: checkpoint capture failed ({r['capture_error']}); the training outcome "
+        f"({r['state']}) stands, see {r['run']}/capture/error.txt"
+        for r in rows
+        if r.get("capture_error")
+    ]
     return out
 
 
@@ -144,15 +166,27 @@ def arm_table(rows: list[dict]) -> dict[str, dict]:
     for arm in dict.fromkeys(r["arm"] for r in rows):
         rs = [r for r in rows if r["arm"] == arm]
         done = [r for r in rs if r["state"] in ("finished", "diverged")]
-        entry = {"seeds": [r["seed"] for r in rs], "n_done": len(done),
-                 "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),  # learned then collapsed only
-                 "n_diverged": sum(r["state"] == "diverged" for r in done),
-                 "outcomes": {o: n for o in OUTCOMES if (n := sum(r["outcome"] == o for r in rs))}}
+        entry = {
+            "seeds": [r["seed"] for r in rs],
+            "n_done": len(done),
+            "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),  # learned then collapsed only
+            "n_diverged": sum(r["state"] == "diverged" for r in done),
+            "outcomes": {o: n for o in OUTCOMES if (n := sum(r["outcome"] == o for r in rs))},
+        }
         for key in ARM_METRICS:
             v = np.array([_nan(r[key]) for r in done], dtype=float)
             v = v[np.isfinite(v)]
-            entry[key] = ({"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
-                           "n": int(v.size)} if v.size else None)
+            entry[key] = (
+                {
+                    "mean": float(v.mean()),
+                    "std": float(v.std()),
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                    "n": int(v.size),
+                }
+                if v.size
+                else None
+            )
         arms[arm] = entry
     return arms
 
@@ -166,7 +200,9 @@ def warnings_for(rows: list[dict]) -> list[str]:
     clips = {r["arm"]: json.dumps({k: (r["grad_clip"] or {}).get(k) for k in ("algorithm", "value")}) for r in started}
     if len(set(clips.values())) > 1:
         out.append("clipping differs between arms: " + "; ".join(f"{a} {c}" for a, c in clips.items()))
-    seeds = {a: tuple(sorted(r["seed"] for r in started if r["arm"] == a)) for a in dict.fromkeys(r["arm"] for r in started)}
+    seeds = {
+        a: tuple(sorted(r["seed"] for r in started if r["arm"] == a)) for a in dict.fromkeys(r["arm"] for r in started)
+    }
     if len(set(seeds.values())) > 1:
         out.append("arms ran different seeds: " + "; ".join(f"{a} {list(s)}" for a, s in seeds.items()))
     for r in rows:
@@ -205,8 +241,16 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
     for arm, (cfg, quirks) in arms.items():
         if quirks:
             base = next((b for b, bcfg in plain.items() if bcfg == without_quirks(cfg)), None)
-            table.append({"arm": arm, "conditions": quirks, "baseline": base, "arch": cfg.model.arch,
-                          "with": arm_outcome(rows, arm), "without": arm_outcome(rows, base)})
+            table.append(
+                {
+                    "arm": arm,
+                    "conditions": quirks,
+                    "baseline": base,
+                    "arch": cfg.model.arch,
+                    "with": arm_outcome(rows, arm),
+                    "without": arm_outcome(rows, base),
+                }
+            )
     stable_base = next((a for a, c in plain.items() if c.model.arch != "hybrid"), None)
     base_out = arm_outcome(rows, stable_base)
     stable_rows = [t for t in table if t["baseline"] == stable_base and t["with"]]
@@ -215,24 +259,39 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
     elif base_out is None:
         text = "The stable arm without reference conditions has not finished yet: no attribution."
     elif collapses(base_out):
-        text = (f"The stable arm collapses without any reference condition ({stable_base}: {base_out['n_collapsed']}/"
-                f"{base_out['n_done']} seeds), so its collapse does not need them.")
+        text = (
+            f"The stable arm collapses without any reference condition ({stable_base}: {base_out['n_collapsed']}/"
+            f"{base_out['n_done']} seeds), so its collapse does not need them."
+        )
     else:
         alone = [t for t in stable_rows if len(t["conditions"]) == 1 and collapses(t["with"])]
         together = [t for t in stable_rows if len(t["conditions"]) > 1 and collapses(t["with"])]
         if alone:
-            text = ("The stable arm collapses only with: " + ", ".join(f"{t['conditions'][0]} ({t['with']['n_collapsed']}/"
-                    f"{t['with']['n_done']} seeds)" for t in alone) + f"; without them it does not ({stable_base}).")
+            text = (
+                "The stable arm collapses only with: "
+                + ", ".join(
+                    f"{t['conditions'][0]} ({t['with']['n_collapsed']}/{t['with']['n_done']} seeds)" for t in alone
+                )
+                + f"; without them it does not ({stable_base})."
+            )
         elif together:
-            text = (f"The stable arm collapses only with the conditions combined ({', '.join(together[0]['conditions'])}), "
-                    "not with any one of them alone.")
+            text = (
+                f"The stable arm collapses only with the conditions combined ({', '.join(together[0]['conditions'])}), "
+                "not with any one of them alone."
+            )
         else:
-            text = (f"No reference condition, alone or combined, makes the stable arm collapse in this sweep "
-                    f"({len(stable_rows)} condition arms against {stable_base}).")
+            text = (
+                f"No reference condition, alone or combined, makes the stable arm collapse in this sweep "
+                f"({len(stable_rows)} condition arms against {stable_base})."
+            )
     if any(r["state"] not in ("finished", "diverged") for r in rows):
         text += " (Some runs have not finished: provisional.)"
-    return {"kind": "additive", "rows": table, "text": text,
-            "conclusion": "inconclusive" if text.startswith("Inconclusive") else "answered"}
+    return {
+        "kind": "additive",
+        "rows": table,
+        "text": text,
+        "conclusion": "inconclusive" if text.startswith("Inconclusive") else "answered",
+    }
 
 
 def _fmt(v, digits=4) -> str:
@@ -246,34 +305,49 @@ def _stat(a: dict | None, digits=3) -> str:
 
 
 def _attribution_md(att: dict) -> list[str]:
-    lines = ["## Attribution to the reference conditions", "", att["text"], "",
-             "| arm | conditions | without them (arm) | collapsed with | collapsed without | amp SSIM with | amp SSIM without |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Attribution to the reference conditions",
+        "",
+        att["text"],
+        "",
+        "| arm | conditions | without them (arm) | collapsed with | collapsed without | amp SSIM with "
+        "| amp SSIM without |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in att["rows"]:
         (cw, sw), (cn, sn) = outcome_cells(t["with"]), outcome_cells(t["without"])
-        lines.append(f"| {t['arm']} | {', '.join(t['conditions'])} | {t['baseline'] or '–'} | {cw} | {cn} | {sw} | {sn} |")
+        lines.append(
+            f"| {t['arm']} | {', '.join(t['conditions'])} | {t['baseline'] or '–'} | {cw} | {cn} | {sw} | {sn} |"
+        )
     return lines + [""]
 
 
 def _selection_md(rows: list[dict]) -> list[str]:
     """Which criterion chose each run's ``best.ckpt``, and under the batch gain the gain-free best epoch."""
+
     def ep(b, key):
         return "–" if not b else f"{b['epoch']} ({_fmt(b[key], 4 if key == 'val_loss' else 3)})"
 
     sel = [(r, r["best_selection"]) for r in rows if r.get("best_selection")]
     if not sel:
         return []
-    lines = ["## Best checkpoint", "",
-             "`best.ckpt` is the epoch chosen by the criterion below (epochs 0-based). Under the batch gain "
-             "(`forward_gain = batch`) the validation loss depends on the batch size, so the best epoch by the "
-             "gain-free validation amp SSIM decides the collapse verdict's \"best weights\" instead.", "",
-             "| run | best.ckpt chosen by | epoch (val loss) | best epoch by val amp SSIM (SSIM) | verdict's best weights |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "## Best checkpoint",
+        "",
+        "`best.ckpt` is the epoch chosen by the criterion below (epochs 0-based). Under the batch gain "
+        "(`forward_gain = batch`) the validation loss depends on the batch size, so the best epoch by the "
+        'gain-free validation amp SSIM decides the collapse verdict\'s "best weights" instead.',
+        "",
+        "| run | best.ckpt chosen by | epoch (val loss) | best epoch by val amp SSIM (SSIM) | verdict's best weights |",
+        "|---|---|---|---|---|",
+    ]
     for r, s in sel:
         gain = s["gain_dependent"]
         ssim = ep(s["by_ssim"], "val_amp_ssim") + (" ≠ best.ckpt" if s["differ"] else "")
-        lines.append(f"| {r['run']} | {s['criterion']}{' ⚑ gain' if gain else ''} | {ep(s['by_loss'], 'val_loss')} | "
-                     f"{ssim} | {r.get('best_weights_criterion') or s['verdict_criterion']} |")
+        lines.append(
+            f"| {r['run']} | {s['criterion']}{' ⚑ gain' if gain else ''} | {ep(s['by_loss'], 'val_loss')} | "
+            f"{ssim} | {r.get('best_weights_criterion') or s['verdict_criterion']} |"
+        )
     return lines + [""]
 
 
@@ -283,15 +357,25 @@ def probe_note(rows: list[dict]) -> str | None:
     if not probes:
         return None
     if probes == ["ideal disk"]:
-        return ("Probe: every run used the ideal disk probe. The reference's probe was an experimental reconstruction "
-                "that is not available; pass `--probe-npz FILE` (an NPZ with a 'probeGuess' array) to train with yours.")
+        return (
+            "Probe: every run used the ideal disk probe. The reference's probe was an experimental reconstruction "
+            "that is not available; pass `--probe-npz FILE` (an NPZ with a 'probeGuess' array) to train with yours."
+        )
     return "Probe: " + "; ".join(f"{p} ({sum(r.get('probe') == p for r in rows)} runs)" for p in probes) + "."
 
 
 def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str], att: dict | None = None) -> str:
     """The human-readable summary."""
-    lines = [f"# Sweep `{name}`", "", f"_generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC_", "",
-             "## Verdict", "", verdict_["text"], ""]
+    lines = [
+        f"# Sweep `{name}`",
+        "",
+        f"_generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC_",
+        "",
+        "## Verdict",
+        "",
+        verdict_["text"],
+        "",
+    ]
     probe = probe_note(rows)
     if probe:
         lines += [probe, ""]
@@ -299,32 +383,55 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
     if att:
         lines += removal_markdown(att) if att.get("kind") == "removal" else _attribution_md(att)
-    lines += ["## Arms (mean ± std over seeds)", "",
-              "| arm | done | collapsed | best val loss | final val loss | amp SSIM best | amp SSIM last | phase SSIM last | amp MAE last |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Arms (mean ± std over seeds)",
+        "",
+        "| arm | done | collapsed | best val loss | final val loss | amp SSIM best | amp SSIM last | phase SSIM last "
+        "| amp MAE last |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for arm, a in arms.items():
-        lines.append(f"| {arm} | {a['n_done']}/{len(a['seeds'])} | {a['n_collapsed']} | {_stat(a['best_val_loss'], 4)} | "
-                     f"{_stat(a['final_val_loss'], 4)} | {_stat(a['best_amp_ssim'])} | {_stat(a['last_amp_ssim'])} | "
-                     f"{_stat(a['last_phase_ssim'])} | {_stat(a['last_amp_mae'])} |")
-    lines += ["", "## Runs", "",
-              "| run | state | outcome | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | "
-              "final val | amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {arm} | {a['n_done']}/{len(a['seeds'])} | {a['n_collapsed']} | {_stat(a['best_val_loss'], 4)} | "
+            f"{_stat(a['final_val_loss'], 4)} | {_stat(a['best_amp_ssim'])} | {_stat(a['last_amp_ssim'])} | "
+            f"{_stat(a['last_phase_ssim'])} | {_stat(a['last_amp_mae'])} |"
+        )
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | state | outcome | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | "
+        "final val | amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
         clip = (r["grad_clip"] or {}).get("algorithm")
-        col = f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})" if r["collapse"] == "collapsed" else r["collapse"]
+        col = (
+            f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})"
+            if r["collapse"] == "collapsed"
+            else r["collapse"]
+        )
         state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
-        state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(r.get("origin"), "")
+        state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(
+            r.get("origin"), ""
+        )
         if r.get("config_warnings"):
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
-        lines.append(f"| {r['run']} | {state} | {r['outcome']} | {r['epochs']} | {r['optimizer']} | {_fmt(r['lr'], 6)} | {mom} | "
-                     f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
-                     f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
-                     f"{col} | {_fmt(r['wall_time_s'], 0)} |")
-    lines += ["", "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose. "
-              "⚠ marks a run whose recorded settings differ from what was asked (listed under Warnings).",
-              "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.", ""]
+        lines.append(
+            f"| {r['run']} | {state} | {r['outcome']} | {r['epochs']} | {r['optimizer']} | "
+            f"{_fmt(r['lr'], 6)} | {mom} | "
+            f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
+            f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
+            f"{col} | {_fmt(r['wall_time_s'], 0)} |"
+        )
+    lines += [
+        "",
+        "⚑ marks reference quirks: conditions of the reference's training reproduced on purpose. "
+        "⚠ marks a run whose recorded settings differ from what was asked (listed under Warnings).",
+        "Plots: `plots/val_loss.png`, `plots/amp_ssim.png`.",
+        "",
+    ]
     lines += _selection_md(rows)
     return "\n".join(lines)
 
@@ -345,7 +452,13 @@ def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
         if hist.get("val_loss"):
             label = None if r["arm"] in labelled else r["arm"]
             labelled.add(r["arm"])
-            ax.plot(np.arange(1, len(hist["val_loss"]) + 1), hist["val_loss"], color=colors[r["arm"]], label=label, alpha=0.8)
+            ax.plot(
+                np.arange(1, len(hist["val_loss"]) + 1),
+                hist["val_loss"],
+                color=colors[r["arm"]],
+                label=label,
+                alpha=0.8,
+            )
     ax.set(xlabel="epoch", ylabel="validation loss", yscale="log", title="validation loss per arm (one line per seed)")
     if labelled:
         ax.legend(fontsize=8)
@@ -356,8 +469,13 @@ def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
     for i, arm in enumerate(arms):
         for j, tag in enumerate(("best", "last")):
             v = [_nan(r[f"{tag}_amp_ssim"]) for r in rows if r["arm"] == arm]
-            ax.scatter(np.full(len(v), i + (j - 0.5) * 0.3), v, color=colors[arm], marker="o" if tag == "best" else "x",
-                       label=f"{tag} weights" if i == 0 else None)
+            ax.scatter(
+                np.full(len(v), i + (j - 0.5) * 0.3),
+                v,
+                color=colors[arm],
+                marker="o" if tag == "best" else "x",
+                label=f"{tag} weights" if i == 0 else None,
+            )
     ax.axhline(TARGET_AMP_SSIM, color="gray", ls="--", lw=1, label=f"target {TARGET_AMP_SSIM}")
     ax.set_xticks(range(len(arms)), list(arms), rotation=20, fontsize=8)
     ax.set(ylabel="amp SSIM", ylim=(0, 1), title="amplitude SSIM per arm and seed")
@@ -381,14 +499,19 @@ def runs_manifest(folder: Path) -> dict:
     in_sweep = lambda run: any((p / "sweep.json").is_file() for p in run.path.parents if folder in (p, *p.parents))
     runs = [run for run in list_runs(folder) if not in_sweep(run)]  # a sweep's runs: summarize that sweep
     if not runs:
-        raise ConfigError(f"{str(folder)!r} is not a sweep folder (no sweep.json) and holds no single run directories; "
-                          "pass the --out folder of `fnodiag sweep` or of `fnodiag train` / `fnodiag import`")
+        raise ConfigError(
+            f"{str(folder)!r} is not a sweep folder (no sweep.json) and holds no single run directories; "
+            "pass the --out folder of `fnodiag sweep` or of `fnodiag train` / `fnodiag import`"
+        )
     entries = {}
     for run in runs:
         rel = str(run.path.relative_to(folder)) if run.path != folder else run.path.name
         origin = run.read_origin()
-        seed = ((run.read_json("effective_config.json", {}) or {}).get("seed") if origin and origin["kind"] == "lightning"
-                else run.read_config().train.seed)
+        seed = (
+            (run.read_json("effective_config.json", {}) or {}).get("seed")
+            if origin and origin["kind"] == "lightning"
+            else run.read_config().train.seed
+        )
         entries[rel] = {"arm": rel, "seed": seed, "path": rel}
     return {"name": folder.name, "arms": list(entries), "runs": entries}
 
@@ -413,25 +536,37 @@ def asked_config(manifest: dict, arm: str, seed: int) -> RunConfig | None:
 
 
 def write_summary(sweep_dir: str | Path) -> dict:
-    """Summarize a sweep folder, or a plain runs folder (:func:`runs_manifest`); writes summary.json, summary.md, plots."""
+    """Summarize a sweep folder, or a plain runs folder (:func:`runs_manifest`).
+
+    Writes summary.json, summary.md and plots."""
     d = Path(sweep_dir)
     manifest_path = d / "sweep.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
     else:
         manifest = runs_manifest(d)
-    rows = [run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
-            for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))]
+    rows = [
+        run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
+        for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))
+    ]
     arms = arm_table(rows)
     spec = manifest.get("spec") or {}
     control, baseline = manifest.get("control", spec.get("control")), manifest.get("baseline", spec.get("baseline"))
     v, warns = verdict(arms, rows, control), warnings_for(rows) + run_state_warnings(rows)
     att = attribution(rows, control, baseline)
-    summary = {"sweep": manifest["name"], "definition": manifest.get("definition"),
-               "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "verdict": v,
-               "control": control, "baseline": baseline, "probe": probe_note(rows),
-               "warnings": warns, "attribution": att, "arms": arms,
-               "runs": [{k: r[k] for k in r if k != "expected"} for r in rows]}
+    summary = {
+        "sweep": manifest["name"],
+        "definition": manifest.get("definition"),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "verdict": v,
+        "control": control,
+        "baseline": baseline,
+        "probe": probe_note(rows),
+        "warnings": warns,
+        "attribution": att,
+        "arms": arms,
+        "runs": [{k: r[k] for k in r if k != "expected"} for r in rows],
+    }
     atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns, att))
     plot_summary(d, rows, arms)

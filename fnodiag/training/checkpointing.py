@@ -1,5 +1,6 @@
 """``SafeCheckpoint``: a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the last
 good ``best.ckpt`` / ``last.ckpt`` survive, and keeps ``last.ckpt`` at the last epoch."""
+
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint

@@ -6,9 +6,10 @@ Complex gradients (the spectral weights) are reduced and clipped through their r
 (:mod:`fnodiag.diagnostics.norms`, which holds the norm kernels and the measured real-view speed-up);
 ``torch.nn.utils.clip_grad_value_`` refuses complex tensors.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -66,7 +67,8 @@ def unitwise_norm(x: torch.Tensor, axis: int) -> torch.Tensor:
     dims = tuple(d for d in range(x.ndim) if d != axis)
     if x.is_complex():
         return torch.linalg.vector_norm(real_view(x), dim=dims + (x.ndim,)).reshape(
-            [1 if d in dims else s for d, s in enumerate(x.shape)])
+            [1 if d in dims else s for d, s in enumerate(x.shape)]
+        )
     return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
 
 

@@ -17,6 +17,7 @@ every prediction is multiplied by the size of the batch it is computed in, so
   (``train.val_batching='auto'``), which reproduces the reference's validation batches, partial
   last batch included.
 """
+
 from __future__ import annotations
 
 import lightning as L
@@ -56,8 +57,13 @@ def describe_loader(loader: DataLoader) -> dict:
         last = bs if full else 0
     else:
         last = rest or bs if n else 0
-    return {"batch_size": bs, "drop_last": bool(loader.drop_last), "n_samples": n, "num_batches": len(loader),
-            "last_batch_size": last}
+    return {
+        "batch_size": bs,
+        "drop_last": bool(loader.drop_last),
+        "n_samples": n,
+        "num_batches": len(loader),
+        "last_batch_size": last,
+    }
 
 
 class AmplitudeDataset(Dataset):
@@ -96,13 +102,22 @@ class GridLinesDataModule(L.LightningDataModule):
         Keep the train loader's last partial batch (the reference's loader did, brief §2.2).
     """
 
-    def __init__(self, data: GridLinesData, *, batch_size: int, infer_batch_size: int, num_workers: int = 0,
-                 keep_partial_batch: bool = False):
+    def __init__(
+        self,
+        data: GridLinesData,
+        *,
+        batch_size: int,
+        infer_batch_size: int,
+        num_workers: int = 0,
+        keep_partial_batch: bool = False,
+    ):
         super().__init__()
         n_train = len(data.train.diffraction)
         if batch_size > n_train:
-            raise ValueError(f"batch_size={batch_size} is larger than the train split ({n_train} patches); "
-                             "lower --batch-size or simulate more data")
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the train split ({n_train} patches); "
+                "lower --batch-size or simulate more data"
+            )
         self.data = data
         self.batch_size, self.infer_batch_size, self.num_workers = batch_size, infer_batch_size, num_workers
         self.keep_partial_batch = keep_partial_batch
@@ -110,10 +125,20 @@ class GridLinesDataModule(L.LightningDataModule):
         self.val_set = AmplitudeDataset(data.test.diffraction)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          drop_last=not self.keep_partial_batch,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=not self.keep_partial_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.infer_batch_size, shuffle=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.infer_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

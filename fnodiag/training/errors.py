@@ -1,4 +1,5 @@
 """Errors of a training run that are not bad input (no Lightning import: the CLI catches them cheaply)."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Collapse after a good early optimum was the reference's main failure mode (brief §11.5), so both
 the best-validation and the final checkpoints are scored on test image 0.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch  # noqa: E402
 
 from fnodiag.diagnostics.capture import read_checkpoint  # noqa: E402
 from fnodiag.ptycho.metrics import evaluate_patches, ground_truth_canvas, stitch  # noqa: E402
-from fnodiag.runs import RunDir  # noqa: E402
 from fnodiag.ptycho.simulate import GridLinesData  # noqa: E402
+from fnodiag.runs import RunDir  # noqa: E402
+
 
 def generator_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """Generator-only state dict of a checkpoint (weights-only unpickling, generator keys selected)."""
@@ -26,7 +28,7 @@ def generator_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
 
 def predict_test_image0(system, data: GridLinesData, batch_size: int) -> np.ndarray:
     """Objects predicted for the patches of test image 0: ``(GRID*GRID, N, N) complex64``."""
-    n0 = data.test.grid ** 2
+    n0 = data.test.grid**2
     x = torch.from_numpy(np.ascontiguousarray(data.test.diffraction[:n0], dtype=np.float32)).unsqueeze(1)
     return system.predict_objects(x, batch_size)
 
@@ -45,8 +47,9 @@ def evaluate_run(run: RunDir, system, data: GridLinesData, batch_size: int) -> d
             continue
         system.generator.load_state_dict(generator_state(path))
         patches = predict_test_image0(system, data, batch_size)
-        results[tag] = evaluate_patches(patches, t.objects, N=data.config.N, stride=t.stride, grid=t.grid,
-                                        norm=t.norm_Y_I)
+        results[tag] = evaluate_patches(
+            patches, t.objects, N=data.config.N, stride=t.stride, grid=t.grid, norm=t.norm_Y_I
+        )
         canvases[tag] = stitch(patches, grid=t.grid, stride=t.stride, norm=t.norm_Y_I)[0]
     run.write_metrics(results["best"], results["last"])
     torch.save(system.generator.state_dict(), run.model_path)

@@ -17,6 +17,7 @@
   ``trainer.callback_metrics`` as ``epoch/<name>``;
 * ``status.json``: running (heartbeat), then finished / failed / interrupted.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,10 @@ class LightningRunWriter:
     def __init__(self, run: RunDir):
         rank0 = rank_zero_only.rank == 0  # DDP re-runs the script on other ranks after rank 0 made the folder
         if rank0 and run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-            raise FileExistsError(f"LiveCapture run folder {str(run.path)!r} already exists and is not empty; "
-                                  "choose a new folder for this run")
+            raise FileExistsError(
+                f"LiveCapture run folder {str(run.path)!r} already exists and is not empty; "
+                "choose a new folder for this run"
+            )
         self.run = run
         self.store: RunStore | None = None
         self.history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
@@ -70,8 +73,15 @@ class LightningRunWriter:
         self._module = pl_module
         cls = type(pl_module)
         self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        self.run.write_json("config.json", {"lightning": {"module": f"{cls.__module__}.{cls.__qualname__}",
-                                                          "hparams": jsonable(dict(getattr(pl_module, "hparams", {})))}})
+        self.run.write_json(
+            "config.json",
+            {
+                "lightning": {
+                    "module": f"{cls.__module__}.{cls.__qualname__}",
+                    "hparams": jsonable(dict(getattr(pl_module, "hparams", {}))),
+                }
+            },
+        )
         self.store = self.run.open_store()
         return self.store
 
@@ -88,16 +98,28 @@ class LightningRunWriter:
             "optimizer": describe_optimizer(trainer.optimizers[0]) if trainer.optimizers else None,
             "optimizers": len(trainer.optimizers),
             "scheduler": describe_scheduler(schedulers[0] if schedulers else None),
-            "grad_clip": {"algorithm": getattr(algo, "value", algo) if trainer.gradient_clip_val else "none",
-                          "value": trainer.gradient_clip_val, "applied_by": "lightning" if trainer.gradient_clip_val else None},
-            "generator": {"class": type(watched).__name__, "module": type(pl_module).__name__,
-                          "parameters": int(sum(p.numel() for p in watched.parameters()))},
+            "grad_clip": {
+                "algorithm": getattr(algo, "value", algo) if trainer.gradient_clip_val else "none",
+                "value": trainer.gradient_clip_val,
+                "applied_by": "lightning" if trainer.gradient_clip_val else None,
+            },
+            "generator": {
+                "class": type(watched).__name__,
+                "module": type(pl_module).__name__,
+                "parameters": int(sum(p.numel() for p in watched.parameters())),
+            },
             "automatic_optimization": bool(pl_module.automatic_optimization),
             "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
-            "device": str(pl_module.device), "precision": trainer.precision,
-            "accelerator": type(trainer.accelerator).__name__, "strategy": type(trainer.strategy).__name__,
-            "world_size": trainer.world_size, "max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps,
-            "steps_per_epoch": trainer.num_training_batches, "capture": capture, "versions": versions(),
+            "device": str(pl_module.device),
+            "precision": trainer.precision,
+            "accelerator": type(trainer.accelerator).__name__,
+            "strategy": type(trainer.strategy).__name__,
+            "world_size": trainer.world_size,
+            "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps,
+            "steps_per_epoch": trainer.num_training_batches,
+            "capture": capture,
+            "versions": versions(),
         }
         self.run.write_json("effective_config.json", effective)
         self.heartbeat.beat(step=0, epoch=0, message="training started")
@@ -154,22 +176,30 @@ class LightningRunWriter:
         """``history.json``, ``epoch/<metric>`` scalars, status."""
         if self.store is None:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if isinstance(v, torch.Tensor) and v.numel() == 1}
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1
+        }
         train_key = _loss_key(metrics, "train") or ("loss" if "loss" in metrics else None)
         val_key = _loss_key(metrics, "val")
-        epoch = {"train_loss": metrics.get(train_key, float("nan")), "val_loss": metrics.get(val_key, float("nan")),
-                 "lr": self._lrs.get("lr", float("nan"))}
+        epoch = {
+            "train_loss": metrics.get(train_key, float("nan")),
+            "val_loss": metrics.get(val_key, float("nan")),
+            "lr": self._lrs.get("lr", float("nan")),
+        }
         for key, value in epoch.items():
             self.history[key].append(value)
         step = max(trainer.global_step - 1, 0)
-        self.store.log_scalars(step, trainer.current_epoch, {**{f"epoch/{k}": v for k, v in metrics.items()},
-                                                             **{f"epoch/{k}": v for k, v in epoch.items()}},
-                               scope="epoch")
+        self.store.log_scalars(
+            step,
+            trainer.current_epoch,
+            {**{f"epoch/{k}": v for k, v in metrics.items()}, **{f"epoch/{k}": v for k, v in epoch.items()}},
+            scope="epoch",
+        )
         self.store.flush()
         self.run.write_history(self.history)
-        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch + 1,
-                            message=f"epoch {trainer.current_epoch + 1} done")
+        self.heartbeat.beat(
+            step=trainer.global_step, epoch=trainer.current_epoch + 1, message=f"epoch {trainer.current_epoch + 1} done"
+        )
 
     def finish(self, trainer, state: str, message: str) -> None:
         self.heartbeat.stop()  # before the final state, so no heartbeat overwrites it

@@ -21,6 +21,7 @@ global gradient norm before / after clipping), ``effective_config.json``, ``hist
 ``status.json``, so ``panel serve app --args --runs PARENT`` lists the run beside fnodiag's own.
 Complex-valued activations and weights are measured by magnitude.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,8 +73,10 @@ def probe_from_batch(batch, size: int) -> torch.Tensor:
     """
     x = batch
     if isinstance(batch, dict):
-        x = next((batch[k] for k in ("x", "input", "inputs") if isinstance(batch.get(k), torch.Tensor)),
-                 next((v for v in batch.values() if isinstance(v, torch.Tensor)), None))
+        x = next(
+            (batch[k] for k in ("x", "input", "inputs") if isinstance(batch.get(k), torch.Tensor)),
+            next((v for v in batch.values() if isinstance(v, torch.Tensor)), None),
+        )
     elif isinstance(batch, (tuple, list)):
         x = next((v for v in batch if isinstance(v, torch.Tensor)), None)
     if not isinstance(x, torch.Tensor):
@@ -105,14 +108,25 @@ class LiveCapture(Callback):
         Samples kept from the first training batch when ``probe`` is None.
     """
 
-    def __init__(self, run, *, module: str | list[str] | None = None, probe: torch.Tensor | None = None,
-                 every: int = 10, targets: list[str] | None = None, probe_size: int = PROBE_BATCH):
+    def __init__(
+        self,
+        run,
+        *,
+        module: str | list[str] | None = None,
+        probe: torch.Tensor | None = None,
+        every: int = 10,
+        targets: list[str] | None = None,
+        probe_size: int = PROBE_BATCH,
+    ):
         if int(every) < 1:
             raise ValueError(f"capture period must be >= 1 step, got {every}")
         if probe is not None and not isinstance(probe, torch.Tensor):
             raise TypeError(f"probe must be a torch.Tensor batch, got {type(probe).__name__}")
-        if not (module is None or isinstance(module, str) or
-                (isinstance(module, (list, tuple)) and module and all(isinstance(m, str) for m in module))):
+        if not (
+            module is None
+            or isinstance(module, str)
+            or (isinstance(module, (list, tuple)) and module and all(isinstance(m, str) for m in module))
+        ):
             raise TypeError("module must be None (the LightningModule), a submodule path, or a list of module paths")
         self.every, self.probe_size = int(every), int(probe_size)
         self.module = list(module) if isinstance(module, (list, tuple)) else module
@@ -139,8 +153,10 @@ class LiveCapture(Callback):
                 return pl_module.get_submodule(self.module)
             except AttributeError:
                 names = [n for n, _ in pl_module.named_children()]
-                raise ValueError(f"LiveCapture module {self.module!r} is not a submodule of "
-                                 f"{type(pl_module).__name__}; children: {', '.join(names) or '(none)'}") from None
+                raise ValueError(
+                    f"LiveCapture module {self.module!r} is not a submodule of "
+                    f"{type(pl_module).__name__}; children: {', '.join(names) or '(none)'}"
+                ) from None
         return pl_module
 
     def on_fit_start(self, trainer, pl_module):
@@ -162,10 +178,13 @@ class LiveCapture(Callback):
     def describe(self) -> dict:
         """The capture settings as they run (for ``effective_config.json``)."""
         probe = self.probe_batch
-        return {"every": self.every, "module": self.module if self.module is not None else "(LightningModule)",
-                "targets": self.recorder.targets if self.recorder is not None else (self.targets or "default"),
-                "probe_batch": int(probe.shape[0]) if probe is not None else self.probe_size,
-                "probe_source": "given" if probe is not None else "first training batch"}
+        return {
+            "every": self.every,
+            "module": self.module if self.module is not None else "(LightningModule)",
+            "targets": self.recorder.targets if self.recorder is not None else (self.targets or "default"),
+            "probe_batch": int(probe.shape[0]) if probe is not None else self.probe_size,
+            "probe_source": "given" if probe is not None else "first training batch",
+        }
 
     # ------------------------------------------------------------------ steps
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -190,9 +209,14 @@ class LiveCapture(Callback):
         finally:
             self.recorder.active = False
             gen.train(was_training)
-        self._pending = {"step": step, "epoch": trainer.current_epoch, "activation": self.recorder.device_stats(),
-                         "grad": grad_norms(gen), "scale": scale_params(gen),
-                         "before": snapshot_weights(gen, out=self._snapshot)}
+        self._pending = {
+            "step": step,
+            "epoch": trainer.current_epoch,
+            "activation": self.recorder.device_stats(),
+            "grad": grad_norms(gen),
+            "scale": scale_params(gen),
+            "before": snapshot_weights(gen, out=self._snapshot),
+        }
         self.recorder.clear()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -207,8 +231,9 @@ class LiveCapture(Callback):
         ratio_names, ratios, weights = update_ratios(gen, self._snapshot, inplace=True, with_norms=True)
         grad_names, grads = pending["grad"]
         scale_names, scales = pending["scale"]
-        host = to_host({**pending["activation"], "grad": grads, "update": ratios, "weight": weights,
-                        "scale": scales})  # the one device-to-host transfer of this capture
+        host = to_host(
+            {**pending["activation"], "grad": grads, "update": ratios, "weight": weights, "scale": scales}
+        )  # the one device-to-host transfer of this capture
         step, epoch = pending["step"], pending["epoch"]
         self.store.log_layer_stats(step, epoch, "activation", ActivationRecorder.unpack(host))
         self.store.log_layer_stats(step, epoch, "grad", {(n, "norm"): v for n, v in zip(grad_names, host["grad"])})

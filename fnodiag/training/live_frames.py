@@ -8,14 +8,15 @@ as :class:`~fnodiag.training.live_capture.LiveCapture` sees them), the generator
 ``inference_mode`` in eval mode on the fixed probe batch and the object's amplitude and phase go
 to the store (one device-to-host transfer of ``(P, 1, N, N)`` complex values).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fnodiag.runs.frames import amp_phase
 from fnodiag.runs import RunStore
+from fnodiag.runs.frames import amp_phase
 from fnodiag.runs.store import TRUTH_STEP
 
 
@@ -36,14 +37,25 @@ class LiveFrames(Callback):
         Path of the generator inside the LightningModule.
     """
 
-    def __init__(self, store: RunStore, probe: torch.Tensor, truth: tuple[np.ndarray, np.ndarray], *,
-                 every: int, module: str = "generator"):
+    def __init__(
+        self,
+        store: RunStore,
+        probe: torch.Tensor,
+        truth: tuple[np.ndarray, np.ndarray],
+        *,
+        every: int,
+        module: str = "generator",
+    ):
         if isinstance(every, bool) or int(every) < 1:
-            raise ValueError(f"frame period must be an integer >= 1 step, got {every!r}; 0 means: do not attach LiveFrames")
+            raise ValueError(
+                f"frame period must be an integer >= 1 step, got {every!r}; 0 means: do not attach LiveFrames"
+            )
         amp, phase = (np.asarray(t, np.float32) for t in truth)
         if probe.ndim != 4 or amp.shape != phase.shape or amp.shape != (probe.shape[0], *probe.shape[2:]):
-            raise ValueError(f"probe (P, 1, N, N) {tuple(probe.shape)} and truth (P, N, N) {amp.shape} / "
-                             f"{phase.shape} do not match; pass the truth of the probe patches")
+            raise ValueError(
+                f"probe (P, 1, N, N) {tuple(probe.shape)} and truth (P, N, N) {amp.shape} / "
+                f"{phase.shape} do not match; pass the truth of the probe patches"
+            )
         self.store, self.probe, self.truth, self.every, self.module = store, probe, (amp, phase), int(every), module
         self.written = 0
         self._generator = None
@@ -51,8 +63,14 @@ class LiveFrames(Callback):
     def describe(self) -> dict:
         """The frame settings as they run (``effective_config.json`` key ``frames``)."""
         p, _, h, w = self.probe.shape
-        return {"every": self.every, "probe_batch": int(p), "shape": [int(h), int(w)], "channels": ["amp", "phase"],
-                "encoding": "uint8 per image with its (lo, hi) range", "module": self.module}
+        return {
+            "every": self.every,
+            "probe_batch": int(p),
+            "shape": [int(h), int(w)],
+            "channels": ["amp", "phase"],
+            "encoding": "uint8 per image with its (lo, hi) range",
+            "module": self.module,
+        }
 
     def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero:

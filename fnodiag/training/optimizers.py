@@ -3,9 +3,10 @@
 One parameter group holds every parameter (as in the reference, brief §5.1); what the optimizer
 really holds is read back from ``optimizer.param_groups`` into the run's effective configuration.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -26,8 +27,7 @@ def _adamw(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.opti
 def _sgd(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     """SGD with momentum; Nesterov defaults to ``momentum > 0`` when not set."""
     nesterov = cfg.momentum > 0 if cfg.nesterov is None else cfg.nesterov
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov,
-                           weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay)
 
 
 OPTIMIZERS: dict[str, Callable[[Iterable[torch.nn.Parameter], OptimConfig], torch.optim.Optimizer]] = {
@@ -76,4 +76,3 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict:
             entry[key] = jsonable(value)
         groups.append(entry)
     return {"class": type(optimizer).__name__, "module": type(optimizer).__module__, "param_groups": groups}
-

@@ -15,6 +15,7 @@
 The per-step values come from the system's explicit per-step record,
 :class:`fnodiag.training.step_record.StepRecord` (``pl_module.step_record``), read once per step.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,8 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import reference_quirks
-from fnodiag.training.data import describe_loader
 from fnodiag.runs import Heartbeat, RunDir, RunStore
+from fnodiag.training.data import describe_loader
 from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
 from fnodiag.training.live_capture import LiveCapture
 from fnodiag.training.live_frames import describe_frames
@@ -33,8 +34,17 @@ from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
 STATUS_EVERY_S = 2.0
-HISTORY_KEYS = ("train_loss", "val_loss", "val_amp_ssim", "val_phase_ssim", "val_amp_mae", "lr", "clip_fraction",
-                "grad_norm_preclip_median", "epoch_time_s")
+HISTORY_KEYS = (
+    "train_loss",
+    "val_loss",
+    "val_amp_ssim",
+    "val_phase_ssim",
+    "val_amp_mae",
+    "lr",
+    "clip_fraction",
+    "grad_norm_preclip_median",
+    "epoch_time_s",
+)
 
 
 def describe_capture(trainer) -> dict:
@@ -103,8 +113,11 @@ class RunRecorder(Callback):
             "frames": describe_frames(trainer),
             "steps_per_epoch": trainer.num_training_batches,
             "train_loader": describe_loader(trainer.train_dataloader) if trainer.train_dataloader is not None else None,
-            "val_loader": ({"batching": pl_module.cfg.train.val_batching, **describe_loader(trainer.val_dataloaders)}
-                           if trainer.val_dataloaders is not None else None),
+            "val_loader": (
+                {"batching": pl_module.cfg.train.val_batching, **describe_loader(trainer.val_dataloaders)}
+                if trainer.val_dataloaders is not None
+                else None
+            ),
             "best_checkpoint": describe_best_checkpoint(trainer),
             "data": self.data_info,
             "versions": versions(),
@@ -128,9 +141,18 @@ class RunRecorder(Callback):
         loss, pre, post = record.to_host()
         clipped = float(post < pre * (1 - 1e-6))
         step = trainer.global_step - 1  # the optimizer step just taken, 0-based
-        self.store.log_scalars(step, trainer.current_epoch, {
-            "train/loss": loss, "lr": self._lr, "grad/norm_preclip": pre, "grad/norm_postclip": post,
-            "grad/clipped": clipped, "train/batch_size": float(len(batch))})
+        self.store.log_scalars(
+            step,
+            trainer.current_epoch,
+            {
+                "train/loss": loss,
+                "lr": self._lr,
+                "grad/norm_preclip": pre,
+                "grad/norm_postclip": post,
+                "grad/clipped": clipped,
+                "train/batch_size": float(len(batch)),
+            },
+        )
         self._epoch_rows.append([pre, clipped])
         now = time.monotonic()
         if now - self._last_status > STATUS_EVERY_S:
@@ -156,12 +178,19 @@ class RunRecorder(Callback):
         }
         for key, value in epoch_values.items():
             self.history[key].append(value)
-        self.store.log_scalars(trainer.global_step - 1, trainer.current_epoch,
-                               {f"epoch/{k}": v for k, v in epoch_values.items()}, scope="epoch")
+        self.store.log_scalars(
+            trainer.global_step - 1,
+            trainer.current_epoch,
+            {f"epoch/{k}": v for k, v in epoch_values.items()},
+            scope="epoch",
+        )
         self.store.flush()
         self.run.write_history(self.history)
-        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch + 1,
-                            message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done")
+        self.heartbeat.beat(
+            step=trainer.global_step,
+            epoch=trainer.current_epoch + 1,
+            message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done",
+        )
 
     # -- end ------------------------------------------------------------------------------
     def on_fit_end(self, trainer, pl_module):
@@ -171,12 +200,16 @@ class RunRecorder(Callback):
             return
         if pl_module.diverged:
             d = pl_module.diverged
-            self.run.write_status("diverged", step=d["step"], epoch=d["epoch"],
-                                  message=f"non-finite loss ({d['loss']}) at step {d['step']}; "
-                                          "kept the last good checkpoint")
+            self.run.write_status(
+                "diverged",
+                step=d["step"],
+                epoch=d["epoch"],
+                message=f"non-finite loss ({d['loss']}) at step {d['step']}; kept the last good checkpoint",
+            )
         else:
-            self.run.write_status("finished", step=trainer.global_step, epoch=trainer.current_epoch,
-                                  message="training finished")
+            self.run.write_status(
+                "finished", step=trainer.global_step, epoch=trainer.current_epoch, message="training finished"
+            )
 
     def teardown(self, trainer, pl_module, stage):
         self.heartbeat.stop()  # whatever ended the fit, no heartbeat outlives it
@@ -187,8 +220,12 @@ class RunRecorder(Callback):
         if not trainer.is_global_zero:
             return
         state = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        self.run.write_status(state, step=trainer.global_step, epoch=trainer.current_epoch,
-                              message=f"{type(exception).__name__}: {exception}"[:500])
+        self.run.write_status(
+            state,
+            step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            message=f"{type(exception).__name__}: {exception}"[:500],
+        )
 
 
 def _scalar(value) -> float:

@@ -8,9 +8,10 @@ dict itself, so a key added to a registry shows up everywhere) and :func:`check_
 :class:`~fnodiag.config.RunConfig` against them. Adding an optimizer or an architecture therefore
 touches one file, its registry. Importing this module imports torch, never Lightning.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from fnodiag.config import RunConfig, check_choice
 from fnodiag.models import MODELS, SPECTRAL_LAYOUTS

@@ -15,6 +15,7 @@ give the same batches in the same order, the same per-step learning rate and the
 (to float tolerance on CPU). Checkpoints written before this callback existed carry no state;
 they resume with the run seed, as before.
 """
+
 from __future__ import annotations
 
 import random

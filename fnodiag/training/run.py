@@ -4,6 +4,7 @@ Only rank 0 creates the run directory and writes records; under DDP the other ra
 Lightning starts by re-running the same command) find the dataset in the cache and the run
 directory already made, train their shard, and write nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,16 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.training.data import GridLinesDataModule, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
-from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.ptycho.simulate import load_or_simulate
+from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.training.checkpointing import SafeCheckpoint
-from fnodiag.training.recorder import RunRecorder
+from fnodiag.training.data import GridLinesDataModule, val_batch_size
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
 from fnodiag.training.live_frames import LiveFrames, probe_truth
+from fnodiag.training.recorder import RunRecorder
 from fnodiag.training.registries import validated
 from fnodiag.training.rng import RngState
 from fnodiag.training.schedulers import MONITOR
@@ -69,18 +70,37 @@ def _record_failure(run: RunDir, exc: BaseException) -> str:
         log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} training failed\n{tb}")
     status = run.read_status(raw=True) or {}
     short = tb if len(tb) <= 4000 else f"{tb[:600]}  ...\n{tb[-3000:]}"  # the head names it, the tail where
-    run.write_status("failed", step=int(status.get("step", 0)), epoch=int(status.get("epoch", 0)),
-                     message=f"{type(exc).__name__}: {exc}\n{short}")
+    run.write_status(
+        "failed",
+        step=int(status.get("step", 0)),
+        epoch=int(status.get("epoch", 0)),
+        message=f"{type(exc).__name__}: {exc}\n{short}",
+    )
     return tb
 
 
-def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict, *,
-                  progress: bool = True, extra_callbacks=(), history: dict | None = None) -> L.Trainer:
+def build_trainer(
+    cfg: RunConfig,
+    run: RunDir,
+    store: RunStore,
+    data_info: dict,
+    *,
+    progress: bool = True,
+    extra_callbacks=(),
+    history: dict | None = None,
+) -> L.Trainer:
     """The Lightning Trainer with the run's recorder and checkpoint callbacks."""
     clip = cfg.clip
     lightning_clip = clip.algorithm in ("norm", "value")
-    checkpoint = SafeCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor=MONITOR, mode="min",
-                                save_top_k=1, save_last=True, enable_version_counter=False)
+    checkpoint = SafeCheckpoint(
+        dirpath=run.checkpoints_dir,
+        filename="best",
+        monitor=MONITOR,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
     return L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
@@ -98,8 +118,16 @@ def build_trainer(cfg: RunConfig, run: RunDir, store: RunStore, data_info: dict,
     )
 
 
-def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir: str | Path | None = None,
-          progress: bool = True, extra_callbacks=(), resume: bool = False) -> RunDir:
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    extra_callbacks=(),
+    resume: bool = False,
+) -> RunDir:
     """Train one run into ``<out>/<name>`` and evaluate its best and last weights.
 
     Parameters
@@ -142,27 +170,46 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     rank0 = is_rank_zero()
     where = out / name
     if rank0 and not resume and where.is_dir() and any(where.iterdir()):
-        raise FileExistsError(f"run directory {str(where)!r} already exists and is not empty; continue it with "
-                              f"`fnodiag train --resume {where}` or choose another --name")
+        raise FileExistsError(
+            f"run directory {str(where)!r} already exists and is not empty; continue it with "
+            f"`fnodiag train --resume {where}` or choose another --name"
+        )
     run = RunDir.create(where, cfg, exist_ok=resume) if rank0 else RunDir(where)
     store = RunStore(run.store_path, enabled=rank0)
     ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
-    system.set_val_reference(data.test.objects[0], grid=data.test.grid, stride=data.test.stride, norm=data.test.norm_Y_I)
-    datamodule = GridLinesDataModule(data, batch_size=cfg.train.batch_size, infer_batch_size=val_batch_size(cfg.train),
-                                     num_workers=cfg.train.num_workers, keep_partial_batch=cfg.train.keep_partial_batch)
-    data_info = {"key": data.key, "cache_dir": str(cache_dir.resolve()), "N": cfg.data.N, "n_train": len(data.train.diffraction),
-                 "n_test": len(data.test.diffraction), "set_phi": cfg.data.set_phi, "fingerprint": data.fingerprint,
-                 "probe": "ideal disk" if data.config.probe_npz is None else f"npz {data.config.probe_npz}"}
+    system.set_val_reference(
+        data.test.objects[0], grid=data.test.grid, stride=data.test.stride, norm=data.test.norm_Y_I
+    )
+    datamodule = GridLinesDataModule(
+        data,
+        batch_size=cfg.train.batch_size,
+        infer_batch_size=val_batch_size(cfg.train),
+        num_workers=cfg.train.num_workers,
+        keep_partial_batch=cfg.train.keep_partial_batch,
+    )
+    data_info = {
+        "key": data.key,
+        "cache_dir": str(cache_dir.resolve()),
+        "N": cfg.data.N,
+        "n_train": len(data.train.diffraction),
+        "n_test": len(data.test.diffraction),
+        "set_phi": cfg.data.set_phi,
+        "fingerprint": data.fingerprint,
+        "probe": "ideal disk" if data.config.probe_npz is None else f"npz {data.config.probe_npz}",
+    }
     callbacks = list(extra_callbacks)
     if cfg.train.capture_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
-        callbacks.append(LiveCapture(store, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every))
+        callbacks.append(
+            LiveCapture(store, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every)
+        )
     if cfg.train.frame_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
-        callbacks.append(LiveFrames(store, probe.unsqueeze(1), probe_truth(data.train, PROBE_BATCH),
-                                    every=cfg.train.frame_every))
+        callbacks.append(
+            LiveFrames(store, probe.unsqueeze(1), probe_truth(data.train, PROBE_BATCH), every=cfg.train.frame_every)
+        )
     trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
     started = time.perf_counter()
     try:
@@ -186,8 +233,11 @@ def train(cfg: RunConfig, out: str | Path, *, name: str | None = None, cache_dir
     except Exception as exc:  # KeyboardInterrupt / SystemExit pass: the run is "interrupted"
         if rank0:
             _record_failure(run, exc)
-        raise TrainingError(f"training failed: {type(exc).__name__}: {exc}".splitlines()[0]
-                            + f"; traceback in {run.path / 'train.log'}", run) from exc
+        raise TrainingError(
+            f"training failed: {type(exc).__name__}: {exc}".splitlines()[0]
+            + f"; traceback in {run.path / 'train.log'}",
+            run,
+        ) from exc
     return run
 
 
@@ -206,4 +256,3 @@ def _resume_point(run: RunDir, store: RunStore) -> tuple[Path | None, dict | Non
 def _devices(value: str):
     """Lightning accepts 'auto', an int count, or a list/str of ids; keep CLI strings faithful."""
     return int(value) if isinstance(value, str) and value.isdigit() else value
-

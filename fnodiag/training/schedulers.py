@@ -4,10 +4,11 @@ The reference project built a WarmupCosine schedule that never stepped (brief §
 schedules are handed to Lightning with ``interval="epoch"`` under automatic optimization, and the
 realised learning rate is recorded every step, so a test can compare it with the formulas below.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -34,8 +35,12 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
 
     def __init__(self, optimizer, *, warmup_epochs: int, total_epochs: int, min_lr_ratio: float):
         self.warmup_epochs, self.total_epochs, self.min_lr_ratio = warmup_epochs, total_epochs, min_lr_ratio
-        super().__init__(optimizer, lambda e: warmup_cosine_factor(
-            e, warmup_epochs=warmup_epochs, total_epochs=total_epochs, min_lr_ratio=min_lr_ratio))
+        super().__init__(
+            optimizer,
+            lambda e: warmup_cosine_factor(
+                e, warmup_epochs=warmup_epochs, total_epochs=total_epochs, min_lr_ratio=min_lr_ratio
+            ),
+        )
 
 
 def _constant(opt, cfg: ScheduleConfig, total_epochs: int):
@@ -43,8 +48,9 @@ def _constant(opt, cfg: ScheduleConfig, total_epochs: int):
 
 
 def _warmup_cosine(opt, cfg: ScheduleConfig, total_epochs: int):
-    return WarmupCosineLR(opt, warmup_epochs=cfg.warmup_epochs, total_epochs=total_epochs,
-                          min_lr_ratio=cfg.min_lr_ratio)
+    return WarmupCosineLR(
+        opt, warmup_epochs=cfg.warmup_epochs, total_epochs=total_epochs, min_lr_ratio=cfg.min_lr_ratio
+    )
 
 
 def _exponential(opt, cfg: ScheduleConfig, total_epochs: int):
@@ -58,8 +64,13 @@ def _step(opt, cfg: ScheduleConfig, total_epochs: int):
 
 def _plateau(opt, cfg: ScheduleConfig, total_epochs: int):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-        min_lr=cfg.plateau_min_lr, threshold=0.0)
+        opt,
+        mode="min",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        min_lr=cfg.plateau_min_lr,
+        threshold=0.0,
+    )
 
 
 SCHEDULERS: dict[str, Callable] = {
@@ -96,10 +107,11 @@ def expected_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, total_epochs: i
     if cfg.name == "constant":
         return base_lr
     if cfg.name == "warmup_cosine":
-        return base_lr * warmup_cosine_factor(epoch, warmup_epochs=cfg.warmup_epochs,
-                                              total_epochs=total_epochs, min_lr_ratio=cfg.min_lr_ratio)
+        return base_lr * warmup_cosine_factor(
+            epoch, warmup_epochs=cfg.warmup_epochs, total_epochs=total_epochs, min_lr_ratio=cfg.min_lr_ratio
+        )
     if cfg.name == "exponential":
-        return base_lr * cfg.gamma ** epoch
+        return base_lr * cfg.gamma**epoch
     if cfg.name == "step":
         return base_lr * cfg.step_gamma ** (epoch // cfg.step_size)
     return None
@@ -111,7 +123,11 @@ def describe_scheduler(entry: dict | None) -> dict:
         return {"class": None, "interval": None}
     sch = entry["scheduler"] if isinstance(entry, dict) else entry.scheduler
     get = entry.get if isinstance(entry, dict) else (lambda k, d=None: getattr(entry, k, d))
-    settings = {k: v for k, v in vars(sch).items()
-                if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
-    return {"class": type(sch).__name__, "interval": get("interval"), "frequency": get("frequency"),
-            "monitor": get("monitor"), **settings}
+    settings = {k: v for k, v in vars(sch).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
+    return {
+        "class": type(sch).__name__,
+        "interval": get("interval"),
+        "frequency": get("frequency"),
+        "monitor": get("monitor"),
+        **settings,
+    }

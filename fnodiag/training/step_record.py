@@ -12,6 +12,7 @@ Lifecycle of one training step (automatic optimization), all on the system
 
 The values stay device tensors until then, so training never synchronises with the host for them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

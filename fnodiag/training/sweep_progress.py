@@ -1,4 +1,5 @@
 """``SweepProgress``: one line per finished epoch across a whole sweep, with the time left."""
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,10 @@ class SweepProgress(Callback):
         self.remaining -= 1
         left = self.remaining * float(np.mean(self._times))
         m = trainer.callback_metrics
-        self.echo(f"{self.label}: epoch {trainer.current_epoch + 1}/{self.epochs}  train {_scalar(m.get('train/loss')):.4f}"
-                  f"  val {_scalar(m.get(MONITOR)):.4f}  ~{_duration(left)} left in the sweep")
+        self.echo(
+            f"{self.label}: epoch {trainer.current_epoch + 1}/{self.epochs}  train {_scalar(m.get('train/loss')):.4f}"
+            f"  val {_scalar(m.get(MONITOR)):.4f}  ~{_duration(left)} left in the sweep"
+        )
 
 
 def _duration(seconds: float) -> str:

@@ -7,6 +7,7 @@ explicit per-step record, ``step_record`` (:mod:`fnodiag.training.step_record`: 
 start, filled by ``training_step`` and ``configure_gradient_clipping``); it never synchronises
 with the host except for the non-finite-loss check.
 """
+
 from __future__ import annotations
 
 import lightning as L
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from fnodiag.config import RunConfig
-from fnodiag.ptycho.metrics import evaluate_patches
 from fnodiag.models import build_model
 from fnodiag.ptycho.forward import ForwardModel, get_loss
+from fnodiag.ptycho.metrics import evaluate_patches
 from fnodiag.training.clipping import adaptive_clip_, clip_norm_, clip_value_, global_grad_norm
 from fnodiag.training.optimizers import build_optimizer
 from fnodiag.training.schedulers import MONITOR, build_scheduler
@@ -43,8 +44,9 @@ class ReconstructionSystem(L.LightningModule):
         self.generator = build_model(self.cfg.model, n)
         if probe is None:
             probe = torch.zeros(n, n, dtype=torch.complex64)
-        self.forward_model = ForwardModel(torch.as_tensor(np.asarray(probe), dtype=torch.complex64),
-                                          gain=self.cfg.train.forward_gain)
+        self.forward_model = ForwardModel(
+            torch.as_tensor(np.asarray(probe), dtype=torch.complex64), gain=self.cfg.train.forward_gain
+        )
         self.loss_fn = get_loss(self.cfg.train.loss)
         self.step_record = StepRecord()
         self.diverged: dict | None = None
@@ -68,13 +70,17 @@ class ReconstructionSystem(L.LightningModule):
         if not torch.isfinite(loss):
             # Stop this run at this step; skip the update (returning None) so no optimizer step
             # is taken, and mark the run so no checkpoint is written from here on.
-            self.diverged = {"step": int(self.global_step), "epoch": int(self.current_epoch),
-                             "loss": float(loss.detach().cpu())}
+            self.diverged = {
+                "step": int(self.global_step),
+                "epoch": int(self.current_epoch),
+                "loss": float(loss.detach().cpu()),
+            }
             self.trainer.should_stop = True
             return None
         self.step_record.loss = loss.detach()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=batch.shape[0])
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch.shape[0]
+        )
         return loss
 
     def set_val_reference(self, obj: np.ndarray, *, grid: int, stride: int, norm: float) -> None:
@@ -93,8 +99,7 @@ class ReconstructionSystem(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         obj = self.generator(batch)
         loss = self.loss_fn(self.forward_model(obj), batch)
-        self.log(MONITOR, loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=batch.shape[0])
+        self.log(MONITOR, loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch.shape[0])
         ref = self.val_reference
         if ref is not None and self.trainer.world_size == 1:  # sharded validation cannot be stitched
             need = ref["grid"] ** 2 - sum(len(p) for p in self._val_patches)
@@ -107,8 +112,14 @@ class ReconstructionSystem(L.LightningModule):
         ref = self.val_reference
         if ref is None or sum(len(p) for p in patches) < ref["grid"] ** 2:
             return
-        scores = evaluate_patches(torch.cat(patches).numpy(), ref["obj"], N=self.cfg.data.N, stride=ref["stride"],
-                                  grid=ref["grid"], norm=ref["norm"])
+        scores = evaluate_patches(
+            torch.cat(patches).numpy(),
+            ref["obj"],
+            N=self.cfg.data.N,
+            stride=ref["stride"],
+            grid=ref["grid"],
+            norm=ref["norm"],
+        )
         self.log("val/amp_ssim", scores["amp_ssim"])
         self.log("val/phase_ssim", scores["phase_ssim"])
         self.log("val/amp_mae", scores["amp_mae"])
@@ -163,7 +174,6 @@ class ReconstructionSystem(L.LightningModule):
         """
         was_training = self.generator.training
         self.generator.eval()
-        out = [self.generator(x[i:i + batch_size].to(self.device))[:, 0].cpu()
-               for i in range(0, len(x), batch_size)]
+        out = [self.generator(x[i : i + batch_size].to(self.device))[:, 0].cpu() for i in range(0, len(x), batch_size)]
         self.generator.train(was_training)
         return torch.cat(out).numpy()
