@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
+from fnodiag.runs import states
 
 # (flag, config path, type, help). Defaults shown in --help come from RunConfig().
 DATA_FLAGS = [
@@ -412,8 +413,8 @@ def _resume_target(args):
         return run.read_config(), path.parent, path.name
     raw = run.read_status(raw=True) or {}
     status = run.read_status() or {}
-    if status.get("state") == "running" or (
-        raw.get("state") == "running"
+    if status.get("state") == states.RUNNING or (
+        raw.get("state") == states.RUNNING
         and raw.get("host") == HOST
         and raw.get("pid") is not None
         and pid_alive(raw["pid"])
@@ -421,7 +422,7 @@ def _resume_target(args):
         raise ConfigError(
             f"run {args.resume!r} is still running (pid {raw.get('pid')} on {raw.get('host')}); stop it before resuming"
         )
-    if status.get("state") in ("finished", "diverged"):
+    if status.get("state") in states.DONE:
         print(f"run {args.resume!r} already {status['state']} ({status.get('message', '')}); nothing to resume")
         return None
     path = run.path.resolve()

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fnodiag.files import write_json
+
 SUPPORTED_N = (32, 64, 128)
 
 
@@ -346,7 +348,7 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

@@ -1,5 +1,9 @@
 """Safe files: JSON-safe copies of live values and atomic writes (the one writer every record uses).
 
+It sits at the bottom of the house beside :mod:`fnodiag.config` (which saves configurations with it),
+so every layer above (datasets, run folders, sweeps, reports) writes through the same two functions:
+:func:`atomic_write` for bytes and :func:`write_json` for records.
+
 :func:`jsonable` turns a record read from live objects (optimizer groups, hyperparameters, a
 collapse report with numpy scalars) into plain JSON values; :func:`atomic_write` replaces a file
 so that a reader or a killed process sees the old content or the new one, never half
@@ -9,6 +13,7 @@ record (run JSON files, dataset NPZs, exported generators, sweep summaries) goes
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -90,3 +95,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` of ``text``, UTF-8 encoded."""
     data = text.encode("utf-8")
     atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_json(path: str | Path, obj: Any, *, indent: int = 2, sort_keys: bool = True, nonfinite: str = "keep") -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`atomic_write`): the one JSON-record writer.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; its folder is created if missing.
+    obj : any
+        Converted by :func:`jsonable` (``unknown="error"``: a value JSON cannot hold is a ``TypeError``).
+    indent, sort_keys : int, bool
+        Layout (``sort_keys=False`` keeps the mapping's order, e.g. arms in definition order).
+    nonfinite : {"keep", "null"}
+        See :func:`jsonable`.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(jsonable(obj, nonfinite=nonfinite, unknown="error"), indent=indent, sort_keys=sort_keys)
+    atomic_write_text(path, text + "\n")
+    return path

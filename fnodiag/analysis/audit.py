@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fnodiag.config import RunConfig
+from fnodiag.runs.names import LR
 
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 SCHEDULER_CLASSES = {
@@ -308,7 +309,7 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
     if run.store_path.is_file():
         reader = StoreReader(run.store_path)
         try:
-            rec = reader.scalars("lr", scope="step") if "lr" in reader.scalar_names() else None
+            rec = reader.scalars(LR, scope="step") if LR in reader.scalar_names() else None
         finally:
             reader.close()
         if rec is not None and len(rec):

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from fnodiag.runs import states
+
 __all__ = [
     "OUTCOMES",
     "TARGET_AMP_SSIM",
@@ -93,9 +95,9 @@ def run_outcome(
         (last weights constant, best not evaluated) -> ``never learned``; otherwise
         ``learned`` / ``below target`` by ``last_amp_ssim`` (a missing or NaN score is below).
     """
-    if state == "diverged":
+    if state == states.DIVERGED:
         return DIVERGED
-    if state != "finished":
+    if state != states.FINISHED:
         return STOPPED
     collapse = collapse or {}
     best_const = best_at_fingerprint(collapse)

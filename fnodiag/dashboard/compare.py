@@ -23,6 +23,7 @@ from fnodiag.analysis import compare
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.plots.compare import layer_values, ratio_heatmap
 from fnodiag.runs import StoreReader
+from fnodiag.runs.names import TRAIN_LOSS
 
 SOURCES = ["activation", "grad", "param"]
 REREAD_TICKS = 40  # ~10 s at the dashboard's 250 ms tick
@@ -105,7 +106,7 @@ class CompareView(Viewer):
             with StoreReader(e.run.store_path) as reader:
                 stats += [s for s in reader.stats(self.source) if s not in stats]
                 matrices.setdefault(e.arm, []).append(reader.layer_matrix(self.source, self.stat))
-                r = reader.scalars("train/loss")
+                r = reader.scalars(TRAIN_LOSS)
                 steps_epochs.append((r.step, r.epoch))
         if stats and stats != self.param.stat.objects:
             self.param.stat.objects = stats

@@ -16,23 +16,24 @@ import pandas as pd
 import panel as pn
 
 from fnodiag.runs import StoreReader
+from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 COLUMNS = ["plot", "run", "series", "step", "value"]
 
 # tab title -> [(plot name, kind, what)]: kind "scalar" (store scalar name, scope) or "layers" (source, stat)
 PLOTS = {
     "Overview": [
-        ("loss", "scalar", ("train/loss", None, "train")),
-        ("loss", "scalar", ("epoch/val_loss", "epoch", "val")),
-        ("validation amp SSIM", "scalar", ("epoch/val_amp_ssim", "epoch", "val")),
+        ("loss", "scalar", (TRAIN_LOSS, None, "train")),
+        ("loss", "scalar", (VAL_LOSS, "epoch", "val")),
+        ("validation amp SSIM", "scalar", (VAL_AMP_SSIM, "epoch", "val")),
     ],
     "Activations": [("activation per layer", "layers", ("activation", None))],
     "Gradients": [
         ("gradient norm per layer", "layers", ("grad", "norm")),
-        ("global grad norm", "scalar", ("grad/norm_preclip", None, "pre-clip")),
-        ("global grad norm", "scalar", ("grad/norm_postclip", None, "post-clip")),
-        ("realised learning rate", "scalar", ("lr", None, "lr")),
-        ("fraction of steps clipped", "scalar", ("epoch/clip_fraction", "epoch", "clip fraction")),
+        ("global grad norm", "scalar", (GRAD_NORM_PRE, None, "pre-clip")),
+        ("global grad norm", "scalar", (GRAD_NORM_POST, None, "post-clip")),
+        ("realised learning rate", "scalar", (LR, None, "lr")),
+        ("fraction of steps clipped", "scalar", (CLIP_FRACTION, "epoch", "clip fraction")),
     ],
 }
 

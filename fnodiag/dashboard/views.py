@@ -14,6 +14,7 @@ from panel.viewable import Viewer
 from fnodiag import plots
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
+from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
 LINES_MAX_STEPS = 2000  # points per line kept when a run opens
@@ -283,10 +284,10 @@ class GradientsView(LayersView):
         tails = {}
         for e in entries:
             t = tails[e.label] = self.tail(e)
-            norms[f"{e.label} pre-clip"] = t.scalar("grad/norm_preclip")
-            norms[f"{e.label} post-clip"] = t.scalar("grad/norm_postclip")
-            lrs[e.label] = t.scalar("lr")
-            clips[e.label] = t.scalar("epoch/clip_fraction", scope="epoch")
+            norms[f"{e.label} pre-clip"] = t.scalar(GRAD_NORM_PRE)
+            norms[f"{e.label} post-clip"] = t.scalar(GRAD_NORM_POST)
+            lrs[e.label] = t.scalar(LR)
+            clips[e.label] = t.scalar(CLIP_FRACTION, scope="epoch")
         colors = {}
         for k, e in enumerate(entries):
             c = plots.PALETTE[k % len(plots.PALETTE)]
@@ -329,10 +330,10 @@ class GradientsView(LayersView):
         for e in entries:
             t = tails[e.label]
             self._feeds += [
-                ScalarFeed(t, "grad/norm_preclip", nf, f"{e.label} pre-clip"),
-                ScalarFeed(t, "grad/norm_postclip", nf, f"{e.label} post-clip"),
-                ScalarFeed(t, "lr", lf, e.label),
-                ScalarFeed(t, "epoch/clip_fraction", cf, e.label, scope="epoch"),
+                ScalarFeed(t, GRAD_NORM_PRE, nf, f"{e.label} pre-clip"),
+                ScalarFeed(t, GRAD_NORM_POST, nf, f"{e.label} post-clip"),
+                ScalarFeed(t, LR, lf, e.label),
+                ScalarFeed(t, CLIP_FRACTION, cf, e.label, scope="epoch"),
             ]
         link_x([nf, lf, cf])
         return out + [
@@ -394,7 +395,7 @@ class OverviewView(LiveView):
         tails = {}
         for e in entries:
             t = tails[e.label] = self.tail(e)
-            runs[e.label] = {"train": t.scalar("train/loss"), "val": t.scalar("epoch/val_loss", scope="epoch")}
+            runs[e.label] = {"train": t.scalar(TRAIN_LOSS), "val": t.scalar(VAL_LOSS, scope="epoch")}
         marks = onsets(self.store, entries)
         lf = LiveFigure(
             plots.with_onsets(
@@ -405,13 +406,13 @@ class OverviewView(LiveView):
         )
         for e in entries:
             self._feeds += [
-                ScalarFeed(tails[e.label], "train/loss", lf, f"{e.label} train"),
-                ScalarFeed(tails[e.label], "epoch/val_loss", lf, f"{e.label} val", scope="epoch"),
+                ScalarFeed(tails[e.label], TRAIN_LOSS, lf, f"{e.label} train"),
+                ScalarFeed(tails[e.label], VAL_LOSS, lf, f"{e.label} val", scope="epoch"),
             ]
         sf = LiveFigure(
             plots.with_onsets(
                 plots.ssim_curves(
-                    {e.label: tails[e.label].scalar("epoch/val_amp_ssim", scope="epoch") for e in entries},
+                    {e.label: tails[e.label].scalar(VAL_AMP_SSIM, scope="epoch") for e in entries},
                     fingerprint=fingerprint(map(self.store.row, entries)),
                     title="validation amp SSIM per epoch (red: a constant output)",
                 ),
@@ -419,7 +420,7 @@ class OverviewView(LiveView):
             ),
             doc=_doc(),
         )
-        self._feeds += [ScalarFeed(tails[e.label], "epoch/val_amp_ssim", sf, e.label, scope="epoch") for e in entries]
+        self._feeds += [ScalarFeed(tails[e.label], VAL_AMP_SSIM, sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
         notes = [
             f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "

@@ -9,7 +9,6 @@ section.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
 )
 from fnodiag.diagnostics.hooks import ActivationRecorder
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
+from fnodiag.files import write_json
 from fnodiag.models import count_parameters
-from fnodiag.runs import atomic_write_text
 
 
 def read_inputs(npz: str | Path) -> np.ndarray:
@@ -90,11 +89,7 @@ def capture(
 
 def write_report(report: dict, output: str | Path, name: str) -> Path:
     """Write ``report`` as ``output/name`` atomically; returns the path."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    atomic_write_text(path, json.dumps(report, indent=1, sort_keys=True) + "\n")
-    return path
+    return write_json(Path(output) / name, report, indent=1)
 
 
 def summary(generator, cfg: RunConfig, info: dict, x: np.ndarray, batch_size: int, device: str) -> dict:

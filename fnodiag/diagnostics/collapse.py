@@ -26,6 +26,7 @@ import numpy as np
 
 from fnodiag.diagnostics.selection import best_epochs, best_weights
 from fnodiag.runs import RunDir, StoreReader, jsonable
+from fnodiag.runs.names import GRAD_NORM_PRE
 
 __all__ = [
     "DEFAULTS",
@@ -311,7 +312,7 @@ def _read_store(run: RunDir) -> dict:
         rec["grad"] = tuple(reader.layer_matrix("grad", "norm"))
         r = reader.layer_stats(source="activation", stat="spatial_std")
         rec["epochs"] = dict(zip(r.step.tolist(), r.epoch.tolist()))
-        pre = reader.scalars("grad/norm_preclip")
+        pre = reader.scalars(GRAD_NORM_PRE)
         rec["preclip"] = (pre.step, pre.value)
     return rec
 

@@ -230,7 +230,7 @@ def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
     info = {
         k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in info.items()
     }  # not the temp folder
-    write_report({"summary": summary(generator, gcfg, info, x, 1, "cpu"), **report}, run.path / "capture", "last.json")
+    write_report({"summary": summary(generator, gcfg, info, x, 1, "cpu"), **report}, run.capture_dir, "last.json")
     return None
 
 

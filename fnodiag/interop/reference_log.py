@@ -15,10 +15,20 @@ from pathlib import Path
 
 from fnodiag.config import ConfigError
 from fnodiag.runs import RunDir
+from fnodiag.runs.names import (
+    CLIP_FRACTION,
+    EPOCH,
+    GRAD_CLIPPED,
+    GRAD_NORM_POST,
+    GRAD_NORM_PRE,
+    LR,
+    TRAIN_LOSS_EPOCH,
+    VAL_LOSS,
+)
 
 STEP_COLUMNS = {
-    "grad_norm_preclip_step": "grad/norm_preclip",
-    "grad_norm_postclip_step": "grad/norm_postclip",
+    "grad_norm_preclip_step": GRAD_NORM_PRE,
+    "grad_norm_postclip_step": GRAD_NORM_POST,
     "learning_rate": "lr",
 }
 
@@ -78,10 +88,10 @@ def _scalar_name(column: str) -> tuple[str, str]:
     if "train" in low and "loss" in low and low.endswith("_step"):
         return "step", "train/loss"
     if "val" in low and "loss" in low:
-        return "epoch", "epoch/val_loss"
+        return "epoch", VAL_LOSS
     if low.endswith("_epoch"):
         base = column[: -len("_epoch")]
-        return "epoch", "epoch/train_loss" if ("train" in low and "loss" in low) else f"epoch/{base}"
+        return "epoch", TRAIN_LOSS_EPOCH if ("train" in low and "loss" in low) else f"{EPOCH}{base}"
     return "step", f"reference/{column}"
 
 
@@ -97,16 +107,16 @@ def write_scalars(run: RunDir, rows) -> dict:
                 scope, name = _scalar_name(column)
                 by_scope[scope][name] = value
             step_values = by_scope["step"]
-            if "grad/norm_preclip" in step_values and "grad/norm_postclip" in step_values:
-                pre, post = step_values["grad/norm_preclip"], step_values["grad/norm_postclip"]
-                step_values["grad/clipped"] = float(post < pre * (1 - 1e-6))
-                clipped.setdefault(epoch, []).append(step_values["grad/clipped"])
+            if GRAD_NORM_PRE in step_values and GRAD_NORM_POST in step_values:
+                pre, post = step_values[GRAD_NORM_PRE], step_values[GRAD_NORM_POST]
+                step_values[GRAD_CLIPPED] = float(post < pre * (1 - 1e-6))
+                clipped.setdefault(epoch, []).append(step_values[GRAD_CLIPPED])
             if "lr" in step_values:
-                lr_by_epoch.setdefault(epoch, step_values["lr"])
+                lr_by_epoch.setdefault(epoch, step_values[LR])
             for scope, vals in by_scope.items():
                 if vals:
                     store.log_scalars(step, epoch, vals, scope=scope)
             last = max(last, step)
         for epoch, flags in sorted(clipped.items()):
-            store.log_scalars(0, epoch, {"epoch/clip_fraction": sum(flags) / len(flags)}, scope="epoch")
+            store.log_scalars(0, epoch, {CLIP_FRACTION: sum(flags) / len(flags)}, scope="epoch")
     return {"last_step": last, "lr_by_epoch": lr_by_epoch}

@@ -37,7 +37,7 @@ from skimage.draw import line as draw_line
 from skimage.restoration import unwrap_phase
 
 from fnodiag.config import ConfigError, DataConfig, config_key
-from fnodiag.files import atomic_write
+from fnodiag.files import atomic_write, write_json
 from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
 from fnodiag.ptycho.metrics import constant_output_fingerprint, ground_truth_canvas
 
@@ -434,7 +434,7 @@ def save_dataset(data: GridLinesData, out_dir) -> Path:
         "fingerprint": data.fingerprint,
         "file_sizes": sizes,
     }
-    atomic_write(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
+    write_json(meta_path, meta)
     return out
 
 

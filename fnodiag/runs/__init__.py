@@ -14,7 +14,8 @@ record types).
 from fnodiag.files import atomic_write, atomic_write_text, jsonable
 from fnodiag.runs.liveness import HEARTBEAT_S, STALE_AFTER_S, Heartbeat, live_status, pid_alive
 from fnodiag.runs.reader import LayerMatrix, LayerRecords, ScalarRecords, StoreReader
-from fnodiag.runs.rundir import READ_STATES, STATES, RunDir, ensure_writable_dir, list_runs
+from fnodiag.runs.rundir import RunDir, ensure_writable_dir, list_runs
+from fnodiag.runs.states import READ_STATES, STATES
 from fnodiag.runs.store import SCHEMA_VERSION, SCOPES, SOURCES, RunStore
 
 __all__ = [

@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fnodiag.runs import states
+
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 HOST = socket.gethostname()
@@ -84,7 +86,7 @@ def live_status(
         A copy with ``state = "stopped"``, the last ``running`` message under ``last_message`` and
         a ``message`` that says why and how to resume; otherwise ``status`` itself.
     """
-    if not status or status.get("state") != "running":
+    if not status or status.get("state") != states.RUNNING:
         return status
     age = heartbeat_age_s(status, now)
     host, pid = status.get("host"), status.get("pid")
@@ -100,7 +102,7 @@ def live_status(
     where = str(path) if path is not None else "RUN_DIR"
     return {
         **status,
-        "state": "stopped",
+        "state": states.STOPPED,
         "last_message": status.get("message", ""),
         "message": f"stopped without a final state at step {status.get('step')}: {why}; resume with "
         f"`fnodiag train --resume {where}` (a sweep run: run the same fnodiag sweep command again)",

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from fnodiag.runs import states
 from fnodiag.runs.liveness import heartbeat_age_s
 
 RATE_WINDOW = 200  # recent steps the rate is measured over
@@ -68,7 +69,7 @@ def run_progress(
     rate = None
     if len(steps) >= 2 and walls[-1] > walls[0]:
         rate = float((steps[-1] - steps[0]) / (walls[-1] - walls[0]))
-    running = state == "running"
+    running = state == states.RUNNING
     elapsed = effective.get("wall_time_s") if not running else None
     if running and (started is not None or len(walls)):
         elapsed = now - float(started if started is not None else walls[0])
@@ -77,7 +78,7 @@ def run_progress(
         eta = max(0.0, (total - step) / rate - (now - float(walls[-1])))
     age = heartbeat_age_s(status) if status else None
     fraction = None if total is None or step is None else min(1.0, step / total)
-    if state == "finished" and total is not None:
+    if state == states.FINISHED and total is not None:
         fraction = 1.0
     out = {
         "state": state,
@@ -117,9 +118,9 @@ def progress_text(p: dict) -> str:
         parts.append(f"epoch {p['epoch']}" + (f" / {p['epochs']}" if p.get("epochs") else ""))
     if p.get("elapsed_s") is not None:
         parts.append(f"{duration(p['elapsed_s'])} elapsed")
-    if p["state"] == "running":
+    if p["state"] == states.RUNNING:
         parts.append(f"~{duration(p['eta_s'])} left" if p.get("eta_s") is not None else "time left: measuring")
-    if p.get("heartbeat_age_s") is not None and p["state"] in ("running", "stopped"):
+    if p.get("heartbeat_age_s") is not None and p["state"] in states.UNFINISHED:
         parts.append(f"heartbeat {duration(p['heartbeat_age_s'])} ago")
     return " · ".join(parts)
 
@@ -131,7 +132,7 @@ def read_progress(run, *, now: float | None = None) -> dict:
     status = run.read_status() or {}
     effective = run.read_json("effective_config.json", {}) or {}
     steps = walls = started = None
-    if status.get("state") in ("running", "stopped") and run.store_path.is_file():
+    if status.get("state") in states.UNFINISHED and run.store_path.is_file():
         try:
             with StoreReader(run.store_path) as reader:
                 steps, walls = reader.step_walls(last=RATE_WINDOW)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnodiag.runs.names import TRAIN_LOSS
 from fnodiag.runs.store import READABLE_VERSIONS, SCHEMA_VERSION, SCOPES, TRUTH_STEP
 
 
@@ -193,7 +194,7 @@ class StoreReader:
         ]
         return max((r[0] for r in rows), default=None)
 
-    def step_walls(self, name: str = "train/loss", *, last: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    def step_walls(self, name: str = TRAIN_LOSS, *, last: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, walls)`` of the last ``last`` per-step rows of ``name``, oldest first, (ROW,) int64 / float64."""
         rows = self._query(
             "SELECT step, wall FROM (SELECT id, step, wall FROM scalars WHERE name_id = ? AND scope = 0 "
@@ -205,7 +206,7 @@ class StoreReader:
         a = np.array(rows, dtype=np.float64)
         return a[:, 0].astype(np.int64), a[:, 1]
 
-    def first_wall(self, name: str = "train/loss") -> float | None:
+    def first_wall(self, name: str = TRAIN_LOSS) -> float | None:
         """Unix time of the first per-step row of ``name`` (when training started); None before one."""
         rows = self._query(
             "SELECT wall FROM scalars WHERE name_id = ? AND scope = 0 ORDER BY id LIMIT 1",

@@ -14,13 +14,11 @@ from typing import Any
 import numpy as np
 
 from fnodiag.config import ConfigError, RunConfig
-from fnodiag.files import atomic_write_text, jsonable
+from fnodiag.files import write_json
 from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
+from fnodiag.runs.states import STATES
 from fnodiag.runs.store import RunStore
-
-STATES = ("running", "finished", "diverged", "failed", "interrupted")
-READ_STATES = STATES + ("stopped",)  # "stopped": read, never written (a running record of a dead process)
 
 
 def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
@@ -118,6 +116,20 @@ class RunDir:
     recon_path = property(lambda self: self.path / "recon.png", doc="Reconstruction beside ground truth.")
     collapse_path = property(lambda self: self.path / "collapse.json", doc="Collapse analysis report.")
     imported_path = property(lambda self: self.path / "imported.json", doc="Provenance of an imported run.")
+    capture_dir = property(
+        lambda self: self.path / "capture", doc="Checkpoint captures (``<tag>.json``, ``error.txt``)."
+    )
+    capture_error_path = property(
+        lambda self: self.capture_dir / "error.txt", doc="Why the checkpoint capture of a finished run failed."
+    )
+
+    def capture_path(self, tag: str) -> Path:
+        """The capture report of checkpoint ``tag`` (``"best"``, ``"last"``): ``capture/<tag>.json``."""
+        return self.capture_dir / f"{tag}.json"
+
+    def read_capture(self, tag: str) -> dict:
+        """The capture report of checkpoint ``tag`` ({} when there is none)."""
+        return self.read_json(str(self.capture_path(tag).relative_to(self.path)), default={}) or {}
 
     def read_origin(self) -> dict | None:
         """Where the run came from: None for fnodiag's own training, else a dict with ``kind``.
@@ -141,11 +153,7 @@ class RunDir:
         rel = Path(name)
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"JSON name {name!r} must be a path inside the run directory, e.g. 'collapse.json'")
-        text = json.dumps(jsonable(obj, unknown="error"), indent=2, sort_keys=True) + "\n"
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, text)
-        return target
+        return write_json(self.path / rel, obj)
 
     def read_json(self, name: str, default: Any = None) -> Any:
         """Parsed JSON file ``name``, or ``default`` when it does not exist."""

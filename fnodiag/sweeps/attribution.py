@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fnodiag.runs import states
+
 __all__ = [
     "arm_outcome",
     "collapses",
@@ -64,7 +66,7 @@ def arm_outcome(rows: list[dict], arm: str | None) -> dict | None:
     arm's finished seeds; None when none finished."""
     from fnodiag.analysis.outcome import COLLAPSED, LEARNED
 
-    done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
+    done = [r for r in rows if r["arm"] == arm and r["state"] in states.DONE]
     if arm is None or not done:
         return None
     v = np.array([np.nan if r["last_amp_ssim"] is None else float(r["last_amp_ssim"]) for r in done])
@@ -175,7 +177,7 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
         if not done:
             parts.append("No removal arm has finished yet.")
         text = " ".join(parts)
-    if any(r["state"] not in ("finished", "diverged") for r in rows):
+    if any(r["state"] not in states.DONE for r in rows):
         text += " (Some runs have not finished: provisional.)"
     return {"kind": "removal", "baseline": baseline, "conclusion": conclusion, "rows": table, "text": text}
 

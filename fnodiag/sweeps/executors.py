@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fnodiag.config import ConfigError
+from fnodiag.runs import states
 
 RESULT_MARK = "@@fnodiag-result "
 MAX_RETRIES = 3  # Ray retries of a run whose worker or node died
@@ -173,12 +174,12 @@ def record_attempt(run, attempt: dict, *, effective: bool = False) -> None:
 
 
 def _update_manifest(out: Path, change: Callable[[dict], None]) -> None:
-    from fnodiag.runs import atomic_write_text
+    from fnodiag.files import write_json
 
     path = Path(out) / "sweep.json"
     manifest = json.loads(path.read_text())
     change(manifest)
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    write_json(path, manifest, sort_keys=False)
 
 
 def record_execution(out: Path, resources: Resources) -> None:
@@ -213,8 +214,8 @@ def mark_dead(run_path: Path, message: str) -> None:
         return
     with lock:
         status = run.read_status() if run.status_path.is_file() else None
-        if status and status["state"] in ("running", "stopped"):  # stopped: a dead writer's running record
-            run.write_status("interrupted", step=status["step"], epoch=status["epoch"], message=message[:500])
+        if status and status["state"] in states.UNFINISHED:
+            run.write_status(states.INTERRUPTED, step=status["step"], epoch=status["epoch"], message=message[:500])
 
 
 # -- local ----------------------------------------------------------------------------------------

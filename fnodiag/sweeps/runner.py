@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from fnodiag.config import ConfigError, RunConfig, resolve
+from fnodiag.files import write_json
+from fnodiag.runs import states
 
 SHIPPED_DIR = Path(__file__).parent / "definitions"
-DONE_STATES = ("finished", "diverged")
 CAPTURE_SAMPLES = 16
-CAPTURE_ERROR = "capture/error.txt"  # written when a finished run's checkpoint capture fails
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,6 @@ def select(defn: SweepDefinition, arms: list[str] | None, seeds: list[int] | Non
 
 
 def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) -> None:
-    from fnodiag.runs import atomic_write_text
-
     path = out / "sweep.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     if manifest and manifest.get("name") != defn.name:
@@ -195,7 +193,7 @@ def _write_manifest(out: Path, defn: SweepDefinition, pairs, overrides: dict) ->
             "spec": defn.to_dict(),
         }
     )
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")  # keeps the arms in definition order
+    write_json(path, manifest, sort_keys=False)  # keeps the arms in definition order
 
 
 def run_sweep(
@@ -266,7 +264,7 @@ def run_sweep(
         cfg, name = configs[(arm, seed)], run_name(arm, seed)
         run = RunDir(out / name)
         status = run.read_status() if run.status_path.is_file() else None
-        if status and status["state"] in DONE_STATES and _captured(run):
+        if status and status["state"] in states.DONE and _captured(run):
             echo(f"[{i}/{len(pairs)}] {name}: {status['state']}, skipped")
             continue
         specs.append(
@@ -283,7 +281,7 @@ def run_sweep(
 
     def finished(result: dict) -> None:  # the driver is the only writer of sweep.json and the summary
         record_result(out, result)
-        if result["state"] not in DONE_STATES or result.get("message"):
+        if result["state"] not in states.DONE or result.get("message"):
             echo(f"{result['label']} {result['state']}: {result.get('message', '')}".rstrip(": "))
         write_summary(out)
 
@@ -310,8 +308,8 @@ def _note_cpu(defn: SweepDefinition, configs, echo) -> None:
 
 def _captured(run) -> bool:
     """Both checkpoint captures of a done run exist, or failed (``capture/error.txt``), or have no checkpoint."""
-    return (run.path / CAPTURE_ERROR).is_file() or all(
-        (run.path / "capture" / f"{tag}.json").is_file() or not path.is_file()
+    return run.capture_error_path.is_file() or all(
+        run.capture_path(tag).is_file() or not path.is_file()
         for tag, path in (("best", run.best_ckpt_path), ("last", run.last_ckpt_path))
     )
 
@@ -359,7 +357,7 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     previous = torch.get_num_threads()
     with lock:
         status = run.read_status() if run.status_path.is_file() else None
-        if not (status and status["state"] in DONE_STATES):
+        if not (status and status["state"] in states.DONE):
             torch.set_num_threads(int(spec.get("threads") or previous))
             attempt["torch_threads"] = torch.get_num_threads()
             record_attempt(run, attempt)
@@ -385,9 +383,7 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
             capture_run(run)
         except Exception as exc:  # the training outcome stands; the capture failure is kept beside it
             _record_capture_failure(run, exc)
-            result["message"] = (
-                f"checkpoint capture failed ({type(exc).__name__}: {exc}); see {run.path / CAPTURE_ERROR}"
-            )
+            result["message"] = f"checkpoint capture failed ({type(exc).__name__}: {exc}); see {run.capture_error_path}"
         return result | {"state": run.read_status()["state"]}
 
 
@@ -398,7 +394,7 @@ def _record_run_failure(run, exc: Exception) -> None:
     if not run.path.is_dir() or isinstance(exc, TrainingError):  # train() wrote failed + traceback itself
         return
     status = (run.read_status(raw=True) or {}) if run.status_path.is_file() else {}
-    if status.get("state") in DONE_STATES:
+    if status.get("state") in states.DONE:
         return
     run.write_status(
         "failed",
@@ -412,11 +408,11 @@ def _record_capture_failure(run, exc: Exception) -> None:
     """Write ``<run>/capture/error.txt`` (the traceback); status.json and its training outcome are untouched."""
     import traceback
 
-    from fnodiag.runs import atomic_write_text
+    from fnodiag.files import atomic_write_text
 
-    (run.path / "capture").mkdir(parents=True, exist_ok=True)
+    run.capture_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
-        run.path / CAPTURE_ERROR,
+        run.capture_error_path,
         f"{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     )
 
@@ -436,6 +432,6 @@ def capture_run(run, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> N
             info["input"] = f"dataset {data.key} (test split)"
             write_report(
                 {"summary": summary(generator, cfg, info, x, batch_size, "cpu"), **report},
-                run.path / "capture",
+                run.capture_dir,
                 f"{tag}.json",
             )

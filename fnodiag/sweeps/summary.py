@@ -22,7 +22,8 @@ from fnodiag.analysis.audit import audit_run
 from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.diagnostics.selection import best_epochs
-from fnodiag.runs import RunDir, atomic_write_text
+from fnodiag.files import atomic_write_text, write_json
+from fnodiag.runs import RunDir, states
 from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_markdown
 from fnodiag.sweeps.verdict import control_check, verdict
 
@@ -84,7 +85,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     rec = outcome["records"]
     status, eff, hist, collapse = rec["status"], rec["effective"], rec["history"], rec["collapse"]
     group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
-    captures = {tag: run.read_json(f"capture/{tag}.json", default={}) or {} for tag in ("best", "last")}
+    captures = {tag: run.read_capture(tag) for tag in ("best", "last")}
     origin = run.read_origin() if run.config_path.is_file() else None
     kind = origin["kind"] if origin else "fnodiag"
     cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
@@ -120,7 +121,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         },
         "wall_time_s": eff.get("wall_time_s"),
         "message": (status or {}).get("message", ""),
-        "capture_error": _first_line(run.path / "capture" / "error.txt"),
+        "capture_error": _first_line(run.capture_error_path),
         "reference_quirks": eff.get("reference_quirks", []),
         "probe": _probe(eff, cfg),
         "best_selection": best_epochs(hist, eff, cfg),
@@ -150,7 +151,7 @@ def _first_line(path: Path) -> str | None:
 
 def run_state_warnings(rows: list[dict]) -> list[str]:
     """Runs that stopped without a final state (how to resume) and finished runs whose capture failed."""
-    out = [f"{r['run']}: {r['message']}" for r in rows if r["state"] == "stopped"]
+    out = [f"{r['run']}: {r['message']}" for r in rows if r["state"] == states.STOPPED]
     out += [
         f"{r['run']}: checkpoint capture failed ({r['capture_error']}); the training outcome "
         f"({r['state']}) stands, see {r['run']}/capture/error.txt"
@@ -165,12 +166,12 @@ def arm_table(rows: list[dict]) -> dict[str, dict]:
     arms: dict[str, dict] = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):
         rs = [r for r in rows if r["arm"] == arm]
-        done = [r for r in rs if r["state"] in ("finished", "diverged")]
+        done = [r for r in rs if r["state"] in states.DONE]
         entry = {
             "seeds": [r["seed"] for r in rs],
             "n_done": len(done),
             "n_collapsed": sum(r["outcome"] == COLLAPSED for r in done),  # learned then collapsed only
-            "n_diverged": sum(r["state"] == "diverged" for r in done),
+            "n_diverged": sum(r["state"] == states.DIVERGED for r in done),
             "outcomes": {o: n for o in OUTCOMES if (n := sum(r["outcome"] == o for r in rs))},
         }
         for key in ARM_METRICS:
@@ -284,7 +285,7 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
                 f"No reference condition, alone or combined, makes the stable arm collapse in this sweep "
                 f"({len(stable_rows)} condition arms against {stable_base})."
             )
-    if any(r["state"] not in ("finished", "diverged") for r in rows):
+    if any(r["state"] not in states.DONE for r in rows):
         text += " (Some runs have not finished: provisional.)"
     return {
         "kind": "additive",
@@ -567,7 +568,7 @@ def write_summary(sweep_dir: str | Path) -> dict:
         "arms": arms,
         "runs": [{k: r[k] for k in r if k != "expected"} for r in rows],
     }
-    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(d / "summary.json", summary, sort_keys=False)
     atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns, att))
     plot_summary(d, rows, arms)
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from fnodiag.analysis.outcome import LEARNED, OUTCOMES, STOPPED, TARGET_AMP_SSIM
+from fnodiag.runs import states
 
 __all__ = ["control_check", "verdict"]
 
@@ -97,7 +98,7 @@ def verdict(arms: dict[str, dict], rows: list[dict], control: str | None = None)
     check = control_check(rows, control)
     outcomes = {arm: a.get("outcomes", {}) for arm, a in arms.items()}
     incomplete = [arm for arm, a in arms.items() if not a["n_done"]]
-    n_missing = sum(r["state"] not in ("finished", "diverged") for r in rows)
+    n_missing = sum(r["state"] not in states.DONE for r in rows)
     tail = f" Incomplete: {n_missing} of {len(rows)} runs have not finished." if n_missing else ""
     if check is not None and not check["ok"]:
         text = (
@@ -117,7 +118,7 @@ def verdict(arms: dict[str, dict], rows: list[dict], control: str | None = None)
         }
     learned, did_not = [], []
     for arm in arms:
-        done = [r for r in rows if r["arm"] == arm and r["state"] in ("finished", "diverged")]
+        done = [r for r in rows if r["arm"] == arm and r["state"] in states.DONE]
         if done:
             (learned if all(r["outcome"] == LEARNED for r in done) else did_not).append(arm)
     parts = [

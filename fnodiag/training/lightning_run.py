@@ -27,6 +27,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.runs import Heartbeat, RunDir, RunStore, jsonable
+from fnodiag.runs.names import EPOCH, GRAD_CLIPPED, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
 from fnodiag.training.clipping import global_grad_norm
 
 STATUS_EVERY_S = 2.0
@@ -129,7 +130,7 @@ class LightningRunWriter:
         self._lrs = {}
         for i, opt in enumerate(trainer.optimizers):
             for j, group in enumerate(opt.param_groups):
-                self._lrs["lr" if (i, j) == (0, 0) else f"lr/{i}.{j}"] = float(group["lr"])
+                self._lrs[LR if (i, j) == (0, 0) else f"{LR}/{i}.{j}"] = float(group["lr"])
 
     def _grads(self) -> list[torch.Tensor]:
         return [p for p in self._module.parameters() if p.grad is not None]
@@ -147,23 +148,21 @@ class LightningRunWriter:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         values = {}
-        names = []
         if isinstance(loss, torch.Tensor):
-            names.append("train/loss")
-            values["train/loss"] = loss.detach().float().reshape(())
+            values[TRAIN_LOSS] = loss.detach().float().reshape(())
         if self._pre is not None:
             params = self._grads()
-            values["grad/norm_preclip"] = self._pre
-            values["grad/norm_postclip"] = global_grad_norm(params) if params else self._pre
+            values[GRAD_NORM_PRE] = self._pre
+            values[GRAD_NORM_POST] = global_grad_norm(params) if params else self._pre
         step = trainer.global_step - 1  # the optimizer step just taken, 0-based
         scalars = dict(self._lrs)
         if values:
             device = next(iter(values.values())).device
             host = torch.stack([v.to(device).float() for v in values.values()]).tolist()
             scalars.update(zip(values, host))
-            if "grad/norm_preclip" in scalars:
-                pre, post = scalars["grad/norm_preclip"], scalars["grad/norm_postclip"]
-                scalars["grad/clipped"] = float(post < pre * (1 - 1e-6))
+            if GRAD_NORM_PRE in scalars:
+                pre, post = scalars[GRAD_NORM_PRE], scalars[GRAD_NORM_POST]
+                scalars[GRAD_CLIPPED] = float(post < pre * (1 - 1e-6))
         if step < 0 or not scalars:
             return
         self.store.log_scalars(step, trainer.current_epoch, scalars)
@@ -184,7 +183,7 @@ class LightningRunWriter:
         epoch = {
             "train_loss": metrics.get(train_key, float("nan")),
             "val_loss": metrics.get(val_key, float("nan")),
-            "lr": self._lrs.get("lr", float("nan")),
+            "lr": self._lrs.get(LR, float("nan")),
         }
         for key, value in epoch.items():
             self.history[key].append(value)
@@ -192,7 +191,7 @@ class LightningRunWriter:
         self.store.log_scalars(
             step,
             trainer.current_epoch,
-            {**{f"epoch/{k}": v for k, v in metrics.items()}, **{f"epoch/{k}": v for k, v in epoch.items()}},
+            {**{f"{EPOCH}{k}": v for k, v in metrics.items()}, **{f"{EPOCH}{k}": v for k, v in epoch.items()}},
             scope="epoch",
         )
         self.store.flush()

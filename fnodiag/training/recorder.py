@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 
 from fnodiag.config import reference_quirks
 from fnodiag.runs import Heartbeat, RunDir, RunStore
+from fnodiag.runs.names import BATCH_SIZE, EPOCH, GRAD_CLIPPED, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
 from fnodiag.training.data import describe_loader
 from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
 from fnodiag.training.live_capture import LiveCapture
@@ -145,12 +146,12 @@ class RunRecorder(Callback):
             step,
             trainer.current_epoch,
             {
-                "train/loss": loss,
-                "lr": self._lr,
-                "grad/norm_preclip": pre,
-                "grad/norm_postclip": post,
-                "grad/clipped": clipped,
-                "train/batch_size": float(len(batch)),
+                TRAIN_LOSS: loss,
+                LR: self._lr,
+                GRAD_NORM_PRE: pre,
+                GRAD_NORM_POST: post,
+                GRAD_CLIPPED: clipped,
+                BATCH_SIZE: float(len(batch)),
             },
         )
         self._epoch_rows.append([pre, clipped])
@@ -181,7 +182,7 @@ class RunRecorder(Callback):
         self.store.log_scalars(
             trainer.global_step - 1,
             trainer.current_epoch,
-            {f"epoch/{k}": v for k, v in epoch_values.items()},
+            {f"{EPOCH}{k}": v for k, v in epoch_values.items()},
             scope="epoch",
         )
         self.store.flush()
