@@ -56,3 +56,74 @@ def test_13_import_of_an_arm_whose_log_has_no_epochs(arm, tmp_path, capsys):
     assert main(["import", str(bad), "--out", str(out), "--no-capture"]) == 0, capsys.readouterr().err
     with StoreReader(RunDir(out).store_path) as reader:
         assert reader.scalars(TRAIN_LOSS).step.tolist() == [0, 1, 2, 3]
+
+
+# -- 6: a decompression bomb is refused before it is inflated, in bounded memory ------------------------------------
+
+BOMB_BYTES = 1 << 30  # what the crafted record inflates to
+
+
+def _bomb(path):
+    """A torch.save archive whose one data record is replaced by 1 GiB of zeros, deflated (~4.7 MB on disk)."""
+    import zipfile
+
+    import torch
+
+    small = path.with_suffix(".small")
+    torch.save({"generator.head.weight": torch.zeros(4)}, small)
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst:
+        for info in src.infolist():
+            if info.filename.endswith("/data/0"):
+                with dst.open(info.filename, "w", force_zip64=True) as out:
+                    chunk = bytes(64 << 20)
+                    for _ in range(BOMB_BYTES // len(chunk)):
+                        out.write(chunk)
+            else:
+                dst.writestr(info, src.read(info.filename))
+    small.unlink()
+    return path
+
+
+def _peak_growth(argv: list[str], cwd) -> tuple[int, str, int]:
+    """``(exit status, stderr, peak memory growth in bytes)`` of ``fnodiag ARGV`` in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys, contextlib, io\nimport fnodiag.cli\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "err = io.StringIO()\nwith contextlib.redirect_stderr(err):\n    rc = fnodiag.cli.main(sys.argv[1:])\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(rc, (after - before) * 1024)\nprint(err.getvalue(), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600, cwd=cwd)
+    rc, growth = proc.stdout.split()[-2:]
+    return int(rc), proc.stderr.strip(), int(growth)
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return _bomb(tmp_path_factory.mktemp("bomb") / "model.pt")
+
+
+def test_6_capture_refuses_a_decompression_bomb_in_bounded_memory(bomb, tmp_path):
+    size = bomb.stat().st_size
+    rc, err, growth = _peak_growth(["capture", "--checkpoint", str(bomb), "--output", str(tmp_path / "o")], tmp_path)
+    assert rc == 2 and "was not inflated" in err and len(err.splitlines()) == 1, err
+    assert growth < 10 * size, f"peak memory grew {growth:,} bytes for a {size:,}-byte file"
+
+
+def test_6_import_refuses_a_decompression_bomb_in_bounded_memory(arm, bomb, tmp_path):
+    bad = tmp_path / "arm"
+    shutil.copytree(arm, bad)
+    models = list(bad.glob("runs/pinn_*/model.pt"))
+    assert models
+    for model in models:
+        shutil.copy(bomb, model)
+    size = bomb.stat().st_size
+    out = tmp_path / "runs" / "x"
+    rc, err, growth = _peak_growth(["import", str(bad), "--out", str(out)], tmp_path)
+    assert growth < 10 * size, f"peak memory grew {growth:,} bytes for a {size:,}-byte file"
+    # the import goes on without the capture of model.pt and records why
+    assert rc == 0, err
+    assert any("was not inflated" in item for item in RunDir(out).read_json("imported.json")["missing"])
