@@ -33,6 +33,7 @@ from typing import Any
 from fnodiag.files import write_json
 
 SUPPORTED_N = (32, 64, 128)
+MAX_SEED = 2**32 - 1  # numpy (and Lightning's seed_everything) accept seeds up to this
 
 
 class ConfigError(ValueError):
@@ -67,7 +68,7 @@ class _Section:
 
 def _positive(section: str, name: str, value, *, strict: bool = True) -> None:
     ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if strict else value >= 0)
-    _check(ok, f"{section}.{name}={value!r} must be {'> 0' if strict else '>= 0'}")
+    _check(ok, f"{section}.{name}={value!r} must be a finite number {'> 0' if strict else '>= 0'}")
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,10 @@ class TrainConfig(_Section):
         for name in ("epochs", "batch_size", "infer_batch_size"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"train.{name}={v!r} must be an integer >= 1")
-        _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
+        _check(
+            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+            f"train.seed={self.seed!r} must be an integer in [0, {MAX_SEED}] (--seed; numpy's seed range)",
+        )
         check_choice(s, "loss", self.loss, LOSSES_ALLOWED)
         check_choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
         check_choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)

@@ -127,3 +127,31 @@ def test_6_import_refuses_a_decompression_bomb_in_bounded_memory(arm, bomb, tmp_
     # the import goes on without the capture of model.pt and records why
     assert rc == 0, err
     assert any("was not inflated" in item for item in RunDir(out).read_json("imported.json")["missing"])
+
+
+# -- 10: messages that name the problem and the fix ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--lr", "inf"], "optim.lr=inf must be a finite number > 0"),
+        (
+            ["--seed", "99999999999999999999999"],
+            "train.seed=99999999999999999999999 must be an integer in [0, 4294967295] (--seed",
+        ),
+    ],
+)
+def test_10_setting_messages_name_the_setting_and_the_range(argv, expected, tmp_path, capsys):
+    assert main(["train", "--preset", "quick", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_10_a_non_utf8_record_is_named(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    (run.path / "metrics.json").write_bytes(b'{"best": "\\xff\\xfe"}' + bytes([0xFF, 0xFE]))
+    with pytest.raises(ValueError, match=r"metrics.json' is not UTF-8 text"):
+        run.read_json("metrics.json")

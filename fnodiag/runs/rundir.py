@@ -162,6 +162,10 @@ class RunDir:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             return default
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{str(p)!r} is not UTF-8 text, so not JSON written by fnodiag.runs; delete or rewrite it"
+            ) from None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
