@@ -443,3 +443,20 @@ def test_snapshot_buffer_reuse_and_inplace_update_ratios():
     torch.testing.assert_close(inplace, fresh)
     again = snapshot_weights(lin, out=snap)
     assert again is snap and all(torch.equal(a, p) for a, p in zip(again, lin.parameters()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stats_of_every_rank_without_host_sync():
+    shapes = [(4, 3), (2, 3, 64), (2, 3, 8, 8), (2, 2, 6, 8, 10)]
+    tensors = [torch.randn(*s, device="cuda") for s in shapes]
+    tensors.append(torch.polar(tensors[-1].abs(), tensors[-1]))  # complex 3-D field
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = [activation_stats(t) for t in tensors]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [r.shape[0] for r in results] == [len(GLOBAL_STATS)] + [len(ACTIVATION_STATS)] * 4
+    for got, t in zip(results, tensors):
+        torch.testing.assert_close(got.cpu(), activation_stats(t.cpu()), rtol=1e-4, atol=1e-5, equal_nan=True)

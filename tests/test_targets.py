@@ -213,8 +213,10 @@ def test_fnodiag_uno_keeps_its_default_targets_with_or_without_probe():
 
 def test_given_targets_are_checked_and_kept_and_static_fallback_without_probe():
     model = Net()
-    plan = choose_targets(model, probe(), ["head", "lift", "head", OUTPUT])
-    assert plan == TargetPlan(["head", "lift", OUTPUT]) and plan.rule == RULE_GIVEN
+    assert choose_targets(model, None, ["head", "lift", "head", OUTPUT]) == TargetPlan(["head", "lift", OUTPUT])
+    plan = choose_targets(model, probe(), ["lift.fcs.1", "head"])  # with a probe: traced for layouts and shapes
+    assert plan.targets == ["lift.fcs.1", "head"] and plan.rule == RULE_GIVEN and plan.left_out == {}
+    assert plan.layouts == {"lift.fcs.1": (6, 5)} and plan.shapes == {"lift.fcs.1": (2, 4, 6, 5), "head": (2, 2)}
     with pytest.raises(ValueError, match=r"unknown target\(s\) 'nope'"):
         choose_targets(model, None, ["nope"])
     static = choose_targets(model)  # registration order: no forward pass to order by

@@ -400,17 +400,25 @@ def traced_targets(model: nn.Module, probe, *, max_targets: int = MAX_TARGETS) -
     for t, cls in dropped:
         left_out[t] = f"over the cap of {max_targets} targets ({cls})"
     targets = kept + ([OUTPUT] if has_output else [])
+    layouts, shapes = _layouts_and_shapes(targets, calls)
+    rule = RULE_TRACED.format(cap=max_targets)
+    return TargetPlan(targets, left_out, rule, merged, layouts, shapes)
+
+
+def _layouts_and_shapes(targets: list[str], calls: dict[str, _Call]) -> tuple[dict, dict]:
+    """Layout (see :func:`_layout`) and measured shape of each target that ran with a tensor output."""
     layouts, shapes = {}, {}
     for t in targets:
         path = "" if t == OUTPUT else t
-        shape = calls[path].shape
+        shape = calls[path].shape if path in calls else None
+        if shape is None:
+            continue
         layout = _layout(path, shape, calls)
         if layout is not None:
             layouts[t] = layout
             shape = (*shape[:2], *layout)
         shapes[t] = shape
-    rule = RULE_TRACED.format(cap=max_targets)
-    return TargetPlan(targets, left_out, rule, merged, layouts, shapes)
+    return layouts, shapes
 
 
 def static_targets(model: nn.Module, *, max_targets: int = MAX_TARGETS) -> TargetPlan:
@@ -441,7 +449,8 @@ def choose_targets(
     probe : torch.Tensor, tuple or dict, optional
         The watched module's input, traced once when needed (see :func:`traced_targets`).
     targets : list of str, optional
-        Explicit module paths (``"output"`` = the model's output): checked and kept as given.
+        Explicit module paths (``"output"`` = the model's output): checked and kept as given (with
+        a probe, traced once for their layouts and shapes).
     max_targets : int
         Cap of the traced and static rules, ``"output"`` included.
 
@@ -462,7 +471,11 @@ def choose_targets(
     if hasattr(model, "_orig_mod") or any(hasattr(m, "_orig_mod") for m in model.modules()):
         raise ValueError("fnodiag cannot hook a torch.compile'd module; pass the uncompiled module (model._orig_mod)")
     if targets is not None:
-        return TargetPlan(check_targets(model, list(targets)))
+        targets = check_targets(model, list(targets))
+        if probe is None:
+            return TargetPlan(targets)
+        layouts, shapes = _layouts_and_shapes(targets, _trace(model, probe))
+        return TargetPlan(targets, layouts=layouts, shapes=shapes)
     uno = default_targets(model)
     if is_uno(uno):
         return TargetPlan(uno, rule=RULE_UNO)
