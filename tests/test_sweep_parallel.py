@@ -21,8 +21,9 @@ from conftest import TINY
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
 from fnodiag.runs.lock import RunBusy, RunLock
+from fnodiag.sweeps.definition import load_definition
 from fnodiag.sweeps.executors import Resources, gpu_slots, threads_per_run
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.runner import run_sweep
 
 ARMS = {
     "control": {"model.arch": "hybrid", "optim.name": "adam"},
