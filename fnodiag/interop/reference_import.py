@@ -23,7 +23,7 @@ it into place only when everything succeeded, so a malformed folder or CSV (a on
   ``reference/<column>``;
 * ``checkpoints/best.ckpt`` (the ``epoch=…`` checkpoint), ``checkpoints/last.ckpt``, ``model.pt``;
 * ``capture/last.json``: a capture of ``model.pt`` on the first test patch, through
-  :func:`fnodiag.diagnostics.capture.load_generator` (when the folder has its dataset);
+  :func:`fnodiag.diagnostics.capture.capture_checkpoint` (when the folder has its dataset);
 * ``imported.json``: source path, files used, what was missing, mapping notes; ``status.json`` =
   finished with an "imported" message. There are no live per-layer captures: the reference
   recorded none, and the views say so.
