@@ -25,7 +25,7 @@ from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
 from fnodiag.runs import RunDir, ensure_writable_dir, states
 from fnodiag.sweeps import manifest
 from fnodiag.sweeps.definition import SweepDefinition, run_name, select
-from fnodiag.sweeps.executors import Resources, run_local
+from fnodiag.sweeps.executors import Resources, Task, run_local
 from fnodiag.sweeps.ray import run_ray
 from fnodiag.sweeps.summary import write_summary
 from fnodiag.sweeps.task import captured, mark_dead, read_attempts, run_one
@@ -46,6 +46,7 @@ def run_sweep(
     cpus_per_run: int | None = None,
     gpus_per_run: float = 0.0,
     address: str | None = None,
+    task: Task = run_one,
 ) -> Path:
     """Run (or resume) every selected arm × seed of ``defn`` into ``out``, then summarize.
 
@@ -64,6 +65,10 @@ def run_sweep(
         Resources of one run (CPU threads; a GPU fraction such as 0.25, or whole GPUs).
     address : str, optional
         Ray executor: the cluster to submit to (default: start a local one).
+    task : callable
+        What each run executes, handed to the executor: ``task(spec, *, callbacks=()) -> result dict``
+        (default :func:`fnodiag.sweeps.task.run_one`; a module-level function when runs train in
+        worker processes, which import it by name).
     """
     overrides = dict(overrides or {})
     pairs = select(defn, arms, seeds)
@@ -121,7 +126,7 @@ def run_sweep(
         write_summary(out)
 
     try:
-        EXECUTORS[executor](run_one, specs, resources, echo=echo, on_result=finished)
+        EXECUTORS[executor](task, specs, resources, echo=echo, on_result=finished)
     except (KeyboardInterrupt, SystemExit):
         echo("sweep stopped; run the same command again to resume")
         write_summary(out)
