@@ -16,7 +16,20 @@ import sys
 from pathlib import Path
 
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
-from fnodiag.runs import states
+from fnodiag.diagnostics.capture import capture_checkpoint, summary_lines, write_report
+from fnodiag.interop.checkpoint_export import export_checkpoint
+from fnodiag.interop.reference_import import import_reference
+from fnodiag.interop.tensorboard import export_tensorboard
+from fnodiag.models.reference_layout import rename_report
+from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
+from fnodiag.runs import RunDir, ensure_writable_dir, pid_alive, states
+from fnodiag.runs.liveness import HOST
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
+from fnodiag.sweeps.summary import write_summary
+from fnodiag.training.errors import TrainingError
+from fnodiag.training.registries import CHOICES, check_names  # names come from the registries (torch)
+from fnodiag.training.run import is_rank_zero, train
 
 # (flag, config path, type, help). Defaults shown in --help come from RunConfig().
 DATA_FLAGS = [
@@ -133,8 +146,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_flags(parser, table) -> None:
-    from fnodiag.training.registries import CHOICES  # names come from the registries (torch, no Lightning)
-
     defaults = RunConfig().to_dict()
     for flag, path, kind, help_text in table:
         section, name = path.split(".")
@@ -176,8 +187,6 @@ def _flag_overrides(args) -> dict:
 
 def resolve_config(args) -> RunConfig:
     """The parsed command line as a RunConfig, through :func:`fnodiag.config.resolve` (no rules of its own)."""
-    from fnodiag.training.registries import check_names
-
     return check_names(
         resolve(
             preset=getattr(args, "preset", None),
@@ -369,9 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
-    from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
-    from fnodiag.runs import ensure_writable_dir
-
     cfg = resolve_config(args).data
     data = load_or_simulate(cfg, ensure_writable_dir(args.out, "--out folder"))
     where = Path(args.out) / dataset_key(cfg)
@@ -390,10 +396,6 @@ def _resume_target(args):
 
     Refuses (ConfigError) setting flags, a folder without ``config.json`` and a run still running.
     """
-    from fnodiag.runs import RunDir, pid_alive
-    from fnodiag.runs.liveness import HOST
-    from fnodiag.training.run import is_rank_zero
-
     given = [f for f, p, *_ in DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS if p in _flag_overrides(args)]
     given += [f for f in ("--preset", "--config", "--name") if getattr(args, f[2:])]
     given += ["--out"] if args.out != "runs" else []
@@ -430,8 +432,6 @@ def _resume_target(args):
 
 
 def _cmd_train(args) -> int:
-    from fnodiag.training.run import train
-
     if args.resume:
         target = _resume_target(args)
         if target is None:
@@ -454,59 +454,20 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_capture(args) -> int:
-    import numpy as np
-
-    from fnodiag.diagnostics.capture import (
-        CaptureError,
-        capture,
-        load_generator,
-        read_inputs,
-        summary,
-        summary_lines,
-        write_report,
-    )
-    from fnodiag.diagnostics.checkpoint import reference_dataset
-    from fnodiag.ptycho.simulate import load_or_simulate
-    from fnodiag.runs import RunDir, ensure_writable_dir
-
     if args.batch_size < 1 or args.max_samples < 1:
         raise ConfigError("--batch-size and --max-samples must be >= 1")
     ensure_writable_dir(args.output, "--output folder")
-    overrides = _flag_overrides(args)
-    x = read_inputs(args.input) if args.input else None
-    generator, cfg, info = load_generator(args.checkpoint, overrides, N=None if x is None else x.shape[-1])
-    own = info["layout"] == "fnodiag"  # else a reference-project checkpoint: never write into its folders
-    if x is None and not own:
-        found = reference_dataset(args.checkpoint, cfg.data.N, cfg.model.in_channels, args.split)
-        if found is not None:
-            x = read_inputs(found)
-            info["input"] = f"{found} (the reference run's own {args.split} split)"
-    if x is None:
-        ckpt = Path(args.checkpoint).resolve()
-        run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        beside = own and (run_root / "config.json").is_file()
-        cache = args.cache_dir or (RunDir(run_root).dataset_cache() if beside else "datasets")
-        data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
-        x = getattr(data, args.split).diffraction[:, None]
-        info["input"] = f"dataset {data.key} ({args.split} split)"
-    elif args.input:
-        info["input"] = str(args.input)
-    if x.shape[-1] != cfg.data.N:
-        raise CaptureError(
-            f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
-            "pass --N or matching --input"
-        )
-    if x.shape[1] != cfg.model.in_channels:
-        raise CaptureError(
-            f"input has {x.shape[1]} channel(s) but the generator takes {cfg.model.in_channels} "
-            "(gridsize**2); pass an --input of matching gridsize"
-        )
-    x = np.ascontiguousarray(x[: args.max_samples], dtype=np.float32)
-    report = capture(generator, x, batch_size=args.batch_size, device=args.device)
-    report = {"summary": summary(generator, cfg, info, x, args.batch_size, args.device), **report}
+    report = capture_checkpoint(
+        args.checkpoint,
+        inputs=args.input,
+        overrides=_flag_overrides(args),
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+    )
     if args.layer_names == "reference":
-        from fnodiag.models.reference_layout import rename_report
-
         report = rename_report(report)
     for line in summary_lines(report["summary"]):
         print(line)
@@ -515,8 +476,6 @@ def _cmd_capture(args) -> int:
 
 
 def _cmd_export_checkpoint(args) -> int:
-    from fnodiag.interop.checkpoint_export import export_checkpoint
-
     info = export_checkpoint(
         args.source,
         args.output,
@@ -535,8 +494,6 @@ def _cmd_export_checkpoint(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from fnodiag.interop.tensorboard import export_tensorboard
-
     info = export_tensorboard(args.run, args.tensorboard)
     print(
         f"wrote {info['scalars']} scalar values and {info['layer_values']} per-layer values "
@@ -547,8 +504,6 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from fnodiag.sweeps.runner import load_definition, run_sweep
-
     defn = load_definition(args.definition)
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     try:
@@ -578,16 +533,12 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_summarize(args) -> int:
-    from fnodiag.sweeps.summary import write_summary
-
     write_summary(args.folder)
     print((Path(args.folder) / "summary.md").read_text())
     return 0
 
 
 def _cmd_import(args) -> int:
-    from fnodiag.interop.reference_import import import_reference
-
     run = import_reference(args.source, args.out, arch=args.arch, capture=not args.no_capture)
     info = run.read_json("imported.json")
     print(
@@ -617,8 +568,6 @@ def main(argv: list[str] | None = None) -> int:
     # restore Python's handler so Ctrl-C or a dashboard's stop (SIGINT) always interrupts a run
     # gracefully (status "interrupted", checkpoints kept).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from fnodiag.training.errors import TrainingError
-
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -155,7 +155,7 @@ def test_resolve_errors_name_the_source_and_the_seed_conflict():
 
 
 def test_sweep_tables_may_nest_sections(tmp_path):
-    from fnodiag.sweeps.runner import load_definition
+    from fnodiag.sweeps.definition import load_definition
 
     path = tmp_path / "nested.toml"
     path.write_text(

@@ -16,6 +16,7 @@ from pathlib import Path
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.runs import RunDir, list_runs
 from fnodiag.runs.progress import duration, read_progress
+from fnodiag.sweeps.manifest import read_manifest, sweep_folders
 from fnodiag.sweeps.summary import read_outcome
 
 SINGLE = "(single runs)"
@@ -88,7 +89,7 @@ class Catalog:
 
 def _sweep_entries(root: Path, folder: Path, problems: list[str]) -> tuple[str, list[RunEntry]] | None:
     try:
-        spec = RunDir(folder).read_json("sweep.json", {}) or {}
+        spec = read_manifest(folder, {}) or {}
     except ValueError as exc:
         problems.append(str(exc))
         return None
@@ -112,8 +113,7 @@ def scan(root: str | Path) -> Catalog:
     if not root.is_dir():
         return cat
     claimed: set[Path] = set()
-    for sweep_file in sorted(root.rglob("sweep.json")):
-        folder = sweep_file.parent
+    for folder in sweep_folders(root):
         found = _sweep_entries(root, folder, cat.problems)
         if found is None:
             continue

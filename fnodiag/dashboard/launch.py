@@ -129,7 +129,7 @@ class Launcher:
 
         Parameters
         ----------
-        definition : a shipped definition name (``fnodiag.sweeps.runner.shipped_definitions()``) or a TOML path
+        definition : a shipped definition name (``fnodiag.sweeps.definition.shipped_definitions()``) or a TOML path
         arm, seed : one arm of the definition and a seed (any integer; the definition's are offered)
         args : extra ``fnodiag sweep`` flags, e.g. ``["--epochs", "4"]`` (not ``--out`` / ``--arms`` / ``--seeds``)
 
@@ -139,7 +139,7 @@ class Launcher:
         seed is skipped by the sweep (it resumes an interrupted one from its checkpoint).
         """
         from fnodiag.config import ConfigError
-        from fnodiag.sweeps.runner import load_definition, run_name
+        from fnodiag.sweeps.definition import load_definition, run_name
 
         args = list(args or [])
         if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
@@ -290,7 +290,7 @@ class LaunchView(Viewer):
         self.table = pn.Column()
         self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
         self._shown: list[str] = []  # the keys the table shows, in order
-        from fnodiag.sweeps.runner import shipped_definitions  # no Lightning at import
+        from fnodiag.sweeps.definition import shipped_definitions  # no Lightning at import
 
         names = shipped_definitions()
         self.param.definition.objects = names
@@ -319,7 +319,7 @@ class LaunchView(Viewer):
     @param.depends("definition", "definition_path", watch=True)
     def _on_definition(self) -> None:
         from fnodiag.config import ConfigError
-        from fnodiag.sweeps.runner import load_definition
+        from fnodiag.sweeps.definition import load_definition
 
         spec = self.definition_spec()
         arms, seeds = [], []
