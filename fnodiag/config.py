@@ -3,7 +3,10 @@
 Every dataclass validates itself (``validate()`` raises :class:`ConfigError`, a ``ValueError``,
 whose message names the field, the bad value and what is allowed), converts to and from plain
 dicts, and round-trips through JSON so that ``RunConfig.from_dict(cfg.to_dict()) == cfg``.
-Presets are plain override dicts applied on top of the defaults.
+Presets are plain override dicts applied on top of the defaults. The command-line flags of the
+fields live here too, one :class:`Flag` row per field (:data:`CONFIG_FLAGS`); the optimizer registry
+adds its optimizers' own settings (kept in ``OptimConfig.extra``) to make the full table,
+:func:`fnodiag.training.registries.flag_table`.
 
 Every source of settings reaches a run through one function, :func:`resolve`, which applies
 the sources in one order (:data:`PRECEDENCE`; a later source wins)::

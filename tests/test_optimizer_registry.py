@@ -138,16 +138,19 @@ def test_the_registry_is_consistent():
             assert group[key] == value, (name, key)
 
 
-def test_momentum_none_is_the_optimizers_default_and_old_configs_still_hold():
+def test_momentum_none_is_the_optimizers_default_and_old_configs_still_hold(tmp_path):
     sgd = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(name="sgd"))
     rms = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(name="rmsprop"))
     assert (sgd.param_groups[0]["momentum"], sgd.param_groups[0]["nesterov"]) == (0.9, True)
     assert rms.param_groups[0]["momentum"] == 0.0
     old = RunConfig.from_dict({"optim": {"name": "sgd", "momentum": 0.9, "nesterov": None}})  # config.json before extra
     assert old.optim.extra == {} and validated(old).optim.momentum == 0.9
-    cfg = resolve(file={"optim": {"name": "rmsprop", "extra": {"alpha": 0.95}}}, overrides={"optim.centered": True})
-    assert cfg.optim.extra == {"alpha": 0.95, "centered": True}  # a config.json's extra merges with later layers
-    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    path = tmp_path / "config.json"  # a run's config.json (extra nested) and a hand-written file (optim.<name>)
+    for settings in ({"name": "rmsprop", "extra": {"alpha": 0.95}}, {"name": "rmsprop", "alpha": 0.95}):
+        path.write_text(json.dumps({"optim": settings}))
+        cfg = validated(resolve(file=path, overrides={"optim.centered": True}))
+        assert cfg.optim.extra == {"alpha": 0.95, "centered": True}  # merged with the later layer
+        assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 # Every hyperparameter of the three entries off its default; the torch arguments they must give, by hand.

@@ -323,7 +323,11 @@ class LaunchView(Viewer):
         values = spec.values(dataclasses.replace(self._preset_optim, name=self.optimizer))
         decided = {f"optim.{s.name}" for s in spec.settings} | {f"optim.{f}" for f in spec.field_defaults}
         self.settings.param.update(
-            **{p.partition(".")[2]: v for p, v in values.items() if p in self.optim_rows and (not only_own or p in decided)}
+            **{
+                p.partition(".")[2]: v
+                for p, v in values.items()
+                if p in self.optim_rows and (not only_own or p in decided)
+            }
         )
 
     def shown_settings(self) -> list[str]:
