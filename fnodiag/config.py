@@ -68,12 +68,8 @@ class _Section:
         _coerce_floats(self)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _positive(section: str, name: str, value, *, strict: bool = True) -> None:
-    ok = _number(value) and (value > 0 if strict else value >= 0)
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if strict else value >= 0)
     _check(ok, f"{section}.{name}={value!r} must be {'> 0' if strict else '>= 0'}")
 
 
@@ -148,6 +144,10 @@ class ModelConfig(_Section):
             )
         _positive(s, "layerscale_init", self.layerscale_init, strict=False)
         return self
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
