@@ -43,8 +43,8 @@ from pathlib import Path
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
 from fnodiag.diagnostics.capture import capture_checkpoint, write_report
 from fnodiag.interop.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
-from fnodiag.runs import RunDir
-from fnodiag.training.optimizers import OPTIMIZERS, optimizer_class  # the registry names the class (torch)
+from fnodiag.runs import RunDir, jsonable
+from fnodiag.training.optimizers import OPTIMIZERS
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
 SCHEDULES = {
@@ -369,16 +369,13 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
 def _effective(cfg: RunConfig, ref: dict, epochs: int) -> dict:
     """What the reference asked for, in fnodiag's effective_config layout (it recorded nothing effective)."""
     o = cfg.optim
-    group = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.name == "sgd":
-        group.update(momentum=o.momentum, nesterov=o.momentum > 0)
-    else:
-        group["betas"] = [o.beta1, o.beta2]
+    spec = OPTIMIZERS.get(o.name)  # the registry names the class and its hyperparameters
+    group = {"lr": o.lr, **(jsonable(spec.torch_kwargs(o)) if spec else {"weight_decay": o.weight_decay})}
     return {
         "kind": "reference-import",
         "source": "the reference's config.json (requested values: the reference "
         "recorded no effective configuration; the CSV holds the realised LR)",
-        "optimizer": {"class": optimizer_class(o.name) if o.name in OPTIMIZERS else o.name, "param_groups": [group]},
+        "optimizer": {"class": spec.cls.__name__ if spec else o.name, "param_groups": [group]},
         "scheduler": {"name": cfg.schedule.name, "frozen": cfg.schedule.frozen, "requested": ref.get("scheduler")},
         "grad_clip": {
             "algorithm": cfg.clip.algorithm,

@@ -27,6 +27,7 @@ from fnodiag.runs import RunDir, list_runs, states
 from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_attribution, removal_markdown
 from fnodiag.sweeps.manifest import asked_config, is_sweep, read_manifest
 from fnodiag.sweeps.verdict import control_check, verdict
+from fnodiag.training.optimizers import hyperparameter_text, hyperparameters
 
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
 
@@ -102,6 +103,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "momentum": group.get("momentum"),
         "nesterov": group.get("nesterov"),
         "betas": group.get("betas"),
+        "hyperparameters": hyperparameters(outcome["optimizer"], group),  # every one its registry entry sets
         "weight_decay": group.get("weight_decay"),
         "scheduler": (eff.get("scheduler") or {}).get("class"),
         "grad_clip": eff.get("grad_clip"),
@@ -398,12 +400,12 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         "",
         "## Runs",
         "",
-        "| run | state | outcome | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | "
+        "| run | state | outcome | epochs | optimizer (effective) | lr | hyperparameters | wd | clip | best val | "
         "final val | amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
+        hyper = hyperparameter_text(r["optimizer"], r.get("hyperparameters") or {}, skip=("weight_decay",))
         clip = (r["grad_clip"] or {}).get("algorithm")
         col = (
             f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})"
@@ -418,7 +420,7 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
         lines.append(
             f"| {r['run']} | {state} | {r['outcome']} | {r['epochs']} | {r['optimizer']} | "
-            f"{_fmt(r['lr'], 6)} | {mom} | "
+            f"{_fmt(r['lr'], 6)} | {hyper} | "
             f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
             f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
             f"{col} | {_fmt(r['wall_time_s'], 0)} |"
