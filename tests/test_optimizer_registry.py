@@ -22,7 +22,8 @@ from fnodiag.dashboard.catalog import optimizer_label
 from fnodiag.dashboard.launch import LaunchView
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
 from fnodiag.sweeps.summary import run_row, write_summary
 from fnodiag.training.optimizers import OPTIMIZERS, OptimizerSpec, Range, Setting, build_optimizer, own_settings
 from fnodiag.training.registries import flag_table, validated
