@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from fnodiag.diagnostics.findings import Finding, align, finding, fmt, rank, tim
 from fnodiag.diagnostics.regime import (
     DRIFT_STATS,
     REGIME_STATS,
+    departure,
     drift_findings,
     regime_findings,
     spectral_findings,
@@ -62,11 +63,10 @@ class RunRecords:
         return [], np.zeros(0, np.int64), np.zeros((0, 0))
 
     def order(self) -> list[str]:
-        """Every layer name, activations first, in logging order (upstream first)."""
-        names: dict[str, None] = {}
-        for _, m in sorted(self.layers.items(), key=lambda kv: kv[0][0] != "activation"):
-            names.update(dict.fromkeys(m[0]))
-        return list(names)
+        """The run's layer order, upstream first: the activation layers as logged (every layer of every
+        source when there are none); modules and parameters rank with their layer (:func:`position`)."""
+        act = {name: None for (src, _), m in self.layers.items() if src == "activation" for name in m[0]}
+        return list(act) or list({name: None for m in self.layers.values() for name in m[0]})
 
 
 # --------------------------------------------------------------------------- critical
@@ -193,18 +193,23 @@ def dead_findings(layers, steps, min_channel_std, *, std=None, frac_near_zero=No
     return out
 
 
-def gradient_findings(layers, steps, grad_norms) -> list[Finding]:
-    """Vanishing and exploding per-module gradient norms, as :func:`~.collapse.gradient_health` decides them.
+def gradient_findings(layers, steps, grad_norms, *, min_points: int = 2) -> list[Finding]:
+    """Exploding and vanishing per-module gradient norms.
 
-    Exploding: the first capture above ``1e3 x`` the median (or ``+-inf``), the window to the last such
-    capture, size ``value / median``. Vanishing: the final stretch below ``1e-8`` or ``peak / 1e4``, size
-    ``last / peak``.
+    * exploding, as :func:`~fnodiag.diagnostics.collapse.gradient_health` decides it: the first capture
+      above ``1e3 x`` the module's median (or ``+-inf``); the window runs to the last such capture, the
+      size is ``value / median``;
+    * vanishing: the final stretch (>= ``min_points`` captures, to the last one) below ``1e-8``, or
+      ``1e4 x`` below the module's early median (:func:`~fnodiag.diagnostics.regime.departure`, downwards).
+      Against the early median rather than ``gradient_health``'s running peak, so that a burst of
+      exploding gradients does not make the normal ones after it read as vanished; size ``last / early``.
+
+    NaN entries are missing captures.
     """
     steps = np.asarray(steps)
     g = np.asarray(grad_norms, dtype=np.float64).reshape(len(layers), len(steps))
-    health = gradient_health(layers, steps, g)
     out = []
-    for e in health["exploding"]:
+    for e in gradient_health(layers, steps, g)["exploding"]:
         i = layers.index(e["layer"])
         big = np.isinf(g[i]) | (g[i] > COLLAPSE["grad_explode_factor"] * e["median"])
         last = int(steps[np.flatnonzero(big)[-1]])
@@ -214,23 +219,50 @@ def gradient_findings(layers, steps, grad_norms) -> list[Finding]:
             f"{times(size)} than their median {fmt(e['median'])}."
         )
         out.append(finding("exploding_gradients", text, e["layer"], e["step"], last, "norm", "grad", size, i))
-    for e in health["vanishing"]:
-        i = layers.index(e["layer"])
-        size = e["last"] / e["peak"] if e["peak"] else 0.0
-        text = (
-            f"Gradients of {e['layer']} vanished from step {e['step']} ({e['reason']}): "
-            f"last norm {fmt(e['last'])}, peak {fmt(e['peak'])}."
+    for i, name in enumerate(layers):
+        fin = np.flatnonzero(~np.isnan(g[i]))
+        if len(fin) < min_points:
+            continue
+        start = trailing_start(g[i, fin] < COLLAPSE["grad_vanish_abs"])
+        starts = [fin[start]] if len(fin) - start >= min_points else []
+        d = departure(g[i], steps, direction="down", factor=COLLAPSE["grad_vanish_drop"], min_points=min_points)
+        starts += [d.index] if d is not None else []
+        if not starts:
+            continue
+        first, last = int(steps[min(starts)]), float(g[i, fin[-1]])
+        early = d.baseline if d is not None else math.nan
+        size = last / early if d is not None and early > 0 else 0.0
+        text = f"Gradients of {name} vanished from step {first}: last norm {fmt(last)}" + (
+            f", early median {fmt(early)}." if d is not None else f" (below {COLLAPSE['grad_vanish_abs']:g})."
         )
-        out.append(finding("vanishing_gradients", text, e["layer"], e["step"], int(steps[-1]), "norm", "grad", size, i))
+        out.append(finding("vanishing_gradients", text, name, first, int(steps[fin[-1]]), "norm", "grad", size, i))
     return out
 
 
 # --------------------------------------------------------------------------- all of them
 
 
+def position(name: str | None, order: list[str]) -> int:
+    """Index in ``order`` of ``name`` or of its longest listed parent (``decoder.0.conv1`` -> ``decoder.0``);
+    ``len(order)`` for a name outside it, 0 for None (the whole run)."""
+    if name is None:
+        return 0
+    while name:
+        if name in order:
+            return order.index(name)
+        name = name.rpartition(".")[0]
+    return len(order)
+
+
 def detect(records: RunRecords) -> list[Finding]:
-    """Every pure detector on a run's records, ranked (:func:`~fnodiag.diagnostics.findings.rank`)."""
-    out = collapse_findings(records.collapse, records.order()) + nonfinite_findings(records)
+    """Every pure detector on a run's records, ranked (:func:`~fnodiag.diagnostics.findings.rank`).
+
+    Each finding's ``position`` is set from one order for the whole run (:meth:`RunRecords.order`, a
+    module ranking with the activation layer that holds it, :func:`position`), so ties between kinds
+    go upstream first.
+    """
+    order = records.order()
+    out = collapse_findings(records.collapse, order) + nonfinite_findings(records)
     out += regime_findings({s: records.matrix("activation", s) for s in REGIME_STATS})
     layers, steps, mcs = records.matrix("activation", "min_channel_std")
     if layers:
@@ -243,7 +275,7 @@ def detect(records: RunRecords) -> list[Finding]:
     for (src, st), m in records.layers.items():
         if st == ABOVE_STAT and len(m[0]):
             out += spectral_findings(*m, source=src)
-    return rank(out)
+    return rank(replace(f, position=position(f.layer, order)) for f in out)
 
 
 __all__ = [
@@ -255,4 +287,5 @@ __all__ = [
     "detect",
     "gradient_findings",
     "nonfinite_findings",
+    "position",
 ]
