@@ -21,6 +21,7 @@ from fnodiag.diagnostics.detectors import (
     detect,
     gradient_findings,
     nonfinite_findings,
+    position,
 )
 from fnodiag.diagnostics.findings import Finding, evidence_link, rank, strength
 from fnodiag.diagnostics.regime import (
@@ -198,6 +199,10 @@ def test_spectral_energy_moving_above_the_kept_modes():
         "spectra",
     )
     assert f.size == pytest.approx(0.4 / np.median(above[2, :12]))
+    above[LAYERS.index("encoder.1"), STEPS >= 320] = 0.11  # up by less than 0.1 of the energy: no finding
+    above[LAYERS.index("head"), :] = 0.5
+    above[LAYERS.index("head"), STEPS >= 300] = 0.01  # down: energy back inside the kept modes is no problem
+    assert spectral_findings(LAYERS, STEPS, above) == []
 
 
 def test_nonfinite_names_the_first_step_and_place():
@@ -220,6 +225,33 @@ def test_nonfinite_names_the_first_step_and_place():
     (f,) = nonfinite_findings(records)
     assert (f.first, f.layer, f.statistic, f.last, f.size) == (410, "bottleneck", "nonfinite", 590, 3.0)
     assert f.details["places_at_first"] == ["activation/bottleneck/nonfinite", "activation/head/nonfinite"]
+
+
+def test_vanishing_gradients_on_short_runs_use_the_absolute_floor():
+    g = np.array([[1.0, 0.8, 0.9, 1e-9, 1e-10, 0.0], [1.0, 0.8, 0.9, 0.7, 0.8, 0.9]])
+    (f,) = gradient_findings(["a", "b"], np.arange(6) * 5, g)  # too short for the early-median rule
+    assert (f.kind, f.layer, f.first, f.last) == ("vanishing_gradients", "a", 15, 25)
+
+
+def test_modules_rank_with_their_layer():
+    order = ["lifter", "encoder.0", "decoder.0"]
+    assert [position(n, order) for n in ("lifter.conv1", "decoder.0", "decoder.0.conv2.x", "down.0", None)] == [
+        0,
+        2,
+        2,
+        3,
+        0,
+    ]
+    v = np.ones((3, len(STEPS)))
+    v[:, STEPS >= 300] = 0.0
+    records = RunRecords(
+        layers={
+            ("activation", "std"): (order, STEPS, np.ones((3, len(STEPS)))),
+            ("grad", "norm"): (["decoder.0.conv1", "down.0", "lifter.conv1"], STEPS, v),
+        }
+    )
+    assert records.order() == order
+    assert [f.layer for f in detect(records)] == ["lifter.conv1", "decoder.0.conv1", "down.0"]
 
 
 def test_collapse_is_wrapped_as_decided():
