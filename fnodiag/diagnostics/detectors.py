@@ -115,36 +115,36 @@ def nonfinite_findings(records: RunRecords) -> list[Finding]:
     scalar. The finding names the first step and the first place (upstream layers first, then modules,
     parameters, scalars); ``size`` is the number of series that ever hold non-finite values.
     """
-    places: list[tuple[int, int, str | None, str, str]] = []  # (step, order, layer, stat, source)
+    series = []  # (first step, last step, rank, layer, stat, source): one per series holding any
     rank_of = {"activation": 0, "grad": 1, "param": 2}
     for (source, stat), (layers, steps, values) in records.layers.items():
         if stat in RATIO_STATS or not len(layers):
             continue
         v = np.asarray(values, dtype=np.float64)
         bad = v > 0 if stat == "nonfinite" else np.isinf(v)
-        for i, j in zip(*np.nonzero(bad)):
-            places.append((int(steps[j]), rank_of.get(source, 3) * 10**6 + int(i), layers[i], stat, source))
+        for i in np.flatnonzero(bad.any(axis=1)):
+            hit = np.flatnonzero(bad[i])
+            series.append(
+                (int(steps[hit[0]]), int(steps[hit[-1]]), (rank_of.get(source, 3), int(i)), layers[i], stat, source)
+            )
     for name, (steps, values) in records.scalars.items():
-        for j in np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64))):
-            places.append((int(steps[j]), 4 * 10**6, None, name, "scalar"))
-    if not places:
+        hit = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+        if len(hit):
+            series.append((int(steps[hit[0]]), int(steps[hit[-1]]), (4, 0), None, name, "scalar"))
+    if not series:
         return []
-    places.sort(key=lambda p: (p[0], p[1]))
-    step, _, layer, stat, source = places[0]
-    series = sorted({(p[4], p[2] or "", p[3]) for p in places})
-    at_first = [
-        f"{s}/{lay + '/' if lay else ''}{st}"
-        for s, lay, st in sorted({(p[4], p[2], p[3]) for p in places if p[0] == step}, key=str)
-    ]
+    series.sort(key=lambda p: (p[0], p[2]))
+    step, _, _, layer, stat, source = series[0]
+    last = max(p[1] for p in series)
+    at_first = [f"{p[5]}/{p[3] + '/' if p[3] else ''}{p[4]}" for p in series if p[0] == step]
     where = f"{layer} ({stat})" if layer else stat
     sentence = (
         f"Non-finite values first appeared at step {step} in {where}; "
-        f"{len(series)} series hold non-finite values by step {max(p[0] for p in places)}."
+        f"{len(series)} series hold non-finite values by step {last}."
     )
-    order = records.order()
     return [
-        finding("nonfinite", sentence, layer, step, max(p[0] for p in places), stat, source, float(len(series)),
-                 order.index(layer) if layer in order else 0, places_at_first=at_first[:20])
+        finding("nonfinite", sentence, layer, step, last, stat, source, float(len(series)), 0,
+                places_at_first=at_first[:20])
     ]  # fmt: skip
 
 
@@ -156,7 +156,8 @@ def dead_findings(layers, steps, min_channel_std, *, std=None, frac_near_zero=No
 
     * ``dead_channels``: ``min_channel_std <= atol + rtol * std`` (the collapse detector's thresholds,
       ``std`` the layer's overall std at that capture, 0 when unknown) for good, >= ``min_points`` captures;
-    * ``dead_units``: ``frac_near_zero >= DEAD_FRACTION`` for good, where its early median was below it.
+    * ``dead_units``: ``frac_near_zero >= DEAD_FRACTION`` for good, where its median before was below it;
+      size: the last fraction over that median.
 
     ``std`` and ``frac_near_zero`` are ``(layers, steps, values)`` of the same run (aligned here).
     """
@@ -187,7 +188,8 @@ def dead_findings(layers, steps, min_channel_std, *, std=None, frac_near_zero=No
                 )
                 out.append(finding("dead_channels", text, name, first, last, stat, "activation", size, i))
             else:
-                size = float(row[idx[-1]])
+                early = float(np.median(row[idx[:start]]))
+                size = float(row[idx[-1]]) / early if early > 0 else math.inf
                 text = f"{fmt(100 * size)}% of {name}'s activations sit at zero from step {first} on (dead units)."
                 out.append(finding("dead_units", text, name, first, last, stat, "activation", size, i))
     return out
