@@ -134,6 +134,9 @@ def test_energy_above_mixes_and_follows_each_axis_convention():
     assert energy_above(x, 4).item() == pytest.approx(0.9, abs=1e-5)  # 9 / (1 + 9)
     assert energy_above(x, (10, 4)).item() == pytest.approx(0.0, abs=1e-6)
     assert energy_above(x, ((0, 8), 3)).item() == pytest.approx(0.9, abs=1e-5)  # row 9 outside [0, 8]
+    assert energy_above(x, (slice(0, 9), 3)).item() == pytest.approx(0.9, abs=1e-5)  # rows 0..8 by index
+    assert energy_above(x, (slice(0, 10), 3)).item() == pytest.approx(0.0, abs=1e-6)
+    assert energy_above(x, (slice(23, 32), 3)).item() == pytest.approx(1.0, abs=1e-6)  # rows k = -9..-1
     line = as_batch(wave((64,), (6,)))
     assert energy_above(line, 6).item() == pytest.approx(1.0) and energy_above(line, 7).item() == pytest.approx(0.0)
     cube = as_batch(wave((8, 8, 8), (1, -2, 3)))
@@ -181,9 +184,9 @@ def _no_column_zero(shape, seed):
     return torch.from_numpy(np.fft.irfft2(spec, s=shape[-2:]).astype(np.float32))
 
 
-@pytest.mark.parametrize("layout", ["symmetric", "reference"])
-def test_kept_modes_of_fnodiag_conv_is_what_it_lets_through(layout):
-    conv = SpectralConv2d(2, 2, 4, size=16, layout=layout)
+@pytest.mark.parametrize(("layout", "modes"), [("symmetric", 4), ("reference", 4), ("reference", 12)])
+def test_kept_modes_of_fnodiag_conv_is_what_it_lets_through(layout, modes):
+    conv = SpectralConv2d(2, 2, modes, size=16, layout=layout)  # reference, 12: rows 0..11 = k 0..7, -8..-5
     _identity_weights(conv.weights)
     x = _no_column_zero((1, 2, 16, 16), 0)
     with torch.no_grad():

@@ -21,8 +21,9 @@ exactly on a boundary falls in the upper band.)
 Kept modes (:func:`energy_above`). A spectral convolution that keeps ``m`` modes on an axis keeps
 ``-m <= k <= m - 1`` on a full-fft axis (rows ``[:m]`` and ``[-m:]``, the standard FNO layout and
 fnodiag's ``"symmetric"`` one) and ``0 <= k <= m - 1`` on the rfft axis (the last axis of a real
-input, whose mirror ``-k`` follows). An explicit ``(lo, hi)`` pair keeps ``lo <= k <= hi``
-(:func:`kept_modes_of` gives the right spec for fnodiag's and neuraloperator's layers).
+input, whose mirror ``-k`` follows). An explicit ``(lo, hi)`` pair keeps ``lo <= k <= hi``, a ``slice``
+those indices of the axis's spectrum (:func:`kept_modes_of` gives the right spec for fnodiag's and
+neuraloperator's layers).
 
 Statistic names (a contract with the run store and :mod:`fnodiag.diagnostics.findings`):
 ``band_stats(n)`` = ``("spectral_band_0", ...)``, :data:`ABOVE_STAT` = ``"spectral_above"``,
@@ -79,9 +80,12 @@ def _mirror_weight(shape: tuple[int, ...], half: bool) -> np.ndarray:
     return w.reshape(-1)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _band_matrix(shape: tuple[int, ...], half: bool, n_bands: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(BIN, BAND)`` weights: bin -> its band, times its mirror weight (built once per grid, then cached)."""
+    """``(BIN, BAND)`` weights: bin -> its band, times its mirror weight (built once per grid, then cached).
+
+    ``4 * BIN * BAND`` bytes on the device for float32 (64 x 64 maps: 67 kB; a 128^3 grid: 34 MB).
+    """
     k = _grid(shape, half)
     r = np.sqrt(sum((g / (n / 2.0)) ** 2 for g, n in zip(k, shape)))
     band = np.minimum(np.floor(r.reshape(-1) * n_bands * (1 + _TOL)), n_bands - 1).astype(np.int64)
@@ -90,25 +94,38 @@ def _band_matrix(shape: tuple[int, ...], half: bool, n_bands: int, device: torch
     return torch.from_numpy(m).to(device=device, dtype=dtype)
 
 
-def _as_spec(m, axis_is_rfft: bool) -> tuple[int, int]:
-    """``(lo, hi)`` of an axis's kept-mode spec: int ``m`` or an explicit pair."""
+def _axis_spec(m):
+    """One axis's kept-mode spec in hashable form: ``int``, ``("freq", lo, hi)`` or ``("index", start, stop)``."""
+    if isinstance(m, slice):
+        if m.step not in (None, 1):
+            raise ValueError(f"a kept-index slice must have step 1, got {m}")
+        return ("index", m.start or 0, m.stop)
     if isinstance(m, (tuple, list)):
         lo, hi = (int(v) for v in m)
-        return lo, hi
-    m = int(m)
-    if m < 0:
+        return ("freq", lo, hi)
+    if int(m) < 0:
         raise ValueError(f"modes must be >= 0 per axis, got {m}")
-    return (0, m - 1) if axis_is_rfft else (-m, m - 1)
+    return int(m)
 
 
-@lru_cache(maxsize=64)
+def _axis_mask(n: int, rfft: bool, spec) -> np.ndarray:
+    """Kept bins of one axis of length ``n`` (its rfft half when ``rfft``) under an :func:`_axis_spec`."""
+    k = _freqs(n, rfft)
+    if isinstance(spec, tuple) and spec[0] == "index":
+        keep = np.zeros(len(k), dtype=bool)
+        keep[slice(spec[1], spec[2])] = True
+        return keep
+    lo, hi = spec[1:] if isinstance(spec, tuple) else ((0, spec - 1) if rfft else (-spec, spec - 1))
+    return (k >= lo) & (k <= hi)
+
+
+@lru_cache(maxsize=16)
 def _kept_weights(shape: tuple[int, ...], half: bool, spec: tuple, device: torch.device, dtype: torch.dtype):
     """``(BIN, 2)`` weights: column 0 every bin (mirror-weighted), column 1 only the kept bins."""
-    k = _grid(shape, half)
-    keep = np.ones(np.broadcast_shapes(*(g.shape for g in k)), dtype=bool)
-    for a, (g, m) in enumerate(zip(k, spec)):
-        lo, hi = _as_spec(m, half and a == len(shape) - 1)
-        keep &= (g >= lo) & (g <= hi)
+    keep = np.ones((1,) * len(shape), dtype=bool)
+    for a, (n, m) in enumerate(zip(shape, spec)):
+        mask = _axis_mask(n, half and a == len(shape) - 1, m)
+        keep = keep & mask.reshape([-1 if b == a else 1 for b in range(len(shape))])
     w = _mirror_weight(shape, half)
     return torch.from_numpy(np.stack([w, w * keep.reshape(-1)], axis=1)).to(device=device, dtype=dtype)
 
@@ -168,7 +185,8 @@ def energy_above(x: Tensor, modes) -> Tensor:
     modes : int or sequence
         Kept modes per spatial axis (one int for every axis): ``m`` keeps ``-m <= k <= m - 1`` on a
         full-fft axis and ``0 <= k <= m - 1`` on the rfft axis (the last axis of real input); a
-        ``(lo, hi)`` pair keeps ``lo <= k <= hi``. ``m`` at least half the axis keeps all of it.
+        ``(lo, hi)`` pair keeps the frequencies ``lo <= k <= hi``; a ``slice`` keeps those indices of the
+        axis's (r)fft output, as a layer slicing its spectrum does. ``m`` at least half the axis keeps all of it.
 
     Returns
     -------
@@ -181,7 +199,7 @@ def energy_above(x: Tensor, modes) -> Tensor:
         spec = tuple(modes) if isinstance(modes, Sequence) and not isinstance(modes, str) else (modes,) * len(shape)
         if len(spec) != len(shape):
             raise ValueError(f"energy_above: {len(spec)} mode counts for {len(shape)} spatial axes {shape}")
-        spec = tuple(tuple(m) if isinstance(m, (tuple, list)) else int(m) for m in spec)
+        spec = tuple(_axis_spec(m) for m in spec)
         total, kept = power @ _kept_weights(shape, half, spec, power.device, power.dtype)
         above = torch.where(total > 0, (total - kept) / torch.where(total > 0, total, 1.0), 0.0)
         return above.clamp(0.0, 1.0).to(torch.float32)
@@ -204,13 +222,14 @@ def kept_modes_of(module: nn.Module):
     """The :func:`energy_above` ``modes`` spec of a spectral convolution, or None for any other module.
 
     fnodiag's :class:`~fnodiag.models.spectral.SpectralConv2d`: its ``modes_kept`` ``(m_h, m_w)`` in the
-    symmetric layout; ``((0, m - 1), m)`` in the reference layout (no negative rows). neuraloperator's
+    symmetric layout; ``(slice(0, m), m)`` in the reference layout (the first ``m`` rows of the spectrum,
+    which hold negative frequencies only on maps smaller than ``2 m``). neuraloperator's
     ``SpectralConv``: each full-fft axis of ``K`` kept modes keeps its centred ``(-(K // 2), K - K // 2 - 1)``,
     the rfft axis of real data its first ``K`` (``n_modes[-1]`` as stored, already ``n // 2 + 1``).
     """
     if isinstance(module, SpectralConv2d):
         if module.layout == "reference":
-            return ((0, module.modes - 1), module.modes)
+            return (slice(0, module.modes), module.modes)
         return tuple(module.modes_kept)
     if _is_neuralop_conv(module):
         n_modes = [int(k) for k in module.n_modes]
