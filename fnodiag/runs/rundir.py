@@ -115,6 +115,7 @@ class RunDir:
     model_path = property(lambda self: self.path / "model.pt", doc="Generator-only state dict.")
     recon_path = property(lambda self: self.path / "recon.png", doc="Reconstruction beside ground truth.")
     collapse_path = property(lambda self: self.path / "collapse.json", doc="Collapse analysis report.")
+    findings_path = property(lambda self: self.path / "findings.json", doc="Ranked findings (``fnodiag diagnose``).")
     imported_path = property(lambda self: self.path / "imported.json", doc="Provenance of an imported run.")
     capture_dir = property(
         lambda self: self.path / "capture", doc="Checkpoint captures (``<tag>.json``, ``error.txt``)."
