@@ -124,8 +124,9 @@ def test_fnodiag_serve_hands_its_options_to_panel_serve(tmp_path):
     assert got.oauth_guest_endpoints == ["/a", "/b"] and got.oauth_optional and not got.oauth_refresh_tokens
     assert got.allow_websocket_origin == ["lab:5006"] and got.oauth_provider is None
     assert refusal(got, {}) is None  # logged in
-    plain = build_parser().parse_args(["serve", str(tmp_path)])
-    assert parse_serve_argv(panel_serve_argv(plain.runs, plain)).address == "127.0.0.1"  # this machine by default
+    plain = parse_serve_argv(panel_serve_argv(tmp_path, build_parser().parse_args(["serve", str(tmp_path)])))
+    assert plain.address == "127.0.0.1" and plain.port == 5006  # this machine by default
+    assert plain.allow_websocket_origin == ["localhost:5006", "127.0.0.1:5006"] and refusal(plain, {}) is None
 
 
 def _free_port() -> int:

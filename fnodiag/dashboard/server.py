@@ -30,7 +30,7 @@ from panel.command import transform_cmds
 from panel.command.serve import Serve
 
 from fnodiag.dashboard.app import APP_DIR
-from fnodiag.dashboard.serving import panel_option_argv, refusal
+from fnodiag.dashboard.serving import is_loopback_host, panel_option_argv, refusal
 
 __all__ = ["parse_serve_argv", "server_args", "refuse_unsafe_serving", "panel_serve_argv", "serve"]
 
@@ -105,8 +105,20 @@ def panel_serve_argv(runs: str | Path, args) -> list[str]:
     runs : the runs folder
     args : parsed ``fnodiag serve`` arguments: ``port``, ``address``, ``read_only`` and the
         :data:`fnodiag.dashboard.serving.PANEL_SERVE_OPTIONS`.
+
+    On a loopback address without ``--allow-websocket-origin``, pages opened as ``localhost:PORT`` and
+    as ``127.0.0.1:PORT`` are both accepted (Bokeh alone accepts the first only).
     """
     app_args = ["--runs", str(Path(runs).expanduser().resolve()), *(["--read-only"] if args.read_only else [])]
+    origins = []
+    if not args.allow_websocket_origin and args.port and is_loopback_host(args.address):
+        # Bokeh's default accepts localhost:PORT only; the URL it prints names the address (127.0.0.1)
+        origins = [
+            "--allow-websocket-origin",
+            f"localhost:{args.port}",
+            "--allow-websocket-origin",
+            f"127.0.0.1:{args.port}",
+        ]
     return [
         "panel",
         "serve",
@@ -115,6 +127,7 @@ def panel_serve_argv(runs: str | Path, args) -> list[str]:
         str(args.port),
         "--address",
         args.address,
+        *origins,
         *panel_option_argv(args),
         "--args",
         *app_args,
