@@ -612,13 +612,13 @@ def _cmd_summarize(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from fnodiag.dashboard.server import serve  # Panel and the dashboard: loaded only to serve
-
     runs = Path(args.runs or os.environ.get("FNODIAG_RUNS", "runs")).expanduser()
     if runs.exists() and not runs.is_dir():
         raise ConfigError(f"{str(runs)!r} is not a folder; pass the runs folder (the --out of fnodiag train / sweep)")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} must be between 0 and 65535")
+    from fnodiag.dashboard.server import serve  # Panel: loaded only to serve, after the checks above
+
     serve(runs, args)
     return 0
 

@@ -118,6 +118,19 @@ def test_overview_row_and_summary_share_the_outcome_rule(runs, tmp_path):
     assert f"| {NEVER} |" in line and "| learned then collapsed |" not in line
 
 
+def test_overview_rows_of_real_runs_import_no_lightning(runs, tmp_path):
+    """Rows read every record of a run (audit included) in a fresh process: torch, never Lightning.
+    (``tests/test_app_no_lightning.py``, slow, builds every tab over every kind of run.)"""
+    code = (
+        "import sys\nfrom fnodiag.dashboard.store import DashboardStore\n"
+        f"s = DashboardStore({str(runs)!r})\nrows = [r for sweep in s.param.sweep.objects for r in "
+        "(setattr(s, 'sweep', sweep), s.rows)[1]]\n"
+        "print(len(rows), sum('config_warnings' in r for r in rows), 'lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "4 3 False", out.stderr[-2000:]
+
+
 def test_paths_outside_the_runs_folder_are_refused(runs, tmp_path):
     store = DashboardStore(runs)
     with pytest.raises(ValueError, match="outside the runs folder"):

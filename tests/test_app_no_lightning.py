@@ -1,7 +1,8 @@
 """The dashboard never imports Lightning: every tab built over every kind of run, in a fresh process.
 
 The runs folder is made here (with Lightning: training, ``fnodiag.LiveCapture``); only the dashboard
-part runs in the subprocess, which then reports what ``sys.modules`` holds.
+part runs in the subprocess, which then reports what ``sys.modules`` holds. Marked slow (it trains and
+builds every plot); ``tests/test_app.py`` checks the overview rows of real runs the same way, fast.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from test_live_capture_any import TinyComplexNet, _fit
 import fnodiag
 from fnodiag.interop.reference_import import import_reference
 from fnodiag.runs import Heartbeat, RunDir, states
+
+pytestmark = pytest.mark.slow
 
 DASHBOARD = r"""
 import asyncio, json, sys

@@ -1,7 +1,7 @@
 """Starting the dashboard's server: ``fnodiag serve``, and the guard that runs before any server listens.
 
 ``fnodiag serve`` runs Panel's own ``serve`` command, in this process, on the directory app shipped
-in the package (:data:`fnodiag.dashboard.app.APP_DIR`) rather than building a server through
+in the package (:data:`APP_DIR`, :mod:`fnodiag.dashboard.app`) rather than building a server through
 ``panel.serve``: every Panel option it passes on (authentication, cookies, OAuth, templates, their
 environment variables) is then parsed and applied by Panel exactly as ``panel serve`` documents it,
 and both entry points, ``panel serve app`` in a checkout and ``fnodiag serve`` from a wheel, build
@@ -29,10 +29,13 @@ from panel.command import main as panel_main
 from panel.command import transform_cmds
 from panel.command.serve import Serve
 
-from fnodiag.dashboard.app import APP_DIR
 from fnodiag.dashboard.serving import is_loopback_host, panel_option_argv, refusal
 
-__all__ = ["parse_serve_argv", "server_args", "refuse_unsafe_serving", "panel_serve_argv", "serve"]
+__all__ = ["APP_DIR", "parse_serve_argv", "server_args", "refuse_unsafe_serving", "panel_serve_argv", "serve"]
+
+# The directory app fnodiag serve hands to Panel (URL /app). Not imported here: the hooks that import this
+# module refuse an unsafe server before the dashboard's plotting stack is loaded.
+APP_DIR = Path(__file__).resolve().parent / "app"
 
 
 def parse_serve_argv(argv: Sequence[str]) -> argparse.Namespace:

@@ -4,7 +4,7 @@ This folder is a Bokeh *directory app*: ``main.py`` (run by Bokeh for every sess
 :func:`session_page`) and ``app_hooks.py`` (run once before the server listens; it calls
 :func:`fnodiag.dashboard.server.refuse_unsafe_serving`). ``panel serve app`` in a checkout serves the
 top-level ``app/`` folder, whose two files make the same two calls; ``fnodiag serve`` serves this
-folder (:data:`APP_DIR`) from an installed package. Either way the page is at ``/app``.
+folder (:data:`fnodiag.dashboard.server.APP_DIR`) from an installed package. Either way the page is at ``/app``.
 
 App arguments (after ``--args``): ``--runs DIR`` (else ``$FNODIAG_RUNS``, else ``./runs``) and
 ``--read-only`` (no Launch tab). A session from another machine is served when it is logged in (or
@@ -27,17 +27,8 @@ from panel.io.state import set_curdoc
 
 from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
 
-__all__ = [
-    "APP_DIR",
-    "AppOptions",
-    "app_options",
-    "from_this_machine",
-    "may_control_check",
-    "local_request",
-    "session_page",
-]
+__all__ = ["AppOptions", "app_options", "from_this_machine", "may_control_check", "local_request", "session_page"]
 
-APP_DIR = Path(__file__).resolve().parent  # the directory app fnodiag serve hands to Panel (URL /app)
 TITLE = "fnodiag dashboard"
 REMOTE_REFUSED = (
     "This dashboard only serves this machine and logged-in users (serve it with Panel's "
