@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 from fnodiag.cli import build_parser, main
-from fnodiag.dashboard.server import panel_serve_argv, parse_serve_argv
+from fnodiag.dashboard.server import panel_serve_argv, parse_serve_argv, refuse_unsafe_serving
 from fnodiag.dashboard.serving import PANEL_SERVE_OPTIONS, is_loopback_host, refusal, serve_options
 
 APP = ["panel", "serve", "app"]
@@ -175,3 +175,15 @@ def test_fnodiag_serve_bad_input_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "is not a folder" in err, err
     assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
     assert "--port 70000 must be between 0 and 65535" in capsys.readouterr().err
+
+
+def test_the_guard_outside_a_serve_command_parses_the_command_line(capsys):
+    """Without Bokeh's serve command on the stack, the guard parses ``sys.orig_argv`` with Panel's parser."""
+    with pytest.raises(SystemExit) as exit_:
+        refuse_unsafe_serving(env={}, argv=["/venv/bin/panel", "serve", "app", "--addr", "0.0.0.0"])
+    assert exit_.value.code == 2 and "refusing to serve other machines (--address 0.0.0.0)" in capsys.readouterr().err
+    assert refuse_unsafe_serving(env={}, argv=["panel", "serve", "app", "--address", "127.0.0.1"]) is None
+    assert refuse_unsafe_serving(env={}, argv=["python", "-m", "pytest", "--address", "0.0.0.0"]) is None  # no serve
+    with pytest.raises(SystemExit):  # what cannot be read refuses
+        refuse_unsafe_serving(env={}, argv=["panel", "serve", "app", "--port", "not-a-port"])
+    assert "cannot read the server's arguments" in capsys.readouterr().err

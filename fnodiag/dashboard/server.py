@@ -93,7 +93,7 @@ def refuse_unsafe_serving(env: Mapping[str, str] | None = None, argv: Sequence[s
         if args is None and "serve" not in argv:
             return  # not a serve command: a server built in Python chose its own address
         message = refusal(args if args is not None else parse_serve_argv(argv), env)
-    except Exception as exc:  # noqa: BLE001  anything unreadable refuses
+    except Exception as exc:  # anything unreadable refuses (an escaping error would let Bokeh start)
         message = f"fnodiag dashboard: refusing to serve: cannot read the server's arguments ({exc})"
     if message:
         print(message, file=sys.stderr, flush=True)
