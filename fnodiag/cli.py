@@ -1,4 +1,5 @@
-"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard).
+"""``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard),
+``serve`` (the dashboard).
 
 Every configuration flag maps to one setting through one table,
 :func:`fnodiag.training.registries.flag_table` (the ``RunConfig`` fields' rows kept in
@@ -13,11 +14,13 @@ one line naming the run's ``train.log`` (which holds the traceback) and exit sta
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
+from fnodiag.dashboard.serving import add_panel_options
 from fnodiag.diagnostics.capture import capture_checkpoint, summary_lines, write_report
 from fnodiag.interop.checkpoint_export import export_checkpoint
 from fnodiag.interop.reference_import import import_reference
@@ -268,6 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache-dir", help="dataset cache folder (default: OUT/datasets)")
     p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar and model summary")
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the dashboard over a runs folder (Panel's server; open http://ADDRESS:PORT/app)",
+        description="Serve the dashboard over a runs folder, as `panel serve app` does in a checkout. Serving "
+        "other machines (an --address other than loopback) needs --basic-auth or --oauth-provider "
+        "(or FNODIAG_ALLOW_REMOTE=1 when authentication is done elsewhere).",
+    )
+    p.add_argument(
+        "runs",
+        nargs="?",
+        default=None,
+        metavar="RUNS",
+        help="the runs folder (default: $FNODIAG_RUNS, else ./runs); nothing outside it is opened",
+    )
+    p.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006; 0 picks a free one)")
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 serves other machines)",
+    )
+    p.add_argument("--read-only", action="store_true", help="no Launch tab: nothing can be started or stopped")
+    add_panel_options(p)
     return parser
 
 
@@ -432,6 +458,18 @@ def _cmd_summarize(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    runs = Path(args.runs or os.environ.get("FNODIAG_RUNS", "runs")).expanduser()
+    if runs.exists() and not runs.is_dir():
+        raise ConfigError(f"{str(runs)!r} is not a folder; pass the runs folder (the --out of fnodiag train / sweep)")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} must be between 0 and 65535")
+    from fnodiag.dashboard.server import serve  # Panel: loaded only to serve, after the checks above
+
+    serve(runs, args)
+    return 0
+
+
 def _cmd_import(args) -> int:
     run = import_reference(args.source, args.out, arch=args.arch, capture=not args.no_capture)
     info = run.read_json("imported.json")
@@ -454,6 +492,7 @@ COMMANDS = {
     "summarize": _cmd_summarize,
     "export-checkpoint": _cmd_export_checkpoint,
     "export": _cmd_export,
+    "serve": _cmd_serve,
 }
 
 

@@ -283,7 +283,7 @@ class TrainConfig(_Section):
     seed: int = 20260128
     loss: str = "mae"
     forward_gain: str = "none"  # reference quirk 'batch': prediction x the size of each batch (brief §2.2)
-    val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by fnodiag.training.data.val_batch_size
+    val_batching: str = "auto"  # see VAL_BATCHINGS; resolved by val_batch_size
     keep_partial_batch: bool = False  # reference quirk: keep the train loader's last partial batch
     capture_every: int = 10  # 0 turns live capture off
     frame_every: int = 25  # live reconstruction frames every M steps (stage-a: 344 frames in 20 epochs); 0 = off
@@ -322,6 +322,19 @@ class TrainConfig(_Section):
             f"train.num_workers={self.num_workers!r} must be an integer >= 0",
         )
         return self
+
+
+def val_batch_size(train: TrainConfig) -> int:
+    """The validation batch size ``train.val_batching`` asks for.
+
+    ``'train'``: ``train.batch_size`` (the reference's validation loader); ``'infer'``:
+    ``train.infer_batch_size``; ``'auto'``: ``'train'`` under ``forward_gain='batch'`` (so that
+    validation predictions carry the gain training calibrated), ``'infer'`` otherwise.
+    """
+    mode = train.val_batching
+    if mode == "auto":
+        mode = "train" if train.forward_gain == "batch" else "infer"
+    return train.batch_size if mode == "train" else train.infer_batch_size
 
 
 SECTIONS = {

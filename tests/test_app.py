@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fnodiag.dashboard.catalog import SINGLE, checkpoint_path, inside, scan
+from fnodiag.analysis.outcome import NEVER, STOPPED, run_outcome
+from fnodiag.dashboard.catalog import SINGLE, checkpoint_path, inside, scan, summarize
 from fnodiag.dashboard.dashboard import Dashboard
 from fnodiag.dashboard.launch import Launcher
 from fnodiag.dashboard.store import DashboardStore
-from fnodiag.runs import RunStore
+from fnodiag.runs import RunDir, RunStore, states
+from fnodiag.sweeps.summary import write_summary
 
 TRAIN_FLAGS = [
     "--N",
@@ -81,15 +83,52 @@ def test_store_lists_sweeps_arms_seeds_checkpoints(runs):
     assert [e.label for e in store.selected()] == ["adam s1", "sgd s1"]
     assert store.param.checkpoint.objects[:2] == ["best", "last"]
     rows = {r["label"]: r for r in store.rows}
-    assert rows["sgd s2"]["state"] == "pending"  # listed in sweep.json, not trained
-    verdict = json.loads((runs / "sw" / "adam-s1" / "collapse.json").read_text())["verdict"]
-    assert rows["adam s1"]["collapse"] == verdict and rows["adam s1"]["progress"] == 1.0
-    assert rows["adam s1"]["state"] == ("collapsed" if verdict == "collapsed" else "finished")  # the overview's rule
+    assert rows["sgd s2"]["state"] == states.NOT_STARTED  # listed in sweep.json, not trained
+    assert rows["sgd s2"]["outcome"] == STOPPED
+    collapse = json.loads((runs / "sw" / "adam-s1" / "collapse.json").read_text())
+    assert rows["adam s1"]["collapse"] == collapse["verdict"] and rows["adam s1"]["progress"] == 1.0
+    last = json.loads((runs / "sw" / "adam-s1" / "metrics.json").read_text())["last"]["amp_ssim"]
+    assert rows["adam s1"]["state"] == states.FINISHED  # the run's state; how it ended is the outcome
+    assert rows["adam s1"]["outcome"] == run_outcome(states.FINISHED, collapse, last)
     # the base lr, not the 0.1 x lr the warm-up starts from
     assert rows["sgd s1"]["optimizer"].startswith("SGD") and rows["sgd s1"]["lr"] == pytest.approx(0.01)
     assert rows["adam s1"]["best_val_loss"] <= rows["adam s1"]["final_val_loss"]
     store.sweep = SINGLE
     assert store.param.arms.objects == ["solo"] and [e.label for e in store.selected()] == ["solo"]
+
+
+def test_overview_row_and_summary_share_the_outcome_rule(runs, tmp_path):
+    """collapse.json says ``collapsed`` but the best weights already scored like a constant output: the run
+    never learned (there was nothing to collapse from), on the page and in summary.md alike."""
+    import shutil
+
+    folder = tmp_path / "plain"
+    run = RunDir(shutil.copytree(runs / "solo", folder / "solo"))
+    collapse = run.read_json("collapse.json")
+    run.write_json(
+        "collapse.json",
+        {**collapse, "verdict": "collapsed", "onset_step": None, "best_weights": {"at_fingerprint": True}},
+    )
+    (entry,) = scan(folder).entries(SINGLE)
+    row = summarize(entry)
+    assert (row["state"], row["outcome"], row["collapse"]) == (states.FINISHED, NEVER, "collapsed")
+    summary = write_summary(folder)
+    assert summary["runs"][0]["outcome"] == NEVER
+    (line,) = [x for x in (folder / "summary.md").read_text().splitlines() if x.startswith("| solo | finished")]
+    assert f"| {NEVER} |" in line and "| learned then collapsed |" not in line
+
+
+def test_overview_rows_of_real_runs_import_no_lightning(runs, tmp_path):
+    """Rows read every record of a run (audit included) in a fresh process: torch, never Lightning.
+    (``tests/test_app_no_lightning.py``, slow, builds every tab over every kind of run.)"""
+    code = (
+        "import sys\nfrom fnodiag.dashboard.store import DashboardStore\n"
+        f"s = DashboardStore({str(runs)!r})\nrows = [r for sweep in s.param.sweep.objects for r in "
+        "(setattr(s, 'sweep', sweep), s.rows)[1]]\n"
+        "print(len(rows), sum('config_warnings' in r for r in rows), 'lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "4 3 False", out.stderr[-2000:]
 
 
 def test_paths_outside_the_runs_folder_are_refused(runs, tmp_path):
@@ -332,9 +371,11 @@ def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
     }
     store = DashboardStore(root)
     assert store.sweep == "tiny" and [e.label for e in store.selected()] == ["control s7"]
-    verdict = json.loads((run / "collapse.json").read_text())["verdict"]
-    assert store.rows[0]["collapse"] == verdict and store.rows[0]["progress"] == 1.0
-    assert store.rows[0]["state"] == ("collapsed" if verdict == "collapsed" else "finished")
+    collapse = json.loads((run / "collapse.json").read_text())
+    assert store.rows[0]["collapse"] == collapse["verdict"] and store.rows[0]["progress"] == 1.0
+    assert store.rows[0]["state"] == states.FINISHED
+    last = json.loads((run / "metrics.json").read_text())["last"]["amp_ssim"]
+    assert store.rows[0]["outcome"] == run_outcome(states.FINISHED, collapse, last)
 
 
 def test_arms_table_marks_a_run_whose_settings_differ(runs, tmp_path):

@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from fnodiag.config import val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.diagnostics.selection import LOSS_CRITERION, SSIM_CRITERION, best_epochs
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, StoreReader
 from fnodiag.sweeps.summary import _selection_md, run_row
-from fnodiag.training.data import AmplitudeDataset, GridLinesDataModule, describe_loader, val_batch_size
+from fnodiag.training.data import AmplitudeDataset, GridLinesDataModule, describe_loader
 from fnodiag.training.run import train
 from fnodiag.training.system import ReconstructionSystem
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fnodiag.config import RunConfig
+from fnodiag.config import RunConfig, val_batch_size
 from fnodiag.runs import jsonable
 from fnodiag.runs.names import LR
 from fnodiag.training.optimizers import OPTIMIZERS
@@ -96,7 +96,6 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
         record has no ``initial_lr``: a constant or plateau schedule).
     """
     from fnodiag.ptycho.simulate import dataset_key
-    from fnodiag.training.data import val_batch_size
     from fnodiag.training.schedulers import expected_lr
 
     o, s, t = cfg.optim, cfg.schedule, cfg.train

@@ -17,6 +17,9 @@ A run's *outcome* is one of :data:`OUTCOMES`, decided from its records alone (``
 
 Only ``learned then collapsed`` counts as a collapse in the summary's tables (a run that never
 learned did not collapse, it failed to start).
+
+:func:`read_outcome` reads a run directory once and applies :func:`run_outcome`: it is the one reading
+behind the sweep summary's run rows and the dashboard's overview rows, so the two always agree.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from fnodiag.runs import states
+from fnodiag.runs import RunDir, states
 
 __all__ = [
     "OUTCOMES",
@@ -35,8 +38,10 @@ __all__ = [
     "NEVER",
     "DIVERGED",
     "STOPPED",
+    "SCORES",
     "best_at_fingerprint",
     "run_outcome",
+    "read_outcome",
 ]
 
 LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED = (
@@ -49,6 +54,7 @@ LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED = (
 )
 OUTCOMES = (LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED)
 TARGET_AMP_SSIM = 0.80  # last-weights amp SSIM a run must reach to have learned
+SCORES = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")  # metrics.json scores read per weights (best, last)
 
 
 def best_at_fingerprint(collapse: Mapping | None) -> bool | None:
@@ -109,3 +115,53 @@ def run_outcome(
         return COLLAPSED if collapse.get("onset_step") is not None else NEVER
     ssim = math.nan if last_amp_ssim is None else float(last_amp_ssim)
     return LEARNED if math.isfinite(ssim) and ssim >= target else BELOW
+
+
+def read_outcome(run: RunDir, *, target: float = TARGET_AMP_SSIM) -> dict:
+    """What a run's records say about what trained and how it ended, with its :func:`run_outcome`.
+
+    The one reading shared by the sweep summary (``fnodiag.sweeps.summary.run_row``) and the
+    dashboard's overview rows (``fnodiag.dashboard.catalog.summarize``).
+
+    Parameters
+    ----------
+    run : RunDir
+        A run directory (it may not hold a status yet).
+    target : float
+        Amp SSIM a run must reach to have ``learned``.
+
+    Returns
+    -------
+    dict
+        ``records``: the parsed ``status`` (None before one was written), ``effective``, ``history``,
+        ``metrics`` and ``collapse`` files ({} when absent); and the values ``state`` (as read:
+        a dead writer's ``running`` is ``stopped``; :data:`~fnodiag.runs.states.NOT_STARTED` before a
+        status), ``outcome`` (:func:`run_outcome`), ``optimizer`` (the class that trained), ``lr``
+        (the base lr of group 0), ``best_val_loss`` / ``final_val_loss`` (over finite epochs),
+        ``best_<score>`` / ``last_<score>`` for :data:`SCORES`, ``collapse`` (the verdict),
+        ``onset_step``, ``earliest_layer``, ``earliest_step``, ``learned_then_collapsed``.
+    """
+    status = run.read_status() if run.status_path.is_file() else None
+    eff = run.read_json("effective_config.json", default={}) or {}
+    hist = run.read_json("history.json", default={}) or {}
+    metrics = run.read_json("metrics.json", default={}) or {}
+    collapse = run.read_json("collapse.json", default={}) or {}
+    group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
+    val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
+    best, last = metrics.get("best") or {}, metrics.get("last") or {}
+    state = (status or {}).get("state") or states.NOT_STARTED
+    return {
+        "records": {"status": status, "effective": eff, "history": hist, "metrics": metrics, "collapse": collapse},
+        "state": state,
+        "outcome": run_outcome(state, collapse, last.get("amp_ssim"), target=target),
+        "optimizer": (eff.get("optimizer") or {}).get("class"),
+        "lr": group.get("initial_lr", group.get("lr")),
+        "best_val_loss": min(val) if val else None,
+        "final_val_loss": val[-1] if val else None,
+        **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last)) for k in SCORES},
+        "collapse": collapse.get("verdict"),
+        "onset_step": collapse.get("onset_step"),
+        "earliest_layer": collapse.get("earliest_layer"),
+        "earliest_step": collapse.get("earliest_step"),
+        "learned_then_collapsed": collapse.get("learned_then_collapsed"),
+    }

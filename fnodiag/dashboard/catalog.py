@@ -13,11 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fnodiag.analysis.audit import audit_run
+from fnodiag.analysis.outcome import STOPPED, read_outcome
 from fnodiag.diagnostics.selection import best_epochs
-from fnodiag.runs import RunDir, list_runs
+from fnodiag.runs import RunDir, list_runs, states
 from fnodiag.runs.progress import duration, read_progress
 from fnodiag.sweeps.manifest import read_manifest, sweep_folders
-from fnodiag.sweeps.summary import read_outcome
 from fnodiag.training.optimizers import hyperparameter_text  # the optimizer registry (torch, never Lightning)
 
 SINGLE = "(single runs)"
@@ -204,7 +205,6 @@ _AUDITS: dict[Path, tuple[tuple, list[str]]] = {}
 
 def config_warnings(run: RunDir) -> list[str]:
     """:func:`fnodiag.analysis.audit.audit_run` of a run (asked vs recorded settings, realised LR), cached per epoch."""
-    from fnodiag.analysis.audit import audit_run  # imports torch (no Lightning) on first use
 
     def mtime(p: Path):
         try:
@@ -224,8 +224,21 @@ def config_warnings(run: RunDir) -> list[str]:
 
 
 def summarize(entry: RunEntry) -> dict:
-    """One overview row: state, progress, optimizer and lr, val losses, amp SSIM, collapse verdict."""
-    row = {"arm": entry.arm, "seed": entry.seed, "label": entry.label, "state": "pending", "progress": 0.0}
+    """One overview row: state, outcome, progress, optimizer and lr, val losses, amp SSIM, collapse verdict.
+
+    ``state`` is the run's state as read (:mod:`fnodiag.runs.states`; ``not started`` for a run listed in
+    ``sweep.json`` that has no folder or status yet) and ``outcome`` its
+    :func:`fnodiag.analysis.outcome.run_outcome`, both from :func:`fnodiag.analysis.outcome.read_outcome`:
+    the reading the sweep summary uses, so the page and ``summary.md`` say the same.
+    """
+    row = {
+        "arm": entry.arm,
+        "seed": entry.seed,
+        "label": entry.label,
+        "state": states.NOT_STARTED,
+        "outcome": STOPPED,
+        "progress": 0.0,
+    }
     run = entry.run
     if not entry.exists:
         return row
@@ -233,16 +246,15 @@ def summarize(entry: RunEntry) -> dict:
         config = run.read_config()
     except (ValueError, TypeError, KeyError):
         config = None
-    outcome = read_outcome(run)  # the sweep summary's reading of the same files (fnodiag.sweeps.summary)
+    outcome = read_outcome(run)
     rec = outcome["records"]
     effective, status, history = rec["effective"], rec["status"] or {}, rec["history"]
     epochs = effective.get("max_epochs") or (config.train.epochs if config else None)
-    state = outcome["state"] or "starting"
     optimizer, lr = optimizer_label(effective, config)
-    verdict = outcome["collapse"]
     row.update(
         {
-            "state": "collapsed" if verdict == "collapsed" and state == "finished" else state,
+            "state": outcome["state"],
+            "outcome": outcome["outcome"],
             "progress": round(min(1.0, (status.get("epoch") or 0) / epochs), 3) if epochs else 0.0,
             "epoch": status.get("epoch"),
             "step": status.get("step"),
@@ -254,7 +266,7 @@ def summarize(entry: RunEntry) -> dict:
             "amp_ssim_best": _finite(outcome["best_amp_ssim"]),
             "amp_ssim_last": _finite(outcome["last_amp_ssim"]),
             "fingerprint_amp_ssim": _finite(((effective.get("data") or {}).get("fingerprint") or {}).get("amp_ssim")),
-            "collapse": verdict or "",
+            "collapse": outcome["collapse"] or "",
             "onset_step": outcome["onset_step"],
             "earliest_layer": outcome["earliest_layer"],
             "earliest_step": outcome["earliest_step"],
@@ -276,8 +288,8 @@ def progress_columns(run) -> dict:
         out["progress"] = round(p["fraction"], 3)
     out["time_left"] = (
         (f"~{duration(p['eta_s'])}" if p["eta_s"] is not None else "measuring")
-        if p["state"] == "running"
-        else ("" if p["state"] != "stopped" else "stopped")
+        if p["state"] == states.RUNNING
+        else ("" if p["state"] != states.STOPPED else states.STOPPED)
     )
     return out
 

@@ -1,8 +1,8 @@
 """One browser session's dashboard: the store, the sidebar of selection widgets, the tabs, the live tick.
 
-:class:`Dashboard` is what ``app/main.py`` serves; tests build it without a server. Every
-``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new store
-rows into the open tab's view and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
+:class:`Dashboard` is what :func:`fnodiag.dashboard.app.session_page` serves; tests build it without a
+server. Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new
+store rows into the open tab's view and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
 runs' status files and rescans the folder for new runs.
 """
 
@@ -50,6 +50,7 @@ class Dashboard:
         ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
+        self.callback = None  # the session's periodic tick (a Panel PeriodicCallback), set by whoever serves it
         self.ticks = 0
         self.last_tick_ms = 0.0
         self.points_sent = 0

@@ -14,10 +14,12 @@ import param
 
 from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
 from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
+from fnodiag.runs import states
 
 # the recorder's statistic names (the store contract), spatial_std first: the collapse signal
 DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]
 MAX_DEFAULT_ARMS = 4
+WATCHED = states.LIVE | {states.NOT_STARTED}  # row states that may change without a rescan
 
 
 class DashboardStore(param.Parameterized):
@@ -126,4 +128,5 @@ class DashboardStore(param.Parameterized):
 
     @property
     def any_running(self) -> bool:
-        return any(r.get("state") in ("running", "starting", "pending") for r in self.rows)
+        """A run of the sweep trains now or has not started yet (its rows are worth re-reading)."""
+        return any(r.get("state") in WATCHED for r in self.rows)

@@ -14,6 +14,7 @@ from panel.viewable import Viewer
 from fnodiag import plots
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
+from fnodiag.runs import states
 from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
@@ -78,8 +79,9 @@ def progress_lines(rows, chosen) -> str:
     """Markdown: one line per chosen run that is running or stopped (:func:`fnodiag.runs.progress.progress_text`)."""
     lines = []
     for r in rows:
-        if r["label"] in chosen and r.get("state") in ("running", "stopped") and r.get("progress_text"):
-            extra = f" — {r['message'].splitlines()[0]}" if r.get("state") == "stopped" and r.get("message") else ""
+        if r["label"] in chosen and r.get("state") in states.UNFINISHED and r.get("progress_text"):
+            stopped = r.get("state") == states.STOPPED and r.get("message")
+            extra = f" — {r['message'].splitlines()[0]}" if stopped else ""
             lines.append(f"**{r['label']}**: {r['progress_text']}{extra}")
     return "\n\n".join(lines)
 

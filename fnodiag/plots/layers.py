@@ -548,6 +548,7 @@ ARM_COLUMNS = [
     "arm",
     "seed",
     "state",
+    "outcome",
     "progress",
     "optimizer",
     "lr",

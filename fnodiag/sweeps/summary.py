@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fnodiag.analysis.audit import audit_run
-from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
+from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, SCORES, TARGET_AMP_SSIM, read_outcome
 from fnodiag.config import ConfigError, RunConfig, reference_quirks, without_quirks
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.files import atomic_write_text, write_json
@@ -34,47 +34,6 @@ ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssi
 
 def _nan(x) -> float:
     return float("nan") if x is None else float(x)
-
-
-SCORES = ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae")
-
-
-def read_outcome(run: RunDir) -> dict:
-    """What a run's records say about what trained and how it ended: the one reading shared by the
-    sweep summary (:func:`run_row`) and the dashboard's overview rows (``fnodiag.dashboard.catalog.summarize``).
-
-    Returns
-    -------
-    dict
-        ``records``: the parsed ``status`` (None before one was written), ``effective``, ``history``,
-        ``metrics`` and ``collapse`` files ({} when absent); and the values ``state`` (None before a
-        status), ``optimizer`` (the class that trained), ``lr`` (the base lr of group 0),
-        ``best_val_loss`` / ``final_val_loss`` (over finite epochs), ``best_<score>`` / ``last_<score>``
-        for :data:`SCORES`, ``collapse`` (the verdict), ``onset_step``, ``earliest_layer``,
-        ``earliest_step``, ``learned_then_collapsed``.
-    """
-    status = run.read_status() if run.status_path.is_file() else None
-    eff = run.read_json("effective_config.json", default={}) or {}
-    hist = run.read_json("history.json", default={}) or {}
-    metrics = run.read_json("metrics.json", default={}) or {}
-    collapse = run.read_json("collapse.json", default={}) or {}
-    group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
-    val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
-    best, last = metrics.get("best") or {}, metrics.get("last") or {}
-    return {
-        "records": {"status": status, "effective": eff, "history": hist, "metrics": metrics, "collapse": collapse},
-        "state": (status or {}).get("state"),
-        "optimizer": (eff.get("optimizer") or {}).get("class"),
-        "lr": group.get("initial_lr", group.get("lr")),
-        "best_val_loss": min(val) if val else None,
-        "final_val_loss": val[-1] if val else None,
-        **{f"{tag}_{k}": m.get(k) for tag, m in (("best", best), ("last", last)) for k in SCORES},
-        "collapse": collapse.get("verdict"),
-        "onset_step": collapse.get("onset_step"),
-        "earliest_layer": collapse.get("earliest_layer"),
-        "earliest_step": collapse.get("earliest_step"),
-        "learned_then_collapsed": collapse.get("learned_then_collapsed"),
-    }
 
 
 def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) -> dict:
@@ -96,7 +55,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "arm": arm,
         "seed": seed,
         "origin": kind,
-        "state": outcome["state"] or "not started",
+        "state": outcome["state"],
         "epochs": f"{len(hist.get('train_loss', []))}/{cfg.get('train', {}).get('epochs', '?')}",
         "optimizer": outcome["optimizer"],
         "lr": outcome["lr"],
@@ -113,7 +72,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "best_val_loss": outcome["best_val_loss"],
         "final_val_loss": outcome["final_val_loss"],
         **{f"{tag}_{k}": outcome[f"{tag}_{k}"] for tag in ("best", "last") for k in SCORES},
-        "outcome": run_outcome(outcome["state"], collapse, outcome["last_amp_ssim"], target=TARGET_AMP_SSIM),
+        "outcome": outcome["outcome"],
         "collapse": outcome["collapse"],
         "onset_step": outcome["onset_step"],
         "earliest_layer": outcome["earliest_layer"],

@@ -13,7 +13,7 @@ every prediction is multiplied by the size of the batch it is computed in, so
   ``r`` instead of ``B`` (a reference condition, ``train.keep_partial_batch``);
 * validation at a batch size ``B_val != B`` scales every prediction by ``B_val / B`` relative to
   what training calibrated, and the partial last validation batch (``r = n_test mod B_val``) by
-  ``r / B``. :func:`val_batch_size` therefore validates at the training batch size under the gain
+  ``r / B``. :func:`fnodiag.config.val_batch_size` therefore validates at the training batch size under the gain
   (``train.val_batching='auto'``), which reproduces the reference's validation batches, partial
   last batch included.
 """
@@ -25,21 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fnodiag.config import TrainConfig
 from fnodiag.ptycho.simulate import GridLinesData
-
-
-def val_batch_size(train: TrainConfig) -> int:
-    """The validation batch size ``train.val_batching`` asks for.
-
-    ``'train'``: ``train.batch_size`` (the reference's validation loader); ``'infer'``:
-    ``train.infer_batch_size``; ``'auto'``: ``'train'`` under ``forward_gain='batch'`` (so that
-    validation predictions carry the gain training calibrated), ``'infer'`` otherwise.
-    """
-    mode = train.val_batching
-    if mode == "auto":
-        mode = "train" if train.forward_gain == "batch" else "infer"
-    return train.batch_size if mode == "train" else train.infer_batch_size
 
 
 def describe_loader(loader: DataLoader) -> dict:
@@ -96,7 +82,7 @@ class GridLinesDataModule(L.LightningDataModule):
         Training batch size; the last partial batch is dropped (every step sees ``batch_size``)
         unless ``keep_partial_batch``.
     infer_batch_size : int
-        Validation batch size (see :func:`val_batch_size`); the partial last batch is kept.
+        Validation batch size (see :func:`fnodiag.config.val_batch_size`); the partial last batch is kept.
     num_workers : int
     keep_partial_batch : bool
         Keep the train loader's last partial batch (the reference's loader did, brief §2.2).

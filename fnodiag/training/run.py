@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from fnodiag.config import ConfigError, RunConfig
+from fnodiag.config import ConfigError, RunConfig, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.training.checkpointing import SafeCheckpoint
-from fnodiag.training.data import GridLinesDataModule, val_batch_size
+from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
 from fnodiag.training.live_capture import PROBE_BATCH, LiveCapture
