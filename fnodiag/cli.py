@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
+from fnodiag.dashboard.server import serve
 from fnodiag.dashboard.serving import add_panel_options
 from fnodiag.diagnostics.capture import capture_checkpoint, summary_lines, write_report
 from fnodiag.interop.checkpoint_export import export_checkpoint
@@ -464,8 +465,6 @@ def _cmd_serve(args) -> int:
         raise ConfigError(f"{str(runs)!r} is not a folder; pass the runs folder (the --out of fnodiag train / sweep)")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} must be between 0 and 65535")
-    from fnodiag.dashboard.server import serve  # Panel: loaded only to serve, after the checks above
-
     serve(runs, args)
     return 0
 

@@ -24,11 +24,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bokeh.command.subcommands.serve import Serve as BokehServe
-from panel.command import main as panel_main
-from panel.command import transform_cmds
-from panel.command.serve import Serve
-
 from fnodiag.dashboard.serving import is_loopback_host, panel_option_argv, refusal
 
 __all__ = ["APP_DIR", "parse_serve_argv", "server_args", "refuse_unsafe_serving", "panel_serve_argv", "serve"]
@@ -50,6 +45,10 @@ def parse_serve_argv(argv: Sequence[str]) -> argparse.Namespace:
     -------
     argparse.Namespace with Panel's ``serve`` destinations (``address``, ``allow_websocket_origin``, ...).
     """
+    # Panel's command line (2 s to import) is loaded only by a serve command, not by every `fnodiag` command
+    from panel.command import transform_cmds
+    from panel.command.serve import Serve
+
     argv = [str(a) for a in argv]
     tail = argv[argv.index("serve") + 1 :] if "serve" in argv else []
     parser = argparse.ArgumentParser(prog="panel serve", add_help=False, exit_on_error=False)
@@ -65,6 +64,8 @@ def server_args() -> argparse.Namespace | None:
     subclasses it), which builds the applications (running their hooks) and then the server from
     ``args``. None outside such a command (a server built in Python).
     """
+    from bokeh.command.subcommands.serve import Serve as BokehServe  # see parse_serve_argv
+
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "invoke" and isinstance(frame.f_locals.get("self"), BokehServe):
@@ -143,6 +144,8 @@ def serve(runs: str | Path, args) -> None:
     Raises SystemExit(2) (one line on stderr) when the settings open the server to other machines
     without authentication.
     """
+    from panel.command import main as panel_main  # see parse_serve_argv
+
     argv = panel_serve_argv(runs, args)
     saved = sys.argv
     sys.argv = argv
