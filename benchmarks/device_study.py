@@ -11,9 +11,9 @@ objects per split, 13 778 train patches, 862 steps per epoch at batch 16 (861 wi
 batch); the reference collapsed after its best epoch, ~4 x 862 = 3 500 steps in (brief §8.4).
 ``--epochs 5`` gives 4 310 steps, 1.2x that. Step time: the reference's only timed GPU run took
 ~35 s per epoch (862 steps and validation) on an RTX 3090, ~40 ms a step (brief §9), for one run
-with a host synchronisation per parameter tensor each step; fnodiag's step has none of those. With
+that synchronised with the host for every parameter tensor each step (fnodiag does not). With
 five runs sharing one H100 (16 cores: three threads each) the estimate is at most 60 ms a step per
-run: 4 310 x 0.06 = 260 s of training, plus validation (137 batches a epoch, ~5 x 5 s), the
+run: 4 310 x 0.06 = 260 s of training, plus validation (137 batches an epoch, ~5 x 5 s), the
 simulation of the shared dataset (~8 s, once), worker start-up, checkpoint capture and summaries
 (~60 s): about 6 minutes, inside 10 with room for a slower step (up to ~110 ms). The script prints
 the step time it measured and the epochs that would fill 10 minutes at that rate, so the estimate is
