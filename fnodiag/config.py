@@ -585,6 +585,12 @@ SCHEDULE_FLAGS: list[Flag] = [
     Flag("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
     Flag("--step-size", "schedule.step_size", int, "step: epochs between LR steps"),
     Flag("--step-gamma", "schedule.step_gamma", float, "step: LR factor at each step (> 1 raises the LR)"),
+    Flag(
+        "--step-wd-gamma",
+        "schedule.step_wd_gamma",
+        float,
+        "step: weight-decay factor at each step (with AdamW, lr x wd stepped to 1 collapses a run on purpose)",
+    ),
     Flag("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
     Flag("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
     Flag(
