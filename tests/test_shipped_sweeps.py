@@ -126,6 +126,7 @@ def test_data_arms_must_be_declared_and_true(tmp_path, capsys):
     assert SweepDefinition.from_dict(json.loads(json.dumps(defn.to_dict()))) == defn  # sweep.json keeps it
     # a flag applied to every arm may erase the difference: no longer an error once the run starts
     assert defn.data_arms_changes({"data.nimgs_train": 3}) == {}
+    assert defn.data_arms_changes({"train.seed": 5}, seed=5) == defn.data_arms_changes()  # `--seed 5` of a sweep
 
     for head, match in (
         ('data_arms = ["b", "c"]', "'c', which is not one of its arms"),

@@ -64,8 +64,11 @@ class SweepDefinition:
         """The arm whose data every arm not in ``data_arms`` shares: the baseline, else the control, else the first."""
         return reference_arm(self.arms, self.baseline, self.control)
 
-    def data_arms_changes(self, overrides: dict[str, Any] | None = None, *, strict: bool = False) -> dict[str, list]:
-        """``{arm: [data changes]}`` of the arms that train on other data than :attr:`data_reference`.
+    def data_arms_changes(
+        self, overrides: dict[str, Any] | None = None, *, seed: int | None = None, strict: bool = False
+    ) -> dict[str, list]:
+        """``{arm: [data changes]}`` of the arms that train on other data than :attr:`data_reference`, every arm
+        resolved with ``overrides`` for ``seed`` (default: the first of :attr:`seeds`).
 
         Raises
         ------
@@ -73,7 +76,7 @@ class SweepDefinition:
             An arm not in ``data_arms`` changes the data (the message gives the line that declares it);
             with ``strict``, also an arm in ``data_arms`` that does not.
         """
-        seed = self.seeds[0]
+        seed = self.seeds[0] if seed is None else seed
         data = {arm: self.config(arm, seed, overrides).to_dict()["data"] for arm in self.arms}
         where = repr(self.source or self.name)
         return check_declared(where, data, self.data_reference, self.data_arms, strict=strict)

@@ -75,7 +75,7 @@ def run_sweep(
     overrides = dict(overrides or {})
     pairs = select(defn, arms, seeds)
     configs = {p: defn.config(*p, overrides) for p in pairs}  # every setting validated before anything is written
-    data_arms = defn.data_arms_changes(overrides)  # an arm on other data must be declared (data_arms)
+    data_arms = defn.data_arms_changes(overrides, seed=pairs[0][1])  # an arm on other data must be declared
     for (arm, seed), cfg in configs.items():
         existing = RunDir(Path(out) / run_name(arm, seed))
         if existing.config_path.is_file() and existing.read_config() != cfg:
