@@ -43,10 +43,13 @@ def dataset_cache(tmp_path_factory):
 
 @pytest.fixture
 def count_transfers(monkeypatch):
-    """Start counting device-to-host calls (Tensor.cpu / .item / .tolist); returns the counts dict."""
+    """Start counting device-to-host calls (Tensor.cpu / .item / .tolist, and .numpy with ``numpy=True``).
 
-    def start() -> dict:
-        calls = {"cpu": 0, "item": 0, "tolist": 0}
+    ``count_transfers()`` patches those methods for the rest of the test and returns the live counts dict.
+    """
+
+    def start(*, numpy: bool = False) -> dict:
+        calls = {"cpu": 0, "item": 0, "tolist": 0, **({"numpy": 0} if numpy else {})}
         for method in calls:
             original = getattr(torch.Tensor, method)
 

@@ -257,6 +257,27 @@ def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_cfg, 
     assert StoreReader(run.store_path).scalars("train/loss").step.max() == bad_step - 1
 
 
+def test_training_steps_between_flushes_never_read_a_tensor(tiny_cfg, dataset_cache, tmp_path, count_transfers):
+    """Steps 1-8 of an epoch read no tensor on the host; a live capture (every 4 steps) is one transfer each.
+
+    SGD, because torch's Adam reads its own step counter with ``.item()`` (a CPU tensor, not a
+    device sync); frames off (a frame is its own transfer, every ``frame_every`` steps).
+    """
+    from transfer_window import TransferWindow
+
+    cfg = tiny_cfg.override(
+        {"train.epochs": 1, "optim.name": "sgd", "train.frame_every": 0, "train.capture_every": 4, "model.blocks": 1}
+    )
+    quiet, captured = TransferWindow(count_transfers, 1, 3), TransferWindow(count_transfers, 4, 8)
+    run = train(cfg, tmp_path, name="t", cache_dir=dataset_cache, progress=False, extra_callbacks=[quiet, captured])
+    assert quiet.counts == {"cpu": 0, "item": 0, "tolist": 0, "numpy": 0}
+    assert captured.counts == {"cpu": 2, "item": 0, "tolist": 0, "numpy": 2}  # the captures of steps 4 and 8
+    reader = StoreReader(run.store_path)
+    assert reader.scalars("train/loss").step.tolist() == list(range(STEPS_PER_EPOCH))
+    assert reader.layer_matrix("activation", "std").steps.tolist() == [0, 4, 8]
+    assert run.read_status()["state"] == "finished"
+
+
 # ---- pure functions, no Trainer ----------------------------------------------------------
 
 
