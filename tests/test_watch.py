@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from transfers import NO_TRANSFER, ONE_CAPTURE
 
 import fnodiag
 from fnodiag.runs import RunDir, StoreReader
@@ -85,7 +86,9 @@ def test_watch_records_a_plain_loop_into_a_run_folder_every_reader_lists(tmp_pat
     with torch.no_grad():
         out = model(batches[0][:2])
     assert act.values[act.layers.index("output"), 0] == pytest.approx(float(out.mean()), rel=1e-5, abs=1e-7)
-    np.testing.assert_allclose(frames.channels["pred"][0, 0], out[0, 0].numpy(), atol=float(np.ptp(out[0, 0])) / 255)
+    np.testing.assert_allclose(
+        frames.channels["pred"][0, 0], out[0, 0].numpy(), atol=float(np.ptp(out[0, 0].numpy())) / 255
+    )
     from fnodiag.dashboard.catalog import scan, summarize
 
     cat = scan(tmp_path / "runs")
@@ -104,13 +107,13 @@ def test_steps_between_captures_never_read_a_tensor_and_each_capture_is_one_tran
     w.log(loss=_step(model, opt, batches[0]))  # step 0: a capture
     _step(model, opt, batches[1])  # its transfer happens at step 1's pre-step hook
     w.log(loss=torch.tensor(1.0))
-    calls = count_transfers(numpy=True)
+    calls = count_transfers(strict=True)
     for x in batches[2:5]:  # steps 2-4: no capture, no flush
         w.log(loss=_step(model, opt, x), other=torch.tensor(3.0))
-    assert calls == {"cpu": 0, "item": 0, "tolist": 0, "numpy": 0}
+    assert calls == NO_TRANSFER
     for x in batches[5:7]:  # step 5 captures; its transfer (with steps 1-5's scalars) runs at step 6's pre-hook
         w.log(loss=_step(model, opt, x))
-    assert calls == {"cpu": 1, "item": 0, "tolist": 0, "numpy": 1}  # to_host: one .cpu() (and its .numpy())
+    assert calls == ONE_CAPTURE
     w.close()
     with StoreReader(RunDir(tmp_path / "run").store_path) as r:
         assert r.scalars(TRAIN_LOSS).step.tolist() == list(range(7))

@@ -19,7 +19,7 @@ class TransferWindow(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.first and self.calls is None:
-            self.calls = self.count_transfers(numpy=True)
+            self.calls = self.count_transfers(strict=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step - 1 == self.last and self.calls is not None and self.counts is None:
