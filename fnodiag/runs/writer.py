@@ -217,7 +217,7 @@ class RunWriter:
         """Whether records of ``step`` are still written (False from a stopping divergence on)."""
         return self.enabled and not (self.stop_at_divergence and self.diverged and step >= self.diverged["step"])
 
-    def flush(self, extra: Mapping[str, torch.Tensor] | None = None, *, transfer=None) -> dict:
+    def flush(self, extra: Mapping[str, torch.Tensor] | None = None, *, transfer=None, commit: bool = True) -> dict:
         """Bring the buffered scalars (and ``extra``) to the host in one transfer and write them.
 
         Parameters
@@ -228,6 +228,8 @@ class RunWriter:
             ``transfer(named) -> {key: numpy array}`` doing one transfer for tensors of any shape
             (:func:`fnodiag.diagnostics.stats.to_host`); required with ``extra``. Without it the
             buffered scalars travel as one stacked tensor and one ``.tolist()``.
+        commit : bool
+            Commit the store (False: the caller adds rows and calls :meth:`commit` itself).
 
         Returns
         -------
@@ -253,6 +255,8 @@ class RunWriter:
         if self.enabled and rows:
             got = dict(zip(keys, np.asarray(host.get(_SCALARS, []), dtype=float).reshape(-1).tolist()))
             self._write_rows(rows, got)
+        if commit:
+            self.commit()  # every flushed row is committed: the crash window is the unflushed buffer
         return {k: host[k] for k in (extra or {})}
 
     def _write_rows(self, rows: dict, got: dict) -> None:
@@ -273,8 +277,6 @@ class RunWriter:
                 self.store.log_scalars(step, epoch, row)
             for name, value in row.items():
                 self._epoch_values.setdefault(name, []).append(value)
-        if self.store is not None:
-            self.store.flush()  # every flushed row is committed: the crash window is the unflushed buffer
 
     def commit(self) -> None:
         """Commit what was handed to the store since the last flush (a capture's layer rows)."""

@@ -294,9 +294,9 @@ class CaptureCore:
             return
         self._pending = None
         try:
-            host = self.writer.flush(pending["named"], transfer=to_host)  # the one transfer of this capture
+            host = self.writer.flush(pending["named"], transfer=to_host, commit=False)  # the one transfer
             self._write(pending, host)
-            self.writer.commit()
+            self.writer.commit()  # scalars and layer rows in one transaction
             self.captured += 1
         except Exception as exc:
             self.fail("store", exc, pending["step"])
