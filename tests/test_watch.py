@@ -135,27 +135,35 @@ def test_without_an_optimizer_each_log_is_a_step_and_only_activations_are_captur
     assert eff["optimizer"] is None and eff["steps_from"] == "watch.log" and eff["capture"]["probe_source"] == "given"
 
 
-@pytest.mark.parametrize("broken", ["probe", "store"])
-def test_a_capture_error_never_stops_the_loop(tmp_path, capsys, monkeypatch, broken):
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize("broken, fix", [("probe", "probe="), ("hook", "targets="), ("store", "disk")])
+def test_a_capture_error_never_stops_the_loop(tmp_path, capsys, monkeypatch, broken, fix):
     torch.manual_seed(0)
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     probe = torch.ones(2, 3, 8, 8) if broken == "probe" else None  # 3 channels: the first conv refuses it
     w = fnodiag.watch(model, tmp_path / "run", optimizer=opt, every=2, probe=probe)
     if broken == "store":
-        store = w.writer.store
-        monkeypatch.setattr(store, "log_layer_stats", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        monkeypatch.setattr(w.writer.store, "log_layer_stats", _raise(OSError("disk full")))
+    if broken == "hook":  # a statistic that fails inside the forward hooks of the probe pass
+        monkeypatch.setattr("fnodiag.diagnostics.hooks.activation_stats", _raise(RuntimeError("bad stat")))
     for x in _batches(6):
         w.log(loss=_step(model, opt, x))
     status = w.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fnodiag: capture disabled at step") and "training goes on" in err[0]
-    assert ("probe=" if broken == "probe" else "disk") in err[0]
+    assert fix in err[0]
     run = RunDir(tmp_path / "run")
     assert status["state"] == "finished" and "capture disabled at step" in status["message"]
     assert run.read_status()["state"] == "finished"
     capture = run.read_json("effective_config.json")["capture"]
-    assert capture["disabled_at_step"] == (0 if broken == "probe" else 0) and capture["error"]
+    assert capture["disabled_at_step"] == 0 and fix in capture["error"]
     with StoreReader(run.store_path) as r:
         assert r.scalars(TRAIN_LOSS).step.tolist() == list(range(6))  # the loop's scalars went on to the end
         assert r.layers("activation") == []

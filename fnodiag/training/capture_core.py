@@ -36,11 +36,14 @@ Complex-valued activations and weights are measured by magnitude.
 from __future__ import annotations
 
 import sys
+import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fnodiag.diagnostics import hooks, stats
 from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, default_targets
 from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
 from fnodiag.runs.writer import RunWriter
@@ -197,8 +200,8 @@ class CaptureCore:
         """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"fnodiag can only watch a torch.nn.Module, got {type(model).__name__}")
-        if self.targets is not None:
-            self.recorder = ActivationRecorder(model, self.targets)  # raises on an unknown name
+        recorder = ActivationRecorder(model, self.targets or [])  # raises on an unknown name or a compiled module
+        self.recorder = recorder if self.targets is not None else None
         self.model = model
         if self.probe is not None:
             device = next((p.device for p in model.parameters()), None)
@@ -270,7 +273,7 @@ class CaptureCore:
                 pending.update(grad=grad_names, scale=scale_names)
             self._pending = pending
         except Exception as exc:
-            self.fail(stage, exc, step)
+            self.fail(_stage_of(exc, stage), exc, step)
 
     def after_step(self) -> None:
         """Update ratios and weight norms of the pending capture (weights ``W_{s+1}``, on the device)."""
@@ -357,6 +360,15 @@ class CaptureCore:
             self._grab = None
         if self.recorder is not None:
             self.recorder.remove()
+
+
+def _stage_of(exc: BaseException, stage: str) -> str:
+    """``"statistics"`` when ``exc`` rose inside a statistics hook during the probe pass, else ``stage``."""
+    if stage == "probe":
+        files = {Path(frame.filename).name for frame in traceback.extract_tb(exc.__traceback__)}
+        if files & {Path(hooks.__file__).name, Path(stats.__file__).name}:
+            return "statistics"
+    return stage
 
 
 def _frame_tensors(images) -> dict:
