@@ -169,6 +169,30 @@ def test_a_capture_error_never_stops_the_loop(tmp_path, capsys, monkeypatch, bro
         assert r.layers("activation") == []
 
 
+class DictNet(nn.Module):
+    """Called as ``model({"x": (B, 3), "name": str}, scale=...)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, batch, scale=1.0):
+        return self.lin(batch["x"]) * scale
+
+
+def test_the_first_call_is_kept_as_the_probe_whatever_its_arguments(tmp_path):
+    torch.manual_seed(0)
+    model, x = DictNet(), torch.randn(5, 3)
+    with fnodiag.watch(model, tmp_path / "run", every=1) as w:
+        w.log(loss=model({"x": x, "name": "batch 0"}, scale=torch.tensor(2.0)).mean())
+    with torch.no_grad():
+        expected = model({"x": x[:2]}, scale=2.0)
+    with StoreReader(RunDir(tmp_path / "run").store_path) as r:
+        m = r.layer_matrix("activation", "mean")
+        assert m.layers == ["lin", "output"] and m.steps.tolist() == [0]
+        assert m.values[1, 0] == pytest.approx(float(expected.mean()), rel=1e-5)
+
+
 def test_setting_errors_write_nothing_and_the_folder_stays_usable(tmp_path):
     model = Net()
     with pytest.raises(ValueError, match="unknown target.*'nope'"):

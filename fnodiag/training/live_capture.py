@@ -188,8 +188,11 @@ class LiveCapture(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if not self._active:
             return
-        if self.core.probe is None and not isinstance(self.module, str):
-            self.core.set_probe(probe_from_batch(batch, self.probe_size))
+        if self.core.probe is None and self.core.enabled and not isinstance(self.module, str):
+            try:
+                self.core.set_probe(probe_from_batch(batch, self.probe_size))
+            except ValueError as exc:  # no tensor in the batch: capture stops, training goes on
+                self.core.fail("probe", exc, trainer.global_step)
         if self.owns:
             self._lrs = {}
             for i, opt in enumerate(trainer.optimizers):
