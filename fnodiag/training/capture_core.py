@@ -129,17 +129,38 @@ def probe_from_batch(batch, size: int) -> torch.Tensor:
     return x[:size].detach().clone()
 
 
-def slice_call(args: tuple, kwargs: dict, size: int) -> tuple[tuple, dict] | None:
-    """The first ``size`` samples of a module call's arguments (None when no argument is a batched tensor).
+def _tensors(value) -> list[torch.Tensor]:
+    """Batched tensors in ``value`` (a tensor, or a dict / list / tuple of them, nested), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value] if value.ndim >= 1 else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
-    The batch size is the first axis of the first tensor argument with one; every tensor argument
-    with that leading size is sliced (detached, copied), anything else is kept as it is.
+
+def slice_call(args: tuple, kwargs: dict, size: int) -> tuple[tuple, dict] | None:
+    """The first ``size`` samples of a module call's arguments (None when no argument holds a batched tensor).
+
+    The batch size is the first axis of the first tensor found (arguments in order, into dicts,
+    lists and tuples); every tensor with that leading size is sliced (detached, copied), anything
+    else is kept as it is.
     """
-    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.ndim >= 1]
-    if not tensors:
+    found = _tensors([*args, *kwargs.values()])
+    if not found:
         return None
-    n = tensors[0].shape[0]
-    cut = lambda v: v.detach()[:size].clone() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v
+    n = found[0].shape[0]
+
+    def cut(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach()[:size].clone() if v.ndim >= 1 and v.shape[0] == n else v
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(*(cut(x) for x in v)) if hasattr(v, "_fields") else type(v)(cut(x) for x in v)
+        return v
+
     return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}
 
 
@@ -213,10 +234,11 @@ class CaptureCore:
         """Keep the first input the watched module is called with as the probe (a one-call pre-hook)."""
         if self.probe is not None or self._grab is not None:
             return
+        # self._grab: the hook's handle until the first call, then "called"
 
         def grab(module, args, kwargs):
             self._grab.remove()
-            self._grab = None
+            self._grab = "called"  # and nothing registered any more
             self.probe = slice_call(args, kwargs, self.probe_size)
 
         self.probe_source = source
@@ -251,7 +273,10 @@ class CaptureCore:
         stage = "probe"
         try:
             if self.probe is None:
-                raise RuntimeError(f"the watched {type(self.model).__name__} was not called before step {step}")
+                what = (
+                    "had no batched tensor argument" if self._grab == "called" else f"was not called before step {step}"
+                )
+                raise RuntimeError(f"the watched {type(self.model).__name__} {what}")
             if self.recorder is None:
                 targets, left_out = choose_targets(self.model, *self.probe)
                 self.recorder = ActivationRecorder(self.model, targets)
@@ -355,7 +380,7 @@ class CaptureCore:
 
     def close(self) -> None:
         """Remove every hook this core registered (idempotent)."""
-        if self._grab is not None:
+        if self._grab not in (None, "called"):
             self._grab.remove()
             self._grab = None
         if self.recorder is not None:
