@@ -28,7 +28,7 @@ import torch
 from bench_train_step import lightning_steps  # same folder
 
 from fnodiag.ptycho.simulate import simulate
-from fnodiag.sweeps.runner import load_definition
+from fnodiag.sweeps.definition import load_definition
 from fnodiag.training.system import ReconstructionSystem
 
 

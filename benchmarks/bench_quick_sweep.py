@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
 
 TARGET_S = {"quick": 1200.0, "quick-reference": 2100.0}
 

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from fnodiag.ptycho.simulate import load_or_simulate
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
 
 TINY = {
     "data.N": 32,

@@ -1,7 +1,9 @@
 """``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard).
 
-Every configuration flag maps to one ``RunConfig`` field through the ``FLAGS`` table, so a flag
-that parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
+Every configuration flag maps to one setting through one table,
+:func:`fnodiag.training.registries.flag_table` (the ``RunConfig`` fields' rows kept in
+:mod:`fnodiag.config` and one row per setting a registered optimizer declares), so a flag that
+parses is a setting that reaches the run (and shows in its ``config.json``). Precedence:
 one list for every source (:func:`fnodiag.config.resolve`): defaults < ``--preset`` < ``--config FILE``
 < sweep ``[shared]`` < sweep arm < flags (< a sweep run's seed). Bad input prints one line
 ``fnodiag <cmd>: error: ...`` and exits with status 2; a failure inside training is not bad input:
@@ -16,113 +18,20 @@ import sys
 from pathlib import Path
 
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
-from fnodiag.runs import states
-
-# (flag, config path, type, help). Defaults shown in --help come from RunConfig().
-DATA_FLAGS = [
-    ("--N", "data.N", int, "diffraction pattern / patch size in pixels (32, 64 or 128)"),
-    ("--object-size", "data.object_size", int, "side of each simulated object image in pixels"),
-    ("--nimgs-train", "data.nimgs_train", int, "number of object images in the train split"),
-    ("--nimgs-test", "data.nimgs_test", int, "number of object images in the test split"),
-    ("--train-stride", "data.train_stride", int, "scan step of the train grid in pixels"),
-    ("--test-stride", "data.test_stride", int, "scan step of the test grid in pixels (also the stitched window)"),
-    ("--nphotons", "data.nphotons", float, "mean photons per diffraction pattern (Poisson noise level)"),
-    ("--set-phi", "data.set_phi", "bool", "give the object a non-zero phase (π·tanh of the amplitude)"),
-    ("--probe-npz", "data.probe_npz", str, "NPZ with a 'probeGuess' array to use instead of the ideal disk probe"),
-]
-MODEL_FLAGS = [
-    ("--arch", "model.arch", str, "generator architecture"),
-    (
-        "--spectral-layout",
-        "model.spectral_layout",
-        str,
-        "spectral mode layout (symmetric: ± rows; reference: one row block)",
-    ),
-    ("--blocks", "model.blocks", int, "encoder depth (number of spectral blocks before the bottleneck)"),
-    ("--width", "model.width", int, "channels of the first encoder level"),
-    ("--modes", "model.modes", int, "Fourier modes kept per axis (bottleneck uses modes // 2)"),
-    ("--channel-cap", "model.channel_cap", int, "maximum channels of any encoder level (default: no cap)"),
-    ("--layerscale-init", "model.layerscale_init", float, "initial LayerScale γ of stable/prenorm blocks"),
-]
-OPTIM_FLAGS = [
-    ("--optimizer", "optim.name", str, "optimizer"),
-    ("--lr", "optim.lr", float, "base learning rate"),
-    ("--momentum", "optim.momentum", float, "SGD momentum in [0, 1)"),
-    ("--nesterov", "optim.nesterov", "bool", "SGD Nesterov momentum (default: on when momentum > 0)"),
-    ("--weight-decay", "optim.weight_decay", float, "weight decay (L2 for adam/sgd, decoupled for adamw)"),
-    ("--beta1", "optim.beta1", float, "Adam/AdamW β1 in [0, 1)"),
-    ("--beta2", "optim.beta2", float, "Adam/AdamW β2 in [0, 1)"),
-    ("--scheduler", "schedule.name", str, "LR schedule"),
-    ("--warmup-epochs", "schedule.warmup_epochs", int, "warmup_cosine: epochs of linear warmup from 0.1·lr"),
-    ("--min-lr-ratio", "schedule.min_lr_ratio", float, "warmup_cosine: final LR as a fraction of lr"),
-    ("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
-    ("--step-size", "schedule.step_size", int, "step: epochs between LR steps"),
-    ("--step-gamma", "schedule.step_gamma", float, "step: LR factor at each step (> 1 raises the LR)"),
-    ("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
-    ("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
-    (
-        "--frozen-schedule",
-        "schedule.frozen",
-        "bool",
-        "reference quirk: build the schedule but never step it (the LR stays at its construction-time value)",
-    ),
-    ("--grad-clip", "clip.value", float, "clip threshold; 0 turns clipping off (algorithm defaults to norm)"),
-    (
-        "--grad-clip-algorithm",
-        "clip.algorithm",
-        str,
-        "clipping: none, norm (global L2), value (elementwise), agc (unit-wise adaptive)",
-    ),
-]
-RUN_FLAGS = [
-    ("--epochs", "train.epochs", int, "training epochs"),
-    (
-        "--batch-size",
-        "train.batch_size",
-        int,
-        "training batch size (partial last batches are dropped unless --keep-partial-batch)",
-    ),
-    (
-        "--infer-batch-size",
-        "train.infer_batch_size",
-        int,
-        "batch size for evaluation, and for validation under --val-batching infer",
-    ),
-    (
-        "--val-batching",
-        "train.val_batching",
-        str,
-        "validation batch size: train (the training batch size, partial last batch kept, as the reference), infer "
-        "(--infer-batch-size) or auto (train under --forward-gain batch, else infer)",
-    ),
-    (
-        "--keep-partial-batch",
-        "train.keep_partial_batch",
-        "bool",
-        "reference quirk: keep the train loader's last partial batch "
-        "(under --forward-gain batch it trains at its own gain)",
-    ),
-    ("--seed", "train.seed", int, "training seed (model init, shuffling); data do not depend on it"),
-    ("--loss", "train.loss", str, "physics loss: mae (normalised amplitude MAE) or poisson (NLL)"),
-    (
-        "--forward-gain",
-        "train.forward_gain",
-        str,
-        "reference quirk: 'batch' multiplies each prediction by the size of its batch; 'none' is correct physics",
-    ),
-    ("--capture-every", "train.capture_every", int, "live activation capture every k steps; 0 turns it off"),
-    (
-        "--frame-every",
-        "train.frame_every",
-        int,
-        "live reconstruction frames (probe batch amplitude / phase) every M steps; 0 turns them off",
-    ),
-    ("--accelerator", "train.accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
-    ("--devices", "train.devices", str, "Lightning devices: auto, a count, or ids"),
-    ("--strategy", "train.strategy", str, "Lightning strategy: auto, ddp, ..."),
-    ("--precision", "train.precision", str, "Lightning precision: 32-true, bf16-mixed, 16-mixed, ..."),
-    ("--num-workers", "train.num_workers", int, "DataLoader worker processes"),
-]
+from fnodiag.diagnostics.capture import capture_checkpoint, summary_lines, write_report
+from fnodiag.interop.checkpoint_export import export_checkpoint
+from fnodiag.interop.reference_import import import_reference
+from fnodiag.interop.tensorboard import export_tensorboard
+from fnodiag.models.reference_layout import rename_report
+from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
+from fnodiag.runs import RunDir, ensure_writable_dir, pid_alive, states
+from fnodiag.runs.liveness import HOST
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
+from fnodiag.sweeps.summary import write_summary
+from fnodiag.training.errors import TrainingError
+from fnodiag.training.registries import CHOICES, check_names, flag_default, flag_table  # torch, never Lightning
+from fnodiag.training.run import is_rank_zero, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,13 +42,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_flags(parser, table) -> None:
-    from fnodiag.training.registries import CHOICES  # names come from the registries (torch, no Lightning)
-
-    defaults = RunConfig().to_dict()
+    """One argparse option per row of ``table`` (rows of :func:`fnodiag.training.registries.flag_table`)."""
     for flag, path, kind, help_text in table:
-        section, name = path.split(".")
-        default = defaults[section][name]
         dest = path.replace(".", "__")
+        if "(default" not in help_text:
+            help_text = f"{help_text} (default: {flag_default(path)})"
         if path in CHOICES:
             names = list(CHOICES[path])
             parser.add_argument(
@@ -149,16 +56,10 @@ def _add_flags(parser, table) -> None:
                 default=None,
                 choices=names,
                 metavar=flag.lstrip("-").upper().replace("-", "_"),
-                help=f"{help_text}: {', '.join(names)} (default: {default})",
+                help=help_text.replace(" (default", f": {', '.join(names)} (default", 1),
             )
         elif kind == "bool":
-            parser.add_argument(
-                flag,
-                dest=dest,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{help_text} (default: {default})",
-            )
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(
                 flag,
@@ -166,8 +67,13 @@ def _add_flags(parser, table) -> None:
                 type=kind,
                 default=None,
                 metavar=flag.lstrip("-").upper().replace("-", "_"),
-                help=f"{help_text} (default: {default})",
+                help=help_text,
             )
+
+
+def _section(table, *sections: str, leave_out: tuple[str, ...] = ()) -> list:
+    """The rows of ``table`` that set a field of one of ``sections`` (e.g. ``"data"``), but for flags ``leave_out``."""
+    return [r for r in table if r.path.partition(".")[0] in sections and r.flag not in leave_out]
 
 
 def _flag_overrides(args) -> dict:
@@ -176,8 +82,6 @@ def _flag_overrides(args) -> dict:
 
 def resolve_config(args) -> RunConfig:
     """The parsed command line as a RunConfig, through :func:`fnodiag.config.resolve` (no rules of its own)."""
-    from fnodiag.training.registries import check_names
-
     return check_names(
         resolve(
             preset=getattr(args, "preset", None),
@@ -190,9 +94,10 @@ def resolve_config(args) -> RunConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fnodiag", description="Train FNO/U-NO ptychography generators and diagnose their collapse.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    table = flag_table()  # read now: an entry added to a registry is a flag at once
 
     p = sub.add_parser("simulate", help="simulate (or reuse) a grid_lines dataset and print where it is")
-    _add_flags(p, DATA_FLAGS)
+    _add_flags(p, _section(table, "data"))
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's data settings")
     p.add_argument(
         "--out", default="datasets", help="dataset folder; the dataset lands in OUT/<key>/ (default: datasets)"
@@ -210,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="generator architecture when the checkpoint has no saved run config (or to override it)",
     )
-    _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
-    _add_flags(p, DATA_FLAGS)
+    _add_flags(p, _section(table, "model", leave_out=("--arch",)))
+    _add_flags(p, _section(table, "data"))
     p.add_argument(
         "--input",
         help="NPZ with a 'diffraction' array (n, N, N) or (n, N, N, C); default: the run's "
@@ -270,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARCH",
         help="generator architecture of a bare state dict without a saved run config",
     )
-    _add_flags(p, [f for f in MODEL_FLAGS if f[0] != "--arch"])
+    _add_flags(p, _section(table, "model", leave_out=("--arch",)))
     p.add_argument(
         "--N",
         dest="data__N",
@@ -330,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ray executor: the cluster address `ray start --head` printed (default: RAY_ADDRESS, else a local Ray)",
     )
-    for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
-        _add_flags(p, table)
+    _add_flags(p, table)
 
     p = sub.add_parser("summarize", help="(re)write summary.md / summary.json / plots of a sweep folder")
     p.add_argument(
@@ -347,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-capture", action="store_true", help="skip the capture of model.pt on the first test patch")
 
     p = sub.add_parser("train", help="train one run into OUT/<name>/")
-    for table in (DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS):
-        _add_flags(p, table)
+    _add_flags(p, table)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -369,9 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
-    from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
-    from fnodiag.runs import ensure_writable_dir
-
     cfg = resolve_config(args).data
     data = load_or_simulate(cfg, ensure_writable_dir(args.out, "--out folder"))
     where = Path(args.out) / dataset_key(cfg)
@@ -390,11 +290,7 @@ def _resume_target(args):
 
     Refuses (ConfigError) setting flags, a folder without ``config.json`` and a run still running.
     """
-    from fnodiag.runs import RunDir, pid_alive
-    from fnodiag.runs.liveness import HOST
-    from fnodiag.training.run import is_rank_zero
-
-    given = [f for f, p, *_ in DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS if p in _flag_overrides(args)]
+    given = [f for f, p, *_ in flag_table() if p in _flag_overrides(args)]
     given += [f for f in ("--preset", "--config", "--name") if getattr(args, f[2:])]
     given += ["--out"] if args.out != "runs" else []
     if given:
@@ -430,8 +326,6 @@ def _resume_target(args):
 
 
 def _cmd_train(args) -> int:
-    from fnodiag.training.run import train
-
     if args.resume:
         target = _resume_target(args)
         if target is None:
@@ -454,59 +348,20 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_capture(args) -> int:
-    import numpy as np
-
-    from fnodiag.diagnostics.capture import (
-        CaptureError,
-        capture,
-        load_generator,
-        read_inputs,
-        summary,
-        summary_lines,
-        write_report,
-    )
-    from fnodiag.diagnostics.checkpoint import reference_dataset
-    from fnodiag.ptycho.simulate import load_or_simulate
-    from fnodiag.runs import RunDir, ensure_writable_dir
-
     if args.batch_size < 1 or args.max_samples < 1:
         raise ConfigError("--batch-size and --max-samples must be >= 1")
     ensure_writable_dir(args.output, "--output folder")
-    overrides = _flag_overrides(args)
-    x = read_inputs(args.input) if args.input else None
-    generator, cfg, info = load_generator(args.checkpoint, overrides, N=None if x is None else x.shape[-1])
-    own = info["layout"] == "fnodiag"  # else a reference-project checkpoint: never write into its folders
-    if x is None and not own:
-        found = reference_dataset(args.checkpoint, cfg.data.N, cfg.model.in_channels, args.split)
-        if found is not None:
-            x = read_inputs(found)
-            info["input"] = f"{found} (the reference run's own {args.split} split)"
-    if x is None:
-        ckpt = Path(args.checkpoint).resolve()
-        run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        beside = own and (run_root / "config.json").is_file()
-        cache = args.cache_dir or (RunDir(run_root).dataset_cache() if beside else "datasets")
-        data = load_or_simulate(cfg.data, ensure_writable_dir(cache, "dataset cache folder"))
-        x = getattr(data, args.split).diffraction[:, None]
-        info["input"] = f"dataset {data.key} ({args.split} split)"
-    elif args.input:
-        info["input"] = str(args.input)
-    if x.shape[-1] != cfg.data.N:
-        raise CaptureError(
-            f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
-            "pass --N or matching --input"
-        )
-    if x.shape[1] != cfg.model.in_channels:
-        raise CaptureError(
-            f"input has {x.shape[1]} channel(s) but the generator takes {cfg.model.in_channels} "
-            "(gridsize**2); pass an --input of matching gridsize"
-        )
-    x = np.ascontiguousarray(x[: args.max_samples], dtype=np.float32)
-    report = capture(generator, x, batch_size=args.batch_size, device=args.device)
-    report = {"summary": summary(generator, cfg, info, x, args.batch_size, args.device), **report}
+    report = capture_checkpoint(
+        args.checkpoint,
+        inputs=args.input,
+        overrides=_flag_overrides(args),
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+    )
     if args.layer_names == "reference":
-        from fnodiag.models.reference_layout import rename_report
-
         report = rename_report(report)
     for line in summary_lines(report["summary"]):
         print(line)
@@ -515,8 +370,6 @@ def _cmd_capture(args) -> int:
 
 
 def _cmd_export_checkpoint(args) -> int:
-    from fnodiag.interop.checkpoint_export import export_checkpoint
-
     info = export_checkpoint(
         args.source,
         args.output,
@@ -535,8 +388,6 @@ def _cmd_export_checkpoint(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from fnodiag.interop.tensorboard import export_tensorboard
-
     info = export_tensorboard(args.run, args.tensorboard)
     print(
         f"wrote {info['scalars']} scalar values and {info['layer_values']} per-layer values "
@@ -547,8 +398,6 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from fnodiag.sweeps.runner import load_definition, run_sweep
-
     defn = load_definition(args.definition)
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     try:
@@ -578,16 +427,12 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_summarize(args) -> int:
-    from fnodiag.sweeps.summary import write_summary
-
     write_summary(args.folder)
     print((Path(args.folder) / "summary.md").read_text())
     return 0
 
 
 def _cmd_import(args) -> int:
-    from fnodiag.interop.reference_import import import_reference
-
     run = import_reference(args.source, args.out, arch=args.arch, capture=not args.no_capture)
     info = run.read_json("imported.json")
     print(
@@ -617,8 +462,6 @@ def main(argv: list[str] | None = None) -> int:
     # restore Python's handler so Ctrl-C or a dashboard's stop (SIGINT) always interrupts a run
     # gracefully (status "interrupted", checkpoints kept).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from fnodiag.training.errors import TrainingError
-
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -3,7 +3,10 @@
 Every dataclass validates itself (``validate()`` raises :class:`ConfigError`, a ``ValueError``,
 whose message names the field, the bad value and what is allowed), converts to and from plain
 dicts, and round-trips through JSON so that ``RunConfig.from_dict(cfg.to_dict()) == cfg``.
-Presets are plain override dicts applied on top of the defaults.
+Presets are plain override dicts applied on top of the defaults. The command-line flags of the
+fields live here too, one :class:`Flag` row per field (:data:`CONFIG_FLAGS`); the optimizer registry
+adds its optimizers' own settings (kept in ``OptimConfig.extra``) to make the full table,
+:func:`fnodiag.training.registries.flag_table`.
 
 Every source of settings reaches a run through one function, :func:`resolve`, which applies
 the sources in one order (:data:`PRECEDENCE`; a later source wins)::
@@ -28,11 +31,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fnodiag.files import write_json
 
 SUPPORTED_N = (32, 64, 128)
+MAX_SEED = 2**32 - 1  # numpy (and Lightning's seed_everything) accept seeds up to this
 
 
 class ConfigError(ValueError):
@@ -54,7 +58,7 @@ def _coerce_floats(obj) -> None:
     """Store ints given for ``float`` fields as floats, so equal configs hash (and cache) alike."""
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        if f.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(obj, f.name, float(value))
 
 
@@ -67,7 +71,7 @@ class _Section:
 
 def _positive(section: str, name: str, value, *, strict: bool = True) -> None:
     ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if strict else value >= 0)
-    _check(ok, f"{section}.{name}={value!r} must be {'> 0' if strict else '>= 0'}")
+    _check(ok, f"{section}.{name}={value!r} must be a finite number {'> 0' if strict else '>= 0'}")
 
 
 @dataclass(frozen=True)
@@ -143,30 +147,56 @@ class ModelConfig(_Section):
         return self
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class OptimConfig(_Section):
-    """Optimizer choice and hyperparameters (brief §5.1)."""
+    """Optimizer choice and hyperparameters (brief §5.1).
+
+    The fields are the settings common to several optimizers; what each optimizer reads of them,
+    its defaults for the fields left None and its own further settings (``extra``, e.g. RMSprop's
+    ``alpha``) are declared by its entry in ``fnodiag.training.optimizers.OPTIMIZERS``, which
+    also validates ``extra`` (:func:`fnodiag.training.registries.check_names`).
+    """
 
     name: str = "adam"
     lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
+    momentum: float | None = None  # None: the optimizer's default (sgd 0.9, rmsprop 0.0)
     nesterov: bool | None = None  # sgd only; None means momentum > 0
     weight_decay: float = 0.0
-    beta1: float = 0.9  # adam / adamw
+    beta1: float = 0.9  # the Adam family
     beta2: float = 0.999
+    # An optimizer's own settings by name, as given (its registry entry supplies the defaults).
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.extra, Mapping):
+            object.__setattr__(self, "extra", dict(self.extra))
 
     def validate(self) -> OptimConfig:
-        s = "optim"  # name: fnodiag.training.registries.check_names
+        s = "optim"  # name and extra: fnodiag.training.registries.check_names
         _positive(s, "lr", self.lr)
-        _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum!r} must be in [0, 1)")
-        _check(0 <= self.beta1 < 1, f"optim.beta1={self.beta1!r} must be in [0, 1)")
-        _check(0 <= self.beta2 < 1, f"optim.beta2={self.beta2!r} must be in [0, 1)")
+        m = self.momentum
+        _check(
+            m is None or (_number(m) and 0 <= m < 1),
+            f"optim.momentum={m!r} must be in [0, 1), or null for the optimizer's default",
+        )
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            _check(_number(v) and 0 <= v < 1, f"optim.{name}={v!r} must be in [0, 1)")
         _positive(s, "weight_decay", self.weight_decay, strict=False)
         _check(
             self.nesterov is None or isinstance(self.nesterov, bool),
             f"optim.nesterov={self.nesterov!r} must be true, false or null",
         )
         _check(not (self.nesterov and self.momentum == 0), "optim.nesterov=true needs optim.momentum > 0")
+        _check(
+            isinstance(self.extra, Mapping) and all(isinstance(k, str) for k in self.extra),
+            f"optim.extra={self.extra!r} must map an optimizer's own setting names to values",
+        )
         return self
 
 
@@ -268,7 +298,10 @@ class TrainConfig(_Section):
         for name in ("epochs", "batch_size", "infer_batch_size"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"train.{name}={v!r} must be an integer >= 1")
-        _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed={self.seed!r} must be an integer >= 0")
+        _check(
+            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+            f"train.seed={self.seed!r} must be an integer in [0, {MAX_SEED}] (--seed; numpy's seed range)",
+        )
         check_choice(s, "loss", self.loss, LOSSES_ALLOWED)
         check_choice(s, "forward_gain", self.forward_gain, FORWARD_GAINS)
         check_choice(s, "val_batching", self.val_batching, VAL_BATCHINGS)
@@ -333,19 +366,41 @@ class RunConfig:
         """Return a copy with one layer of ``{"section.field": value}`` settings applied.
 
         None values are skipped; nested ``{"section": {"field": value}}`` entries are accepted too
-        (:func:`flatten`). The layer goes through :func:`clip_rule` first. Not validated: see
-        :func:`resolve`.
+        (:func:`flatten`). An ``optim.<name>`` key that is no :class:`OptimConfig` field is an
+        optimizer's own setting and goes to ``optim.extra`` (``optim.extra`` given as a mapping is
+        merged key by key); the optimizer registry decides whether it is one
+        (:func:`fnodiag.training.registries.check_names`). The layer goes through :func:`clip_rule`
+        first. Not validated: see :func:`resolve`.
         """
         d = self.to_dict()
         flat = clip_rule(self, {k: v for k, v in flatten(flat).items() if v is not None})
         for key, value in flat.items():
             section, _, name = key.partition(".")
-            _check(
-                section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])},
-                f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})",
-            )
-            d[section][name] = value
+            known = section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])}
+            if section == "optim" and name == "extra":
+                _check(
+                    isinstance(value, Mapping), f"optim.extra={value!r} must be a mapping of setting names to values"
+                )
+                d["optim"]["extra"].update(value)
+            elif section == "optim" and not known and name and "." not in name:
+                d["optim"]["extra"][name] = value  # an optimizer's own setting: the registry checks it
+            else:
+                _check(
+                    known, f"unknown setting {key!r}; settings look like 'optim.lr' (sections: {', '.join(SECTIONS)})"
+                )
+                d[section][name] = value
         return RunConfig.from_dict(d)
+
+    def value(self, path: str) -> Any:
+        """The value of the setting ``"section.field"``; an optimizer's own setting (``"optim.alpha"``) is read
+        from ``optim.extra`` (None when not given: its default is the optimizer registry's)."""
+        section, _, name = path.partition(".")
+        _check(section in SECTIONS, f"unknown setting {path!r}; settings look like 'optim.lr'")
+        part = getattr(self, section)
+        if section == "optim" and name not in {f.name for f in fields(OptimConfig)}:
+            return part.extra.get(name)
+        _check(hasattr(part, name), f"unknown setting {path!r}; settings look like 'optim.lr'")
+        return getattr(part, name)
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -442,6 +497,137 @@ def config_key(obj: Any, extra: bytes = b"") -> str:
     """A short stable hash of a dataclass (canonical JSON) plus optional extra bytes."""
     payload = json.dumps(dataclasses.asdict(obj), sort_keys=True).encode() + extra
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+# -- command-line flags: one row per setting, beside the settings they set ------------------------------
+
+
+class Flag(NamedTuple):
+    """One settings flag: ``--flag`` sets ``path`` (``"section.field"``) to a value of ``type``.
+
+    ``type`` is ``int``, ``float``, ``str`` or ``"bool"`` (a ``--flag / --no-flag`` switch). The
+    tables below hold the :class:`RunConfig` fields; :func:`fnodiag.training.registries.flag_table`
+    adds the optimizers' own settings and is the table the CLI and the dashboard's Launch form read.
+    """
+
+    flag: str
+    path: str
+    type: Any
+    help: str
+
+
+DATA_FLAGS: list[Flag] = [
+    Flag("--N", "data.N", int, "diffraction pattern / patch size in pixels (32, 64 or 128)"),
+    Flag("--object-size", "data.object_size", int, "side of each simulated object image in pixels"),
+    Flag("--nimgs-train", "data.nimgs_train", int, "number of object images in the train split"),
+    Flag("--nimgs-test", "data.nimgs_test", int, "number of object images in the test split"),
+    Flag("--train-stride", "data.train_stride", int, "scan step of the train grid in pixels"),
+    Flag("--test-stride", "data.test_stride", int, "scan step of the test grid in pixels (also the stitched window)"),
+    Flag("--nphotons", "data.nphotons", float, "mean photons per diffraction pattern (Poisson noise level)"),
+    Flag("--set-phi", "data.set_phi", "bool", "give the object a non-zero phase (π·tanh of the amplitude)"),
+    Flag("--probe-npz", "data.probe_npz", str, "NPZ with a 'probeGuess' array to use instead of the ideal disk probe"),
+]
+MODEL_FLAGS: list[Flag] = [
+    Flag("--arch", "model.arch", str, "generator architecture"),
+    Flag(
+        "--spectral-layout",
+        "model.spectral_layout",
+        str,
+        "spectral mode layout (symmetric: ± rows; reference: one row block)",
+    ),
+    Flag("--blocks", "model.blocks", int, "encoder depth (number of spectral blocks before the bottleneck)"),
+    Flag("--width", "model.width", int, "channels of the first encoder level"),
+    Flag("--modes", "model.modes", int, "Fourier modes kept per axis (bottleneck uses modes // 2)"),
+    Flag("--channel-cap", "model.channel_cap", int, "maximum channels of any encoder level (default: no cap)"),
+    Flag("--layerscale-init", "model.layerscale_init", float, "initial LayerScale γ of stable/prenorm blocks"),
+]
+OPTIM_FLAGS: list[Flag] = [
+    Flag("--optimizer", "optim.name", str, "optimizer"),
+    Flag("--lr", "optim.lr", float, "base learning rate"),
+    Flag("--momentum", "optim.momentum", float, "momentum in [0, 1)"),
+    Flag("--nesterov", "optim.nesterov", "bool", "Nesterov momentum (default: on when momentum > 0)"),
+    Flag(
+        "--weight-decay",
+        "optim.weight_decay",
+        float,
+        "weight decay >= 0 (L2, or decoupled where the optimizer decouples it)",
+    ),
+    Flag("--beta1", "optim.beta1", float, "β1 in [0, 1): decay of the gradient average"),
+    Flag("--beta2", "optim.beta2", float, "β2 in [0, 1): decay of the squared-gradient average"),
+]
+SCHEDULE_FLAGS: list[Flag] = [
+    Flag("--scheduler", "schedule.name", str, "LR schedule"),
+    Flag("--warmup-epochs", "schedule.warmup_epochs", int, "warmup_cosine: epochs of linear warmup from 0.1·lr"),
+    Flag("--min-lr-ratio", "schedule.min_lr_ratio", float, "warmup_cosine: final LR as a fraction of lr"),
+    Flag("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
+    Flag("--step-size", "schedule.step_size", int, "step: epochs between LR steps"),
+    Flag("--step-gamma", "schedule.step_gamma", float, "step: LR factor at each step (> 1 raises the LR)"),
+    Flag("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
+    Flag("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
+    Flag(
+        "--frozen-schedule",
+        "schedule.frozen",
+        "bool",
+        "reference quirk: build the schedule but never step it (the LR stays at its construction-time value)",
+    ),
+    Flag("--grad-clip", "clip.value", float, "clip threshold; 0 turns clipping off (algorithm defaults to norm)"),
+    Flag(
+        "--grad-clip-algorithm",
+        "clip.algorithm",
+        str,
+        "clipping: none, norm (global L2), value (elementwise), agc (unit-wise adaptive)",
+    ),
+]
+RUN_FLAGS: list[Flag] = [
+    Flag("--epochs", "train.epochs", int, "training epochs"),
+    Flag(
+        "--batch-size",
+        "train.batch_size",
+        int,
+        "training batch size (partial last batches are dropped unless --keep-partial-batch)",
+    ),
+    Flag(
+        "--infer-batch-size",
+        "train.infer_batch_size",
+        int,
+        "batch size for evaluation, and for validation under --val-batching infer",
+    ),
+    Flag(
+        "--val-batching",
+        "train.val_batching",
+        str,
+        "validation batch size: train (the training batch size, partial last batch kept, as the reference), infer "
+        "(--infer-batch-size) or auto (train under --forward-gain batch, else infer)",
+    ),
+    Flag(
+        "--keep-partial-batch",
+        "train.keep_partial_batch",
+        "bool",
+        "reference quirk: keep the train loader's last partial batch "
+        "(under --forward-gain batch it trains at its own gain)",
+    ),
+    Flag("--seed", "train.seed", int, "training seed (model init, shuffling); data do not depend on it"),
+    Flag("--loss", "train.loss", str, "physics loss: mae (normalised amplitude MAE) or poisson (NLL)"),
+    Flag(
+        "--forward-gain",
+        "train.forward_gain",
+        str,
+        "reference quirk: 'batch' multiplies each prediction by the size of its batch; 'none' is correct physics",
+    ),
+    Flag("--capture-every", "train.capture_every", int, "live activation capture every k steps; 0 turns it off"),
+    Flag(
+        "--frame-every",
+        "train.frame_every",
+        int,
+        "live reconstruction frames (probe batch amplitude / phase) every M steps; 0 turns them off",
+    ),
+    Flag("--accelerator", "train.accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
+    Flag("--devices", "train.devices", str, "Lightning devices: auto, a count, or ids"),
+    Flag("--strategy", "train.strategy", str, "Lightning strategy: auto, ddp, ..."),
+    Flag("--precision", "train.precision", str, "Lightning precision: 32-true, bf16-mixed, 16-mixed, ..."),
+    Flag("--num-workers", "train.num_workers", int, "DataLoader worker processes"),
+]
+CONFIG_FLAGS: list[Flag] = DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + SCHEDULE_FLAGS + RUN_FLAGS
 
 
 # Presets are override dicts on top of the defaults; ``--preset`` applies one before flags.

@@ -367,7 +367,7 @@ def test_launch_form_offers_what_the_registries_hold(tmp_path, monkeypatch):
     monkeypatch.setitem(SCHEDULERS, "dummy_sched", SCHEDULERS["constant"])
     monkeypatch.setitem(MODELS, "dummy_arch", MODELS["hybrid"])
     view = LaunchView(store=DashboardStore(tmp_path))
-    assert view.param.optimizer.objects == ["adam", "adamw", "sgd", "dummy_opt"]
+    assert view.param.optimizer.objects == ["adam", "adamw", "sgd", "radam", "nadam", "rmsprop", "dummy_opt"]
     assert view.param.scheduler.objects[-1] == "dummy_sched" and view.param.arch.objects[-1] == "dummy_arch"
     assert view.param.preset.objects == list(PRESETS)
     view.optimizer, view.scheduler, view.arch = "dummy_opt", "dummy_sched", "dummy_arch"

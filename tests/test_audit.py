@@ -161,7 +161,8 @@ def test_config_differences(sgd_cfg):
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     """A real tiny sweep: one SGD + warmup-cosine arm, 2 epochs, clip asked by an override (``--grad-clip 1.0``)."""
-    from fnodiag.sweeps.runner import load_definition, run_sweep
+    from fnodiag.sweeps.definition import load_definition
+    from fnodiag.sweeps.runner import run_sweep
 
     d = tmp_path_factory.mktemp("audit")
     arm = {k: v for k, v in SGD_WC.items() if not k.startswith("clip.")}

@@ -190,3 +190,52 @@ def test_capture_bad_checkpoints_are_one_line_exit_2(stable_run, tmp_path, capsy
     for word in words:
         assert word in err
     assert not Path("/tmp/fnodiag-pwned").exists()
+
+
+# ---- capture_checkpoint: the one orchestration -----------------------------------------------
+
+
+def test_capture_checkpoint_finds_the_runs_dataset_and_never_simulates_when_told(stable_run, dataset_cache, tmp_path):
+    """The run's recorded dataset cache gives the same patches as passing them; simulate=False writes nothing."""
+    from fnodiag.diagnostics.capture import DatasetMissing, capture_checkpoint
+    from fnodiag.ptycho.simulate import cached_dataset
+
+    cfg, run = stable_run
+    own = capture_checkpoint(run.last_ckpt_path, max_samples=3, batch_size=2, simulate=False)
+    patches = cached_dataset(cfg.data, dataset_cache).test.diffraction[:3, None]
+    given = capture_checkpoint(run.last_ckpt_path, inputs=patches, max_samples=3, batch_size=2, simulate=False)
+    assert own["summary"]["input"].startswith("dataset ") and own["summary"]["input"].endswith("(test split)")
+    assert given["summary"]["input"] == "given array" and given["summary"]["n_samples"] == 3
+    assert own["layers"] == given["layers"] and len(own["layers"]["output/spatial_std"]) == 2  # batches 2 + 1
+    empty = tmp_path / "nowhere"
+    with pytest.raises(DatasetMissing, match="is missing and simulating it is off") as info:
+        capture_checkpoint(run.last_ckpt_path, max_samples=3, batch_size=2, cache_dir=empty, simulate=False)
+    assert info.value.path.parent == empty and not empty.exists()
+
+
+def test_only_capture_py_orchestrates_a_checkpoint_capture():
+    """Every caller (CLI, sweep task, reference import, dashboard) goes through capture_checkpoint():
+    no other module of the package uses the pieces it is made of."""
+    import ast
+
+    import fnodiag
+
+    pieces = {"capture", "summary", "read_inputs"}
+    package = Path(fnodiag.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "diagnostics" / "capture.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module_aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "fnodiag.diagnostics.capture":
+                found += [f"{path.name}: imports {a.name}" for a in node.names if a.name in pieces]
+            elif isinstance(node, ast.ImportFrom) and node.module == "fnodiag.diagnostics":
+                module_aliases |= {a.asname or a.name for a in node.names if a.name == "capture"}
+            elif isinstance(node, ast.Import):
+                module_aliases |= {a.asname or a.name for a in node.names if a.name == "fnodiag.diagnostics.capture"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in pieces and ast.unparse(node.value) in module_aliases:
+                found.append(f"{path.name}: uses {ast.unparse(node)}")
+    assert found == []

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, build_parser, main, resolve_config
+from fnodiag.cli import build_parser, main, resolve_config
 from fnodiag.config import RunConfig
+from fnodiag.training.optimizers import users
+from fnodiag.training.registries import flag_default, flag_table
 
 TINY_ARGS = [
     "--N",
@@ -88,6 +90,11 @@ NON_DEFAULT = {
     "--num-workers": ("1", 1),
     "--val-batching": ("train", "train"),
     "--keep-partial-batch": (None, True),
+    "--eps": ("1e-6", 1e-6),
+    "--decoupled-weight-decay": (None, True),
+    "--momentum-decay": ("0.01", 0.01),
+    "--alpha": ("0.9", 0.9),
+    "--centered": (None, True),
 }
 
 
@@ -96,7 +103,7 @@ def test_every_flag_has_help_and_reaches_its_field(tmp_path):
 
     probe = tmp_path / "probe.npz"
     np.savez(probe, probeGuess=np.ones((8, 8), np.complex64))
-    table = DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS
+    table = flag_table()
     assert {flag for flag, *_ in table} == set(NON_DEFAULT)
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
@@ -107,14 +114,15 @@ def test_every_flag_has_help_and_reaches_its_field(tmp_path):
         raw = str(probe) if raw == "PROBE" else raw
         expected = str(probe) if expected == "PROBE" else expected
         argv = ["train", flag] + ([] if raw is None else [raw])
-        if flag == "--nesterov":
+        if flag in ("--nesterov", "--momentum"):
             argv += ["--optimizer", "sgd"]
+        elif path.startswith("optim.") and flag not in ("--optimizer", "--lr", "--weight-decay"):
+            argv += ["--optimizer", users(path)[-1]]  # an optimizer that takes the setting
         if flag == "--grad-clip-algorithm":
             argv += ["--grad-clip", "1.0"]
         cfg = resolve_config(parser.parse_args(argv))
-        section, name = path.split(".")
-        assert getattr(getattr(cfg, section), name) == expected, flag
-        assert getattr(getattr(RunConfig(), section), name) != expected, f"{flag}: pick a non-default value"
+        assert cfg.value(path) == expected, flag
+        assert RunConfig().value(path) != expected and flag_default(path) != str(expected), f"{flag}: non-default"
 
 
 def test_precedence_preset_config_file_flags(tmp_path):
@@ -139,7 +147,7 @@ def test_grad_clip_zero_turns_clipping_off():
     [
         (["train", "--lr", "-1"], ["optim.lr"]),
         (["train", "--lr", "abc"], ["--lr", "invalid float"]),
-        (["train", "--optimizer", "rmsprop"], ["--optimizer", "'adamw'"]),
+        (["train", "--optimizer", "lamb"], ["--optimizer", "'adamw'"]),
         (["train", "--momentum", "1.5", "--optimizer", "sgd"], ["optim.momentum", "[0, 1)"]),
         (["train", "--N", "48"], ["data.N", "64"]),
         (["simulate", "--nphotons", "0"], ["data.nphotons"]),
@@ -185,7 +193,7 @@ def test_a_name_added_to_a_registry_reaches_the_parser(monkeypatch):
     assert (cfg.optim.name, cfg.schedule.name, cfg.model.arch) == ("dummy_opt", "dummy_sched", "dummy_arch")
     train = next(a for a in parser._actions if a.dest == "command").choices["train"]
     choices = {a.dest: a.choices for a in train._actions if a.choices}
-    assert choices["optim__name"] == ["adam", "adamw", "sgd", "dummy_opt"]
+    assert choices["optim__name"] == ["adam", "adamw", "sgd", "radam", "nadam", "rmsprop", "dummy_opt"]
     assert choices["schedule__name"][-1] == "dummy_sched" and choices["model__arch"][-1] == "dummy_arch"
     assert "dummy_opt" in train.format_help()
 

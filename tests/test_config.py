@@ -55,7 +55,9 @@ def test_validation_names_field_and_allowed_values(override, words):
 
 def test_unknown_keys_are_rejected_with_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown setting 'optim.learning_rate'"):
-        RunConfig().override({"optim.learning_rate": 1e-3})
+        validated(RunConfig().override({"optim.learning_rate": 1e-3}))  # optim.<name>: the registry's check
+    with pytest.raises(ConfigError, match="unknown setting 'model.learning_rate'"):
+        RunConfig().override({"model.learning_rate": 1e-3})
     with pytest.raises(ConfigError, match="valid: .*beta1"):
         RunConfig.from_dict({"optim": {"betas": [0.9, 0.99]}})
     with pytest.raises(ConfigError, match="unknown configuration section"):
@@ -147,15 +149,17 @@ def test_clip_rule_across_layers_and_refused_combinations():
 def test_resolve_errors_name_the_source_and_the_seed_conflict():
     from fnodiag.config import resolve
 
-    with pytest.raises(ConfigError, match=r"unknown setting 'optim.lrr'.*\(in sweep arm\)"):
-        resolve(arm={"optim.lrr": 1})
+    with pytest.raises(ConfigError, match=r"unknown setting 'train.epoch'.*\(in sweep arm\)"):
+        resolve(arm={"train.epoch": 1})
+    with pytest.raises(ConfigError, match=r"unknown setting 'optim.lrr'"):  # an optimizer setting: the registry's
+        validated(resolve(arm={"optim.lrr": 1}))
     with pytest.raises(ConfigError, match="conflicts with the sweep seed 3"):
         resolve(overrides={"train.seed": 4}, seed=3)
     assert resolve(overrides={"train.seed": 3}, seed=3).train.seed == 3
 
 
 def test_sweep_tables_may_nest_sections(tmp_path):
-    from fnodiag.sweeps.runner import load_definition
+    from fnodiag.sweeps.definition import load_definition
 
     path = tmp_path / "nested.toml"
     path.write_text(

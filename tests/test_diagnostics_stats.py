@@ -12,11 +12,17 @@ from torch import nn
 from fnodiag.diagnostics import stats
 from fnodiag.diagnostics.stats import (
     ACTIVATION_STATS,
+    GLOBAL_STATS,
+    SPATIAL_STATS,
+    STAT_SETS,
+    absent_stats,
+    activation_stat_names,
     activation_stats,
     branch_ratio,
     grad_norms,
     scale_params,
     snapshot_weights,
+    stat_set,
     to_host,
     update_ratios,
     weight_norms,
@@ -149,14 +155,78 @@ def test_all_nonfinite_gives_nan_and_count():
     assert all(math.isnan(v) for k, v in got.items() if k != "nonfinite")
 
 
-def test_lower_rank_tensors_have_nan_spatial_stats():
+def test_lower_rank_tensors_have_no_spatial_stats():
+    """(BATCH, C), (BATCH,) and scalars: the spatial statistics are absent (not computed), never NaN."""
     t = torch.tensor([[1.0, -2.0, 3.0], [0.0, 5.0, -6.0]])
-    got = as_dict(activation_stats(t))
+    out = activation_stats(t)
+    assert out.shape == (len(GLOBAL_STATS),) and activation_stat_names(2) == GLOBAL_STATS
+    got = dict(zip(GLOBAL_STATS, out.tolist()))
     assert got["mean"] == pytest.approx(1 / 6) and got["abs_mean"] == pytest.approx(17 / 6)
     assert got["std"] == pytest.approx(np.std([1, -2, 3, 0, 5, -6]))
-    for name in ("spatial_std", "min_channel_std", "low_freq_ratio"):
-        assert math.isnan(got[name])
-    assert math.isnan(as_dict(activation_stats(torch.randn(2, 4, 4)))["spatial_std"])
+    assert got["p50"] == pytest.approx(np.quantile([1, 2, 3, 0, 5, 6], 0.5)) and got["nonfinite"] == 0
+    assert got["frac_near_zero"] == pytest.approx(1 / 6)
+    assert not set(SPATIAL_STATS) & set(GLOBAL_STATS) and set(SPATIAL_STATS) | set(GLOBAL_STATS) == set(
+        ACTIVATION_STATS
+    )
+    for x in (torch.randn(5), torch.tensor(2.0)):
+        assert activation_stats(x).shape == (len(GLOBAL_STATS),)
+    assert (
+        set(absent_stats((4, 3))) == set(SPATIAL_STATS) and "(BATCH, C) (4, 3)" in absent_stats((4, 3))["spatial_std"]
+    )
+    assert set(absent_stats(())) == set(SPATIAL_STATS)
+    assert absent_stats((4, 3, 7)) == {} and activation_stat_names(3) == ACTIVATION_STATS
+    assert stat_set(2) == "global" and stat_set(5) == "stats" and STAT_SETS[stat_set(4)] == ACTIVATION_STATS
+
+
+def numpy_stats_nd(a: np.ndarray, near_zero: float = 1e-6) -> dict[str, float]:
+    """Independent reference for finite (BATCH, C, *S) arrays of any spatial rank (complex by magnitude)."""
+    a = np.abs(a).astype(np.float64) if np.iscomplexobj(a) else a.astype(np.float64)
+    mag, space = np.abs(a), tuple(range(2, a.ndim))
+    map_std = a.std(axis=space)  # (BATCH, C), ddof=0
+    power = np.abs(np.fft.rfftn(mag, axes=space, norm="ortho")) ** 2
+    corner = (slice(None),) * 2 + tuple(slice(0, math.ceil(power.shape[d] / 8)) for d in space)
+    return {
+        "mean": a.mean(),
+        "std": a.std(),
+        "abs_mean": mag.mean(),
+        "p50": np.quantile(mag, 0.5),
+        "p95": np.quantile(mag, 0.95),
+        "p99": np.quantile(mag, 0.99),
+        "frac_near_zero": (mag <= near_zero).mean(),
+        "spatial_std": map_std.mean(),
+        "min_channel_std": map_std.mean(axis=0).min(),
+        "low_freq_ratio": power[corner].mean() / power.mean(),
+        "nonfinite": 0.0,
+    }
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 50), (2, 3, 16, 10), (2, 2, 6, 8, 10), (2, 3, 1)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64], ids=str)
+def test_every_spatial_rank_matches_numpy(shape, dtype):
+    g = torch.Generator().manual_seed(len(shape))
+    t = torch.randn(*shape, generator=g, dtype=dtype)
+    t.reshape(-1)[:3] = 0  # exact zeros for frac_near_zero
+    got = activation_stats(t)
+    assert got.shape == (len(ACTIVATION_STATS),)
+    assert_stats(got, numpy_stats_nd(t.numpy()), rtol=1e-4)
+    if dtype.is_complex:  # every statistic of a complex activation is that of its magnitude
+        torch.testing.assert_close(got, activation_stats(t.abs()))
+
+
+def test_numpy_reference_of_any_rank_agrees_with_the_2d_one():
+    a = np.random.default_rng(0).normal(size=(2, 3, 9, 12))
+    for name, value in numpy_stats(a).items():
+        assert numpy_stats_nd(a)[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_constant_field_low_freq_ratio_per_rank():
+    """A constant field puts all power at DC: ratio = half-spectrum size / corner size, per rank."""
+    one_d = as_dict(activation_stats(torch.full((2, 3, 64), 1.5)))  # N_r = 33, corner ceil(33/8) = 5
+    assert one_d["low_freq_ratio"] == pytest.approx(33 / 5)
+    three_d = as_dict(activation_stats(torch.full((1, 2, 8, 12, 10), -2.0)))  # (8, 12, 6), corner (1, 2, 1)
+    assert three_d["low_freq_ratio"] == pytest.approx(8 * 12 * 6 / 2)
+    for got in (one_d, three_d):
+        assert got["spatial_std"] == 0 and got["min_channel_std"] == 0
 
 
 def test_quantiles_on_large_tensor_use_deterministic_subsample(monkeypatch):
@@ -373,3 +443,20 @@ def test_snapshot_buffer_reuse_and_inplace_update_ratios():
     torch.testing.assert_close(inplace, fresh)
     again = snapshot_weights(lin, out=snap)
     assert again is snap and all(torch.equal(a, p) for a, p in zip(again, lin.parameters()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stats_of_every_rank_without_host_sync():
+    shapes = [(4, 3), (2, 3, 64), (2, 3, 8, 8), (2, 2, 6, 8, 10)]
+    tensors = [torch.randn(*s, device="cuda") for s in shapes]
+    tensors.append(torch.polar(tensors[-1].abs(), tensors[-1]))  # complex 3-D field
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = [activation_stats(t) for t in tensors]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [r.shape[0] for r in results] == [len(GLOBAL_STATS)] + [len(ACTIVATION_STATS)] * 4
+    for got, t in zip(results, tensors):
+        torch.testing.assert_close(got.cpu(), activation_stats(t.cpu()), rtol=1e-4, atol=1e-5, equal_nan=True)

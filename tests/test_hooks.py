@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from fnodiag.config import ModelConfig
-from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, default_targets
-from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT, activation_stats, branch_ratio
+from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, TargetPlan, default_targets
+from fnodiag.diagnostics.stats import (
+    ACTIVATION_STATS,
+    BRANCH_STAT,
+    GLOBAL_STATS,
+    SPATIAL_STATS,
+    activation_stats,
+    branch_ratio,
+)
 from fnodiag.models import MODELS, HybridUNO, build_model
 
 ARCHS = ("hybrid", "stable_hybrid", "prenorm_hybrid")
@@ -227,7 +234,64 @@ def test_plain_model_and_tuple_outputs():
     with ActivationRecorder(model, ["lin", OUTPUT]) as rec:
         out, _ = model(torch.ones(2, 3))
     torch.testing.assert_close(rec.results()[OUTPUT], activation_stats(out), equal_nan=True)
-    assert math.isnan(rec.results()["lin"][IDX["spatial_std"]].item())
+    assert rec.results()["lin"].shape == (len(GLOBAL_STATS),) and rec.stat_names()["lin"] == GLOBAL_STATS
+    values = rec.collect()
+    assert {s for (layer, s) in values if layer == "lin"} == set(GLOBAL_STATS)  # no spatial key at all
+    assert all(math.isfinite(v) for v in values.values())
+
+
+class MixedRanks(nn.Module):
+    """(B, C, H, W) -> flattened (B, C, H*W) conv -> restored field -> pooled (B, C) -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        flat = self.conv(x.reshape(b, 2, h * w))
+        field = flat.reshape(b, 3, h, w)
+        return self.fc(self.pool(field).flatten(1)), field
+
+
+def test_any_rank_layers_record_only_their_statistics_in_one_transfer(count_transfers, monkeypatch):
+    model = MixedRanks()
+    x = torch.rand(2, 2, 6, 5, generator=torch.Generator().manual_seed(0))
+    with ActivationRecorder(model, ["conv", "pool", "fc", OUTPUT], layouts={"conv": (6, 5)}) as rec:
+        with torch.no_grad():
+            y, field = model(x)
+    assert rec.shapes() == {"conv": (2, 3, 6, 5), "pool": (2, 3, 1, 1), "fc": (2, 4), OUTPUT: (2, 4)}
+    assert rec.absent().keys() == {"fc", OUTPUT} and set(rec.absent()["fc"]) == set(SPATIAL_STATS)
+    # the conv's (B, C, H*W) output is measured as the field it is, with its layout
+    torch.testing.assert_close(rec.results()["conv"], activation_stats(field))
+    assert rec.results()["conv"][IDX["low_freq_ratio"]] != activation_stats(field.flatten(2))[IDX["low_freq_ratio"]]
+    calls = count_transfers()
+    values = rec.collect()
+    assert calls == {"cpu": 1, "item": 0, "tolist": 0}
+    monkeypatch.undo()
+    by_layer = {layer: {s for (lay, s) in values if lay == layer} for layer in rec.targets}
+    assert by_layer == {
+        "conv": set(ACTIVATION_STATS),
+        "pool": set(ACTIVATION_STATS),
+        "fc": set(GLOBAL_STATS),
+        OUTPUT: set(GLOBAL_STATS),
+    }
+    assert values[("fc", "mean")] == pytest.approx(y.mean().item(), rel=1e-5)
+
+
+def test_recorder_takes_a_target_plan_and_its_layouts():
+    model = MixedRanks()
+    plan = TargetPlan(["conv", OUTPUT], layouts={"conv": (6, 5), "gone": (1, 1)})
+    rec = ActivationRecorder(model, plan)
+    assert rec.targets == ["conv", OUTPUT] and rec.layouts == {"conv": (6, 5)}
+    with rec:
+        model(torch.rand(1, 2, 6, 5))
+        model(torch.rand(1, 2, 4, 4))  # another resolution: N no longer fits the layout, measured as it is
+    assert rec.shapes()["conv"] == (1, 3, 16)
+    with pytest.raises(ValueError, match="unknown target"):
+        ActivationRecorder(model, TargetPlan(["nope"]))
 
 
 @pytest.mark.gpu

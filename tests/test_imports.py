@@ -1,13 +1,17 @@
-"""The package's import graph is one-way: no circle between fnodiag modules.
+"""The package's import graph is one-way: no circle between fnodiag modules, none hidden in functions.
 
 The graph is read from the source with ``ast`` (nothing is imported): an edge ``a -> b`` for every
 ``import``/``from ... import`` of an fnodiag module ``b`` in module ``a``, at module level and
 inside functions alike. A circle is a strongly connected component of more than one module.
+fnodiag modules are imported at module top (only optional third-party packages may be imported
+inside functions); :data:`NO_FUNCTION_LEVEL` lists the parts of the package held to that so far.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +19,7 @@ import pytest
 import fnodiag
 
 PACKAGE = Path(fnodiag.__file__).parent
-# Deferred by design, function level only: the sweep runner picks an executor, and the executors run
-# ``sweep.run_one`` in worker processes (locally or under Ray). Any other circle, or this one growing, fails.
-KNOWN_DEFERRED = {
-    frozenset({"fnodiag.sweeps.runner", "fnodiag.sweeps.executors", "fnodiag.sweeps.ray", "fnodiag.sweeps.summary"})
-}
+NO_FUNCTION_LEVEL = ("fnodiag.sweeps", "fnodiag.cli", "fnodiag.interop", "fnodiag.diagnostics")
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:
@@ -36,7 +36,23 @@ def module_names(root: Path = PACKAGE) -> dict[str, Path]:
 def imports_of(name: str, path: Path, modules: dict, *, top_level_only: bool) -> set[str]:
     """The fnodiag modules ``name`` imports (``from pkg import sub`` counts as ``pkg.sub`` when it is a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    return targets(name, path, tree.body if top_level_only else ast.walk(tree), modules)
+
+
+def function_level_imports(name: str, path: Path, modules: dict) -> list[tuple[int, str]]:
+    """``(line, fnodiag module)`` of every import of an fnodiag module inside a function of ``name``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found += [(node.lineno, t) for t in sorted(targets(name, path, [node], modules))]
+    return sorted(set(found))
+
+
+def targets(name: str, path: Path, nodes, modules: dict) -> set[str]:
+    """The fnodiag modules the import statements among ``nodes`` of module ``name`` import."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in nodes:
@@ -95,10 +111,22 @@ def graph(top_level_only: bool) -> dict[str, set[str]]:
     return {name: imports_of(name, path, modules, top_level_only=top_level_only) for name, path in modules.items()}
 
 
-def test_the_parser_sees_module_and_function_level_imports():
+def test_the_parser_sees_module_and_function_level_imports(tmp_path):
+    pkg = tmp_path / "fnodiag"
+    (pkg / "sub").mkdir(parents=True)
+    for rel in ("__init__.py", "a.py", "b.py", "sub/__init__.py", "sub/c.py"):
+        (pkg / rel).write_text("")
+    (pkg / "sub" / "c.py").write_text(
+        "import json\nfrom fnodiag import a\nfrom . import c as me\n\n\n"
+        "def f():\n    from fnodiag.b import thing\n    from .. import sub\n    import numpy\n"
+    )
+    modules = module_names(pkg)
+    path = pkg / "sub" / "c.py"
+    assert imports_of("fnodiag.sub.c", path, modules, top_level_only=True) == {"fnodiag.a"}
+    assert imports_of("fnodiag.sub.c", path, modules, top_level_only=False) == {"fnodiag.a", "fnodiag.b", "fnodiag.sub"}
+    assert function_level_imports("fnodiag.sub.c", path, modules) == [(7, "fnodiag.b"), (8, "fnodiag.sub")]
     g = graph(top_level_only=False)
-    assert "fnodiag.config" in g["fnodiag.training.optimizers"]  # module level
-    assert "fnodiag.training.registries" in g["fnodiag.cli"]  # inside a function
+    assert "fnodiag.config" in g["fnodiag.training.optimizers"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 
@@ -107,8 +135,40 @@ def test_no_import_circle_at_module_level():
 
 
 def test_no_import_circle_inside_functions_either():
-    found = [c for c in circles(graph(top_level_only=False)) if frozenset(c) not in KNOWN_DEFERRED]
+    found = circles(graph(top_level_only=False))
     assert found == [], f"import circle(s): {found}"
+
+
+def test_no_function_level_imports_of_fnodiag_modules():
+    """fnodiag modules are imported at module top, so the graph above is what a reader sees."""
+    modules = module_names()
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {target}"
+        for name, path in sorted(modules.items())
+        if any(name == p or name.startswith(p + ".") for p in NO_FUNCTION_LEVEL)
+        for line, target in function_level_imports(name, path, modules)
+    ]
+    assert found == [], "function-level imports of fnodiag modules (move them to module top):\n" + "\n".join(found)
+
+
+def test_executors_import_nothing_of_the_sweep_above_them():
+    """Executors are given the task they run: they never import the runner, the task, the manifest or the summary."""
+    g = graph(top_level_only=False)
+    executors = {"fnodiag.sweeps.executors", "fnodiag.sweeps.ray"}
+    for name in executors:
+        sweeps = {t for t in g[name] if t == "fnodiag.sweeps" or t.startswith("fnodiag.sweeps.")}
+        assert sweeps <= executors, f"{name} imports {sorted(sweeps - executors)}"
+
+
+def test_definitions_manifest_and_capture_import_no_lightning():
+    """What the dashboard imports of the sweeps and of capture (definitions, sweep.json, checkpoint capture)."""
+    code = (
+        "import sys\nimport fnodiag.sweeps.definition, fnodiag.sweeps.manifest, fnodiag.diagnostics.capture\n"
+        "print(sorted(m for m in sys.modules if m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from fnodiag.config import reference_quirks, without_quirks
 from fnodiag.ptycho.forward import ForwardModel
 from fnodiag.ptycho.simulate import simulate
 from fnodiag.runs import StoreReader
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.definition import load_definition
+from fnodiag.sweeps.runner import run_sweep
 from fnodiag.training.run import train
 from fnodiag.training.system import ReconstructionSystem
 

@@ -1,10 +1,11 @@
 """Every ``fnodiag train`` flag reaches ``config.json`` and ``effective_config.json`` through every path.
 
 One table (:data:`FLAGS`): a non-default value for every flag, the ``config.json`` field it must
-set and the ``effective_config.json`` field that proves it trained. Four groups of flags (one per
-schedule with settings of its own) are given, each in one invocation, to ``fnodiag train`` and to
-``fnodiag sweep`` (two arms, whose definition sets values the flags must override); the dashboard's
-Launch form builds its command lines the same way. Real training, tiny data, shared dataset cache.
+set and the ``effective_config.json`` field that proves it trained. Five groups of flags (one per
+schedule with settings of its own; RMSprop's and NAdam's settings in groups 4 and 5) are given,
+each in one invocation, to ``fnodiag train`` and to ``fnodiag sweep`` (two arms, whose definition
+sets values the flags must override); the dashboard's Launch form builds its command lines the
+same way. Real training, tiny data, shared dataset cache.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 import pytest
 
 from fnodiag.analysis.audit import audit_run, lookup
-from fnodiag.cli import DATA_FLAGS, MODEL_FLAGS, OPTIM_FLAGS, RUN_FLAGS, main
+from fnodiag.cli import main
 from fnodiag.config import DataConfig, RunConfig
 from fnodiag.ptycho.simulate import dataset_key
 from fnodiag.runs import RunDir
+from fnodiag.training.registries import flag_default, flag_table
 
 PROBE = "PROBE"  # replaced by a probe file written by the test
 G = "optimizer.param_groups[0]"
@@ -59,6 +61,19 @@ FLAGS = [
     (1, "--weight-decay", "0.01", "optim.weight_decay", 0.01, f"{G}.weight_decay", 0.01),
     (2, "--beta1", "0.8", "optim.beta1", 0.8, f"{G}.betas[0]", 0.8),
     (2, "--beta2", "0.99", "optim.beta2", 0.99, f"{G}.betas[1]", 0.99),
+    (5, "--eps", "1e-06", "optim.extra.eps", 1e-6, f"{G}.eps", 1e-6),
+    (5, "--momentum-decay", "0.01", "optim.extra.momentum_decay", 0.01, f"{G}.momentum_decay", 0.01),
+    (
+        5,
+        "--decoupled-weight-decay",
+        None,
+        "optim.extra.decoupled_weight_decay",
+        True,
+        f"{G}.decoupled_weight_decay",
+        True,
+    ),
+    (4, "--alpha", "0.9", "optim.extra.alpha", 0.9, f"{G}.alpha", 0.9),
+    (4, "--centered", None, "optim.extra.centered", True, f"{G}.centered", True),
     (1, "--scheduler", "warmup_cosine", "schedule.name", "warmup_cosine", "scheduler.class", "WarmupCosineLR"),
     (1, "--warmup-epochs", "1", "schedule.warmup_epochs", 1, "scheduler.warmup_epochs", 1),
     (1, "--min-lr-ratio", "0.2", "schedule.min_lr_ratio", 0.2, "scheduler.min_lr_ratio", 0.2),
@@ -87,6 +102,7 @@ FLAGS = [
     (2, "--precision", "bf16-mixed", "train.precision", "bf16-mixed", "precision", "bf16-mixed"),
     (2, "--num-workers", "1", "train.num_workers", 1, "num_workers", 1),
 ]
+GROUPS = (1, 2, 3, 4, 5)
 # Every group trains the same tiny problem; group 1's flags are repeated in 2 and 3 unless replaced.
 TINY = [
     "--N",
@@ -117,7 +133,8 @@ TINY = [
 GROUP_BASE = {
     2: ["--optimizer", "adamw", "--scheduler", "exponential", "--grad-clip", "0.5", "--arch", "prenorm_hybrid"],
     3: ["--optimizer", "adam", "--scheduler", "plateau"],
-    4: ["--scheduler", "step"],
+    4: ["--scheduler", "step", "--optimizer", "rmsprop"],
+    5: ["--optimizer", "nadam"],
 }
 # The sweep definition: tiny shared settings and two arms with settings the flags must override.
 ARMS = {
@@ -128,11 +145,11 @@ ARMS = {
 
 def test_the_table_covers_every_train_flag():
     flags = {f for _, f, *_ in FLAGS} - {"--no-nesterov"} | {"--nesterov"}
-    assert flags == {flag for flag, *_ in DATA_FLAGS + MODEL_FLAGS + OPTIM_FLAGS + RUN_FLAGS}
-    defaults = RunConfig().to_dict()
+    assert flags == {flag for flag, *_ in flag_table()}
     for _, flag, _, path, value, *_ in FLAGS:
-        section, name = path.split(".")
-        assert defaults[section][name] != value, f"{flag}: pick a non-default value"
+        setting = path.replace(".extra.", ".")  # an optimizer's own setting: optim.extra.<name> in config.json
+        shown = {str(value), f"{value:g}"} if isinstance(value, float) else {str(value)}
+        assert RunConfig().value(setting) != value and flag_default(setting) not in shown, f"{flag}: non-default"
 
 
 def _argv(group: int, probe: Path) -> list[str]:
@@ -184,7 +201,7 @@ def paths(tmp_path_factory):
 
 
 def _run_groups(d: Path, probe: Path, cache: Path, out: dict) -> None:
-    for group in (1, 2, 3, 4):
+    for group in GROUPS:
         argv = _argv(group, probe)
         assert (
             main(
@@ -231,7 +248,7 @@ def test_flag_reaches_config_and_effective_config(paths, path, row):
 
 @pytest.mark.parametrize("path", ["train", "sweep"])
 def test_every_run_passes_the_summary_check(paths, path):
-    for group in (1, 2, 3, 4):
+    for group in GROUPS:
         for run in paths[(path, group)]:
             assert audit_run(run) == [], run.path
 
@@ -244,17 +261,8 @@ def test_launch_form_command_line_reaches_the_run(tmp_path):
     root = tmp_path / "runs"
     view = LaunchView(store=DashboardStore(root))
     assert view.param.arch.objects == list(MODELS)  # offered from the registry
-    view.param.update(
-        arch="prenorm_hybrid",
-        optimizer="sgd",
-        lr=1.2345678e-4,
-        momentum=0.55,
-        weight_decay=1.5e-5,
-        grad_clip=0.25,
-        scheduler="exponential",
-        epochs=1,
-        seed=9,
-    )
+    view.param.update(arch="prenorm_hybrid", optimizer="sgd", grad_clip=0.25, scheduler="exponential", epochs=1, seed=9)
+    view.settings.param.update(lr=1.2345678e-4, momentum=0.55, weight_decay=1.5e-5)  # the optimizer's widgets
     args = view.form_args()
     assert args[args.index("--lr") + 1] == "0.00012345678"  # `:g` gave 0.000123457
     tiny = [x for i in range(0, len(TINY), 2) if TINY[i] not in args for x in TINY[i : i + 2]]  # the tiny problem

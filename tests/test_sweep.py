@@ -10,7 +10,8 @@ import pytest
 
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
-from fnodiag.sweeps.runner import load_definition, run_sweep, shipped_definitions
+from fnodiag.sweeps.definition import load_definition, shipped_definitions
+from fnodiag.sweeps.runner import run_sweep
 from fnodiag.sweeps.summary import write_summary
 from fnodiag.training.system import ReconstructionSystem
 

@@ -21,8 +21,9 @@ from conftest import TINY
 from fnodiag.cli import main
 from fnodiag.config import ConfigError
 from fnodiag.runs.lock import RunBusy, RunLock
+from fnodiag.sweeps.definition import load_definition
 from fnodiag.sweeps.executors import Resources, gpu_slots, threads_per_run
-from fnodiag.sweeps.runner import load_definition, run_sweep
+from fnodiag.sweeps.runner import run_sweep
 
 ARMS = {
     "control": {"model.arch": "hybrid", "optim.name": "adam"},
@@ -128,6 +129,17 @@ def test_threads_and_gpu_slots_divide_the_machine():
     ):
         with pytest.raises(ConfigError, match=match):
             Resources.plan("local", **bad)
+
+
+def test_a_task_travels_to_workers_by_name():
+    from fnodiag.sweeps.executors import load_task, task_path
+    from fnodiag.sweeps.task import run_one
+
+    assert task_path(run_one) == "fnodiag.sweeps.task:run_one" and load_task("fnodiag.sweeps.task:run_one") is run_one
+    with pytest.raises(ValueError, match="module-level function"):
+        task_path(lambda spec, callbacks=(): {})
+    with pytest.raises(ValueError, match="package.module:function"):
+        load_task("fnodiag.sweeps.task.run_one")
 
 
 def test_run_lock_is_exclusive_across_processes_and_freed_when_its_holder_dies(tmp_path):
@@ -421,3 +433,25 @@ def _read(path: Path, default):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return default
+
+
+def test_a_worker_that_dies_without_a_word_is_marked_by_the_driver(reference, tmp_path, monkeypatch):
+    """The executor runs the task it is given, imported by name in its worker; the worker exits mid-run
+    (no result line): the driver marks the run interrupted and records it in sweep.json."""
+    from sweep_tasks import die_while_running
+
+    from fnodiag.runs import RunDir
+
+    toml, _ = reference
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+    out, lines = tmp_path / "dies", []
+    run_sweep(
+        load_definition(toml), out, arms=["control"], jobs=2, cpus_per_run=1, task=die_while_running, echo=lines.append
+    )
+    message = "worker exited with code 9; run the same command again to resume"
+    assert f"[1/1] control seed 7 died: {message}" in lines
+    status = RunDir(out / "control-s7").read_status(raw=True)
+    assert (status["state"], status["step"], status["message"]) == ("interrupted", 3, message)
+    assert json.loads((out / "sweep.json").read_text())["runs"]["control-s7"]["state"] == "died"
+    assert json.loads((out / "summary.json").read_text())["runs"][0]["state"] == "interrupted"

@@ -294,10 +294,10 @@ def test_optimizer_registry_rejects_unknown_names():
     from fnodiag.config import OptimConfig
 
     with pytest.raises(ValueError, match="adam, adamw, sgd"):
-        build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="rmsprop"))
+        build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="lamb"))
     opt = build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="sgd", momentum=0.0))
     assert opt.param_groups[0]["nesterov"] is False
-    assert set(OPTIMIZERS) == {"adam", "adamw", "sgd"}
+    assert set(OPTIMIZERS) == {"adam", "adamw", "sgd", "radam", "nadam", "rmsprop"}
 
 
 def test_global_grad_norm_includes_complex_gradients():

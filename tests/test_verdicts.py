@@ -14,7 +14,8 @@ from conftest import TINY
 
 from fnodiag.analysis.outcome import OUTCOMES, run_outcome
 from fnodiag.runs import RunDir
-from fnodiag.sweeps.runner import load_definition, run_name, run_sweep
+from fnodiag.sweeps.definition import load_definition, run_name
+from fnodiag.sweeps.runner import run_sweep
 from fnodiag.sweeps.summary import write_summary
 
 FP = {"amp_ssim": 0.25, "amp_mae": 0.5}
@@ -124,10 +125,10 @@ RECORDS = {  # outcome -> (status state, best amp SSIM, last amp SSIM, collapse.
 
 def _write_runs(out, defn, outcomes: dict[tuple[str, int], str]):
     """Run folders with config.json, status.json, metrics.json and collapse.json, and a sweep.json."""
-    from fnodiag.sweeps.runner import _write_manifest
+    from fnodiag.sweeps.manifest import write_spec
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, defn, list(outcomes), {})
+    write_spec(out, defn, list(outcomes), {})
     for (arm, seed), outcome in outcomes.items():
         state, best, last, collapse = RECORDS[outcome]
         run = RunDir.create(out / run_name(arm, seed), defn.config(arm, seed), exist_ok=True)

@@ -23,6 +23,7 @@ def build_two_arm_sweep(root: Path, *, epochs: int = 1) -> Path:
         lines += [f"[arms.{arm}]", *entries(settings)]
     definition = root.parent / "tiny2.toml"
     definition.write_text("\n".join(lines) + "\n")
-    from fnodiag.sweeps.runner import load_definition, run_sweep
+    from fnodiag.sweeps.definition import load_definition
+    from fnodiag.sweeps.runner import run_sweep
 
     return run_sweep(load_definition(definition), root / "tiny2", echo=lambda _line: None)

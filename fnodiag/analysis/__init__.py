@@ -1,3 +1,4 @@
-"""Judging runs from their records: outcomes (``outcome``), asked-vs-got settings (``audit``) and
-per-layer arm comparison (``compare``). Pure functions over run folders; no Lightning.
+"""Judging runs from their records: outcomes (``outcome``), asked-vs-got settings (``audit``),
+per-layer arm comparison (``compare``) and ranked findings with links to their evidence (``findings``).
+Pure functions over run folders; no Lightning.
 """

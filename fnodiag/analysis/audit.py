@@ -7,10 +7,14 @@ must record for a :class:`~fnodiag.config.RunConfig` (paths like ``optimizer.cla
 ``optimizer.param_groups[0].momentum``); :func:`compare_effective` lists every field where the
 record differs; :func:`lr_differences` compares the realised per-step LR with the schedule's
 formula; :func:`config_differences` compares a run's ``config.json`` with what its sweep
-definition and flags resolve to. The expectations are written from the configuration with
-independent name tables (:data:`OPTIMIZER_CLASSES`, ...), not by building the training objects,
-so a factory that builds the wrong thing is caught. :func:`audit_run` applies all of them to a
-run directory and returns warnings ``"<run>: <field> asked <value>, got <value>"``.
+definition and flags resolve to. The optimizer's expectation is its registry entry's
+(:data:`fnodiag.training.optimizers.OPTIMIZERS`): the class name and every keyword argument the
+entry gives torch, each compared with the live ``param_groups[i]`` that training recorded, so an
+optimizer swapped or a hyperparameter lost on the way to the trainer is caught, and a registered
+optimizer is audited with no table to update here. The other expectations are written from the
+configuration with independent name tables (:data:`SCHEDULER_CLASSES`, ...), not by building the
+training objects, so a factory that builds the wrong thing is caught. :func:`audit_run` applies
+all of them to a run directory and returns warnings ``"<run>: <field> asked <value>, got <value>"``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from fnodiag.config import RunConfig
+from fnodiag.runs import jsonable
 from fnodiag.runs.names import LR
+from fnodiag.training.optimizers import OPTIMIZERS
 
-OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 SCHEDULER_CLASSES = {
     "constant": None,
     "warmup_cosine": "WarmupCosineLR",
@@ -96,19 +101,20 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
 
     o, s, t = cfg.optim, cfg.schedule, cfg.train
     frozen = s.frozen and s.name != "constant"  # a constant schedule has nothing to freeze
-    exp: dict[str, Any] = {"optimizer.class": OPTIMIZER_CLASSES[o.name]}
+    spec = OPTIMIZERS.get(o.name)
+    if spec is None:  # a run of an optimizer no longer registered: nothing to expect but its name
+        exp: dict[str, Any] = {"optimizer.class": f"(unregistered optimizer {o.name!r})"}
+        kwargs = {}
+    else:
+        exp = {"optimizer.class": spec.cls.__name__}
+        kwargs = jsonable(spec.torch_kwargs(o))
     for i in range(max(1, n_groups)):
         g = f"optimizer.param_groups[{i}]"
         exp[f"{g}.initial_lr"] = o.lr
         start = expected_lr(s, o.lr, 0, t.epochs)
         if start is not None and not resumed:
             exp[f"{g}.lr"] = start
-        exp[f"{g}.weight_decay"] = o.weight_decay
-        if o.name == "sgd":
-            exp[f"{g}.momentum"] = o.momentum
-            exp[f"{g}.nesterov"] = o.momentum > 0 if o.nesterov is None else o.nesterov
-        else:
-            exp[f"{g}.betas"] = [o.beta1, o.beta2]
+        exp.update({f"{g}.{key}": value for key, value in kwargs.items()})
     exp.update(
         {
             "scheduler.name": s.name,

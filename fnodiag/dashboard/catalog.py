@@ -16,7 +16,9 @@ from pathlib import Path
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.runs import RunDir, list_runs
 from fnodiag.runs.progress import duration, read_progress
+from fnodiag.sweeps.manifest import read_manifest, sweep_folders
 from fnodiag.sweeps.summary import read_outcome
+from fnodiag.training.optimizers import hyperparameter_text  # the optimizer registry (torch, never Lightning)
 
 SINGLE = "(single runs)"
 CHECKPOINTS = ("best", "last")
@@ -88,7 +90,7 @@ class Catalog:
 
 def _sweep_entries(root: Path, folder: Path, problems: list[str]) -> tuple[str, list[RunEntry]] | None:
     try:
-        spec = RunDir(folder).read_json("sweep.json", {}) or {}
+        spec = read_manifest(folder, {}) or {}
     except ValueError as exc:
         problems.append(str(exc))
         return None
@@ -112,8 +114,7 @@ def scan(root: str | Path) -> Catalog:
     if not root.is_dir():
         return cat
     claimed: set[Path] = set()
-    for sweep_file in sorted(root.rglob("sweep.json")):
-        folder = sweep_file.parent
+    for folder in sweep_folders(root):
         found = _sweep_entries(root, folder, cat.problems)
         if found is None:
             continue
@@ -173,18 +174,16 @@ def _finite(x) -> float | None:
 
 def optimizer_label(effective: dict, config) -> tuple[str, float | None]:
     """The overview's optimizer label and base lr from effective_config.json (config as fallback),
-    e.g. ``("AdamW wd=0.01 betas=(0.9, 0.999) clip norm 1.0", lr)``."""
+    e.g. ``("AdamW betas=(0.9, 0.999) eps=1e-08 weight_decay=0.01 clip norm 1.0", lr)``; the
+    hyperparameters are those the optimizer's registry entry sets
+    (:func:`fnodiag.training.optimizers.hyperparameter_text`)."""
     opt = effective.get("optimizer") or {}
     groups = opt.get("param_groups") or [{}]
     g = groups[0]
     if opt.get("class"):
         parts = [str(opt["class"])]
-        if g.get("momentum"):
-            parts.append(f"mom={g['momentum']:g}" + (" nesterov" if g.get("nesterov") else ""))
-        if g.get("betas"):
-            parts.append(f"betas=({', '.join(f'{b:g}' for b in g['betas'])})")
-        if g.get("weight_decay"):
-            parts.append(f"wd={g['weight_decay']:g}")
+        hyper = hyperparameter_text(opt["class"], g)
+        parts += [hyper] if hyper else []
         lr = _finite(g.get("initial_lr", g.get("lr")))  # the base lr (a schedule scales it per epoch)
     elif config is not None:
         parts, lr = [config.optim.name], config.optim.lr

@@ -1,9 +1,9 @@
 """Checkpoint view: capture per-layer statistics of a saved checkpoint on demand, in a worker thread.
 
-:func:`capture_checkpoint` (no Panel) loads the generator with
-:func:`fnodiag.diagnostics.capture.load_generator` (torch only, never Lightning), runs it over the
-first test patches of the run's dataset (read from the cache the run trained on; the server never
-simulates or writes a dataset: a missing one is refused with a message) and returns one row per layer.
+:func:`capture_checkpoint` (no Panel) captures through
+:func:`fnodiag.diagnostics.capture.capture_checkpoint` (torch only, never Lightning) on the first test
+patches of the run's dataset (read from the cache the run trained on; the server never simulates or
+writes a dataset: a missing one is refused with a message) and returns one row per layer.
 The view runs it through ``run_in_executor`` from an async callback, so the page and the live plots stay responsive.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pandas as pd
 import panel as pn
 import param
@@ -21,6 +20,7 @@ from panel.viewable import Viewer
 from fnodiag import plots
 from fnodiag.dashboard.catalog import RunEntry, checkpoint_path, inside
 from fnodiag.dashboard.store import DashboardStore
+from fnodiag.diagnostics import capture  # torch only, never Lightning
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fnodiag-capture")
 
@@ -32,21 +32,17 @@ def capture_checkpoint(root, entry: RunEntry, name: str, *, samples: int = 4) ->
     -------
     DataFrame, one row per layer (network order), one column per statistic.
     """
-    from fnodiag.diagnostics.capture import capture, load_generator
-    from fnodiag.ptycho.simulate import cached_dataset, dataset_key
-
     path = checkpoint_path(root, entry, name)
-    generator, cfg, _ = load_generator(path)
-    cache = entry.run.dataset_cache()  # the cache the run trained on (fnodiag.runs.RunDir.dataset_cache)
-    data = cached_dataset(cfg.data, cache)  # read only: the server never simulates or writes a dataset
-    if data is None:
+    try:  # the cache the run trained on, read only: the server never simulates or writes a dataset
+        report = capture.capture_checkpoint(
+            path, max_samples=samples, batch_size=samples, cache_dir=entry.run.dataset_cache(), simulate=False
+        )
+    except capture.DatasetMissing as exc:
         raise FileNotFoundError(
-            f"the run's dataset {str(cache / dataset_key(cfg.data))!r} is missing and the dashboard "
+            f"the run's dataset {str(exc.path)!r} is missing and the dashboard "
             f"does not simulate: run `fnodiag capture --checkpoint {path} --output DIR` "
             "(it recreates the dataset there), then capture again"
-        )
-    x = np.ascontiguousarray(data.test.diffraction[:samples, None], dtype=np.float32)
-    report = capture(generator, x, batch_size=len(x))
+        ) from None
     frame = pd.DataFrame.from_dict(report["per_layer"], orient="index")
     frame.index.name = "layer"
     return frame.reset_index()

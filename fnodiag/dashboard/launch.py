@@ -11,6 +11,7 @@ per server process, so every browser session sees (and can stop) the runs any se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import subprocess
@@ -25,9 +26,12 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from fnodiag.config import PRESETS, Flag, RunConfig, resolve
 from fnodiag.dashboard.catalog import inside
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
+from fnodiag.training.optimizers import OPTIMIZERS
+from fnodiag.training.registries import choices, flag_table, validated  # torch, never Lightning
 
 DEMO_ARGS = ["--preset", "quick", "--epochs", "4"]
 
@@ -129,7 +133,7 @@ class Launcher:
 
         Parameters
         ----------
-        definition : a shipped definition name (``fnodiag.sweeps.runner.shipped_definitions()``) or a TOML path
+        definition : a shipped definition name (``fnodiag.sweeps.definition.shipped_definitions()``) or a TOML path
         arm, seed : one arm of the definition and a seed (any integer; the definition's are offered)
         args : extra ``fnodiag sweep`` flags, e.g. ``["--epochs", "4"]`` (not ``--out`` / ``--arms`` / ``--seeds``)
 
@@ -139,7 +143,7 @@ class Launcher:
         seed is skipped by the sweep (it resumes an interrupted one from its checkpoint).
         """
         from fnodiag.config import ConfigError
-        from fnodiag.sweeps.runner import load_definition, run_name
+        from fnodiag.sweeps.definition import load_definition, run_name
 
         args = list(args or [])
         if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
@@ -192,53 +196,49 @@ def exact(x: float) -> str:
     return repr(float(x))
 
 
-def optimizer_args(
-    optimizer: str,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    grad_clip: float,
-    scheduler: str,
-    epochs: int,
-    seed: int,
-    preset: str,
-    arch: str | None = None,
-) -> list[str]:
-    """``fnodiag train`` flags for chosen settings; every number passes exactly (``float(flag) == value``).
+# The form's own settings besides the optimizer's (the optimizer's come from the flag table).
+FORM_PATHS = {
+    "arch": "model.arch",
+    "optimizer": "optim.name",
+    "grad_clip": "clip.value",
+    "scheduler": "schedule.name",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+}
 
-    The flags are resolved like any command line (:func:`fnodiag.config.resolve`): the form has
-    no rules of its own (``--grad-clip 0`` is off, otherwise norm, by the configuration's rule).
+
+def optimizer_rows() -> list[Flag]:
+    """The flag-table rows of the optimizer hyperparameters: lr, the common fields, every optimizer's own settings."""
+    return [r for r in flag_table() if r.path.startswith("optim.") and r.path != "optim.name"]
+
+
+def settings_class(rows: list[Flag]) -> type[param.Parameterized]:
+    """A Parameterized class with one parameter per row, named by the setting (``"optim.eps"`` -> ``eps``).
+
+    Numbers may be None (a field the optimizer decides, before one is chosen); a switch whose
+    configuration default is None (``nesterov``) offers auto / on / off. Help texts are the CLI's.
     """
-    args = [
-        "--preset",
-        preset,
-        *(["--arch", arch] if arch else []),
-        "--optimizer",
-        optimizer,
-        "--lr",
-        exact(lr),
-        "--weight-decay",
-        exact(weight_decay),
-        "--grad-clip",
-        exact(grad_clip),
-        "--scheduler",
-        scheduler,
-        "--epochs",
-        str(epochs),
-        "--seed",
-        str(seed),
-    ]
-    if optimizer == "sgd":
-        args += ["--momentum", exact(momentum)]
-    return args
+    defaults = RunConfig().to_dict()["optim"]
+    params = {}
+    for row in rows:
+        name = row.path.partition(".")[2]
+        label = row.flag.lstrip("-")
+        if row.type == "bool" and name in defaults and defaults[name] is None:
+            params[name] = param.Selector(
+                default=None, objects={"auto": None, "on": True, "off": False}, label=label, doc=row.help
+            )
+        elif row.type == "bool":
+            params[name] = param.Boolean(default=False, label=label, doc=row.help)
+        elif row.type is int:
+            params[name] = param.Integer(default=None, allow_None=True, label=label, doc=row.help)
+        else:
+            params[name] = param.Number(default=None, allow_None=True, label=label, doc=row.help)
+    return type("OptimizerSettings", (param.Parameterized,), params)
 
 
-def _form_choices() -> dict[str, list[str]]:
+def form_choices() -> dict[str, list[str]]:
     """The form's choices, read from the registries: a new architecture, optimizer, schedule or preset
     shows up in the form without touching it (torch is imported, never Lightning)."""
-    from fnodiag.config import PRESETS
-    from fnodiag.training.registries import choices
-
     return {
         "arch": choices("model.arch"),
         "optimizer": choices("optim.name"),
@@ -248,19 +248,23 @@ def _form_choices() -> dict[str, list[str]]:
 
 
 class LaunchView(Viewer):
-    """Start an arm with chosen optimizer settings (or the quick demo), follow and stop it."""
+    """Start an arm with chosen optimizer settings (or the quick demo), follow and stop it.
+
+    The optimizer choice and one widget per optimizer hyperparameter come from the flag table
+    (:func:`fnodiag.training.registries.flag_table`); the widgets shown are those the chosen
+    optimizer reads. Every value starts at the chosen preset's (:data:`fnodiag.config.PRESETS`,
+    resolved like ``--preset``), the optimizer's own defaults filled in; choosing another preset
+    starts over from it, choosing another optimizer sets its own settings to its defaults.
+    """
 
     store = param.ClassSelector(class_=DashboardStore)
-    arch = param.Selector(default="hybrid", objects=["hybrid"], label="Architecture")
-    optimizer = param.Selector(default="adam", objects=["adam", "adamw", "sgd"])
-    lr = param.Number(default=2e-3, bounds=(0, None), label="Learning rate")
-    momentum = param.Number(default=0.9, bounds=(0, 0.999), label="SGD momentum")
-    weight_decay = param.Number(default=0.0, bounds=(0, None), label="Weight decay")
-    grad_clip = param.Number(default=0.0, bounds=(0, None), label="Grad clip (0 = off)")
-    scheduler = param.Selector(default="warmup_cosine", objects=["constant", "warmup_cosine", "exponential", "plateau"])
-    epochs = param.Integer(default=24, bounds=(1, 10_000))
-    seed = param.Integer(default=20260128)
-    preset = param.Selector(default="quick", objects=["quick"])
+    preset = param.Selector(default=None, objects=[])
+    arch = param.Selector(default=None, objects=[], label="Architecture")
+    optimizer = param.Selector(default=None, objects=[])
+    grad_clip = param.Number(default=None, allow_None=True, label="Grad clip (0 = off)")
+    scheduler = param.Selector(default=None, objects=[])
+    epochs = param.Integer(default=None, allow_None=True)
+    seed = param.Integer(default=None, allow_None=True)
     run_name = param.String(default="", label="Run name (optional)")
     definition = param.Selector(default=None, objects=[], label="Sweep definition")
     definition_path = param.String(default="", label="... or a definition TOML path")
@@ -277,11 +281,14 @@ class LaunchView(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        for name, objects in _form_choices().items():
+        for name, objects in form_choices().items():
             self.param[name].objects = objects
+        self.optim_rows = {r.path: r for r in optimizer_rows()}
+        self.settings = settings_class(list(self.optim_rows.values()))()  # the optimizer hyperparameters
+        self.preset = "quick" if "quick" in PRESETS else next(iter(PRESETS))  # fills the form (_on_preset)
         self.launcher = launcher_for(self.store.root)
         self.start_button = pn.widgets.Button(label="Start run", color="primary")
-        self.start_button.on_click(lambda _: self.start(self.form_args(), self.run_name or None))
+        self.start_button.on_click(lambda _: self.start_form())
         self.demo_button = pn.widgets.Button(label="Quick demo run", color="success")
         self.demo_button.on_click(lambda _: self.start(DEMO_ARGS))
         self.sweep_button = pn.widgets.Button(label="Start arm", color="primary")
@@ -290,27 +297,73 @@ class LaunchView(Viewer):
         self.table = pn.Column()
         self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
         self._shown: list[str] = []  # the keys the table shows, in order
-        from fnodiag.sweeps.runner import shipped_definitions  # no Lightning at import
+        from fnodiag.sweeps.definition import shipped_definitions  # no Lightning at import
 
         names = shipped_definitions()
         self.param.definition.objects = names
         self.definition = "quick" if "quick" in names else (names[0] if names else None)
         self._on_definition()
 
-    def form_args(self) -> list[str]:
-        """The ``fnodiag train`` flags of the form's settings."""
-        return optimizer_args(
-            self.optimizer,
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.grad_clip,
-            self.scheduler,
-            self.epochs,
-            self.seed,
-            self.preset,
-            arch=self.arch,
+    @param.depends("preset", watch=True)
+    def _on_preset(self) -> None:
+        """Every value from the preset, resolved as ``--preset`` resolves it (no copied numbers)."""
+        cfg = resolve(preset=self.preset)
+        self._preset_optim = cfg.optim
+        self.param.update(**{key: cfg.value(path) for key, path in FORM_PATHS.items()})
+        self._fill_optimizer(only_own=False)
+
+    @param.depends("optimizer", watch=True)
+    def _on_optimizer(self) -> None:
+        self._fill_optimizer(only_own=True)
+
+    def _fill_optimizer(self, only_own: bool) -> None:
+        """The chosen optimizer's settings from the preset, its defaults filled in; ``only_own``: only its own
+        settings and the fields it decides (a value already typed for lr, betas or weight decay is kept)."""
+        spec = OPTIMIZERS[self.optimizer]
+        values = spec.values(dataclasses.replace(self._preset_optim, name=self.optimizer))
+        decided = {f"optim.{s.name}" for s in spec.settings} | {f"optim.{f}" for f in spec.field_defaults}
+        self.settings.param.update(
+            **{
+                p.partition(".")[2]: v
+                for p, v in values.items()
+                if p in self.optim_rows and (not only_own or p in decided)
+            }
         )
+
+    def shown_settings(self) -> list[str]:
+        """The optimizer hyperparameters the chosen optimizer reads, as setting paths (``"optim.lr"``, ...)."""
+        return [p for p in OPTIMIZERS[self.optimizer].paths() if p in self.optim_rows]
+
+    def form_settings(self) -> dict:
+        """``{"section.field": value}`` of the form: its own settings and what the chosen optimizer reads."""
+        out = {path: getattr(self, key) for key, path in FORM_PATHS.items()}
+        out.update({p: getattr(self.settings, p.partition(".")[2]) for p in self.shown_settings()})
+        return {p: v for p, v in out.items() if v is not None}
+
+    def form_args(self) -> list[str]:
+        """The ``fnodiag train`` flags of the form's settings; every number passes exactly (``float(flag) == value``).
+
+        The flags are resolved like any command line (:func:`fnodiag.config.resolve`): the form has
+        no rules of its own (``--grad-clip 0`` is off, otherwise norm, by the configuration's rule).
+        """
+        flags = {r.path: r for r in flag_table()}
+        args = ["--preset", self.preset]
+        for path, value in self.form_settings().items():
+            row = flags[path]
+            if row.type == "bool":
+                args.append(row.flag if value else "--no-" + row.flag[2:])
+            else:
+                args += [row.flag, exact(value) if isinstance(value, float) else str(value)]
+        return args
+
+    def start_form(self):
+        """Start a run of the form's settings, once they resolve to a valid configuration."""
+        try:
+            validated(resolve(preset=self.preset, overrides=self.form_settings()))
+        except ValueError as exc:
+            self.feedback.object = f"Not started: {str(exc).splitlines()[0]}"
+            return None
+        return self.start(self.form_args(), self.run_name or None)
 
     def definition_spec(self) -> str | None:
         """The chosen definition: the TOML path when one is typed, else the shipped name."""
@@ -319,7 +372,7 @@ class LaunchView(Viewer):
     @param.depends("definition", "definition_path", watch=True)
     def _on_definition(self) -> None:
         from fnodiag.config import ConfigError
-        from fnodiag.sweeps.runner import load_definition
+        from fnodiag.sweeps.definition import load_definition
 
         spec = self.definition_spec()
         arms, seeds = [], []
@@ -419,25 +472,23 @@ class LaunchView(Viewer):
                 pn.pane.Markdown("No run started from this dashboard yet.")
             ]
 
+    @param.depends("optimizer")
+    def _settings_form(self):
+        """The widgets of the hyperparameters the chosen optimizer reads."""
+        names = [p.partition(".")[2] for p in self.shown_settings()]
+        return pn.Param(self.settings.param, parameters=names, show_name=False, width=320)
+
     def __panel__(self):
-        form = pn.Param(
-            self.param,
-            parameters=[
-                "arch",
-                "optimizer",
-                "lr",
-                "momentum",
-                "weight_decay",
-                "grad_clip",
-                "scheduler",
-                "epochs",
-                "seed",
-                "preset",
-                "run_name",
-            ],
-            widgets={"epochs": pn.widgets.IntInput},
-            show_name=False,
-            width=320,
+        form = pn.Column(
+            pn.Param(self.param, parameters=["preset", "arch", "optimizer"], show_name=False, width=320),
+            self._settings_form,
+            pn.Param(
+                self.param,
+                parameters=["grad_clip", "scheduler", "epochs", "seed", "run_name"],
+                widgets={"epochs": pn.widgets.IntInput},
+                show_name=False,
+                width=320,
+            ),
         )
         sweep_form = pn.Param(
             self.param,

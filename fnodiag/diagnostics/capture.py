@@ -1,10 +1,13 @@
 """Capture per-layer activation statistics from a saved checkpoint (``fnodiag capture``).
 
-The checkpoint is read and its generator built by :mod:`fnodiag.diagnostics.checkpoint` (any of
+:func:`capture_checkpoint` is the one orchestration every caller uses (``fnodiag capture``, a
+sweep's post-run capture, ``fnodiag import``, the dashboard's Checkpoint view): load the generator,
+find its input patches, run :func:`capture` and build the report with its ``summary``. The
+checkpoint is read and its generator built by :mod:`fnodiag.diagnostics.checkpoint` (any of
 the forms it accepts, fnodiag's names or the reference project's; the names below are re-exported
 here). The report keeps the reference script's schema (``summary`` + ``layers: {"<module>/<stat>":
 [one value per forward call]}``) so old reports compare, plus a richer ``per_layer`` and ``params``
-section.
+section. Importing this module imports torch, never Lightning (the dashboard captures through it).
 """
 
 from __future__ import annotations
@@ -24,11 +27,25 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
     load_generator,
     open_checkpoint,
     read_checkpoint,
+    reference_dataset,
 )
 from fnodiag.diagnostics.hooks import ActivationRecorder
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
 from fnodiag.files import write_json
 from fnodiag.models import count_parameters
+from fnodiag.ptycho.simulate import GridLinesData, cached_dataset, dataset_key, load_or_simulate
+from fnodiag.runs import RunDir, ensure_writable_dir
+
+
+class DatasetMissing(FileNotFoundError):
+    """The dataset a capture needs is not in its cache and simulating it was not allowed.
+
+    ``path`` is the dataset folder that is missing (``<cache>/<dataset key>``).
+    """
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
 
 
 def read_inputs(npz: str | Path) -> np.ndarray:
@@ -130,3 +147,103 @@ def summary_lines(s: dict) -> list[str]:
         f"batch {s.get('batch_size')}" + (f"; layer names: {s['layer_names']}" if "layer_names" in s else "")
     )
     return lines
+
+
+def capture_checkpoint(
+    checkpoint: str | Path,
+    *,
+    inputs: str | Path | np.ndarray | None = None,
+    overrides: dict | None = None,
+    split: str = "test",
+    max_samples: int,
+    batch_size: int,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    simulate: bool = True,
+) -> dict:
+    """Capture one checkpoint: load its generator, find its input patches, run :func:`capture`, add the summary.
+
+    The input patches are, first found:
+
+    1. ``inputs``: an NPZ file (:func:`read_inputs`) or an array;
+    2. for a checkpoint in the reference project's names, its arm folder's own ``split``
+       (:func:`fnodiag.diagnostics.checkpoint.reference_dataset`);
+    3. the ``split`` of the run's dataset (its configuration's ``data``) in ``cache_dir``, else in the
+       cache the run trained on (:meth:`fnodiag.runs.RunDir.dataset_cache`, for a checkpoint inside
+       a run folder), else in ``./datasets``; simulated and cached there when missing and
+       ``simulate``, else :class:`DatasetMissing` (nothing is written).
+
+    Parameters
+    ----------
+    checkpoint : path
+        A ``.ckpt``, ``model.pt`` or generator state dict (any form :func:`open_checkpoint` reads).
+    inputs : path or (N_SAMPLE, C, N, N) float32, optional
+    overrides : dict, optional
+        ``{"model.arch": ..., "data.N": ...}`` over the checkpoint's saved configuration.
+    split : {"test", "train"}
+    max_samples, batch_size : int
+        The first ``max_samples`` patches, ``batch_size`` per forward call.
+    device : str
+    cache_dir : path, optional
+    simulate : bool
+        Whether a missing dataset may be simulated (and written into the cache).
+
+    Returns
+    -------
+    dict
+        ``summary`` (:func:`summary`; ``input`` names the patches used), ``layers``, ``per_layer``
+        and ``params`` (:func:`capture`).
+
+    Raises
+    ------
+    CaptureError
+        Unreadable checkpoint or input, or patches that do not fit the generator.
+    DatasetMissing
+        No patches were given or found and ``simulate`` is False.
+    """
+    x = label = None
+    if isinstance(inputs, (str, Path)):
+        x, label = read_inputs(inputs), str(inputs)
+    elif inputs is not None:
+        x, label = np.asarray(inputs, dtype=np.float32), "given array"
+        if x.ndim != 4:
+            raise CaptureError(f"input patches must be (n, C, N, N), got shape {x.shape}")
+    generator, cfg, info = load_generator(checkpoint, overrides, N=None if x is None else x.shape[-1])
+    own = info["layout"] == "fnodiag"  # else a reference-project checkpoint: never write into its folders
+    if x is None and not own:
+        found = reference_dataset(checkpoint, cfg.data.N, cfg.model.in_channels, split)
+        if found is not None:
+            x, label = read_inputs(found), f"{found} (the reference run's own {split} split)"
+    if x is None:
+        data = _run_dataset(checkpoint, cfg, own=own, cache_dir=cache_dir, simulate=simulate)
+        x, label = getattr(data, split).diffraction[:, None], f"dataset {data.key} ({split} split)"
+    info["input"] = label
+    if x.shape[-1] != cfg.data.N:
+        raise CaptureError(
+            f"input patches are {x.shape[-1]}x{x.shape[-1]} but the generator was built for N={cfg.data.N}; "
+            "pass --N or matching --input"
+        )
+    if x.shape[1] != cfg.model.in_channels:
+        raise CaptureError(
+            f"input has {x.shape[1]} channel(s) but the generator takes {cfg.model.in_channels} "
+            "(gridsize**2); pass an --input of matching gridsize"
+        )
+    x = np.ascontiguousarray(x[:max_samples], dtype=np.float32)
+    report = capture(generator, x, batch_size=batch_size, device=device)
+    return {"summary": summary(generator, cfg, info, x, batch_size, device), **report}
+
+
+def _run_dataset(checkpoint, cfg: RunConfig, *, own: bool, cache_dir, simulate: bool) -> GridLinesData:
+    """The dataset of ``cfg.data`` from the cache :func:`capture_checkpoint` names (simulated if allowed)."""
+    if cache_dir is None:
+        ckpt = Path(checkpoint).resolve()
+        run_root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        beside = own and (run_root / "config.json").is_file()
+        cache_dir = RunDir(run_root).dataset_cache() if beside else "datasets"
+    if simulate:
+        return load_or_simulate(cfg.data, ensure_writable_dir(cache_dir, "dataset cache folder"))
+    data = cached_dataset(cfg.data, cache_dir)  # reads only: nothing is simulated or written
+    if data is None:
+        where = Path(cache_dir) / dataset_key(cfg.data)
+        raise DatasetMissing(f"the dataset {str(where)!r} is missing and simulating it is off", where)
+    return data

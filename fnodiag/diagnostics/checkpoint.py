@@ -46,11 +46,42 @@ class CaptureError(ConfigError):
     """A checkpoint or input that cannot be captured; the message names the problem and the fix."""
 
 
+# torch.save stores every record of its zip archive uncompressed, so the records of a real checkpoint
+# add up to about the file's size; a file whose records declare more was compressed by someone else
+# (a decompression bomb: a few MB inflating to GBs). Checked before anything is inflated.
+MAX_INFLATION = 2.0
+ARCHIVE_SLACK = 1 << 20  # bytes: zip headers and a small re-zipped file stay accepted
+
+
+def check_archive(p: Path) -> None:
+    """Refuse a checkpoint archive whose records would inflate beyond its size, before loading it.
+
+    Raises
+    ------
+    CaptureError
+        One line with the declared and the real size (nothing was inflated).
+    """
+    if not zipfile.is_zipfile(p):
+        return  # a legacy (non-zip) torch file: pickled data read as it is, nothing to inflate
+    size = p.stat().st_size
+    try:
+        with zipfile.ZipFile(p) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint ({exc}); it may be truncated") from None
+    if declared > MAX_INFLATION * size + ARCHIVE_SLACK:
+        raise CaptureError(
+            f"refused {str(p)!r}: its records declare {declared:,} bytes in a {size:,}-byte file (compressed "
+            "records, which torch.save never writes); it was not inflated. Pass a checkpoint saved by torch.save"
+        )
+
+
 def _load_file(p: Path):
     if not p.is_file():
         raise CaptureError(f"checkpoint {str(p)!r} does not exist")
     if p.stat().st_size == 0:
         raise CaptureError(f"checkpoint {str(p)!r} is empty (0 bytes); pass a saved .ckpt or model.pt")
+    check_archive(p)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

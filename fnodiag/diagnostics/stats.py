@@ -7,7 +7,13 @@ whole capture is brought to the CPU, in one transfer per device.
 Stat names are a contract shared with the run store, collapse detection and the dashboard:
 
 ``ACTIVATION_STATS``
-    Entries of the vector returned by :func:`activation_stats`, in order.
+    Every activation statistic, in the order of :func:`activation_stats` for a tensor with
+    spatial axes.
+``GLOBAL_STATS`` / ``SPATIAL_STATS``
+    The statistics any tensor has, and the three that need spatial axes (absent otherwise).
+``STAT_SETS``
+    Name -> stat names of each vector :func:`activation_stats` can return (``"stats"``: all,
+    ``"global"``: no spatial axes); :func:`stat_set` picks one by rank.
 ``BRANCH_STAT``
     Per-block ratio ``mean|S| / mean|L|`` of the spectral and local branch outputs.
 ``PARAM_STATS``
@@ -15,6 +21,35 @@ Stat names are a contract shared with the run store, collapse detection and the 
     values are recorded.
 ``SCALE_STATS``
     Stat suffixes of :func:`scale_params` (``"<layer>/<stat>"``).
+
+Activations are channel-first, ``(BATCH, C, *S)``, with ``r = len(S)`` spatial axes of any
+number: ``(BATCH, C)`` (r = 0), ``(BATCH, C, N)`` (1-D), ``(BATCH, C, H, W)`` (2-D),
+``(BATCH, C, D, H, W)`` (3-D), ... A complex activation ``z`` is measured by its magnitude: every
+statistic below is that of ``a = |z|`` (none looks at the phase). Meaning per rank:
+
+==================  ==========================================  ===========================================
+statistic           any rank (also ``(BATCH,)`` and scalars)    needs ``r >= 1``; absent for ``r = 0``
+==================  ==========================================  ===========================================
+``mean``, ``std``   over all elements                           --
+``abs_mean``        mean of ``|a|`` over all elements            --
+``p50/p95/p99``     quantiles of ``|a|`` over all elements       --
+``frac_near_zero``  share of elements with ``|a| <= near_zero``  --
+``nonfinite``       number of non-finite elements               --
+``spatial_std``     --                                          std over ``S`` of each ``(sample, channel)``
+                                                                map, then mean over ``(BATCH, C)``
+``min_channel_std`` --                                          per channel the batch mean of that std,
+                                                                then the minimum over channels
+``low_freq_ratio``  --                                          share of the ``rfftn`` power over ``S`` in
+                                                                the lowest ``ceil(n/8)`` bins of each
+                                                                spatial axis (mean power of that corner
+                                                                over the mean power of the half-spectrum)
+==================  ==========================================  ===========================================
+
+For ``(BATCH, C, N)`` the spatial axis is ``N`` (a 1-D field, or a field whose axes a layer
+flattened: the recorder can be told to view such an output as ``(BATCH, C, *S)`` again); for
+``(BATCH, C, H, W)`` these are exactly the definitions of brief §6.1, value for value. A statistic
+that does not apply is *absent* (not computed, not stored), never NaN: :func:`absent_stats` says
+which and why. NaN means "applies, but the data gives no value" (no finite element, zero power).
 
 Parameters are grouped ``by="module"`` (the direct parameters of each module that owns any,
 named by module path; an ``nn.ParameterList``/``ParameterDict`` counts as part of the module
@@ -46,6 +81,9 @@ ACTIVATION_STATS = (
     "low_freq_ratio",
     "nonfinite",
 )
+SPATIAL_STATS = ("spatial_std", "min_channel_std", "low_freq_ratio")
+GLOBAL_STATS = tuple(s for s in ACTIVATION_STATS if s not in SPATIAL_STATS)
+STAT_SETS = {"stats": ACTIVATION_STATS, "global": GLOBAL_STATS}
 BRANCH_STAT = "spectral_local_ratio"
 PARAM_STATS = ("grad_norm", "weight_norm", "update_ratio")
 SCALE_STATS = ("layerscale_mean", "layerscale_abs_max", "weight_mean", "weight_abs_min", "bias_mean")
@@ -62,6 +100,41 @@ _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 # --------------------------------------------------------------------------- activations
+
+
+def stat_set(ndim: int) -> str:
+    """Name (a key of ``STAT_SETS``) of the statistics an activation of rank ``ndim`` has.
+
+    ``"stats"`` (all of ``ACTIVATION_STATS``) for ``(BATCH, C, *S)`` with at least one spatial
+    axis (``ndim >= 3``), ``"global"`` (``GLOBAL_STATS``) otherwise.
+    """
+    return "stats" if ndim >= 3 else "global"
+
+
+def activation_stat_names(ndim: int) -> tuple[str, ...]:
+    """The statistics an activation of rank ``ndim`` has, in the order of :func:`activation_stats`."""
+    return STAT_SETS[stat_set(ndim)]
+
+
+def absent_stats(shape) -> dict[str, str]:
+    """The activation statistics that do not apply to an output of ``shape``, each with the reason.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The activation's shape, e.g. ``(BATCH, C)``.
+
+    Returns
+    -------
+    dict of str to str
+        ``{stat: why}``; empty when every statistic applies (``len(shape) >= 3``).
+    """
+    ndim = len(shape)
+    if ndim >= 3:
+        return {}
+    kind = {0: "a scalar", 1: "(BATCH,)", 2: "(BATCH, C)"}.get(ndim, f"rank {ndim}")
+    why = f"no spatial axes: the output is {kind} {tuple(shape)}"
+    return dict.fromkeys(SPATIAL_STATS, why)
 
 
 def _real_values(t: Tensor) -> Tensor:
@@ -87,18 +160,19 @@ def _masked_std(a: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
     return (centred.square().sum(dim=dims) / count).sqrt()
 
 
-def _map_moments(a: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-map ``(count, mean, sum of squared deviations)`` over the last two axes, masked.
+def _map_moments(a: Tensor, mask: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-map ``(count, mean, sum of squared deviations)`` over the spatial ``dims``, masked.
 
     Same two-pass, max-shifted scheme as :func:`_masked_std` (exact 0 for a constant map); the
     global mean and std follow from these by the law of total variance, saving a full pass.
     """
-    count = mask.sum(dim=(-2, -1))
-    shift = torch.where(mask, a, -math.inf).amax(dim=(-2, -1))
+    expand = (1,) * len(dims)
+    count = mask.sum(dim=dims)
+    shift = torch.where(mask, a, -math.inf).amax(dim=dims)
     shift = torch.where(torch.isfinite(shift), shift, 0)
-    d = torch.where(mask, a - shift[..., None, None], 0)
-    mean = d.sum(dim=(-2, -1)) / count
-    m2 = torch.where(mask, d - mean[..., None, None], 0).square().sum(dim=(-2, -1))
+    d = torch.where(mask, a - shift.reshape(shift.shape + expand), 0)
+    mean = d.sum(dim=dims) / count
+    m2 = torch.where(mask, d - mean.reshape(mean.shape + expand), 0).square().sum(dim=dims)
     return count, mean + shift, m2
 
 
@@ -112,17 +186,38 @@ def _quantiles(mag: Tensor) -> Tensor:
     return torch.nanquantile(mag, q)
 
 
-def _low_freq_ratio(mag: Tensor) -> Tensor:
-    """Mean power of the lowest ``ceil(H/8) x ceil(W_r/8)`` rfft2 corner over the half-spectrum's."""
-    power = torch.fft.rfft2(mag, norm="ortho").abs().square()
-    kh, kw = math.ceil(power.shape[-2] / 8), math.ceil(power.shape[-1] / 8)
-    return power[..., :kh, :kw].mean() / power.mean()
+def low_freq_ratio(mag: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Share of spectral power in the lowest band of every spatial axis (the ``low_freq_ratio`` stat).
+
+    Parameters
+    ----------
+    mag : torch.Tensor
+        ``(BATCH, C, *S)`` real field (the magnitude of an activation, zeros where non-finite).
+    dims : tuple of int
+        The spatial axes ``S`` (at least one), the last of them halved by the real FFT.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d: mean power of ``rfftn(mag, dim=dims, norm="ortho")`` over the corner of the lowest
+        ``ceil(n_i / 8)`` bins of each axis (``n_i`` = the half-spectrum's size along it) over the
+        mean power of the whole half-spectrum. For ``(BATCH, C, H, W)`` the ``rfft2`` corner
+        ``ceil(H/8) x ceil(W_r/8)``, ``W_r = W // 2 + 1``; for ``(BATCH, C, N)`` the first
+        ``ceil(N_r/8)`` bins. NaN for an all-zero field.
+    """
+    power = torch.fft.rfftn(mag, dim=dims, norm="ortho").abs().square()
+    corner = tuple(slice(0, math.ceil(power.shape[d] / 8)) for d in dims)
+    index = (slice(None),) * dims[0] + corner
+    return power[index].mean() / power.mean()
 
 
 def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
-    """Summary statistics of one activation tensor, as one vector on the tensor's device.
+    """Summary statistics of one channel-first activation, as one vector on the tensor's device.
 
-    Let ``a = |t|`` for complex ``t`` and ``a = t`` otherwise. Entries (``ACTIVATION_STATS``):
+    Let ``a = |t|`` for complex ``t`` and ``a = t`` otherwise. The entries are
+    :func:`activation_stat_names` ``(t.ndim)``: all of ``ACTIVATION_STATS`` for a tensor with
+    spatial axes, ``(BATCH, C, *S)`` with ``len(S) >= 1``; only ``GLOBAL_STATS`` (the spatial
+    statistics are absent, not computed) for ``(BATCH, C)``, ``(BATCH,)`` or a scalar.
 
     ``mean``, ``std``
         Mean and population standard deviation (``ddof = 0``) of ``a`` over all elements.
@@ -136,26 +231,25 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
     ``frac_near_zero``
         Fraction of elements with ``|a| <= near_zero``.
     ``spatial_std``
-        Mean over ``(BATCH, C)`` of the per-map spatial population std over ``(H, W)``; 0 for a
-        constant output.
+        Mean over ``(BATCH, C)`` of the per-map population std over the spatial axes ``S``; 0
+        for a constant output.
     ``min_channel_std``
         Minimum over channels of the batch-mean per-map spatial std; 0 when a channel is dead.
     ``low_freq_ratio``
-        Power of ``rfft2(|a|, norm="ortho")`` (maps ``H x W``, half-spectrum ``H x W_r``,
-        ``W_r = W // 2 + 1``): mean power in the lowest ``ceil(H/8) x ceil(W_r/8)`` corner over
-        the mean power of the whole half-spectrum (brief §6.1). A constant map gives
-        ``H W_r / (ceil(H/8) ceil(W_r/8))``; an all-zero tensor gives NaN.
+        :func:`low_freq_ratio` of ``|a|`` over ``S``: for ``(BATCH, C, H, W)`` the mean power of
+        ``rfft2(|a|, norm="ortho")`` in the lowest ``ceil(H/8) x ceil(W_r/8)`` corner over the
+        mean power of the whole half-spectrum ``H x W_r`` (brief §6.1). A constant field gives
+        ``prod(n_i) / prod(ceil(n_i/8))`` (half-spectrum sizes ``n_i``); an all-zero tensor NaN.
     ``nonfinite``
         Number of non-finite elements (exact up to ``2**24``, stored as float32).
 
     Every other entry is computed over the finite elements only (non-finite elements enter the
-    spectrum of ``low_freq_ratio`` as zeros) and is NaN when there are none. The three spatial
-    entries need a 4-D ``(BATCH, C, H, W)`` tensor and are NaN for tensors of other rank.
+    spectrum of ``low_freq_ratio`` as zeros) and is NaN when there are none.
 
     Parameters
     ----------
     t : torch.Tensor
-        ``(BATCH, C, H, W)`` (or any other rank) real or complex activation; not modified and
+        ``(BATCH, C, *S)`` (or ``(BATCH, C)``, ...) real or complex activation; not modified and
         not retained.
     near_zero : float
         Threshold of ``frac_near_zero``.
@@ -163,8 +257,8 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
     Returns
     -------
     torch.Tensor
-        ``(len(ACTIVATION_STATS),)`` float32 on ``t.device``; computed without autograd and
-        without a host synchronisation.
+        ``(len(activation_stat_names(t.ndim)),)`` float32 on ``t.device``; computed without
+        autograd and without a host synchronisation.
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"activation_stats expects a torch.Tensor, got {type(t).__name__}")
@@ -175,8 +269,10 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
         count = finite.sum()
         mag = torch.where(finite, a.abs(), nan)
         flat_mask, flat_a, flat_mag = finite.reshape(-1), a.reshape(-1), mag.reshape(-1)
-        if a.ndim == 4 and a.numel():
-            n_map, mean_map, m2_map = _map_moments(a, finite)  # (BATCH, C) each
+        spatial = a.ndim >= 3
+        dims = tuple(range(2, a.ndim))
+        if spatial and a.numel():
+            n_map, mean_map, m2_map = _map_moments(a, finite, dims)  # (BATCH, C) each
             mean = (n_map * mean_map).nansum() / count
             var = (m2_map.nansum() + (n_map * (mean_map - mean).square()).nansum()) / count
             std = var.sqrt()
@@ -185,7 +281,7 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
             channel_std = torch.nanmean(map_std, dim=0)  # (C,)
             lowest = torch.where(torch.isnan(channel_std), math.inf, channel_std).amin()
             min_channel_std = torch.where(torch.isinf(lowest), nan, lowest)
-            low_freq = _low_freq_ratio(torch.where(finite, mag, 0))
+            low_freq = low_freq_ratio(torch.where(finite, mag, 0), dims)
         elif a.numel():
             mean = torch.where(finite, a, 0).sum() / count
             std = _masked_std(flat_a, flat_mask, (0,))
@@ -200,7 +296,9 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
             abs_mean = frac = nan
             quantiles = [nan] * len(_QUANTILES)
         nonfinite = (a.numel() - count).to(a.dtype)
-        values = [mean, std, abs_mean, *quantiles, frac, spatial_std, min_channel_std, low_freq, nonfinite]
+        values = [mean, std, abs_mean, *quantiles, frac]
+        values += [spatial_std, min_channel_std, low_freq] if spatial else []
+        values.append(nonfinite)
         return torch.stack([v.to(a.dtype) for v in values]).to(torch.float32)
 
 

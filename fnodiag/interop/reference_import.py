@@ -23,7 +23,7 @@ it into place only when everything succeeded, so a malformed folder or CSV (a on
   ``reference/<column>``;
 * ``checkpoints/best.ckpt`` (the ``epoch=…`` checkpoint), ``checkpoints/last.ckpt``, ``model.pt``;
 * ``capture/last.json``: a capture of ``model.pt`` on the first test patch, through
-  :func:`fnodiag.diagnostics.capture.load_generator` (when the folder has its dataset);
+  :func:`fnodiag.diagnostics.capture.capture_checkpoint` (when the folder has its dataset);
 * ``imported.json``: source path, files used, what was missing, mapping notes; ``status.json`` =
   finished with an "imported" message. There are no live per-layer captures: the reference
   recorded none, and the views say so.
@@ -41,8 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
+from fnodiag.diagnostics.capture import capture_checkpoint, write_report
 from fnodiag.interop.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
-from fnodiag.runs import RunDir
+from fnodiag.runs import RunDir, jsonable
+from fnodiag.training.optimizers import OPTIMIZERS
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
 SCHEDULES = {
@@ -212,8 +214,6 @@ def _best_checkpoint(paths: list[Path]) -> Path | None:
 
 def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
     """``capture/last.json`` of the imported ``model.pt`` on the first test patch; None, or why not."""
-    from fnodiag.diagnostics.capture import capture, load_generator, read_inputs, summary, write_report
-
     tests = sorted(arm.glob(f"datasets/N{cfg.data.N}/*/test.npz")) or sorted(arm.glob("datasets/*/*/test.npz"))
     if not tests:
         return (
@@ -221,16 +221,15 @@ def _capture(run: RunDir, arm: Path, cfg: RunConfig, final: Path) -> str | None:
             f"`fnodiag capture --checkpoint {run.path.name}/model.pt --output ...` with --input"
         )
     try:
-        generator, gcfg, info = load_generator(run.model_path, N=cfg.data.N)
-        x = read_inputs(tests[0])[:1]
-        report = capture(generator, x, batch_size=1, device="cpu")
+        report = capture_checkpoint(
+            run.model_path, inputs=tests[0], overrides={"data.N": cfg.data.N}, max_samples=1, batch_size=1
+        )
     except (ConfigError, RuntimeError, ValueError, KeyError) as exc:
         return f"capture of model.pt: {str(exc).splitlines()[0][:300]}"
-    info["input"] = str(tests[0])
-    info = {
-        k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in info.items()
-    }  # not the temp folder
-    write_report({"summary": summary(generator, gcfg, info, x, 1, "cpu"), **report}, run.capture_dir, "last.json")
+    report["summary"] = {  # not the temp folder
+        k: v.replace(str(run.path), str(final)) if isinstance(v, str) else v for k, v in report["summary"].items()
+    }
+    write_report(report, run.capture_dir, "last.json")
     return None
 
 
@@ -369,19 +368,14 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
 
 def _effective(cfg: RunConfig, ref: dict, epochs: int) -> dict:
     """What the reference asked for, in fnodiag's effective_config layout (it recorded nothing effective)."""
-    from fnodiag.training.optimizers import OPTIMIZERS, optimizer_class  # the registry names the class (torch)
-
     o = cfg.optim
-    group = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.name == "sgd":
-        group.update(momentum=o.momentum, nesterov=o.momentum > 0)
-    else:
-        group["betas"] = [o.beta1, o.beta2]
+    spec = OPTIMIZERS.get(o.name)  # the registry names the class and its hyperparameters
+    group = {"lr": o.lr, **(jsonable(spec.torch_kwargs(o)) if spec else {"weight_decay": o.weight_decay})}
     return {
         "kind": "reference-import",
         "source": "the reference's config.json (requested values: the reference "
         "recorded no effective configuration; the CSV holds the realised LR)",
-        "optimizer": {"class": optimizer_class(o.name) if o.name in OPTIMIZERS else o.name, "param_groups": [group]},
+        "optimizer": {"class": spec.cls.__name__ if spec else o.name, "param_groups": [group]},
         "scheduler": {"name": cfg.schedule.name, "frozen": cfg.schedule.frozen, "requested": ref.get("scheduler")},
         "grad_clip": {
             "algorithm": cfg.clip.algorithm,

@@ -22,15 +22,12 @@ from fnodiag.runs.names import (
     GRAD_NORM_POST,
     GRAD_NORM_PRE,
     LR,
+    TRAIN_LOSS,
     TRAIN_LOSS_EPOCH,
     VAL_LOSS,
 )
 
-STEP_COLUMNS = {
-    "grad_norm_preclip_step": GRAD_NORM_PRE,
-    "grad_norm_postclip_step": GRAD_NORM_POST,
-    "learning_rate": "lr",
-}
+STEP_COLUMNS = {"grad_norm_preclip_step": GRAD_NORM_PRE, "grad_norm_postclip_step": GRAD_NORM_POST, "learning_rate": LR}
 
 
 class ReferenceImportError(ConfigError):
@@ -48,7 +45,12 @@ def _number(text: str, path: Path, line: int, column: str) -> float:
 
 
 def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
-    """Rows ``(step, epoch, {column: value})`` of a Lightning ``metrics.csv`` (empty cells left out)."""
+    """Rows ``(step, epoch, {column: value})`` of a Lightning ``metrics.csv`` (empty cells left out).
+
+    A row without an epoch (what ``CSVLogger.log_metrics(metrics, step=...)`` writes outside a
+    Trainer: an empty ``epoch`` cell, or no ``epoch`` column at all) takes the epoch of the last row
+    that had one (0 before any).
+    """
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -56,14 +58,13 @@ def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
         raise ReferenceImportError(
             f"{str(path)!r} is not a readable CSV ({exc}); is it a Lightning CSVLogger metrics.csv?"
         ) from None
-    if not rows or "step" not in rows[0] or "epoch" not in rows[0]:
+    if not rows or "step" not in rows[0]:
         header = ", ".join(rows[0][:6]) if rows else "(empty file)"
         raise ReferenceImportError(
-            f"{str(path)!r} has no 'epoch' and 'step' columns (header: {header}); "
-            "pass a Lightning CSVLogger metrics.csv"
+            f"{str(path)!r} has no 'step' column (header: {header}); pass a Lightning CSVLogger metrics.csv"
         )
     header = rows[0]
-    out = []
+    out, epoch = [], 0
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -73,10 +74,13 @@ def read_metrics_csv(path: Path) -> list[tuple[int, int, dict[str, float]]]:
                 "the file is truncated or not a Lightning metrics.csv"
             )
         values = {c: _number(v, path, line, c) for c, v in zip(header, row) if v.strip() != ""}
-        if "step" not in values or "epoch" not in values:
-            raise ReferenceImportError(f"{str(path)!r} line {line} has no step or epoch value; the file is malformed")
-        step, epoch = values.pop("step"), values.pop("epoch")
-        out.append((int(step), int(epoch), values))
+        if "step" not in values:
+            raise ReferenceImportError(
+                f"{str(path)!r} line {line} has no step value; the file is malformed (every CSVLogger row has one)"
+            )
+        step = values.pop("step")
+        epoch = int(values.pop("epoch", epoch))
+        out.append((int(step), epoch, values))
     return out
 
 
@@ -86,7 +90,7 @@ def _scalar_name(column: str) -> tuple[str, str]:
         return "step", STEP_COLUMNS[column]
     low = column.lower()
     if "train" in low and "loss" in low and low.endswith("_step"):
-        return "step", "train/loss"
+        return "step", TRAIN_LOSS
     if "val" in low and "loss" in low:
         return "epoch", VAL_LOSS
     if low.endswith("_epoch"):
@@ -111,7 +115,7 @@ def write_scalars(run: RunDir, rows) -> dict:
                 pre, post = step_values[GRAD_NORM_PRE], step_values[GRAD_NORM_POST]
                 step_values[GRAD_CLIPPED] = float(post < pre * (1 - 1e-6))
                 clipped.setdefault(epoch, []).append(step_values[GRAD_CLIPPED])
-            if "lr" in step_values:
+            if LR in step_values:
                 lr_by_epoch.setdefault(epoch, step_values[LR])
             for scope, vals in by_scope.items():
                 if vals:

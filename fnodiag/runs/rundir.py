@@ -130,6 +130,7 @@ class RunDir:
     model_path = property(lambda self: self.path / "model.pt", doc="Generator-only state dict.")
     recon_path = property(lambda self: self.path / "recon.png", doc="Reconstruction beside ground truth.")
     collapse_path = property(lambda self: self.path / "collapse.json", doc="Collapse analysis report.")
+    findings_path = property(lambda self: self.path / "findings.json", doc="Ranked findings (``fnodiag diagnose``).")
     imported_path = property(lambda self: self.path / "imported.json", doc="Provenance of an imported run.")
     capture_dir = property(
         lambda self: self.path / "capture", doc="Checkpoint captures (``<tag>.json``, ``error.txt``)."
@@ -237,6 +238,10 @@ class RunDir:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             return default
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{str(p)!r} is not UTF-8 text, so not JSON written by fnodiag.runs; delete or rewrite it"
+            ) from None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:

@@ -1,3 +1,4 @@
-"""Sweeps: definitions (``definitions/*.toml``), the per-run task, the runner and its executors
-(local processes or Ray), ``sweep.json``, the summary, the verdict and the remove-one attribution.
+"""Sweeps: definitions (``definition``, ``definitions/*.toml``), the per-run task (``task``), the runner
+(``runner``) and its executors (``executors``: local processes; ``ray``), ``sweep.json`` (``manifest``),
+the summary, the verdict and the remove-one attribution.
 """

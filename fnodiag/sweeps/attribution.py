@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fnodiag.analysis.outcome import COLLAPSED, LEARNED
 from fnodiag.runs import states
 
 __all__ = [
@@ -64,8 +65,6 @@ def condition_label(changes: list[dict]) -> str:
 def arm_outcome(rows: list[dict], arm: str | None) -> dict | None:
     """Collapse count (learned then collapsed), learned count and last-weights amp SSIM (mean, std) of an
     arm's finished seeds; None when none finished."""
-    from fnodiag.analysis.outcome import COLLAPSED, LEARNED
-
     done = [r for r in rows if r["arm"] == arm and r["state"] in states.DONE]
     if arm is None or not done:
         return None

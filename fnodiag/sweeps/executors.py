@@ -1,27 +1,28 @@
 """Where a sweep's runs train: this process, K local processes at a time, or Ray tasks on a cluster.
 
-``EXECUTORS`` maps an ``--executor`` name to a function ``(specs, resources, *, echo, on_result)``
-that trains every spec (one arm × seed, see :func:`fnodiag.sweeps.runner.run_one`, the one task all
-executors run) and calls ``on_result(result)`` in the driver as each run ends; the driver alone
-writes ``sweep.json`` and the summary.
+An executor is given the task it runs, as Lightning's launchers are given their function: ``(task,
+specs, resources, *, echo, on_result)`` trains every spec (one arm × seed) with ``task(spec,
+callbacks=[progress])`` and calls ``on_result(result)`` in the driver as each run ends. The sweep
+runner hands it :func:`fnodiag.sweeps.task.run_one`; no executor imports the runner, the task or the
+summary. A worker process receives the task as a dotted path (``"fnodiag.sweeps.task:run_one"``,
+:func:`task_path`) beside its spec and imports it by name (:func:`load_task`). A worker that died
+without a result is reported as ``state="died"`` (:func:`died`); the driver marks its run.
 
 - ``local``, ``jobs=1``: one run after another in this process (the classic sweep).
 - ``local``, ``jobs=K``: K worker processes (``python -m fnodiag.sweeps.executors``) at a time, each with
   ``cores // K`` torch / OpenMP threads and, with ``gpus_per_run``, its own ``CUDA_VISIBLE_DEVICES``
   slot (a fraction shares a device: 0.25 puts four runs on each GPU).
 - ``ray``: one Ray task per run with ``num_cpus`` / ``num_gpus`` resources on an existing cluster
-  (``address``) or a local one; a task whose worker or node died is retried (``max_retries``) and
-  resumes from the run's ``last.ckpt``; see :mod:`fnodiag.sweeps.ray`.
-
-Where each attempt ran (host, pid, Ray node, threads, devices) is appended to the run's
-``execution.json``, copied into ``effective_config.json`` (``execution``) and ``sweep.json``.
+  (``address``) or a local one; see :mod:`fnodiag.sweeps.ray`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
-import socket
+import signal
 import subprocess
 import sys
 import threading
@@ -29,11 +30,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+
+import torch
 
 from fnodiag.config import ConfigError
-from fnodiag.runs import states
+from fnodiag.training.sweep_progress import SweepProgress  # imports Lightning, which sets its own log level first
 
 RESULT_MARK = "@@fnodiag-result "
 MAX_RETRIES = 3  # Ray retries of a run whose worker or node died
@@ -116,8 +117,6 @@ class Resources:
             )
         slots: list = [None] * int(jobs)
         if gpus_per_run > 0:
-            import torch
-
             slots = gpu_slots(torch.cuda.device_count(), gpus_per_run, int(jobs))
         threads = int(cpus_per_run or threads_per_run(cores, len(slots)))
         if threads * len(slots) > cores:
@@ -136,120 +135,83 @@ class Resources:
             "gpus_per_run": self.gpus_per_run,
         }
 
-
-# -- records --------------------------------------------------------------------------------------
-def attempt_info(spec: dict) -> dict:
-    """Where and how this process trains ``spec``: host, pid, Ray node id, threads, visible devices."""
-    node = None
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            node = ray.get_runtime_context().get_node_id()
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "node": node,
-        "executor": spec.get("executor", "local"),
-        "jobs": spec.get("jobs", 1),
-        "threads": spec.get("threads"),
-        "gpus_per_run": spec.get("gpus_per_run", 0.0),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
+    def record(self) -> dict:
+        """The placement as a JSON-able dict (``sweep.json`` ``execution``)."""
+        return asdict(self) | {"slots": list(self.slots)}
 
 
-def record_attempt(run, attempt: dict, *, effective: bool = False) -> None:
-    """Append ``attempt`` to ``<run>/execution.json``; with ``effective``, also set ``effective_config.execution``
-    (after training, which rewrote that file) with the attempt number."""
-    record = run.read_json("execution.json", default={}) or {}
-    attempts = record.setdefault("attempts", [])
-    if not effective:
-        attempts.append({**attempt, "resumed": run.last_ckpt_path.is_file()})
-        run.write_json("execution.json", record)
-        return
-    eff = run.read_json("effective_config.json", default={}) or {}
-    eff["execution"] = {**attempt, "attempt": len(attempts)}
-    run.write_json("effective_config.json", eff)
+# -- tasks ----------------------------------------------------------------------------------------
+Task = Callable[..., dict]  # task(spec, *, callbacks=()) -> result dict
 
 
-def _update_manifest(out: Path, change: Callable[[dict], None]) -> None:
-    from fnodiag.files import write_json
-
-    path = Path(out) / "sweep.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    write_json(path, manifest, sort_keys=False)
-
-
-def record_execution(out: Path, resources: Resources) -> None:
-    """``sweep.json`` ``execution``: the executor and the placement of the latest sweep command."""
-    _update_manifest(out, lambda m: m.__setitem__("execution", asdict(resources) | {"slots": list(resources.slots)}))
+def task_path(task: Task) -> str:
+    """``"package.module:function"``: how a worker process finds ``task`` (a module-level function)."""
+    path = f"{task.__module__}:{task.__qualname__}"
+    if "<" in path or task.__module__ == "__main__" or load_task(path) is not task:
+        raise ValueError(f"the task {path!r} must be a module-level function for worker processes to import it")
+    return path
 
 
-def record_result(out: Path, result: dict) -> None:
-    """``sweep.json`` ``runs[name]``: the run's state, host, node and every attempt (from its ``execution.json``)."""
-    from fnodiag.runs import RunDir
-
-    attempts = (RunDir(Path(out) / result["name"]).read_json("execution.json", default={}) or {}).get("attempts", [])
-    last = attempts[-1] if attempts else {}
-
-    def change(m: dict) -> None:
-        m["runs"].setdefault(result["name"], {}).update(
-            state=result["state"], host=last.get("host"), node=last.get("node"), attempts=attempts
-        )
-
-    _update_manifest(out, change)
+def load_task(path: str) -> Task:
+    """The function a :func:`task_path` names, imported by name."""
+    module, _, name = path.partition(":")
+    if not (module and name):
+        raise ValueError(f"task {path!r} must be written 'package.module:function'")
+    target = importlib.import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
 
 
-def mark_dead(run_path: Path, message: str) -> None:
-    """A run whose worker died without a word: ``running`` becomes ``interrupted`` (if no one owns it now)."""
-    from fnodiag.runs import RunDir
-    from fnodiag.runs.lock import RunBusy, RunLock
+def died(spec: dict, message: str) -> dict:
+    """The result of a run whose worker ended without one (``state="died"``; the driver marks the run)."""
+    return {k: spec[k] for k in ("name", "arm", "seed", "label")} | {"state": "died", "message": message}
 
-    run, lock = RunDir(run_path), RunLock(run_path)
-    try:
-        lock.acquire({"host": socket.gethostname(), "pid": os.getpid(), "role": "sweep driver"})
-    except RunBusy:
-        return
-    with lock:
-        status = run.read_status() if run.status_path.is_file() else None
-        if status and status["state"] in states.UNFINISHED:
-            run.write_status(states.INTERRUPTED, step=status["step"], epoch=status["epoch"], message=message[:500])
+
+def quiet_lightning() -> None:
+    """One progress line per epoch in a worker, no Lightning banners."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 # -- local ----------------------------------------------------------------------------------------
 def epoch_lines(label: str, epochs: int, echo: Callable[[str], None] = print):
     """A Lightning callback printing one line per finished epoch of one run (a worker's progress)."""
-    from fnodiag.training.sweep_progress import SweepProgress
-
     progress = SweepProgress(total_epochs=epochs, echo=lambda line: echo(line.replace("in the sweep", "in this run")))
     progress.start(label, epochs)
     return progress
 
 
 def run_local(
-    specs: list[dict], res: Resources, *, echo: Callable[[str], None], on_result: Callable[[dict], None]
+    task: Task, specs: list[dict], res: Resources, *, echo: Callable[[str], None], on_result: Callable[[dict], None]
 ) -> None:
-    """Train ``specs`` here: in this process when ``res.jobs == 1`` and no GPU slot, else in worker processes."""
-    from fnodiag.sweeps.runner import run_one
+    """Train ``specs`` with ``task``: in this process when ``res.jobs == 1`` and no GPU slot, else in worker processes.
 
+    Parameters
+    ----------
+    task : callable
+        ``task(spec, *, callbacks=()) -> result dict``; a module-level function when workers run it.
+    specs : list of dict
+        One JSON-able spec per run (``name``, ``arm``, ``seed``, ``label``, ``config``, ...).
+    res : Resources
+    echo : callable
+        Where progress lines go.
+    on_result : callable
+        Called in this process with each run's result as it ends.
+    """
     if res.jobs == 1 and not res.gpus_per_run:
-        from fnodiag.training.sweep_progress import SweepProgress
-
         progress = SweepProgress(total_epochs=sum(s["config"]["train"]["epochs"] for s in specs), echo=echo)
         for spec in specs:
             progress.start(spec["label"], spec["config"]["train"]["epochs"])
-            on_result(run_one(spec, callbacks=[progress]))
+            on_result(task(spec, callbacks=[progress]))
         return
-    _Pool(res, echo, on_result).run(deque(specs))
+    _Pool(task_path(task), res, echo, on_result).run(deque(specs))
 
 
 class _Pool:
     """Up to ``len(res.slots)`` worker processes at a time, one run each; their output is echoed."""
 
-    def __init__(self, res: Resources, echo, on_result):
-        self.res, self.echo, self.on_result = res, echo, on_result
+    def __init__(self, task: str, res: Resources, echo, on_result):
+        self.task, self.res, self.echo, self.on_result = task, res, echo, on_result
         self.running: dict[int, tuple] = {}  # slot -> (process, spec, reader thread, result box)
 
     def _start(self, slot: int, spec: dict) -> None:
@@ -269,7 +231,7 @@ class _Pool:
             text=True,
             env=env,
         )
-        proc.stdin.write(json.dumps(spec))
+        proc.stdin.write(json.dumps({"task": self.task, "spec": spec}))
         proc.stdin.close()
         box: dict = {}
         reader = threading.Thread(target=self._read, args=(proc, box), daemon=True)
@@ -305,14 +267,10 @@ class _Pool:
             raise
 
     def _died(self, spec: dict, returncode: int) -> dict:
-        message = f"worker exited with code {returncode}; run the same command again to resume"
-        mark_dead(Path(spec["out"]) / spec["name"], message)
-        return {k: spec[k] for k in ("name", "arm", "seed", "label")} | {"state": "died", "message": message}
+        return died(spec, f"worker exited with code {returncode}; run the same command again to resume")
 
     def _stop(self) -> None:
         """Ctrl-C: each worker is interrupted (its run records ``interrupted``), killed if it lingers."""
-        import signal
-
         for proc, *_ in self.running.values():
             proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30
@@ -324,26 +282,15 @@ class _Pool:
                 proc.wait()
 
 
-def _run_ray(specs, res, *, echo, on_result):
-    from fnodiag.sweeps.ray import run_ray
-
-    run_ray(specs, res, echo=echo, on_result=on_result)
-
-
-EXECUTORS: dict[str, Callable] = {"local": run_local, "ray": _run_ray}
-
-
 def _worker() -> int:
-    """``python -m fnodiag.sweeps.executors``: train the spec read from stdin; the result is the last line."""
-    import logging
+    """``python -m fnodiag.sweeps.executors``: run the task on the spec read from stdin; the result is the last line.
 
-    import fnodiag.training.run  # noqa: F401  (imports Lightning, which sets its own log level first)
-    from fnodiag.sweeps.runner import run_one
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one progress line per epoch, no banners
-    spec = json.loads(sys.stdin.read())
-
-    result = run_one(spec, callbacks=[epoch_lines(spec["label"], spec["config"]["train"]["epochs"])])
+    Stdin holds ``{"task": "package.module:function", "spec": {...}}``.
+    """
+    quiet_lightning()
+    sent = json.loads(sys.stdin.read())
+    task, spec = load_task(sent["task"]), sent["spec"]
+    result = task(spec, callbacks=[epoch_lines(spec["label"], spec["config"]["train"]["epochs"])])
     print(RESULT_MARK + json.dumps(result, default=str), flush=True)
     return 0
 

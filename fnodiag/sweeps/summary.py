@@ -20,12 +20,14 @@ import numpy as np
 
 from fnodiag.analysis.audit import audit_run
 from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, TARGET_AMP_SSIM, run_outcome
-from fnodiag.config import ConfigError, RunConfig
+from fnodiag.config import ConfigError, RunConfig, reference_quirks, without_quirks
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.files import atomic_write_text, write_json
-from fnodiag.runs import RunDir, states
-from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_markdown
+from fnodiag.runs import RunDir, list_runs, states
+from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_attribution, removal_markdown
+from fnodiag.sweeps.manifest import asked_config, is_sweep, read_manifest
 from fnodiag.sweeps.verdict import control_check, verdict
+from fnodiag.training.optimizers import hyperparameter_text, hyperparameters
 
 ARM_METRICS = ("best_val_loss", "final_val_loss", "best_amp_ssim", "last_amp_ssim", "last_phase_ssim", "last_amp_mae")
 
@@ -101,6 +103,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "momentum": group.get("momentum"),
         "nesterov": group.get("nesterov"),
         "betas": group.get("betas"),
+        "hyperparameters": hyperparameters(outcome["optimizer"], group),  # every one its registry entry sets
         "weight_decay": group.get("weight_decay"),
         "scheduler": (eff.get("scheduler") or {}).get("class"),
         "grad_clip": eff.get("grad_clip"),
@@ -222,12 +225,8 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
     when most of its finished seeds do. Inconclusive (the text says so first) when the ``control``
     arm did not learn on every seed.
     """
-    from fnodiag.config import RunConfig, reference_quirks, without_quirks
-
     check = control_check(rows, control)
     if baseline is not None:
-        from fnodiag.sweeps.attribution import removal_attribution
-
         return removal_attribution(rows, baseline, check)
 
     arms: dict[str, tuple] = {}
@@ -401,12 +400,12 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         "",
         "## Runs",
         "",
-        "| run | state | outcome | epochs | optimizer (effective) | lr | momentum / betas | wd | clip | best val | "
+        "| run | state | outcome | epochs | optimizer (effective) | lr | hyperparameters | wd | clip | best val | "
         "final val | amp SSIM best / last | phase SSIM last | collapse (onset step, earliest layer) | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mom = r["betas"] if r["optimizer"] in ("Adam", "AdamW") else f"{r['momentum']} nesterov={r['nesterov']}"
+        hyper = hyperparameter_text(r["optimizer"], r.get("hyperparameters") or {}, skip=("weight_decay",))
         clip = (r["grad_clip"] or {}).get("algorithm")
         col = (
             f"{r['collapse']} ({r['onset_step']}, {r['earliest_layer']})"
@@ -423,7 +422,7 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
         lines.append(
             f"| {r['run']} | {state} | {r['outcome']} | {r['epochs']} | {r['optimizer']} | "
-            f"{_fmt(r['lr'], 6)} | {mom} | "
+            f"{_fmt(r['lr'], 6)} | {hyper} | "
             f"{r['weight_decay']} | {clip} | {_fmt(r['best_val_loss'])} | {_fmt(r['final_val_loss'])} | "
             f"{_fmt(r['best_amp_ssim'], 3)} / {_fmt(r['last_amp_ssim'], 3)} | {_fmt(r['last_phase_ssim'], 3)} | "
             f"{col} | {_fmt(r['wall_time_s'], 0)} |"
@@ -495,11 +494,9 @@ def runs_manifest(folder: Path) -> dict:
     and runs of any LightningModule (``fnodiag.LiveCapture``) side by side. Runs inside a sweep
     folder below are left to that sweep's own summary.
     """
-    from fnodiag.runs import list_runs
-
     if not folder.is_dir():
         raise ConfigError(f"{str(folder)!r} does not exist; pass a sweep folder or a runs folder")
-    in_sweep = lambda run: any((p / "sweep.json").is_file() for p in run.path.parents if folder in (p, *p.parents))
+    in_sweep = lambda run: any(is_sweep(p) for p in run.path.parents if folder in (p, *p.parents))
     runs = [run for run in list_runs(folder) if not in_sweep(run)]  # a sweep's runs: summarize that sweep
     if not runs:
         raise ConfigError(
@@ -518,34 +515,13 @@ def runs_manifest(folder: Path) -> dict:
     return {"name": folder.name, "arms": list(entries), "runs": entries}
 
 
-def asked_config(manifest: dict, arm: str, seed: int) -> RunConfig | None:
-    """What the sweep's definition (``spec``) and the arm's recorded flags resolve to for one run.
-
-    None for a manifest that does not record them (written before flags were recorded) or a
-    definition that no longer resolves.
-    """
-    from fnodiag.sweeps.runner import SweepDefinition
-
-    if not manifest.get("spec"):  # a plain runs folder (runs_manifest) or an old sweep.json
-        return None
-    flags = (manifest.get("arms", {}).get(arm) or {}).get("flags")
-    if flags is None:
-        return None
-    try:
-        return SweepDefinition.from_dict(manifest["spec"]).config(arm, seed, flags)
-    except (ConfigError, KeyError, TypeError):
-        return None
-
-
 def write_summary(sweep_dir: str | Path) -> dict:
     """Summarize a sweep folder, or a plain runs folder (:func:`runs_manifest`).
 
     Writes summary.json, summary.md and plots."""
     d = Path(sweep_dir)
-    manifest_path = d / "sweep.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-    else:
+    manifest = read_manifest(d)
+    if manifest is None:
         manifest = runs_manifest(d)
     rows = [
         run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))

@@ -1,0 +1,157 @@
+"""Faults and bad input (issue 26): each numbered case of the fault probe, reproduced, and what must happen.
+
+The README's fault table lists every case with the test here that guards it.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from lightning.pytorch.loggers import CSVLogger
+from reference_arm import build_reference_arm
+
+from fnodiag.cli import main
+from fnodiag.interop.reference_log import read_metrics_csv
+from fnodiag.runs import RunDir, StoreReader
+from fnodiag.runs.names import TRAIN_LOSS
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory):
+    return build_reference_arm(tmp_path_factory.mktemp("ref") / "arm_stable_sgd")
+
+
+# -- 13: a CSVLogger file whose rows carry a step but no epoch is a valid file --------------------------------------
+
+
+def _csvlogger_file(root, *, with_trainer_epoch: bool):
+    """A metrics.csv written by Lightning's own CSVLogger through ``log_metrics(..., step=...)`` (no Trainer)."""
+    logger = CSVLogger(root, name="x")
+    for step in range(4):
+        logger.log_metrics({"mae_train_loss_step": 1.0 / (step + 1)}, step=step)
+    if with_trainer_epoch:  # what a Trainer adds at epoch end: a row that carries the epoch
+        logger.log_metrics({"mae_val_loss": 0.5, "epoch": 0}, step=3)
+    logger.save()
+    return root / "x" / "version_0" / "metrics.csv"
+
+
+@pytest.mark.parametrize("with_trainer_epoch", [False, True], ids=["no-epoch-column", "empty-epoch-cells"])
+def test_13_csvlogger_rows_without_an_epoch_are_read(tmp_path, with_trainer_epoch):
+    path = _csvlogger_file(tmp_path, with_trainer_epoch=with_trainer_epoch)
+    rows = read_metrics_csv(path)
+    assert [(step, epoch) for step, epoch, _ in rows][:4] == [(0, 0), (1, 0), (2, 0), (3, 0)]
+    assert rows[0][2] == {"mae_train_loss_step": 1.0}
+
+
+def test_13_import_of_an_arm_whose_log_has_no_epochs(arm, tmp_path, capsys):
+    bad = tmp_path / "arm"
+    shutil.copytree(arm, bad)
+    logs = bad / "lightning_logs"
+    shutil.rmtree(logs)
+    written = _csvlogger_file(tmp_path / "log", with_trainer_epoch=False)
+    (logs / "version_0").mkdir(parents=True)
+    shutil.copy(written, logs / "version_0" / "metrics.csv")
+    out = tmp_path / "runs" / "imported"
+    assert main(["import", str(bad), "--out", str(out), "--no-capture"]) == 0, capsys.readouterr().err
+    with StoreReader(RunDir(out).store_path) as reader:
+        assert reader.scalars(TRAIN_LOSS).step.tolist() == [0, 1, 2, 3]
+
+
+# -- 6: a decompression bomb is refused before it is inflated, in bounded memory ------------------------------------
+
+BOMB_BYTES = 1 << 30  # what the crafted record inflates to
+
+
+def _bomb(path):
+    """A torch.save archive whose one data record is replaced by 1 GiB of zeros, deflated (~4.7 MB on disk)."""
+    import zipfile
+
+    import torch
+
+    small = path.with_suffix(".small")
+    torch.save({"generator.head.weight": torch.zeros(4)}, small)
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst:
+        for info in src.infolist():
+            if info.filename.endswith("/data/0"):
+                with dst.open(info.filename, "w", force_zip64=True) as out:
+                    chunk = bytes(64 << 20)
+                    for _ in range(BOMB_BYTES // len(chunk)):
+                        out.write(chunk)
+            else:
+                dst.writestr(info, src.read(info.filename))
+    small.unlink()
+    return path
+
+
+def _peak_growth(argv: list[str], cwd) -> tuple[int, str, int]:
+    """``(exit status, stderr, peak memory growth in bytes)`` of ``fnodiag ARGV`` in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys, contextlib, io\nimport fnodiag.cli\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "err = io.StringIO()\nwith contextlib.redirect_stderr(err):\n    rc = fnodiag.cli.main(sys.argv[1:])\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(rc, (after - before) * 1024)\nprint(err.getvalue(), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600, cwd=cwd)
+    rc, growth = proc.stdout.split()[-2:]
+    return int(rc), proc.stderr.strip(), int(growth)
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return _bomb(tmp_path_factory.mktemp("bomb") / "model.pt")
+
+
+def test_6_capture_refuses_a_decompression_bomb_in_bounded_memory(bomb, tmp_path):
+    size = bomb.stat().st_size
+    rc, err, growth = _peak_growth(["capture", "--checkpoint", str(bomb), "--output", str(tmp_path / "o")], tmp_path)
+    assert rc == 2 and "was not inflated" in err and len(err.splitlines()) == 1, err
+    assert growth < 10 * size, f"peak memory grew {growth:,} bytes for a {size:,}-byte file"
+
+
+def test_6_import_refuses_a_decompression_bomb_in_bounded_memory(arm, bomb, tmp_path):
+    bad = tmp_path / "arm"
+    shutil.copytree(arm, bad)
+    models = list(bad.glob("runs/pinn_*/model.pt"))
+    assert models
+    for model in models:
+        shutil.copy(bomb, model)
+    size = bomb.stat().st_size
+    out = tmp_path / "runs" / "x"
+    rc, err, growth = _peak_growth(["import", str(bad), "--out", str(out)], tmp_path)
+    assert growth < 10 * size, f"peak memory grew {growth:,} bytes for a {size:,}-byte file"
+    # the import goes on without the capture of model.pt and records why
+    assert rc == 0, err
+    assert any("was not inflated" in item for item in RunDir(out).read_json("imported.json")["missing"])
+
+
+# -- 10: messages that name the problem and the fix ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--lr", "inf"], "optim.lr=inf must be a finite number > 0"),
+        (
+            ["--seed", "99999999999999999999999"],
+            "train.seed=99999999999999999999999 must be an integer in [0, 4294967295] (--seed",
+        ),
+    ],
+)
+def test_10_setting_messages_name_the_setting_and_the_range(argv, expected, tmp_path, capsys):
+    assert main(["train", "--preset", "quick", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_10_a_non_utf8_record_is_named(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    (run.path / "metrics.json").write_bytes(b'{"best": "\\xff\\xfe"}' + bytes([0xFF, 0xFE]))
+    with pytest.raises(ValueError, match=r"metrics.json' is not UTF-8 text"):
+        run.read_json("metrics.json")
