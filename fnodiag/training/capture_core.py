@@ -44,12 +44,13 @@ import torch
 from torch import nn
 
 from fnodiag.diagnostics import hooks, stats
-from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, default_targets
+from fnodiag.diagnostics.hooks import ActivationRecorder
 from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
+from fnodiag.diagnostics.targets import TargetPlan
+from fnodiag.diagnostics.targets import choose_targets as plan_targets
 from fnodiag.runs.writer import RunWriter
 
 PROBE_BATCH = 2  # samples in the fixed probe batch: a capture stays a small share of a training step
-MAX_GENERIC_TARGETS = 64
 FIXES = {
     "probe": "pass probe= an input the watched module accepts (or module= the submodule it fits)",
     "statistics": "pass targets= without the layers whose outputs fail",
@@ -59,7 +60,7 @@ FIXES = {
 
 
 def generic_targets(model: nn.Module) -> list[str]:
-    """Layers to watch in a model: fnodiag's U-NO layers when it has them, else every leaf module.
+    """Layers to watch in a model without a probe (the static rule of :func:`choose_targets`).
 
     Parameters
     ----------
@@ -69,40 +70,42 @@ def generic_targets(model: nn.Module) -> list[str]:
     Returns
     -------
     list of str
-        :func:`~fnodiag.diagnostics.hooks.default_targets` when it finds a U-NO layout; otherwise
-        the paths of modules without children (``nn.Linear``, activations, ...), in
-        ``named_modules`` order, at most ``MAX_GENERIC_TARGETS``, then ``"output"``.
+        fnodiag's U-NO layers, else the model's modules by the static rule, then ``"output"``.
     """
-    return choose_targets(model)[0]
+    return choose_targets(model).targets
 
 
-def choose_targets(model: nn.Module, probe_args: tuple = (), probe_kwargs: dict | None = None) -> tuple[list, list]:
-    """The default layers to watch, and what the cap left out: the ONE place the default is chosen.
+def choose_targets(
+    model: nn.Module, probe_args: tuple = (), probe_kwargs: dict | None = None, targets: list[str] | None = None
+) -> TargetPlan:
+    """The layers a capture hooks: the ONE place the capture core chooses them.
 
-    Called once, at the first capture, when the probe is known (a traced choice,
-    ``fnodiag.diagnostics.hooks.traced_targets(model, probe, max_targets=...)``, slots in here).
+    Called once, at the first capture, when the probe is known:
+    :func:`fnodiag.diagnostics.targets.choose_targets` on that probe (fnodiag's U-NO layers; any
+    other model traced once, in forward order, capped, what was left out recorded).
 
     Parameters
     ----------
     model : nn.Module
         The watched module.
     probe_args, probe_kwargs
-        The probe the capture will run (unused by today's rule).
+        The probe the capture runs (a call with both positional and keyword arguments is not
+        traced: the static rule applies).
+    targets : list of str, optional
+        Explicit module paths (kept as given; traced for their layouts).
 
     Returns
     -------
-    targets : list of str
-        fnodiag's U-NO layers (:func:`~fnodiag.diagnostics.hooks.default_targets`) when the model
-        has them; otherwise its leaf modules in ``named_modules`` order, at most
-        :data:`MAX_GENERIC_TARGETS`, then ``"output"``.
-    left_out : list of str
-        Leaf modules past the cap (recorded in ``effective_config.json``).
+    TargetPlan
+        ``targets``, ``left_out``, ``rule``, ``layouts``; :meth:`TargetPlan.describe` goes to
+        ``effective_config.json``.
     """
-    found = default_targets(model)
-    if any(t == "lifter" or t.startswith(("encoder.", "bottleneck")) for t in found):
-        return found, []
-    leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
-    return leaves[:MAX_GENERIC_TARGETS] + [OUTPUT], leaves[MAX_GENERIC_TARGETS:]
+    kwargs = probe_kwargs or {}
+    if probe_args and not kwargs:
+        probe = probe_args[0] if len(probe_args) == 1 else tuple(probe_args)
+    else:
+        probe = dict(kwargs) if kwargs and not probe_args else None
+    return plan_targets(model, probe, targets)
 
 
 def probe_from_batch(batch, size: int) -> torch.Tensor:
@@ -221,8 +224,7 @@ class CaptureCore:
         """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"fnodiag can only watch a torch.nn.Module, got {type(model).__name__}")
-        recorder = ActivationRecorder(model, self.targets or [])  # raises on an unknown name or a compiled module
-        self.recorder = recorder if self.targets is not None else None
+        ActivationRecorder(model, self.targets or [])  # raises on an unknown name or a compiled module
         self.model = model
         if self.probe is not None:
             device = next((p.device for p in model.parameters()), None)
@@ -278,10 +280,10 @@ class CaptureCore:
                 )
                 raise RuntimeError(f"the watched {type(self.model).__name__} {what}")
             if self.recorder is None:
-                targets, left_out = choose_targets(self.model, *self.probe)
-                self.recorder = ActivationRecorder(self.model, targets)
+                plan = choose_targets(self.model, *self.probe, targets=self.targets)
+                self.recorder = ActivationRecorder(self.model, plan)
                 if self.annotate:
-                    self.writer.update_effective("capture", {"targets": targets, "left_out": left_out})
+                    self.writer.update_effective("capture", plan.describe())
             output = self._probe_pass()
             stage = "statistics"
             named = dict(self.recorder.device_stats())
