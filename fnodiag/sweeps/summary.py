@@ -50,7 +50,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     captures = {tag: run.read_capture(tag) for tag in ("best", "last")}
     origin = run.read_origin() if run.config_path.is_file() else None
     kind = origin["kind"] if origin else "fnodiag"
-    cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
+    cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
     return {
         "run": run.path.name,
         "arm": arm,
@@ -388,9 +388,11 @@ def markdown(
             else r["collapse"]
         )
         state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
-        state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(
-            r.get("origin"), ""
-        )
+        state += {
+            "reference": " (imported from the reference)",
+            "lightning": " (LightningModule)",
+            "torch": " (PyTorch loop)",
+        }.get(r.get("origin"), "")
         if r.get("config_warnings"):
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
         lines.append(
@@ -479,10 +481,9 @@ def runs_manifest(folder: Path) -> dict:
     entries = {}
     for run in runs:
         rel = str(run.path.relative_to(folder)) if run.path != folder else run.path.name
-        origin = run.read_origin()
         seed = (
             (run.read_json("effective_config.json", {}) or {}).get("seed")
-            if origin and origin["kind"] == "lightning"
+            if run.is_foreign()
             else run.read_config().train.seed
         )
         entries[rel] = {"arm": rel, "seed": seed, "path": rel}
