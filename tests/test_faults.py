@@ -5,7 +5,10 @@ The README's fault table lists every case with the test here that guards it.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
 
 import pytest
 from lightning.pytorch.loggers import CSVLogger
@@ -13,7 +16,7 @@ from reference_arm import build_reference_arm
 
 from fnodiag.cli import main
 from fnodiag.interop.reference_log import read_metrics_csv
-from fnodiag.runs import RunDir, StoreReader
+from fnodiag.runs import RunDir, StoreReader, states
 from fnodiag.runs.names import TRAIN_LOSS
 
 
@@ -155,3 +158,96 @@ def test_10_a_non_utf8_record_is_named(tmp_path):
     (run.path / "metrics.json").write_bytes(b'{"best": "\\xff\\xfe"}' + bytes([0xFF, 0xFE]))
     with pytest.raises(ValueError, match=r"metrics.json' is not UTF-8 text"):
         run.read_json("metrics.json")
+
+
+# -- 4: one damaged run does not stop the summary or the dashboard -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory, tiny_cfg, dataset_cache):
+    """A sweep folder ``sw`` of three finished one-epoch runs (arms a, b, c; seed 1) and its ``sweep.json``."""
+    from fnodiag.training.run import train
+
+    folder = tmp_path_factory.mktemp("faults") / "sw"
+    cfg = tiny_cfg.override({"train.epochs": 1, "train.seed": 1})
+    for arm in ("a", "b", "c"):
+        train(cfg, folder, name=f"{arm}-s1", cache_dir=dataset_cache, progress=False)
+    runs = {f"{arm}-s1": {"arm": arm, "seed": 1, "path": f"{arm}-s1"} for arm in ("a", "b", "c")}
+    (folder / "sweep.json").write_text(json.dumps({"name": "sw", "seeds": [1], "arms": ["a", "b", "c"], "runs": runs}))
+    return folder
+
+
+def _copy(folder, dest):
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("datasets"))
+    return dest
+
+
+def _truncate_store(run_path):
+    """Fold the WAL into ``run.sqlite`` and cut the file in half: what a full disk or a killed copy leaves."""
+    store = run_path / "run.sqlite"
+    with sqlite3.connect(store) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for extra in ("run.sqlite-wal", "run.sqlite-shm"):
+        (run_path / extra).unlink(missing_ok=True)
+    os.truncate(store, store.stat().st_size // 2)
+
+
+@pytest.fixture
+def damaged_sweep(small_sweep, tmp_path):
+    """``small_sweep`` with a truncated store in a-s1 and a metrics.json that does not parse in b-s1."""
+    folder = _copy(small_sweep, tmp_path / "runs" / "sw")
+    _truncate_store(folder / "a-s1")
+    (folder / "b-s1" / "metrics.json").write_text('{"best": {')
+    return folder
+
+
+def test_4_summarize_reports_a_damaged_run_and_summarizes_the_others(damaged_sweep, capsys):
+    assert main(["summarize", str(damaged_sweep)]) == 0, capsys.readouterr().err
+    summary = json.loads((damaged_sweep / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["runs"]}
+    assert rows["a-s1"]["state"] == rows["b-s1"]["state"] == states.DAMAGED
+    assert "a-s1/run.sqlite' is damaged" in rows["a-s1"]["message"]
+    assert "b-s1/metrics.json' is not valid JSON" in rows["b-s1"]["message"]
+    assert rows["c-s1"]["state"] == states.FINISHED and rows["c-s1"]["last_amp_ssim"] is not None
+    warned = [w for w in summary["warnings"] if "damaged" in w]
+    assert len(warned) == 2 and any("run.sqlite" in w for w in warned) and any("metrics.json" in w for w in warned)
+    assert "| a-s1 | damaged |" in (damaged_sweep / "summary.md").read_text()
+
+
+def test_4_dashboard_rows_and_views_go_on_past_a_damaged_run(damaged_sweep):
+    from bokeh.document import Document
+
+    from fnodiag.dashboard.dashboard import Dashboard
+
+    dash = Dashboard(damaged_sweep.parent)
+    store = dash.store
+    store.arms, store.seeds = store.param.arms.objects, [1]
+    rows = {r["arm"]: r for r in store.rows}
+    assert rows["b"]["state"] == states.DAMAGED and "metrics.json" in rows["b"]["message"]
+    assert rows["c"]["state"] == states.FINISHED
+    for tab in range(len(dash.views)):  # every view draws; the store found damaged while drawing is left out
+        dash.tabs.active = tab
+        dash.tick()
+    assert [e.arm for e in store.selected()] == ["c"]
+    assert store.row(store.catalog.entries("sw", arms={"a"})[0])["state"] == states.DAMAGED
+    assert "run.sqlite" in {r["arm"]: r for r in store.rows}["a"]["message"]
+    dash.layout().get_root(Document())
+
+
+# -- 9: the summary never follows a run path of sweep.json out of the sweep folder --------------------------------
+
+
+def test_9_summarize_refuses_run_paths_outside_the_sweep_folder(small_sweep, tmp_path, capsys):
+    folder = _copy(small_sweep, tmp_path / "sw")
+    outside = _copy(small_sweep / "a-s1", tmp_path / "elsewhere")  # a real run, which must not be read
+    manifest = json.loads((folder / "sweep.json").read_text())
+    manifest["runs"]["a-s1"]["path"] = "../elsewhere"
+    manifest["runs"]["b-s1"]["path"] = str(outside)
+    (folder / "sweep.json").write_text(json.dumps(manifest))
+    assert main(["summarize", str(folder)]) == 0, capsys.readouterr().err
+    rows = {r["run"]: r for r in json.loads((folder / "summary.json").read_text())["runs"]}
+    for name, path in (("a-s1", "../elsewhere"), ("b-s1", str(outside))):
+        assert rows[name]["state"] == states.DAMAGED and rows[name]["last_amp_ssim"] is None
+        assert f"names run path {path!r}, which is not inside the sweep folder" in rows[name]["message"]
+    assert rows["c-s1"]["state"] == states.FINISHED

@@ -17,6 +17,7 @@ from fnodiag.analysis.audit import audit_run
 from fnodiag.analysis.outcome import STOPPED, read_outcome
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.runs import RunDir, list_runs, states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.progress import duration, read_progress
 from fnodiag.sweeps.manifest import read_manifest, sweep_folders
 from fnodiag.training.optimizers import hyperparameter_text  # the optimizer registry (torch, never Lightning)
@@ -228,7 +229,8 @@ def summarize(entry: RunEntry) -> dict:
     ``state`` is the run's state as read (:mod:`fnodiag.runs.states`; ``not started`` for a run listed in
     ``sweep.json`` that has no folder or status yet) and ``outcome`` its
     :func:`fnodiag.analysis.outcome.run_outcome`, both from :func:`fnodiag.analysis.outcome.read_outcome`:
-    the reading the sweep summary uses, so the page and ``summary.md`` say the same.
+    the reading the sweep summary uses, so the page and ``summary.md`` say the same. A run whose records cannot
+    be read is ``damaged``, with a ``message`` naming the file.
     """
     row = {
         "arm": entry.arm,
@@ -245,6 +247,13 @@ def summarize(entry: RunEntry) -> dict:
         config = run.read_config()
     except (ValueError, TypeError, KeyError):
         config = None
+    try:
+        return _summarize(run, row, config)
+    except DamagedRecord as exc:  # this row says so; the other runs' rows are read as usual
+        return row | {"state": states.DAMAGED, "message": str(exc)}
+
+
+def _summarize(run: RunDir, row: dict, config) -> dict:
     outcome = read_outcome(run)
     rec = outcome["records"]
     effective, status, history = rec["effective"], rec["status"] or {}, rec["history"]

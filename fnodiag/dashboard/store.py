@@ -15,6 +15,7 @@ import param
 from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
 from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 from fnodiag.runs import states
+from fnodiag.runs.damage import DamagedRecord
 
 # the recorder's statistic names (the store contract), spatial_std first: the collapse signal
 DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]
@@ -45,12 +46,14 @@ class DashboardStore(param.Parameterized):
     def __init__(self, root: str | Path = "runs", **params):
         super().__init__(root=str(Path(root).resolve()), **params)
         self.catalog: Catalog = Catalog(Path(self.root))
+        self.damaged: dict[Path, str] = {}  # run folder -> why: stores a view found damaged (mark_damaged)
         self.refresh()
 
     # -- lists ------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Rescan the runs folder; keeps the current selection where it still exists."""
         self.catalog = scan(self.root)
+        self.damaged = {}  # a rescan looks again (the file may have been restored)
         names = list(self.catalog.sweeps)
         self.param.sweep.objects = names
         problems = "; ".join(self.catalog.problems[:3])
@@ -68,6 +71,7 @@ class DashboardStore(param.Parameterized):
         arms = self.catalog.arms(self.sweep) if self.sweep else []
         seeds = self.catalog.seeds(self.sweep) if self.sweep else []
         old_arms, old_seeds = list(self.arms), list(self.seeds)
+        self.refresh_rows()  # first: the views built on the new selection leave damaged runs out (selected)
         with param.parameterized.batch_call_watchers(self):
             self.param.arms.objects = arms
             self.param.seeds.objects = seeds
@@ -75,7 +79,6 @@ class DashboardStore(param.Parameterized):
             kept_seeds = [s for s in old_seeds if s in seeds] if keep else []
             self.arms = kept_arms or arms[:MAX_DEFAULT_ARMS]
             self.seeds = kept_seeds or seeds[:1]
-        self.refresh_rows()
         self._on_runs()
 
     @param.depends("arms", "seeds", watch=True)
@@ -100,13 +103,18 @@ class DashboardStore(param.Parameterized):
         return self.catalog.entries(self.sweep) if self.sweep else []
 
     def selected(self) -> list[RunEntry]:
-        """Runs of the chosen arms x seeds that exist on disk, in arm order."""
+        """Runs of the chosen arms x seeds that exist on disk, in arm order; a damaged run (its overview row
+        says why) is left out, so the views go on with the others."""
         if not self.sweep:
             return []
         seeds = None if self.sweep == SINGLE or not self.param.seeds.objects else set(self.seeds)
         chosen = self.catalog.entries(self.sweep, arms=set(self.arms), seeds=seeds)
         order = {a: i for i, a in enumerate(self.param.arms.objects)}
-        return sorted((e for e in chosen if e.exists), key=lambda e: (order.get(e.arm, 0), e.seed or 0))
+        damaged = {(r["arm"], r["seed"]) for r in self.rows if r.get("state") == states.DAMAGED}
+        return sorted(
+            (e for e in chosen if e.exists and (e.arm, e.seed) not in damaged and e.run.path not in self.damaged),
+            key=lambda e: (order.get(e.arm, 0), e.seed or 0),
+        )
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the user or a record, resolved; raises ValueError outside the runs folder."""
@@ -114,7 +122,11 @@ class DashboardStore(param.Parameterized):
 
     def refresh_rows(self) -> list[dict]:
         """Re-read the overview rows (status, history, metrics, collapse) of every run of the sweep."""
-        rows = [summarize(e) for e in self.entries()]
+        rows = [
+            summarize(e)
+            | ({"state": states.DAMAGED, "message": self.damaged[e.run.path]} if e.run.path in self.damaged else {})
+            for e in self.entries()
+        ]
         if rows != self.rows:
             self.rows = rows
         return rows
@@ -125,6 +137,17 @@ class DashboardStore(param.Parameterized):
             if r["arm"] == entry.arm and r["seed"] == entry.seed:
                 return r
         return summarize(entry)
+
+    def mark_damaged(self, exc: DamagedRecord) -> bool:
+        """A selected run whose file ``exc.path`` a view found damaged: left out of :meth:`selected`, its row says
+        why. Returns False when ``exc`` names no selected run (the caller re-raises it)."""
+        path = Path(exc.path).resolve() if exc.path is not None else None
+        for e in self.selected():
+            if path is not None and (e.run.path == path or e.run.path in path.parents):
+                self.damaged[e.run.path] = str(exc)
+                self.refresh_rows()
+                return True
+        return False
 
     @property
     def any_running(self) -> bool:

@@ -15,6 +15,7 @@ from fnodiag import plots
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
@@ -137,7 +138,12 @@ class LiveView(Viewer):
             return
         self._waiting = False
         self._onsets = onsets(self.store, entries)
-        self._layout[:] = self.build(entries)
+        try:
+            self._layout[:] = self.build(entries)
+        except DamagedRecord as exc:  # that run is left out (its row says damaged), the others are drawn
+            if not self.store.mark_damaged(exc):
+                raise
+            self.rebuild()
 
     def tail(self, entry) -> Tail:
         t = Tail(entry.run)
