@@ -9,6 +9,9 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from lightning.pytorch.loggers import CSVLogger
@@ -251,3 +254,55 @@ def test_9_summarize_refuses_run_paths_outside_the_sweep_folder(small_sweep, tmp
         assert rows[name]["state"] == states.DAMAGED and rows[name]["last_amp_ssim"] is None
         assert f"names run path {path!r}, which is not inside the sweep folder" in rows[name]["message"]
     assert rows["c-s1"]["state"] == states.FINISHED
+
+
+# -- 1: one writer per run, for `fnodiag train --resume` as for a sweep's task -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory, tiny_cfg, dataset_cache):
+    """A finished one-epoch run ``r`` (seed 1) in its own runs folder."""
+    from fnodiag.training.run import train
+
+    out = tmp_path_factory.mktemp("one")
+    train(tiny_cfg.override({"train.epochs": 1, "train.seed": 1}), out, name="r", cache_dir=dataset_cache, progress=False)
+    return out / "r"
+
+
+def _half_done(one_epoch_run, dest):
+    """A copy of ``one_epoch_run`` that reads as a 2-epoch run interrupted after its first epoch."""
+    run = RunDir(_copy(one_epoch_run, dest))
+    config = run.read_json("config.json")
+    config["train"]["epochs"] = 2
+    run.write_json("config.json", config)
+    run.write_status(states.INTERRUPTED, step=run.read_status()["step"], epoch=0)
+    return run
+
+
+def _steps(run):
+    with StoreReader(run.store_path) as reader:
+        return reader.scalars(TRAIN_LOSS).step.tolist()
+
+
+def test_1_a_resume_refuses_a_run_another_process_trains(one_epoch_run, tmp_path, dataset_cache, capsys):
+    from fnodiag.runs.lock import RunLock
+
+    run = _half_done(one_epoch_run, tmp_path / "runs" / "r")
+    first = _steps(run)
+    exe = Path(sys.executable).with_name("fnodiag")
+    # another trainer owns the run while its status.json still reads "interrupted": the window two resumes raced in
+    with RunLock(run.path).acquire({"host": "here", "pid": os.getpid()}):
+        done = subprocess.run(
+            [str(exe), "train", "--resume", str(run.path), "--cache-dir", str(dataset_cache), "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"is being trained by pid {os.getpid()} on here" in done.stderr and "Traceback" not in done.stderr
+    assert _steps(run) == first and run.read_status(raw=True)["state"] == states.INTERRUPTED
+    # once that process is gone, the resume trains the second epoch: every step once
+    assert main(["train", "--resume", str(run.path), "--cache-dir", str(dataset_cache), "--no-progress"]) == 0
+    steps = _steps(run)
+    assert len(steps) == 2 * len(first) and len(set(steps)) == len(steps)
+    assert run.read_status()["state"] == states.FINISHED and len(run.read_history()["train_loss"]) == 2

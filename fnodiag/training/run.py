@@ -8,11 +8,12 @@ directory already made, train their shard, and write nothing.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import traceback
 import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +24,9 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from fnodiag.config import ConfigError, RunConfig, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.ptycho.simulate import load_or_simulate
-from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
+from fnodiag.runs import RunDir, RunStore, ensure_writable_dir, states
+from fnodiag.runs.liveness import HOST
+from fnodiag.runs.lock import RunLock
 from fnodiag.training.checkpointing import SafeCheckpoint
 from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.errors import TrainingError
@@ -156,6 +159,9 @@ def train(
     ConfigError, FileExistsError, ValueError
         Bad input, before anything is trained (an existing non-empty run directory without
         ``resume`` names ``fnodiag train --resume``).
+    RunBusy
+        Another live process trains the run (one writer per run: the run is owned through
+        :class:`~fnodiag.runs.lock.RunLock` for the whole of training, as a sweep's task owns it).
     TrainingError
         Training or the evaluation after it raised: the run's status is ``failed`` with the
         traceback in its message and in ``<run>/train.log``; the cause is ``__cause__``.
@@ -167,9 +173,24 @@ def train(
         raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
-    data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
     where = out / name
+    lock = RunLock(where)
+    if not rank0 or lock.held_here():  # DDP ranks > 0 write nothing; a sweep task owns the run already
+        return _train(cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume)
+    with lock.acquire({"host": HOST, "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds")}):
+        status = RunDir(where).read_status() if resume and RunDir(where).status_path.is_file() else None
+        if status and status["state"] in states.DONE:  # a resume that waited behind another one: nothing left
+            return RunDir(where)
+        return _train(cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume)
+
+
+def _train(
+    cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool
+) -> RunDir:
+    """:func:`train` once the run is owned (rank 0) or owned by rank 0 (the other DDP ranks)."""
+    data = load_or_simulate(cfg.data, cache_dir)
+    rank0 = is_rank_zero()
     if rank0 and not resume and where.is_dir() and any(where.iterdir()):
         raise FileExistsError(
             f"run directory {str(where)!r} already exists and is not empty; continue it with "
