@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -265,7 +266,9 @@ def one_epoch_run(tmp_path_factory, tiny_cfg, dataset_cache):
     from fnodiag.training.run import train
 
     out = tmp_path_factory.mktemp("one")
-    train(tiny_cfg.override({"train.epochs": 1, "train.seed": 1}), out, name="r", cache_dir=dataset_cache, progress=False)
+    train(
+        tiny_cfg.override({"train.epochs": 1, "train.seed": 1}), out, name="r", cache_dir=dataset_cache, progress=False
+    )
     return out / "r"
 
 
@@ -306,3 +309,73 @@ def test_1_a_resume_refuses_a_run_another_process_trains(one_epoch_run, tmp_path
     steps = _steps(run)
     assert len(steps) == 2 * len(first) and len(set(steps)) == len(steps)
     assert run.read_status()["state"] == states.FINISHED and len(run.read_history()["train_loss"]) == 2
+
+
+# -- 3: a damaged last.ckpt: resume from the newest whole checkpoint, or refuse in one line; writes are atomic --------
+
+
+def test_3_a_truncated_last_ckpt_resumes_from_best(one_epoch_run, tmp_path, dataset_cache, capsys):
+    run = _half_done(one_epoch_run, tmp_path / "runs" / "r")
+    first = _steps(run)
+    os.truncate(run.last_ckpt_path, run.last_ckpt_path.stat().st_size // 2)
+    (run.checkpoints_dir / ".last.ckpt.123.abcd.tmp").write_bytes(b"half")  # what a kill during a write leaves
+    assert main(["train", "--resume", str(run.path), "--cache-dir", str(dataset_cache), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "last.ckpt' is damaged" in err and "resuming from" in err and "best.ckpt' (epoch 1)" in err
+    steps = _steps(run)
+    assert len(steps) == 2 * len(first) and len(set(steps)) == len(steps)
+    assert run.read_status()["state"] == states.FINISHED and len(run.read_history()["train_loss"]) == 2
+    assert not list(run.checkpoints_dir.glob(".*.tmp"))
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled-object"])
+def test_3_a_damaged_last_ckpt_without_a_whole_one_is_refused_in_one_line(
+    one_epoch_run, tmp_path, dataset_cache, capsys, damage
+):
+    import torch
+
+    run = _half_done(one_epoch_run, tmp_path / "runs" / "r")
+    first = _steps(run)
+    run.best_ckpt_path.unlink()
+    if damage == "truncated":
+        os.truncate(run.last_ckpt_path, 200_000 if run.last_ckpt_path.stat().st_size > 400_000 else 2_000)
+    else:
+        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "extra": _Hostile()}, run.last_ckpt_path)
+    assert main(["train", "--resume", str(run.path), "--cache-dir", str(dataset_cache), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and "ran" not in captured.out
+    assert f"checkpoint {str(run.last_ckpt_path)!r} is damaged" in err and f"rm {run.last_ckpt_path}" in err
+    assert _steps(run) == first and run.read_status(raw=True)["state"] == states.INTERRUPTED  # nothing touched
+
+
+def test_3_a_checkpoint_write_is_whole_or_absent(tmp_path, monkeypatch):
+    import torch
+
+    from fnodiag.training import checkpointing
+    from fnodiag.training.checkpointing import RunCheckpointIO
+
+    def through_tmpdir(*args, **kwargs):  # a commit from $TMPDIR is a copy on another filesystem, which a kill cuts
+        raise AssertionError("the checkpoint was written through $TMPDIR")
+
+    monkeypatch.setattr(tempfile, "mkstemp", through_tmpdir)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", through_tmpdir)
+    io, path = RunCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 0, "global_step": 4}, path)
+    assert not list(path.parent.glob(".*.tmp"))
+
+    def killed(obj, fh):  # half the bytes, then the process is gone
+        fh.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpointing.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 1, "global_step": 8}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 0, "global_step": 4}  # the previous one, whole
+    assert not list(path.parent.glob(".*.tmp"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 import traceback
 import warnings
@@ -27,7 +28,7 @@ from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir, states
 from fnodiag.runs.liveness import HOST
 from fnodiag.runs.lock import RunLock
-from fnodiag.training.checkpointing import SafeCheckpoint
+from fnodiag.training.checkpointing import TEMPORARY, RunCheckpointIO, SafeCheckpoint
 from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
@@ -114,6 +115,7 @@ def build_trainer(
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
         callbacks=[recorder or RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
+        plugins=[RunCheckpointIO()],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
@@ -185,9 +187,7 @@ def train(
         return _train(cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume)
 
 
-def _train(
-    cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool
-) -> RunDir:
+def _train(cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool) -> RunDir:
     """:func:`train` once the run is owned (rank 0) or owned by rank 0 (the other DDP ranks)."""
     data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
@@ -267,15 +267,45 @@ def _train(
 
 
 def _resume_point(run: RunDir, store: RunStore) -> tuple[Path | None, dict | None]:
-    """``(last.ckpt, history up to it)`` of an interrupted run; records after it are deleted."""
+    """``(checkpoint, history up to it)`` of an interrupted run; records after it are deleted.
+
+    The checkpoint is ``last.ckpt``; a damaged one (truncated, or not the weights-only archive fnodiag
+    writes) falls back to a whole ``best.ckpt``, said on stderr. Neither whole: a ValueError naming the
+    file and the way out. Temporary files a kill left beside the checkpoints are removed (the run is owned).
+    """
+    for tmp in run.checkpoints_dir.glob(TEMPORARY):
+        tmp.unlink(missing_ok=True)
     if not run.last_ckpt_path.is_file():
         store.truncate(0)
         return None, None
-    ckpt = torch.load(run.last_ckpt_path, map_location="cpu", weights_only=True)
+    path, ckpt, why = run.last_ckpt_path, *_load_checkpoint(run.last_ckpt_path)
+    if ckpt is None:
+        best = _load_checkpoint(run.best_ckpt_path)[0] if run.best_ckpt_path.is_file() else None
+        if best is None:
+            raise ValueError(
+                f"checkpoint {str(path)!r} is damaged ({why}) and there is no whole best.ckpt to resume from; "
+                f"restore it, or delete it to train the run again from the start (rm {path})"
+            )
+        path, ckpt = run.best_ckpt_path, best
+        print(
+            f"fnodiag: {str(run.last_ckpt_path)!r} is damaged ({why}); resuming from {str(path)!r} "
+            f"(epoch {int(ckpt['epoch']) + 1}), the records after it are dropped",
+            file=sys.stderr,
+        )
     epochs_done, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
     store.truncate(step)
     history = {k: v[:epochs_done] for k, v in (run.read_history() or {}).items()}
-    return run.last_ckpt_path, history
+    return path, history
+
+
+def _load_checkpoint(path: Path) -> tuple[dict | None, str]:
+    """``(checkpoint, "")``, or ``(None, why)`` for a file that is not a whole weights-only Lightning checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        int(ckpt["epoch"]), int(ckpt["global_step"])  # noqa: B018 -- both must be there and be numbers
+    except Exception as exc:  # truncated zip, pickled objects (refused unrun), missing keys: all "damaged"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    return ckpt, ""
 
 
 def _devices(value: str):
