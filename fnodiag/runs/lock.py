@@ -15,7 +15,6 @@ import json
 import os
 from pathlib import Path
 
-
 _HELD: set[Path] = set()  # lock files this process holds (a second flock of the same file here would refuse itself)
 
 
