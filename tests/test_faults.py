@@ -379,3 +379,46 @@ def test_3_a_checkpoint_write_is_whole_or_absent(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 0, "global_step": 4}  # the previous one, whole
     assert not list(path.parent.glob(".*.tmp"))
+
+
+# -- 2 and 5: device requests checked against the machine before anything starts, one line each --------------------
+
+
+def _no_gpu():
+    from fnodiag.diagnostics.devices import gpu_count
+
+    return gpu_count() == 0
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        pytest.param(["--accelerator", "gpu"], "--accelerator gpu asks for a GPU", id="gpu-on-cpu"),
+        pytest.param(["--accelerator", "cpu", "--devices", "0"], "--devices 0 trains on no device", id="devices-0"),
+        pytest.param(
+            ["--accelerator", "cpu", "--devices", "99"], "--devices 99 asks for 99 CPU processes", id="cpu-99"
+        ),
+        pytest.param(["--accelerator", "tpu"], "--accelerator 'tpu' is not one of", id="tpu"),
+        pytest.param(["--accelerator", "cpu", "--devices", "0,1"], "takes a count of processes, not ids", id="cpu-ids"),
+    ],
+)
+def test_2_5_train_device_requests_are_checked_first(tmp_path, capsys, flags, expected):
+    if "gpu" in flags and not _no_gpu():
+        pytest.skip("this machine has a GPU")
+    if "99" in flags and os.cpu_count() >= 99:
+        pytest.skip("this machine has 99 cores")
+    assert main(["train", *flags, "--out", str(tmp_path / "runs"), "--name", "x", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs" / "x").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda", "cuda:99"])
+def test_5_capture_device_requests_are_checked_first(one_epoch_run, tmp_path, capsys, device):
+    if device == "cuda" and not _no_gpu():
+        pytest.skip("this machine has a GPU")
+    ckpt = str(RunDir(one_epoch_run).last_ckpt_path)
+    assert main(["capture", "--checkpoint", ckpt, "--device", device, "--output", str(tmp_path / "cap")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--device {device}" in err.replace("'", "") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "use --device cpu" in err

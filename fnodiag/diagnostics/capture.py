@@ -29,6 +29,7 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
     read_checkpoint,
     reference_dataset,
 )
+from fnodiag.diagnostics.devices import check_device
 from fnodiag.diagnostics.hooks import ActivationRecorder
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
 from fnodiag.files import write_json
@@ -201,6 +202,7 @@ def capture_checkpoint(
     DatasetMissing
         No patches were given or found and ``simulate`` is False.
     """
+    device = str(check_device(device))  # before anything is loaded (a ConfigError names --device)
     x = label = None
     if isinstance(inputs, (str, Path)):
         x, label = read_inputs(inputs), str(inputs)

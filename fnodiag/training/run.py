@@ -24,6 +24,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
+from fnodiag.diagnostics.devices import check_train_devices
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir, states
 from fnodiag.runs.liveness import HOST
@@ -176,6 +177,8 @@ def train(
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
     rank0 = is_rank_zero()
+    if rank0:  # before any process is started: Lightning starts one per CPU "device" asked for
+        check_train_devices(cfg.train.accelerator, cfg.train.devices)
     where = out / name
     lock = RunLock(where)
     if not rank0 or lock.held_here():  # DDP ranks > 0 write nothing; a sweep task owns the run already
