@@ -106,7 +106,9 @@ def check_device(device: str, flag: str = "--device") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"{flag} {device!r} is not a torch device; use {flag} cpu (or cuda, cuda:N on a GPU machine)") from None
+        raise ConfigError(
+            f"{flag} {device!r} is not a torch device; use {flag} cpu (or cuda, cuda:N on a GPU machine)"
+        ) from None
     if dev.type == "cuda" and (gpu_count() == 0 or (dev.index or 0) >= gpu_count()):
         raise ConfigError(f"{flag} {device} is not available: {_have()}; use {flag} cpu")
     if dev.type == "mps" and not _mps():
