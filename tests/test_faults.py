@@ -422,3 +422,44 @@ def test_5_capture_device_requests_are_checked_first(one_epoch_run, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert f"--device {device}" in err.replace("'", "") and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "use --device cpu" in err
+
+
+# -- 12: sweep workers die with their sweep; the run reads as stopped, not failed --------------------------------------
+
+
+def test_12_workers_of_a_sigkilled_sweep_die_with_it(tmp_path, tiny_sweep):
+    import signal
+    import time
+
+    from fnodiag.runs.liveness import pid_alive
+    from fnodiag.sweeps.summary import write_summary
+
+    definition = tiny_sweep({"control": {"model.arch": "hybrid"}}, {"train.epochs": 50, "train.capture_every": 0})
+    out = tmp_path / "sw"
+    exe = Path(sys.executable).with_name("fnodiag")
+    sweep = subprocess.Popen(  # --jobs 2: the run trains in a worker process of the sweep
+        [str(exe), "sweep", str(definition), "--out", str(out), "--jobs", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    status_path, worker = out / "control-s7" / "status.json", None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and sweep.poll() is None and worker is None:
+            status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+            if status.get("state") == states.RUNNING and status.get("pid") not in (None, sweep.pid):
+                worker = status["pid"]
+            time.sleep(0.1)
+        assert worker is not None, "the worker never started training"
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and pid_alive(worker):
+            time.sleep(0.1)
+        assert not pid_alive(worker), "the worker outlived its sweep"
+    finally:
+        if worker is not None and pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    assert json.loads(status_path.read_text())["state"] == states.RUNNING  # never rewritten as failed
+    assert write_summary(out)["runs"][0]["state"] == states.STOPPED
