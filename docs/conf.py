@@ -31,7 +31,8 @@ extensions = [
     "fnodiag_cli",  # docs/_ext: the CLI reference from the real argument parser
 ]
 
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# .rst first: autosummary names its generated (reStructuredText) stubs with the first suffix.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 exclude_patterns = ["_build", "notebooks/README.md", "**/.ipynb_checkpoints", "README.md"]
 templates_path = ["_templates"]
