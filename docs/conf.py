@@ -44,6 +44,9 @@ myst_heading_anchors = 3
 # Notebooks: rendered from their committed outputs, never executed by the docs build.
 nb_execution_mode = "off"
 nb_merge_streams = True
+# HoloViews cells also carry its JavaScript loader outputs (application/vnd.holoviews_*), which a static
+# page cannot run; the plot itself renders from the cell's text/html output.
+suppress_warnings = ["mystnb.unknown_mime_type"]
 
 # API pages: autosummary writes one page per module into reference/api/generated/ (not committed).
 autosummary_generate = True

@@ -170,6 +170,10 @@ class FnodiagCli(SphinxDirective):
                     section += _para(g["description"])
                 section += _table(g["options"])
             self.state.document.note_implicit_target(section, section)
+            # a label per command, so that pages can write {ref}`cli-train`
+            self.env.get_domain("std").note_hyperlink_target(
+                f"cli-{c['name']}", self.env.docname, f"cli-{c['name']}", title
+            )
             out.append(section)
         return out
 
