@@ -145,7 +145,7 @@ class FnodiagCli(SphinxDirective):
         module, _, func = self.options.get("parser", "fnodiag.cli:build_parser").partition(":")
         self.env.note_dependency(importlib.import_module(module).__file__)
         model = describe_parser(getattr(importlib.import_module(module), func)())
-        out = [_para(model["description"]), nodes.literal_block(model["usage"], model["usage"])]
+        out = [_para(model["description"]), nodes.literal_block(model["usage"], model["usage"], language="text")]
         commands = nodes.bullet_list()
         for c in model["commands"]:
             item = nodes.paragraph()
@@ -162,7 +162,7 @@ class FnodiagCli(SphinxDirective):
             section += _para(c["help"][:1].upper() + c["help"][1:] + ".")
             if c["description"]:
                 section += _para(c["description"])
-            section += nodes.literal_block(c["usage"], c["usage"])
+            section += nodes.literal_block(c["usage"], c["usage"], language="text")
             for g in c["groups"]:
                 if len(c["groups"]) > 1:
                     section += nodes.rubric(g["title"], g["title"])
