@@ -296,8 +296,10 @@ def _wait_running(launched, timeout=120):
 
 def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     """The Launch view's sweep form: a definition path, an arm and a seed -> <runs>/tiny/control-s7, stoppable."""
-    definition = tiny_sweep(TINY_ARMS, TINY_SHARED)
     root = tmp_path / "runs"
+    root.mkdir()
+    definition = root / "tiny.toml"  # the dashboard opens definitions inside the runs folder only (issue 26 case 8)
+    tiny_sweep(TINY_ARMS, TINY_SHARED).rename(definition)
     dash = Dashboard(root)
     view = dash.launch
     assert "quick" in view.param.definition.objects and view.arm is not None  # shipped definitions offered

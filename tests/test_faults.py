@@ -463,3 +463,81 @@ def test_12_workers_of_a_sigkilled_sweep_die_with_it(tmp_path, tiny_sweep):
             os.kill(worker, signal.SIGKILL)
     assert json.loads(status_path.read_text())["state"] == states.RUNNING  # never rewritten as failed
     assert write_summary(out)["runs"][0]["state"] == states.STOPPED
+
+
+# -- 8: the Launch tab opens no definition file outside the runs folder, nor says whether one exists ----------------
+
+
+def test_8_launch_definition_paths_outside_the_runs_folder_are_not_opened(tmp_path, tiny_sweep, monkeypatch):
+    from fnodiag.dashboard import launch
+    from fnodiag.dashboard.dashboard import Dashboard
+
+    outside = tiny_sweep({"control": {"model.arch": "hybrid"}})  # a valid definition beside the runs folder
+    root = tmp_path / "runs"
+    root.mkdir()
+    view = Dashboard(root).launch
+
+    def opened(spec):
+        raise AssertionError(f"opened {spec}")
+
+    monkeypatch.setattr(launch, "load_definition", opened)
+    said = {}
+    for typed in (str(outside), str(tmp_path / "missing.toml"), "../tiny.toml", "/etc/passwd"):
+        view.definition_path = typed
+        said[typed] = view.feedback.object
+        assert "is outside the runs folder" in said[typed] and view.arm is None
+        assert view.start_arm() is None and "outside the runs folder" in view.feedback.object
+        with pytest.raises(ValueError, match="outside the runs folder"):
+            view.launcher.start_sweep(typed, "control", 7)
+    # an existing file and a missing one read alike: nothing says whether a path outside exists
+    assert said[str(outside)].replace(str(outside), "X") == said[str(tmp_path / "missing.toml")].replace(
+        str(tmp_path / "missing.toml"), "X"
+    )
+    assert not view.launcher.runs
+
+
+# -- 10: messages that name the problem and the fix ------------------------------------------------------------------
+
+
+def test_10_toml_seeds_that_are_no_list_are_named(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text('name = "d"\nseeds = "1,2"\n[arms.a]\n"model.arch" = "hybrid"\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "seeds must be a TOML list of integers, e.g. seeds = [1, 2]; got '1,2'" in err and "int()" not in err
+
+
+@pytest.mark.parametrize("kind", ["file-as-parent", "read-only"])
+def test_10_import_into_a_folder_that_cannot_be_written(arm, tmp_path, capsys, kind):
+    parent = tmp_path / "ro"
+    if kind == "file-as-parent":
+        parent.write_text("a file")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        parent.mkdir()
+        parent.chmod(0o555)
+    try:
+        assert main(["import", str(arm), "--out", str(parent / "run"), "--no-capture"]) == 2
+    finally:
+        if parent.is_dir():
+            parent.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert f"--out's parent folder {str(parent)!r} is not writable" in err and "choose another folder" in err
+    assert "[Errno" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--config", "{d}"], "config file '{d}' is a folder, not a file"),
+        (["simulate", "--probe-npz", "{d}", "--out", "{d}/ds"], "data.probe_npz: file '{d}' is a folder, not a file"),
+        (["capture", "--checkpoint", "{d}", "--output", "{d}/cap"], "checkpoint '{d}' is a folder, not a file"),
+    ],
+    ids=["config", "probe", "checkpoint"],
+)
+def test_10_an_existing_folder_is_not_reported_missing(tmp_path, capsys, argv, expected):
+    d = str(tmp_path)
+    assert main([a.format(d=d) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected.format(d=d) in err and "does not exist" not in err and len(err.splitlines()) == 1

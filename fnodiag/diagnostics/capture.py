@@ -32,7 +32,7 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
 from fnodiag.diagnostics.devices import check_device
 from fnodiag.diagnostics.hooks import ActivationRecorder
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
-from fnodiag.files import write_json
+from fnodiag.files import no_file, write_json
 from fnodiag.models import count_parameters
 from fnodiag.ptycho.simulate import GridLinesData, cached_dataset, dataset_key, load_or_simulate
 from fnodiag.runs import RunDir, ensure_writable_dir
@@ -53,7 +53,7 @@ def read_inputs(npz: str | Path) -> np.ndarray:
     """Diffraction amplitudes from an NPZ: ``(n, N, N)`` or channel-last ``(n, N, N, C)`` → ``(n, C, N, N)``."""
     p = Path(npz)
     if not p.is_file():
-        raise CaptureError(f"--input {str(p)!r} does not exist")
+        raise CaptureError(no_file(p, "--input"))
     try:
         with np.load(p) as f:
             if "diffraction" not in f:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fnodiag.config import ConfigError, RunConfig
+from fnodiag.files import no_file
 from fnodiag.models import build_model
 from fnodiag.models.reference_layout import (
     MARKER,
@@ -78,7 +79,7 @@ def check_archive(p: Path) -> None:
 
 def _load_file(p: Path):
     if not p.is_file():
-        raise CaptureError(f"checkpoint {str(p)!r} does not exist")
+        raise CaptureError(no_file(p, "checkpoint"))
     if p.stat().st_size == 0:
         raise CaptureError(f"checkpoint {str(p)!r} is empty (0 bytes); pass a saved .ckpt or model.pt")
     check_archive(p)
