@@ -174,11 +174,11 @@ def train(
     name = name or default_run_name(cfg)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    rank0 = is_rank_zero()
+    if rank0:  # before anything is written or started: Lightning starts one process per CPU "device" asked for
+        check_train_devices(cfg.train.accelerator, cfg.train.devices)
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
-    rank0 = is_rank_zero()
-    if rank0:  # before any process is started: Lightning starts one per CPU "device" asked for
-        check_train_devices(cfg.train.accelerator, cfg.train.devices)
     where = out / name
     lock = RunLock(where)
     if not rank0 or lock.held_here():  # DDP ranks > 0 write nothing; a sweep task owns the run already
