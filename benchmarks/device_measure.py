@@ -324,15 +324,15 @@ def run_all(args) -> None:
     clock = Clock(args.budget)
     cfg = preset("quick")
     quick = lambda: build_model(cfg.model, cfg.data.N)  # noqa: E731
-    blocks = 3 if tiny else 20
+    blocks = 1 if tiny else 20
     sections = [
         ("1a watch, quick generator", 40, lambda: watch_ratios("the quick generator", quick, device, blocks)),
         ("1b watch, conv net", 30, lambda: watch_ratios("a conv net", conv_net, device, blocks)),
-        ("2a host syncs of watch", 15, lambda: watch_syncs(device, 5 if tiny else 40)),
+        ("2a host syncs of watch", 15, lambda: watch_syncs(device, 3 if tiny else 40)),
         (
             "3 fnodiag loop vs plain",
             90,
-            lambda: lightning_ratios(device, 5 if tiny else 60, 1 if tiny else 2, 4 if tiny else 16, tiny),
+            lambda: lightning_ratios(device, 3 if tiny else 60, 1 if tiny else 2, 4 if tiny else 16, tiny),
         ),
     ]
     if not tiny:
