@@ -63,7 +63,7 @@ def _records(run) -> dict:
     return out
 
 
-def test_a_compiled_model_is_watched_with_eager_statistics_and_never_recompiles(tmp_path):
+def test_a_compiled_model_is_watched_with_eager_statistics_and_never_recompiles(tmp_path, count_transfers):
     torch.manual_seed(0)
     eager = Net()
     twin = Net()
@@ -73,7 +73,16 @@ def test_a_compiled_model_is_watched_with_eager_statistics_and_never_recompiles(
 
     _train(eager, tmp_path / "eager")
     compiles: list[int] = []
-    _train(compiled, tmp_path / "compiled", lambda: compiles.append(counter.frame_count))
+    calls, quiet = count_transfers(strict=True), []  # counted in steps 2 and 5: no capture, no capture written
+
+    def after_step():
+        compiles.append(counter.frame_count)
+        if len(compiles) in (2, 3, 5, 6):  # the ends of steps 1, 2, 4 and 5
+            quiet.append(dict(calls))
+
+    _train(compiled, tmp_path / "compiled", after_step)
+    assert quiet[0] == quiet[1] and quiet[2] == quiet[3]  # steps 2 and 5 read nothing from a tensor
+    assert quiet[1] != quiet[2]  # while the capture between them was read (the counter counts)
     assert compiles[0] >= 1  # the compiled graph ran
     assert compiles == [compiles[0]] * STEPS  # captures at 0, 3, 6 and the steps between never recompiled
 
