@@ -72,7 +72,7 @@ class Dashboard:
             *[(v.title, t) for v, t in zip(self.views, shown)],
             (self.checkpoint.title, self.checkpoint),
             *([] if read_only else [(self.launch.title, self.launch)]),
-            dynamic=False,
+            dynamic=True,  # a tab's models are built when it is first shown
             sizing_mode="stretch_width",
         )
         self.tabs.param.watch(self._on_tab, "active")

@@ -79,6 +79,7 @@ class RunsIndex:
         return folder, stamp(entry.run.status_path)
 
     def _fresh(self, key, sig) -> dict | None:
+        """The kept row under ``key`` when ``sig`` still matches (a quick row included: ``pending``)."""
         hit = self._rows.get(key)
         if hit is None or sig is None or hit[0] != sig or is_racy(sig[0]):
             return None
@@ -109,16 +110,16 @@ class RunsIndex:
             sig = self._signature(e)
             with self._lock:
                 row = self._fresh(key, sig)
-            if row is None and (deadline is None or time.monotonic() < deadline):
+            if (row is None or row.get("pending")) and (deadline is None or time.monotonic() < deadline):
                 row = summarize(e, chosen=key[1])
                 with self._lock:
                     self._rows[key] = (sig, time.monotonic(), row)
                     self.reads += 1
-            if row is None:
+            elif row is None:  # out of time: the run's state now, its full row later
+                row = quick_row(e)
                 with self._lock:
-                    hit = self._rows.get(key) or self._rows.get((key[0], not key[1]))
-                row = hit[2] if hit is not None else quick_row(e)  # an older row beats none
-                pending += 1
+                    self._rows[key] = (sig, time.monotonic(), row)
+            pending += bool(row.get("pending"))
             out.append(row if row["label"] == e.label else {**row, "arm": e.arm, "seed": e.seed, "label": e.label})
         return out, pending
 
