@@ -6,8 +6,9 @@ Each figure is printed against its target (issue 27), measured on this machine o
 * **list**: ``panel serve app`` over N single runs (default 1000); seconds from navigation to the runs
   table showing its rows and the count line ("1000 runs"): the first page after the server is up
   (its rows read while the server starts) and later pages (median); Bokeh models in the page; then a
-  run written into the folder with the page open: seconds until the page lists it. Targets: first
-  content <= 1.5 s, a new run shown within 2 s.
+  run written into the folder with the page open: seconds until the page lists it; server memory per
+  open page (``--sessions`` pages open, RSS after minus before, per page). Targets: first content <= 1.5 s,
+  a new run shown within 2 s.
 * **chosen**: a sweep of 10 arms x 5 seeds, 50 layers x 2,000 steps each; ticking the table's
   select-all box chooses all 50 runs: seconds until the Overview holds every point of their loss
   curves and has painted, then until the Activations tab has drawn. Target <= 2 s.
@@ -138,7 +139,7 @@ def first_content(context, url: str, runs: int) -> tuple[float, object]:
     return time.perf_counter() - t0, page
 
 
-def phase_list(context, tmp: Path, n: int) -> None:
+def phase_list(context, tmp: Path, n: int, sessions: int = 4) -> None:
     root = tmp / "many"
     t0 = time.perf_counter()
     make_folder(root, n)
@@ -164,7 +165,24 @@ def phase_list(context, tmp: Path, n: int) -> None:
         page.locator(f"text=/{n + 1} runs/").first.wait_for(timeout=60_000)
         shown = time.perf_counter() - t0
         report("a run written after the page opened, listed", shown, 2.0, note=f"(writing it took {made:.2f} s)")
-        print(f"server RSS {rss_mb(proc.pid):.0f} MB with one page open")
+        page.close()
+        memory_per_session(context, url, n + 1, proc.pid, sessions)
+
+
+def memory_per_session(context, url: str, n: int, pid: int, sessions: int) -> None:
+    """Server RSS with ``sessions`` pages over the ``n`` runs open, minus before, per page (runs table and the
+    Overview's curves of the default runs drawn in each)."""
+    time.sleep(3)
+    base = rss_mb(pid)
+    pages = []
+    for _ in range(sessions):
+        page = first_content(context, url, n)[1]
+        wait_for(lambda page=page: page.evaluate(POINTS_JS) > 0, 300, "the Overview drawn")
+        pages.append(page)
+    time.sleep(3)
+    per = (rss_mb(pid) - base) / sessions
+    print(f"server memory per open page ({n} runs listed): {per:.0f} MB (RSS {base:.0f} MB before {sessions} pages)")
+    for page in pages:
         page.close()
 
 
@@ -172,7 +190,9 @@ def phase_chosen(context, tmp: Path, arms: int, seeds: int, layers: int, steps: 
     root = tmp / "sweep"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tpl, no_fsync():
-        make_sweep(root / "big", "big", arms, seeds, Templates(Path(tpl), layers, steps))
+        make_sweep(
+            root / "big", "big", arms, seeds, Templates(Path(tpl), layers, steps, variants=2)
+        )  # 2 curves a state: writing is slow
     n = arms * seeds
     print(f"\n[chosen] sweep of {n} runs x {layers} layers x {steps} steps written in {time.perf_counter() - t0:.1f} s")
     with serve(root) as (url, _):
@@ -373,7 +393,7 @@ def main() -> None:
             blank.close()
         try:
             if "list" in phases:
-                phase_list(context, tmp, args.runs)
+                phase_list(context, tmp, args.runs, args.sessions)
             if "chosen" in phases:
                 phase_chosen(context, tmp, args.arms, args.seeds, args.layers, args.steps)
             if "live" in phases:
