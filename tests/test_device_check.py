@@ -21,5 +21,6 @@ def test_without_cuda_the_check_says_so_and_exits_0(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("device_check: no CUDA device here") and "nothing measured" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("device_check: no CUDA device here")
+    assert "nothing measured" in lines[0]
     assert not (tmp_path / "k").exists()  # no sweep was started
