@@ -91,4 +91,39 @@ def write_findings(run, *, root=None) -> list[Finding]:
     return found
 
 
-__all__ = ["FINDINGS_VERSION", "findings_from_run", "read_records", "settings_findings", "write_findings"]
+def window(f: Finding) -> str:
+    """A finding's step window for a line of text: ``"step 220"``, ``"steps 220-480"`` or ``"from the start"``."""
+    if f.first is None:
+        return "from the start"
+    return f"step {f.first}" if f.last in (None, f.first) else f"steps {f.first}-{f.last}"
+
+
+def finding_lines(found: list[Finding], *, links: bool = True) -> list[str]:
+    """One numbered line per finding (severity, kind, layer, window, sentence) and its link indented below."""
+    if not found:
+        return ["  no findings: nothing left its usual range"]
+    lines = []
+    for i, f in enumerate(found, 1):
+        where = f" {f.layer}" if f.layer else ""
+        lines.append(f"  {i}. [{f.severity}] {f.kind}{where}, {window(f)}: {f.sentence}")
+        if links and f.link:
+            lines.append(f"     evidence: {f.link}")
+    return lines
+
+
+def first_finding(run, *, root=None) -> dict | None:
+    """The top finding of a run as a JSON-ready dict (:meth:`Finding.to_dict`), None when it has none."""
+    found = findings_from_run(run, root=root)
+    return found[0].to_dict() if found else None
+
+
+__all__ = [
+    "FINDINGS_VERSION",
+    "finding_lines",
+    "findings_from_run",
+    "first_finding",
+    "read_records",
+    "settings_findings",
+    "window",
+    "write_findings",
+]
