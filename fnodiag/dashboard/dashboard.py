@@ -15,8 +15,8 @@ from pathlib import Path
 
 import panel as pn
 
-from fnodiag.dashboard.checkpoint import CheckpointView
 from fnodiag.dashboard import evidence
+from fnodiag.dashboard.checkpoint import CheckpointView
 from fnodiag.dashboard.compare import CompareView
 from fnodiag.dashboard.evidence import EvidencePanel
 from fnodiag.dashboard.export import PLOTS, download_button

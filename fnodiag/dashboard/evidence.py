@@ -138,6 +138,11 @@ def resolve(store: DashboardStore, query: dict[str, str], tabs: list[str], notes
         with StoreReader(run.store_path) as reader:
             held_stats, held_layers = reader.stats(source), reader.layers(source)
     ev.source = source
+    if run is None:  # nothing to check the names against
+        for what, value in (("statistic", stat), ("layer", layer)):
+            if value is not None:
+                ev.notes.append(f"{what} `{value}` ignored: no run of the served folder chosen to show it")
+        return ev
     if stat is not None:
         if stat in held_stats:
             ev.stat = stat

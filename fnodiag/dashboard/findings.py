@@ -58,7 +58,9 @@ def findings_html(found) -> str:
         color = SEVERITY_COLORS.get(f.severity, "#444")
         link = page_link(f.link)
         cell = (
-            f'<a class="{LINK_CLASS}" href="{html.escape(link, quote=True)}" target="_self">evidence</a>' if link else ""
+            f'<a class="{LINK_CLASS}" href="{html.escape(link, quote=True)}" target="_self">evidence</a>'
+            if link
+            else ""
         )
         rows.append(
             "<tr>"

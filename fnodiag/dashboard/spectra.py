@@ -46,6 +46,7 @@ class SpectraView(Viewer):
         self.visible = False
         self._stale = True
         self._busy = False
+        self._at_end = True  # nothing read yet: the first read shows the last step
         self._plots = pn.Column(sizing_mode="stretch_width")
         self._note = pn.pane.Markdown("Open this tab to see the chosen runs' spectra.", sizing_mode="stretch_width")
         self._controls = pn.Row(
@@ -86,13 +87,14 @@ class SpectraView(Viewer):
                 self.layer = layers[0] if layers else None
             steps = [r.steps() for r in self.records.values() if len(r.steps())]
             lo, hi = (int(min(s[0] for s in steps)), int(max(s[-1] for s in steps))) if steps else (0, 0)
-            at_end = self.step >= self.param.step.bounds[1]
+            at_end = self._at_end or self.step >= self.param.step.bounds[1]  # first read, or following the end
             self.param.step.bounds = (lo, max(hi, lo + 1))  # a slider needs start < end
             self.param.since.bounds = (lo, max(hi, lo + 1))
             if at_end or not lo <= self.step <= hi:
                 self.step = hi
             if not lo <= self.since <= hi:
                 self.since = lo
+            self._at_end = not steps  # until some run has steps, the first that come are shown at the end
         finally:
             self._busy = False
         self.draw()
@@ -131,7 +133,9 @@ class SpectraView(Viewer):
         rows: dict[str, list] = {"bands": [], "change": [], "layer": [], "above": [], "modes": []}
         for label, r in recs.items():
             layers, used, values = at_step(r.bands, self.step)
-            rows["bands"].append(band_heatmap(layers, values, log=log, title=f"{label}: share of energy per band at step {used}"))
+            rows["bands"].append(
+                band_heatmap(layers, values, log=log, title=f"{label}: share of energy per band at step {used}")
+            )
             if self.compare:
                 layers, (then, now), diff = change(r.bands, self.step, self.since)
                 rows["change"].append(
@@ -139,8 +143,14 @@ class SpectraView(Viewer):
                 )
             steps, series = layer_series(r.bands, self.layer) if self.layer else (np.zeros(0), np.zeros((0, 0)))
             rows["layer"].append(
-                band_lines(steps, series, layer=self.layer or "", log=log, step=used,
-                           title=f"{label}: {self.layer} share of energy per band")  # fmt: skip
+                band_lines(
+                    steps,
+                    series,
+                    layer=self.layer or "",
+                    log=log,
+                    step=used,
+                    title=f"{label}: {self.layer} share of energy per band",
+                )  # fmt: skip
             )
             if r.above[0]:
                 rows["above"].append(
@@ -149,8 +159,12 @@ class SpectraView(Viewer):
             if r.modes.layers:
                 m_layers, m_used, m_values = at_step(r.modes, self.step)
                 rows["modes"].append(
-                    mode_heatmap(m_layers, m_values, log=log,
-                                 title=f"{label}: spectral weights, mean |w| per mode band at step {m_used}")  # fmt: skip
+                    mode_heatmap(
+                        m_layers,
+                        m_values,
+                        log=log,
+                        title=f"{label}: spectral weights, mean |w| per mode band at step {m_used}",
+                    )  # fmt: skip
                 )
         out = []
         for key in ("bands", "change", "layer", "above", "modes"):
@@ -165,8 +179,7 @@ class SpectraView(Viewer):
         missing = [label for label, r in self.records.items() if r.empty]
         self._note.object = (
             "Band *b* of 8 holds the radial frequencies from *b*/8 to (*b*+1)/8 of each axis's Nyquist frequency "
-            "(band 0: the lowest). "
-            + (f"No spectral records yet: {', '.join(missing)}." if missing else "")
+            "(band 0: the lowest). " + (f"No spectral records yet: {', '.join(missing)}." if missing else "")
         )
         self._plots[:] = out
 

@@ -146,8 +146,9 @@ def band_lines(steps, values, *, layer: str, log: bool = True, step: int | None 
     for b in range(v.shape[0]):
         keep = np.isfinite(v[b]) & ((v[b] > 0) if log else True)
         curves.append(
-            hv.Curve((steps[keep], v[b, keep]), "step", hv.Dimension("share", label="share of energy"),
-                     label=f"band {b}").opts(color=colors[b], line_width=1.5)  # fmt: skip
+            hv.Curve(
+                (steps[keep], v[b, keep]), "step", hv.Dimension("share", label="share of energy"), label=f"band {b}"
+            ).opts(color=colors[b], line_width=1.5)  # fmt: skip
         )
     if not curves:
         curves = [hv.Curve(([], []), "step", "share")]
@@ -175,5 +176,8 @@ def above_lines(layers: Sequence[str], steps, values, *, step: int | None = None
     if not curves:
         curves = [hv.Curve(([], []), "step", "above")]
     return (hv.Overlay(curves) * step_mark(step)).opts(
-        title=title or "share of input energy above the kept modes", responsive=True, height=280, legend_position="right"
+        title=title or "share of input energy above the kept modes",
+        responsive=True,
+        height=280,
+        legend_position="right",
     )
