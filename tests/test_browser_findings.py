@@ -25,8 +25,14 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
 ]
 
-ACTIVE_TAB_JS = """() => Array.from(document.querySelectorAll('*')).flatMap(e => e.shadowRoot ?
-  Array.from(e.shadowRoot.querySelectorAll('.bk-tab.bk-active')) : []).map(t => t.textContent.trim())"""
+# a Panel pane's text lives in its element's shadow root (innerText of the host leaves it out)
+PANE_TEXT_JS = """e => e.shadowRoot ? Array.from(e.shadowRoot.children)
+  .filter(c => !['STYLE', 'LINK'].includes(c.tagName)).map(c => c.innerText).join(' ') : e.innerText"""
+
+
+def active_tabs(page) -> list[str]:
+    """The titles of the page's active tabs (Playwright's locators pierce the shadow roots)."""
+    return [t.strip() for t in page.locator(".bk-tab.bk-active").all_inner_texts()]
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +56,13 @@ def test_a_findings_evidence_link_opens_its_run_tab_statistic_layer_and_step(bro
         page.wait_for_url("**/app?run=sick*", timeout=SESSION_MS)
         panel = page.locator(".fnodiag-evidence").first
         panel.wait_for(timeout=SESSION_MS)
-        wait_for(lambda: "output" in panel.inner_text(), 60, "the evidence panel naming the layer")
-        text = panel.inner_text()
+        text = wait_for(
+            lambda: (lambda t: t if "output" in t else None)(panel.evaluate(PANE_TEXT_JS)),
+            60,
+            "the evidence panel naming the layer",
+        )
         assert "sick" in text and "min_channel_std" in text and "step 220" in text, text
-        assert wait_for(lambda: page.evaluate(ACTIVE_TAB_JS), 60, "an active tab") == ["Activations"]
+        assert wait_for(lambda: active_tabs(page), 60, "an active tab") == ["Activations"]
         titles = wait_for(
             lambda: (lambda t: t if "sick: activation min_channel_std" in t else None)(page.evaluate(TITLES_JS)),
             60,
@@ -67,7 +76,7 @@ def test_a_findings_evidence_link_opens_its_run_tab_statistic_layer_and_step(bro
         # a link into the Spectra tab chooses the layer and the step there
         page.goto(f"{findings_server}?run=real&tab=spectra&layer=encoder.0.spectral&step=4", timeout=SESSION_MS)
         page.locator(".fnodiag-evidence").first.wait_for(timeout=SESSION_MS)
-        assert wait_for(lambda: page.evaluate(ACTIVE_TAB_JS), 60, "an active tab") == ["Spectra"]
+        assert wait_for(lambda: active_tabs(page), 60, "an active tab") == ["Spectra"]
         titles = wait_for(
             lambda: (lambda t: t if "real: encoder.0.spectral share of energy per band" in t else None)(
                 page.evaluate(TITLES_JS)
