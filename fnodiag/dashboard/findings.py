@@ -114,6 +114,13 @@ class FindingsView(Viewer):
         if self._stale:
             self.refresh()
 
+    def hidden(self) -> None:
+        """The tab is hidden: selection changes wait until it is shown again."""
+        self.visible = False
+
+    def close(self) -> None:
+        """Nothing to close: the view opens its run's store only while it reads it."""
+
     def refresh(self) -> bool:
         """Recompute the findings of the chosen runs whose records changed; redraw when any did.
 

@@ -74,6 +74,13 @@ class SpectraView(Viewer):
         if self._stale:
             self.reload()
 
+    def hidden(self) -> None:
+        """The tab is hidden: selection changes wait until it is shown again."""
+        self.visible = False
+
+    def close(self) -> None:
+        """Nothing to close: the view opens its run's store only while it reads it."""
+
     # -- data --------------------------------------------------------------------------------
     def reload(self) -> None:
         """Re-read the chosen runs' spectral records, keep the layer / step choices where they still exist, draw."""
