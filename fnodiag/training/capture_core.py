@@ -34,6 +34,14 @@ the fix, and is recorded (:meth:`fnodiag.runs.writer.RunWriter.note_capture_erro
 status message and ``effective_config.json`` ``capture.error``); the step's scalars still go out.
 Setting errors (an unknown target) are raised by :meth:`CaptureCore.bind`, before anything is written.
 Complex-valued activations and weights are measured by magnitude.
+
+A ``torch.compile``d module (an ``OptimizedModule``) is watched through its original module
+(``_orig_mod``, :func:`uncompiled`): the hooks, the probe pass (eager, two samples), gradient norms and
+the weight snapshot use the original module and its parameters, which the compiled one shares; the
+first-input pre-hook goes on the compiled wrapper (it runs outside the compiled region). The compiled
+graph never sees a hook, so steps without a capture run it unchanged and never recompile. A model
+compiled with the inductor backend that has complex parameters gets one warning line (inductor cannot
+compile complex weights today; ``backend="aot_eager"`` can).
 """
 
 from __future__ import annotations
@@ -171,6 +179,36 @@ def slice_call(args: tuple, kwargs: dict, size: int) -> tuple[tuple, dict] | Non
     return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}
 
 
+def uncompiled(model: nn.Module) -> tuple[nn.Module, str | None]:
+    """The module to hook for ``model`` and how it was compiled.
+
+    Returns
+    -------
+    (nn.Module, str or None)
+        ``model._orig_mod`` and ``"inductor"`` / ``"other backend"`` for a ``torch.compile``d module,
+        else ``model`` and None.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    if not isinstance(inner, nn.Module):
+        return model, None
+    config = getattr(model, "get_compiler_config", lambda: None)()
+    return inner, "inductor" if config is not None else "other backend"
+
+
+def compile_warning(model: nn.Module, backend: str | None) -> str | None:
+    """One line when ``model`` has complex parameters and was compiled with inductor (else None)."""
+    if backend != "inductor":
+        return None
+    name = next((n for n, p in model.named_parameters() if p.is_complex()), None)
+    if name is None:
+        return None
+    return (
+        f"fnodiag: the watched model is compiled with torch.compile's inductor backend but has complex "
+        f"parameters ({name!r}), which inductor cannot compile today; compile it with "
+        'backend="aot_eager" or watch the uncompiled model'
+    )
+
+
 class CaptureCore:
     """Per-layer statistics of a watched module every ``every`` steps (see the module docstring).
 
@@ -220,7 +258,9 @@ class CaptureCore:
         self.probe_source = "given" if probe is not None else None
         self.enabled = True
         self.captured = 0
-        self.model: nn.Module | None = None
+        self.model: nn.Module | None = None  # the module hooked and probed (the original of a compiled one)
+        self.called: nn.Module | None = None  # the module the loop calls (a compiled wrapper, or self.model)
+        self.compiled: str | None = None
         self.recorder: ActivationRecorder | None = None
         self.spectral: SpectralRecorder | None = None
         self._grab = None
@@ -229,11 +269,18 @@ class CaptureCore:
 
     # ------------------------------------------------------------------ setup
     def bind(self, model: nn.Module) -> None:
-        """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device."""
+        """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device.
+
+        A compiled ``model`` is watched through its original module (:func:`uncompiled`).
+        """
         if not isinstance(model, nn.Module):
             raise TypeError(f"fnodiag can only watch a torch.nn.Module, got {type(model).__name__}")
-        ActivationRecorder(model, self.targets or [])  # raises on an unknown name or a compiled module
-        self.model = model
+        inner, self.compiled = uncompiled(model)
+        ActivationRecorder(inner, self.targets or [])  # raises on an unknown name or a compiled submodule
+        warning = compile_warning(inner, self.compiled)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+        self.model, self.called = inner, model
         if self.probe is not None:
             device = next((p.device for p in model.parameters()), None)
             if device is not None:
@@ -253,7 +300,7 @@ class CaptureCore:
 
         self.probe_source = source
 
-        self._grab = self.model.register_forward_pre_hook(grab, with_kwargs=True)
+        self._grab = self.called.register_forward_pre_hook(grab, with_kwargs=True)  # outside any compiled region
 
     def set_probe(self, probe: torch.Tensor) -> None:
         """Use ``probe`` (already sliced, on the model's device) as the probe unless one is set."""
@@ -270,6 +317,7 @@ class CaptureCore:
             "probe_source": self.probe_source or "first input",
             "frames": self.frames is not None,
             "spectra": self.spectra,
+            **({"compiled": self.compiled} if self.compiled else {}),
         }
 
     # ------------------------------------------------------------------ steps

@@ -37,7 +37,7 @@ from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.runs import states
 from fnodiag.runs.names import GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
 from fnodiag.runs.writer import RunWriter
-from fnodiag.training.capture_core import CaptureCore
+from fnodiag.training.capture_core import CaptureCore, uncompiled
 from fnodiag.training.clipping import global_grad_norm
 from fnodiag.training.optimizers import describe_optimizer
 
@@ -61,7 +61,8 @@ def watch(
     Parameters
     ----------
     model : nn.Module
-        The model the loop trains (uncompiled).
+        The model the loop trains; a ``torch.compile``d one is watched through its original module
+        (hooks and the probe pass never enter the compiled graph: no recompilation).
     run : str, Path or RunDir
         The run folder: new, empty, or holding no training record (a failed start may be reused).
     optimizer : torch.optim.Optimizer, optional
@@ -107,12 +108,12 @@ class Watch:
             raise TypeError(f"fnodiag.watch needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        cls = type(model)
+        cls = type(uncompiled(model)[0])
         origin = {"kind": "torch", "module": f"{cls.__module__}.{cls.__qualname__}"}
         self.writer = RunWriter.claim(run, origin, history_keys=HISTORY_KEYS)  # checks only: nothing written
         self.core = CaptureCore(self.writer, every=every, probe=probe, targets=targets, frames=frames, spectra=spectra)
         self.core.bind(model)  # an unknown target raises here, before anything is written
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer = self.core.model, optimizer  # the original of a compiled model
         self.run = self.writer.run
         self.steps = 0  # optimizer steps taken (with an optimizer), else log calls
         self.closed = False
