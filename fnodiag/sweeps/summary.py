@@ -15,10 +15,12 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from fnodiag.analysis.audit import audit_run
+from fnodiag.analysis.findings import first_finding, window
 from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, SCORES, TARGET_AMP_SSIM, outcome_of, read_outcome
 from fnodiag.config import ConfigError, RunConfig, reference_quirks, without_quirks
 from fnodiag.diagnostics.selection import best_epochs
@@ -38,11 +40,15 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, *, damage: str | None = None) -> dict:
-    """One run's row: what trained (effective configuration), how it ended, its scores.
+def run_row(
+    run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, root=None, *, damage: str | None = None
+) -> dict:
+    """One run's row: what trained (effective configuration), how it ended, its scores, its first finding.
 
     ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
     ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.analysis.audit.audit_run` finds.
+    ``first_finding`` is the top :func:`~fnodiag.analysis.findings.findings_from_run` finding (a dict, None
+    when there is none), its link naming the run relative to ``root`` (default: the run's parent).
     A run whose records cannot be read (:class:`~fnodiag.runs.damage.DamagedRecord`: a truncated store,
     a JSON file that does not parse) is a row of state ``damaged`` whose ``message`` names the file;
     ``damage`` (why the run is not opened at all, e.g. a manifest path outside the sweep) gives that row unread.
@@ -55,8 +61,10 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, *,
         origin = run.read_origin() if run.config_path.is_file() else None
         cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
         audit, damage = audit_run(run, asked), None
+        finding = first_finding(run, root=root)
     except DamagedRecord as exc:  # isolated: this row says so, the other runs are summarized as usual
         outcome, captures, origin, cfg, audit, damage = outcome_of(), {}, None, {}, [], str(exc)
+        finding = None
         outcome["state"] = states.DAMAGED
     rec = outcome["records"]
     status, eff, hist, collapse = rec["status"], rec["effective"], rec["history"], rec["collapse"]
@@ -102,6 +110,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, *,
         "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
         "config_warnings": audit,
+        "first_finding": finding,
     }
 
 
@@ -423,7 +432,29 @@ def markdown(
         "",
     ]
     lines += _selection_md(rows)
+    lines += _findings_md(rows)
     return "\n".join(lines)
+
+
+def _findings_md(rows: list[dict]) -> list[str]:
+    """``## First findings``: each run's top finding (``fnodiag diagnose RUN`` lists them all)."""
+    lines = [
+        "## First findings",
+        "",
+        "Each run's top finding (`fnodiag diagnose RUN` lists all of them, each with a link to its evidence).",
+        "",
+        "| run | severity | finding | layer | window | what happened |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = r.get("first_finding")
+        if not f:
+            lines.append(f"| {r['run']} | — | no findings | | | |")
+            continue
+        when = window(SimpleNamespace(first=f.get("first"), last=f.get("last")))
+        text = str(f.get("sentence", "")).replace("|", "/")
+        lines.append(f"| {r['run']} | {f['severity']} | {f['kind']} | {f.get('layer') or ''} | {when} | {text} |")
+    return lines + [""]
 
 
 def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
@@ -526,7 +557,7 @@ def write_summary(sweep_dir: str | Path) -> dict:
         except DamagedRecord as exc:  # a path out of the sweep folder: not opened, the row says why
             run, damage = RunDir(d / Path(key).name), str(exc)
         rows.append(
-            run_row(run, spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]), damage=damage)
+            run_row(run, spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]), d, damage=damage)
         )
     arms = arm_table(rows)
     spec = manifest.get("spec") or {}

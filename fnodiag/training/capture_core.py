@@ -9,7 +9,10 @@ from Lightning's hooks, :func:`fnodiag.watch` from the optimizer's step hooks or
    with the :class:`~fnodiag.diagnostics.hooks.ActivationRecorder` hooks registered for that pass
    only (ordinary steps run no hook), each hooked output reduced to its statistics on the device;
    per-module gradient norms (before clipping), the LayerScale / InstanceNorm values and a snapshot
-   of ``W_s`` (into a reused buffer) are taken; ``frames(output)`` gives the live images;
+   of ``W_s`` (into a reused buffer) are taken; ``frames(output)`` gives the live images; with
+   ``spectra`` (the default) a :class:`~fnodiag.diagnostics.spectral_hooks.SpectralRecorder` hooked for
+   the same pass adds each hooked layer's radial band energies, each spectral convolution's share of
+   input energy above its kept modes, and its weight's per-mode magnitudes (param statistics);
 2. :meth:`CaptureCore.after_step` (weights ``W_{s+1}``): per-module update-to-weight ratios
    ``||W_{s+1} - W_s|| / ||W_s||`` and weight norms ``||W_s||``, on the device;
 3. :meth:`CaptureCore.write` (at once in Lightning, at the next step or at close under ``watch``):
@@ -51,8 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fnodiag.diagnostics import hooks, stats
+from fnodiag.diagnostics import hooks, spectra, spectral_hooks, stats
 from fnodiag.diagnostics.hooks import ActivationRecorder
+from fnodiag.diagnostics.spectral_hooks import SpectralRecorder
 from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
 from fnodiag.diagnostics.targets import TargetPlan
 from fnodiag.diagnostics.targets import choose_targets as plan_targets
@@ -225,6 +229,8 @@ class CaptureCore:
         output, recorded every capture.
     annotate : bool
         Record the chosen targets in ``effective_config.json`` (a run whose writer it owns).
+    spectra : bool
+        Also record the spectral statistics (:mod:`fnodiag.diagnostics.spectral_hooks`).
     """
 
     def __init__(
@@ -237,6 +243,7 @@ class CaptureCore:
         probe_size: int = PROBE_BATCH,
         frames=None,
         annotate: bool = True,
+        spectra: bool = True,
     ):
         if isinstance(every, bool) or int(every) < 1:
             raise ValueError(f"capture period must be >= 1 step, got {every}")
@@ -246,7 +253,7 @@ class CaptureCore:
             raise TypeError(f"frames must be a function of the probe's output, got {type(frames).__name__}")
         self.writer, self.every, self.probe_size = writer, int(every), int(probe_size)
         self.targets = list(targets) if targets is not None else None
-        self.frames, self.annotate = frames, annotate
+        self.frames, self.annotate, self.spectra = frames, annotate, bool(spectra)
         self.probe: tuple[tuple, dict] | None = ((probe,), {}) if probe is not None else None
         self.probe_source = "given" if probe is not None else None
         self.enabled = True
@@ -255,6 +262,7 @@ class CaptureCore:
         self.called: nn.Module | None = None  # the module the loop calls (a compiled wrapper, or self.model)
         self.compiled: str | None = None
         self.recorder: ActivationRecorder | None = None
+        self.spectral: SpectralRecorder | None = None
         self._grab = None
         self._pending: dict | None = None
         self._snapshot: list[torch.Tensor] | None = None
@@ -308,6 +316,7 @@ class CaptureCore:
             "probe_batch": int(first.shape[0]) if first is not None and first.ndim else self.probe_size,
             "probe_source": self.probe_source or "first input",
             "frames": self.frames is not None,
+            "spectra": self.spectra,
             **({"compiled": self.compiled} if self.compiled else {}),
         }
 
@@ -330,12 +339,17 @@ class CaptureCore:
             if self.recorder is None:
                 plan = choose_targets(self.model, *self.probe, targets=self.targets)
                 self.recorder = ActivationRecorder(self.model, plan)
+                self.spectral = SpectralRecorder(self.model, plan) if self.spectra else None
                 if self.annotate:
                     self.writer.update_effective("capture", plan.describe())
             output = self._probe_pass()
             stage = "statistics"
             named = dict(self.recorder.device_stats())
             self.recorder.clear()
+            if self.spectral is not None:  # band energies, energy above kept modes, per-mode weight magnitudes
+                named.update(self.spectral.device_stats())
+                named.update(self.spectral.weight_stats())
+                self.spectral.clear()
             if self.frames is not None:
                 stage = "frames"
                 named.update(_frame_tensors(self.frames(output)))
@@ -392,16 +406,21 @@ class CaptureCore:
         model.eval()
         recorder.register()
         recorder.active = True
+        if self.spectral is not None:
+            self.spectral.register()
         try:
             with torch.inference_mode():
                 return model(*args, **kwargs)
         finally:
             recorder.remove()
+            if self.spectral is not None:
+                self.spectral.remove()
             model.train(was_training)
 
     def _write(self, pending: dict, host: dict) -> None:
         writer, step, epoch = self.writer, pending["step"], pending["epoch"]
-        writer.log_layers(step, epoch, "activation", ActivationRecorder.unpack(host))
+        spectral = SpectralRecorder.unpack(host)
+        writer.log_layers(step, epoch, "activation", {**ActivationRecorder.unpack(host), **spectral["activation"]})
         images = {k.partition(":")[2]: v for k, v in host.items() if k.startswith("frame:")}
         if images:
             writer.log_frame(step, epoch, {k: v[None] if v.ndim == 2 else v for k, v in images.items()})
@@ -410,7 +429,9 @@ class CaptureCore:
             values = {(n, "update_ratio"): v for n, v in zip(pending["ratio"], host["update"])}
             values.update({(n, "weight_norm"): v for n, v in zip(pending["ratio"], host["weight"])})
             values.update({tuple(n.rsplit("/", 1)): v for n, v in zip(pending["scale"], host["scale"])})
-            writer.log_layers(step, epoch, "param", values)
+            writer.log_layers(step, epoch, "param", {**values, **spectral["param"]})
+        elif spectral["param"]:
+            writer.log_layers(step, epoch, "param", spectral["param"])
 
     # ------------------------------------------------------------------ errors and end
     def fail(self, stage: str, exc: Exception, step: int) -> None:
@@ -420,6 +441,9 @@ class CaptureCore:
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder.clear()
+        if self.spectral is not None:
+            self.spectral.remove()
+            self.spectral.clear()
         text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         message = f"{stage} failed ({text}); fix: {FIXES[stage]}"
         print(f"fnodiag: capture disabled at step {step}, training goes on: {message}", file=sys.stderr, flush=True)
@@ -435,13 +459,15 @@ class CaptureCore:
             self._grab = None
         if self.recorder is not None:
             self.recorder.remove()
+        if self.spectral is not None:
+            self.spectral.remove()
 
 
 def _stage_of(exc: BaseException, stage: str) -> str:
     """``"statistics"`` when ``exc`` rose inside a statistics hook during the probe pass, else ``stage``."""
     if stage == "probe":
         files = {Path(frame.filename).name for frame in traceback.extract_tb(exc.__traceback__)}
-        if files & {Path(hooks.__file__).name, Path(stats.__file__).name}:
+        if files & {Path(m.__file__).name for m in (hooks, stats, spectra, spectral_hooks)}:
             return "statistics"
     return stage
 
