@@ -61,7 +61,7 @@ def run_row(
         origin = run.read_origin() if run.config_path.is_file() else None
         cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
         audit, damage = audit_run(run, asked), None
-        finding = first_finding(run, root=root)
+        finding = first_finding(run, root=root) if run.path.is_dir() else None  # a run not started yet: none
     except DamagedRecord as exc:  # isolated: this row says so, the other runs are summarized as usual
         outcome, captures, origin, cfg, audit, damage = outcome_of(), {}, None, {}, [], str(exc)
         finding = None
