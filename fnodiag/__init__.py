@@ -1,7 +1,8 @@
 """fnodiag: diagnose training collapse of FNO/U-NO ptychography generators.
 
 ``fnodiag.LiveCapture`` (the live per-layer capture callback, usable in any Lightning ``Trainer``)
-is imported on first use, so ``import fnodiag`` (the dashboard's) does not import Lightning.
+and ``fnodiag.show`` (the dashboard's views in a notebook cell, :mod:`fnodiag.dashboard.notebook`)
+are imported on first use, so ``import fnodiag`` imports neither Lightning nor Panel.
 """
 
 __version__ = "0.1.0"
@@ -12,4 +13,8 @@ def __getattr__(name: str):
         from fnodiag.training.live_capture import LiveCapture
 
         return LiveCapture
+    if name == "show":
+        from fnodiag.dashboard.notebook import show
+
+        return show
     raise AttributeError(f"module 'fnodiag' has no attribute {name!r}")
