@@ -213,6 +213,9 @@ class ScheduleConfig(_Section):
     plateau_min_lr: float = 5e-5
     step_size: int = 10  # step: the LR is multiplied by step_gamma every step_size epochs
     step_gamma: float = 0.1  # step: > 1 raises the LR (e.g. to drive a run that learned into a collapse)
+    # step: the weight decay is multiplied by this at the same epochs; with adamw a step that makes
+    # lr x weight_decay ~1 contracts every weight to ~lr whatever the gradients (a deterministic collapse)
+    step_wd_gamma: float = 1.0
     frozen: bool = False  # reference quirk: the LR stays at the value the schedule sets when built
 
     def validate(self) -> ScheduleConfig:
@@ -236,6 +239,13 @@ class ScheduleConfig(_Section):
         _check(
             isinstance(self.step_gamma, (int, float)) and math.isfinite(self.step_gamma) and self.step_gamma > 0,
             f"schedule.step_gamma={self.step_gamma!r} must be a finite number > 0 (< 1 lowers the LR, > 1 raises it)",
+        )
+        _check(
+            isinstance(self.step_wd_gamma, (int, float))
+            and math.isfinite(self.step_wd_gamma)
+            and self.step_wd_gamma > 0,
+            f"schedule.step_wd_gamma={self.step_wd_gamma!r} must be a finite number > 0 "
+            "(the weight-decay factor of each step; 1 leaves the weight decay alone)",
         )
         _check(isinstance(self.frozen, bool), f"schedule.frozen={self.frozen!r} must be true or false")
         return self
@@ -575,6 +585,12 @@ SCHEDULE_FLAGS: list[Flag] = [
     Flag("--gamma", "schedule.gamma", float, "exponential: LR factor per epoch"),
     Flag("--step-size", "schedule.step_size", int, "step: epochs between LR steps"),
     Flag("--step-gamma", "schedule.step_gamma", float, "step: LR factor at each step (> 1 raises the LR)"),
+    Flag(
+        "--step-wd-gamma",
+        "schedule.step_wd_gamma",
+        float,
+        "step: weight-decay factor at each step (with AdamW, lr x wd stepped to 1 collapses a run on purpose)",
+    ),
     Flag("--plateau-factor", "schedule.plateau_factor", float, "plateau: LR factor on a plateau"),
     Flag("--plateau-patience", "schedule.plateau_patience", int, "plateau: epochs without improvement before reducing"),
     Flag(

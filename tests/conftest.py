@@ -43,15 +43,23 @@ def dataset_cache(tmp_path_factory):
 
 @pytest.fixture
 def count_transfers(monkeypatch):
-    """Start counting device-to-host calls (Tensor.cpu / .item / .tolist); returns the counts dict."""
+    """Start counting device-to-host calls (Tensor.cpu / .item / .tolist); returns the counts dict.
 
-    def start() -> dict:
-        calls = {"cpu": 0, "item": 0, "tolist": 0}
-        for method in calls:
+    ``count_transfers(strict=True)`` also counts ``.numpy()`` and the implicit reads ``float(t)``,
+    ``int(t)`` and ``bool(t)`` (``if torch.isfinite(loss):``), each a host synchronisation on a device.
+    The methods stay patched for the rest of the test; the dict holds the live counts.
+    """
+
+    def start(*, strict: bool = False) -> dict:
+        names = {"cpu": "cpu", "item": "item", "tolist": "tolist"}
+        if strict:
+            names.update(numpy="numpy", float="__float__", int="__int__", bool="__bool__")
+        calls = dict.fromkeys(names, 0)
+        for key, method in names.items():
             original = getattr(torch.Tensor, method)
 
-            def counted(self, *a, _name=method, _orig=original, **k):
-                calls[_name] += 1
+            def counted(self, *a, _key=key, _orig=original, **k):
+                calls[_key] += 1
                 return _orig(self, *a, **k)
 
             monkeypatch.setattr(torch.Tensor, method, counted)

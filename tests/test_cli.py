@@ -74,6 +74,7 @@ NON_DEFAULT = {
     "--plateau-patience": ("4", 4),
     "--step-size": ("3", 3),
     "--step-gamma": ("2.0", 2.0),
+    "--step-wd-gamma": ("3.0", 3.0),
     "--grad-clip": ("2.5", 2.5),
     "--grad-clip-algorithm": ("value", "value"),
     "--epochs": ("7", 7),

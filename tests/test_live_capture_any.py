@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from transfers import NO_TRANSFER, ONE_CAPTURE
 
 import fnodiag
 from fnodiag.runs import RunDir, StoreReader
@@ -186,3 +187,94 @@ def test_live_capture_bad_settings_are_one_line_errors(tmp_path):
     assert (tmp_path / "full" / "keep.txt").read_text() == "x"
     with pytest.raises(ValueError, match="not a submodule"):
         _fit(TinyComplexNet(), fnodiag.LiveCapture(tmp_path / "b", module="nope"), steps=1)
+
+
+# -- the capture core under Lightning: no host sync between captures, errors that never stop training --------
+
+
+def test_steps_between_captures_never_read_a_tensor(tmp_path, count_transfers):
+    """12 steps, capture every 5: steps 1-4 and 6-9 read nothing; step 5 is one transfer (its .cpu() and .numpy())."""
+    from transfer_window import TransferWindow
+
+    torch.manual_seed(0)
+    quiet, captured = TransferWindow(count_transfers, 1, 4), TransferWindow(count_transfers, 5, 5)
+    trainer = L.Trainer(
+        max_steps=12,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[fnodiag.LiveCapture(tmp_path / "run", every=5), quiet, captured],
+    )
+    trainer.fit(TinyComplexNet(), _data(48))
+    assert quiet.counts == NO_TRANSFER
+    assert captured.counts == ONE_CAPTURE
+    with StoreReader(RunDir(tmp_path / "run").store_path) as r:
+        assert r.scalars("train/loss").step.tolist() == list(range(12))  # every step reached the store
+        assert r.layer_matrix("activation", "std").steps.tolist() == [0, 5, 10]
+
+
+def test_a_wrong_shape_probe_leaves_the_run_finished_with_the_warning_recorded(tmp_path, capsys):
+    run = tmp_path / "bad-probe"
+    _fit(TinyComplexNet(), fnodiag.LiveCapture(run, every=2, probe=torch.randn(2, 5)), steps=6)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fnodiag")]
+    assert len(err) == 1 and "capture disabled at step 0" in err[0] and "probe=" in err[0]
+    rd = RunDir(run)
+    status = rd.read_status()
+    assert status["state"] == "finished" and "capture disabled at step 0" in status["message"]
+    assert "probe" in rd.read_json("effective_config.json")["capture"]["error"]
+    with StoreReader(rd.store_path) as r:
+        assert r.scalars("train/loss").step.tolist() == list(range(6)) and r.layers("activation") == []
+    assert len(rd.read_history()["train_loss"]) == 1  # one epoch: 24 samples in batches of 4
+
+
+def test_an_unknown_module_writes_nothing_and_the_folder_is_usable_afterwards(tmp_path):
+    run = tmp_path / "later"
+    with pytest.raises(ValueError, match="not a submodule"):
+        _fit(TinyComplexNet(), fnodiag.LiveCapture(run, module="nope"), steps=1)
+    with pytest.raises(ValueError, match="unknown target"):
+        _fit(TinyComplexNet(), fnodiag.LiveCapture(run, targets=["net.0", "nada"]), steps=1)
+    assert not run.exists()
+    _fit(TinyComplexNet(), fnodiag.LiveCapture(run, every=3), steps=3)
+    assert RunDir(run).read_status()["state"] == "finished"
+
+
+class FailsAtFirstStep(TinyComplexNet):
+    def training_step(self, batch, batch_idx):
+        raise RuntimeError("the user's own bug")
+
+
+def test_a_run_that_failed_before_its_first_step_may_use_its_folder_again(tmp_path):
+    run = tmp_path / "retry"
+    with pytest.raises(RuntimeError, match="own bug"):
+        _fit(FailsAtFirstStep(), fnodiag.LiveCapture(run), steps=2)
+    assert RunDir(run).read_status()["state"] == "failed"  # recorded, but no training record
+    _fit(TinyComplexNet(), fnodiag.LiveCapture(run, every=2), steps=2)
+    assert RunDir(run).read_status()["state"] == "finished"
+    with pytest.raises(FileExistsError, match="training record"):
+        fnodiag.LiveCapture(run)
+
+
+def test_a_submodule_without_a_probe_is_captured_on_its_own_first_input(tmp_path):
+    """``cplx`` takes (B, 16) features, not the LightningModule's (B, 8) input: its own first input is kept."""
+    torch.manual_seed(0)
+    model = TinyComplexNet()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    frames = lambda z: {"re": z.real.T, "im": z.imag.T}  # noqa: E731
+    cb = fnodiag.LiveCapture(tmp_path / "sub", module="cplx", every=2, frames=frames)
+    _fit(model, cb, steps=4)
+    rd = RunDir(tmp_path / "sub")
+    assert rd.read_json("effective_config.json")["capture"]["probe_source"] == "first input of 'cplx'"
+    assert rd.read_status()["state"] == "finished" and "capture" not in rd.read_status()["message"]
+    model.load_state_dict(initial)
+    x, _ = next(iter(_data()))
+    with torch.no_grad():
+        z = model.cplx(model.net(x[:2]))
+    with StoreReader(rd.store_path) as r:
+        m = r.layer_matrix("activation", "mean")
+        assert m.layers == ["output"] and m.steps.tolist() == [0, 2]
+        assert m.values[0, 0] == pytest.approx(float(z.abs().mean()), rel=1e-5)
+        f = r.frames()
+        assert f.names == ["re", "im"] and f.channels["re"].shape == (2, 1, 4, 2)

@@ -82,6 +82,7 @@ FLAGS = [
     (3, "--plateau-patience", "4", "schedule.plateau_patience", 4, "scheduler.patience", 4),
     (4, "--step-size", "3", "schedule.step_size", 3, "scheduler.step_size", 3),
     (4, "--step-gamma", "2.0", "schedule.step_gamma", 2.0, "scheduler.gamma", 2.0),
+    (4, "--step-wd-gamma", "3.0", "schedule.step_wd_gamma", 3.0, "scheduler.wd_gamma", 3.0),
     (3, "--frozen-schedule", None, "schedule.frozen", True, "scheduler.frozen", True),
     (1, "--grad-clip", "1.5", "clip.value", 1.5, "grad_clip.value", 1.5),
     (1, "--grad-clip", "1.5", "clip.algorithm", "norm", "grad_clip.algorithm", "norm"),  # the configuration's rule

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from transfers import NO_TRANSFER, ONE_CAPTURE
 
 from fnodiag.models import build_model, count_parameters
 from fnodiag.ptycho.metrics import METRIC_KEYS
@@ -255,6 +256,27 @@ def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_cfg, 
     assert ckpt["global_step"] == STEPS_PER_EPOCH  # written at the end of the first (good) epoch
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point() or v.is_complex())
     assert StoreReader(run.store_path).scalars("train/loss").step.max() == bad_step - 1
+
+
+def test_training_steps_between_flushes_never_read_a_tensor(tiny_cfg, dataset_cache, tmp_path, count_transfers):
+    """Steps 1-3 of an epoch read no tensor on the host; the capture of step 4 (and steps 5-7) is one transfer.
+
+    SGD, because torch's Adam reads its own step counter with ``.item()`` (a CPU tensor, not a
+    device sync); frames off (a frame is its own transfer, every ``frame_every`` steps).
+    """
+    from transfer_window import TransferWindow
+
+    cfg = tiny_cfg.override(
+        {"train.epochs": 1, "optim.name": "sgd", "train.frame_every": 0, "train.capture_every": 4, "model.blocks": 1}
+    )
+    quiet, captured = TransferWindow(count_transfers, 1, 3), TransferWindow(count_transfers, 4, 7)
+    run = train(cfg, tmp_path, name="t", cache_dir=dataset_cache, progress=False, extra_callbacks=[quiet, captured])
+    assert quiet.counts == NO_TRANSFER
+    assert captured.counts == ONE_CAPTURE
+    reader = StoreReader(run.store_path)
+    assert reader.scalars("train/loss").step.tolist() == list(range(STEPS_PER_EPOCH))
+    assert reader.layer_matrix("activation", "std").steps.tolist() == [0, 4, 8]
+    assert run.read_status()["state"] == "finished"
 
 
 # ---- pure functions, no Trainer ----------------------------------------------------------

@@ -141,9 +141,8 @@ def scan(root: str | Path) -> Catalog:
 
 
 def _seed(run: RunDir) -> int | None:
-    """The run's seed: from its RunConfig, or (a LightningModule's run, no RunConfig) its effective seed."""
-    origin = run.read_origin()
-    if origin is not None and origin["kind"] == "lightning":
+    """The run's seed: from its RunConfig, or (someone else's model: no RunConfig) its effective seed."""
+    if run.is_foreign():
         seed = (run.read_json("effective_config.json", {}) or {}).get("seed")
         return int(seed) if isinstance(seed, int) and seed >= 0 else None
     return run.read_config().train.seed

@@ -131,6 +131,9 @@ class RunFrames:
         f = self.tail.reader.frames(steps=[step])
         if not len(f):
             return
+        if "amp" not in f.channels or "phase" not in f.channels:  # a watched model's own images (fnodiag.watch frames=)
+            self.info.object = f"Frames of {', '.join(f.names)} at step {step}: not amplitude / phase, not drawn here."
+            return
         truth = self.truth
         flat_amp = plots.is_flat(f.amp[0], None if truth is None else truth[0])
         for k, (channel, pred) in enumerate((("amp", f.amp[0]), ("phase", f.phase[0]))):
@@ -160,6 +163,8 @@ class RunFrames:
             return
         self._strip_shown, self._strip_at = pick, now
         f = self.tail.reader.frames(steps=list(pick))
+        if "amp" not in f.channels:
+            return
         ref = None if self.truth is None else self.truth[0]
         clim = plots.shared_range(*(a[PATCH] for a in f.amp), None if ref is None else ref[PATCH])
         shown = [

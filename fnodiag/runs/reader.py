@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnodiag.runs.frames import decode
 from fnodiag.runs.names import TRAIN_LOSS
 from fnodiag.runs.store import READABLE_VERSIONS, SCHEMA_VERSION, SCOPES, TRUTH_STEP
 
@@ -59,22 +60,41 @@ class LayerMatrix(tuple):
     values = property(lambda self: self[2], doc="(LAYER, STEP) float64; NaN where nothing was logged.")
 
 
+_NO_IMAGES = np.zeros((0, 0, 0, 0), np.float32)
+
+
 @dataclass(frozen=True)
 class FrameRecords:
-    """Reconstruction frames of the probe batch, by step; ``position`` is the last row id seen.
+    """Live images of the probe batch, by step; ``position`` is the last row id seen.
 
-    ``amp`` / ``phase`` hold the decoded values (within 1/255 of each image's range); both
-    channels of a step are committed in one transaction (:meth:`RunStore.log_frame`).
+    ``channels`` maps each image name to its decoded values (within 1/255 of each image's range):
+    ``amp`` and ``phase`` for fnodiag's own reconstructions, the names a watched model's
+    ``frames=`` function returned otherwise. All channels of a step are committed in one
+    transaction (:meth:`RunStore.log_frame`); a step is listed when it holds every channel read.
     """
 
     step: np.ndarray  # (FRAME,) int64, sorted
     epoch: np.ndarray  # (FRAME,) int64
-    amp: np.ndarray  # (FRAME, P, H, W) float32
-    phase: np.ndarray  # (FRAME, P, H, W) float32
+    channels: dict  # name -> (FRAME, P, H, W) float32, in first-written order
     position: int
 
     def __len__(self) -> int:
         return len(self.step)
+
+    @property
+    def names(self) -> list[str]:
+        """The channel names, in first-written order."""
+        return list(self.channels)
+
+    @property
+    def amp(self) -> np.ndarray:
+        """(FRAME, P, H, W) float32 amplitude of fnodiag's reconstructions (empty when not recorded)."""
+        return self.channels.get("amp", _NO_IMAGES)
+
+    @property
+    def phase(self) -> np.ndarray:
+        """(FRAME, P, H, W) float32 phase of fnodiag's reconstructions (empty when not recorded)."""
+        return self.channels.get("phase", _NO_IMAGES)
 
 
 _EMPTY_I, _EMPTY_F, _EMPTY_S = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, dtype=object)
@@ -327,7 +347,7 @@ class StoreReader:
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def frames(self, *, after: int = 0, steps=None) -> FrameRecords:
-        """Predicted frames from rows with id > ``after`` (only ``steps`` when given), sorted by step.
+        """Predicted frames (every channel, by name) from rows with id > ``after`` (only ``steps`` when given), by step.
 
         Parameters
         ----------
@@ -336,12 +356,8 @@ class StoreReader:
         steps : sequence of int, optional
             Read only these steps (e.g. a strip across the run) instead of every frame.
         """
-        from fnodiag.runs.frames import decode
-
         if not self._has_frames():
-            return FrameRecords(
-                _EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32), int(after)
-            )
+            return FrameRecords(_EMPTY_I, _EMPTY_I, {}, int(after))
         where, args = "id > ? AND role = 'pred'", [int(after)]
         if steps is not None:
             steps = [int(s) for s in steps]
@@ -351,27 +367,24 @@ class StoreReader:
             f"SELECT id, step, epoch, channel, p, h, w, lo, hi, data FROM frames WHERE {where} ORDER BY id", args
         )
         by_step: dict[int, dict] = {}
+        names: dict[str, None] = {}
         for _, step, epoch, channel, p, h, w, lo, hi, data in rows:
             d = by_step.setdefault(step, {"epoch": epoch})
             d[channel] = decode(data, np.frombuffer(lo, "<f8"), np.frombuffer(hi, "<f8"), (p, h, w))
-        done = sorted(s for s, d in by_step.items() if "amp" in d and "phase" in d)
+            names[channel] = None
+        done = sorted(s for s, d in by_step.items() if all(n in d for n in names))
         position = rows[-1][0] if rows else int(after)
         if not done:
-            return FrameRecords(
-                _EMPTY_I, _EMPTY_I, np.zeros((0, 0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32), position
-            )
+            return FrameRecords(_EMPTY_I, _EMPTY_I, {}, position)
         return FrameRecords(
             np.array(done, np.int64),
             np.array([by_step[s]["epoch"] for s in done], np.int64),
-            np.stack([by_step[s]["amp"] for s in done]),
-            np.stack([by_step[s]["phase"] for s in done]),
+            {n: np.stack([by_step[s][n] for s in done]) for n in names},
             position,
         )
 
     def frame_truth(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Ground truth of the probe patches ``(amp, phase)``, each (P, H, W) float32; None when not written."""
-        from fnodiag.runs.frames import decode
-
         if not self._has_frames():
             return None
         rows = self._query(

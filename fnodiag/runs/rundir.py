@@ -15,10 +15,25 @@ import numpy as np
 
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.files import write_json
+from fnodiag.runs import states
 from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
 from fnodiag.runs.states import STATES
 from fnodiag.runs.store import RunStore
+
+FOREIGN_KINDS = ("lightning", "torch")  # runs of someone else's model: config.json is {"kind": K, ...}, not a RunConfig
+# The files a run writer creates: a folder holding only these (and an empty checkpoints/) and no
+# training record may be used again (RunDir.training_record).
+RUN_FILES = (
+    "config.json",
+    "effective_config.json",
+    "status.json",
+    "history.json",
+    "run.sqlite",
+    "run.sqlite-wal",
+    "run.sqlite-shm",
+    "train.log",
+)
 
 
 def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
@@ -136,17 +151,77 @@ class RunDir:
         """Where the run came from: None for fnodiag's own training, else a dict with ``kind``.
 
         ``{"kind": "reference", ...}`` is ``imported.json`` (a run imported by ``fnodiag import``:
-        source path, what was missing; read-only, no live per-layer captures);
-        ``{"kind": "lightning", "module": ...}`` a run of any LightningModule written by
-        ``fnodiag.LiveCapture`` (its ``config.json`` is not a RunConfig).
+        source path, what was missing; read-only, no live per-layer captures); a run written by
+        fnodiag's capture core for someone else's model has a ``config.json`` that is not a
+        RunConfig but ``{"kind": K, "module": ..., ...}`` with ``K`` in :data:`FOREIGN_KINDS`:
+        ``"lightning"`` (any LightningModule under ``fnodiag.LiveCapture``) or ``"torch"`` (any
+        PyTorch loop under ``fnodiag.watch``). Older LiveCapture folders hold
+        ``{"lightning": {"module": ..., "hparams": ...}}`` and read as ``kind = "lightning"``.
         """
         imported = self.read_json("imported.json")
         if isinstance(imported, dict):
             return {"kind": "reference", **imported}
         config = self.read_json("config.json")
+        if isinstance(config, dict) and config.get("kind") in FOREIGN_KINDS:
+            return dict(config)
         if isinstance(config, dict) and isinstance(config.get("lightning"), dict):
             return {"kind": "lightning", **config["lightning"]}
         return None
+
+    def is_foreign(self) -> bool:
+        """True for a run of someone else's model (no RunConfig in ``config.json``; see :meth:`read_origin`)."""
+        origin = self.read_origin()
+        return origin is not None and origin["kind"] in FOREIGN_KINDS
+
+    def training_record(self) -> str | None:
+        """Why this folder holds a training record (a sentence), or None when it holds none.
+
+        A folder holds a training record when its store has a row (a per-step scalar or a layer
+        statistic), its ``history.json`` has an epoch, or its status says a live process trains it
+        now. A folder without one (absent, empty, or left by a start that failed before the first
+        step) may be used again by a new run; files other than the run files of
+        :data:`RUN_FILES` also count, so nothing of the user's is ever overwritten.
+        """
+        if not self.path.exists():
+            return None
+        if not self.path.is_dir():
+            return f"{str(self.path)!r} is a file"
+        other = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in RUN_FILES and not (p == self.checkpoints_dir and p.is_dir() and not any(p.iterdir()))
+        )
+        if other:
+            return f"{str(self.path)!r} already exists and is not empty (it holds {', '.join(other[:3])})"
+        status = self.read_status()
+        if status is not None and status.get("state") in states.LIVE:
+            return f"{str(self.path)!r} is being trained now (pid {status.get('pid')} on {status.get('host')})"
+        if self.store_path.is_file():
+            with self.open_reader() as reader:
+                last = reader.last_step()
+            if last is not None:
+                return f"{str(self.path)!r} already holds a training record (up to step {last})"
+        if any(len(v) for v in (self.read_history() or {}).values() if isinstance(v, list)):
+            return f"{str(self.path)!r} already holds a training record (history.json)"
+        return None
+
+    def clear_unused(self) -> None:
+        """Delete the run files of a folder that holds no training record, so a new run starts clean.
+
+        Raises
+        ------
+        FileExistsError
+            The folder holds a training record (:meth:`training_record`); nothing is deleted.
+        """
+        reason = self.training_record()
+        if reason is not None:
+            raise FileExistsError(f"{reason}; choose a new folder for this run")
+        if not self.path.is_dir():
+            return
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        if self.checkpoints_dir.is_dir():
+            self.checkpoints_dir.rmdir()
 
     # -- JSON files
     def write_json(self, name: str, obj: Any) -> Path:

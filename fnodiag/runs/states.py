@@ -22,3 +22,24 @@ DONE = frozenset({FINISHED, DIVERGED})  # ended by itself: never trained again (
 LIVE = frozenset({RUNNING})  # as read: a live writer trains it now
 UNFINISHED = frozenset({RUNNING, STOPPED})  # the record never reached a final state (live, or its writer died)
 RESUMABLE = frozenset({FAILED, INTERRUPTED, STOPPED})  # may continue from its last checkpoint
+
+
+def final_state(exception: BaseException | None = None, *, diverged: bool = False) -> str:
+    """The state a writer ends a run with: the one rule of every run-folder writer.
+
+    Parameters
+    ----------
+    exception : BaseException, optional
+        What ended training, if it raised: ``KeyboardInterrupt`` (Ctrl-C, a stop from the dashboard)
+        gives ``interrupted``, any other exception ``failed``.
+    diverged : bool
+        Training met a non-finite loss (checked only when nothing raised).
+
+    Returns
+    -------
+    str
+        One of :data:`INTERRUPTED`, :data:`FAILED`, :data:`DIVERGED`, :data:`FINISHED`.
+    """
+    if exception is not None:
+        return INTERRUPTED if isinstance(exception, KeyboardInterrupt) else FAILED
+    return DIVERGED if diverged else FINISHED

@@ -18,8 +18,9 @@ it is and upgraded in place when a writer opens it)::
     layer_index(source_id, stat_id, layer_id) PRIMARY KEY: which series exist
     frames(id INTEGER PRIMARY KEY, step INT, epoch INT, role TEXT, channel TEXT, p INT, h INT, w INT,
            lo BLOB, hi BLOB, data BLOB)                                           (version 2)
-        live reconstructions (:mod:`fnodiag.runs.frames`): role 'pred' | 'truth', channel
-        'amp' | 'phase'; data = (P, H, W) uint8 codes, lo / hi = (P,) '<f8' per-image range;
+        live images (:mod:`fnodiag.runs.frames`): role 'pred' | 'truth', channel 'amp' | 'phase'
+        (fnodiag's own reconstructions) or any name (a watched model's ``frames=`` images);
+        data = (P, H, W) uint8 codes, lo / hi = (P,) '<f8' per-image range;
         the truth of the probe patches is stored once at step -1 (never truncated)
         UNIQUE INDEX frames_key(role, channel, step): a rewritten step replaces the old row
 
@@ -37,6 +38,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from fnodiag.runs.frames import CHANNELS, ROLES, encode
 
 SOURCES = ("activation", "grad", "param")
 SCOPES = ("step", "epoch")
@@ -80,12 +83,22 @@ class RunStore:
         Seconds between automatic flushes (checked at each append); None: only by size or by hand.
     max_buffer : int
         Buffered values (scalars + layer values) that trigger a flush.
+    frame_channels : tuple of str or None
+        The frame channel names :meth:`log_frame` accepts: fnodiag's reconstructions (``amp``,
+        ``phase``) by default; None accepts any non-empty name (the images of a watched model).
     """
 
     def __init__(
-        self, path: str | Path, *, enabled: bool = True, flush_every: float | None = 0.25, max_buffer: int = 200_000
+        self,
+        path: str | Path,
+        *,
+        enabled: bool = True,
+        flush_every: float | None = 0.25,
+        max_buffer: int = 200_000,
+        frame_channels: tuple[str, ...] | None = CHANNELS,
     ):
         self.path, self.enabled = Path(path), bool(enabled)
+        self.frame_channels = None if frame_channels is None else tuple(frame_channels)
         self.flush_every, self.max_buffer = flush_every, int(max_buffer)
         self._lock = threading.RLock()
         self._scalars: list[tuple] = []
@@ -195,9 +208,10 @@ class RunStore:
             self._maybe_flush()
 
     def log_frame(self, step: int, epoch: int, channels: Mapping[str, np.ndarray], *, role: str = "pred") -> None:
-        """Append one reconstruction frame: ``{channel: (P, H, W) float}``, stored 8-bit with its range.
+        """Append one frame of live images: ``{channel: (P, H, W) float}``, stored 8-bit with its range.
 
-        ``channels`` maps 'amp' and / or 'phase' to the probe batch's images (both go into the same
+        ``channels`` maps 'amp' and / or 'phase' (or, for a store opened with ``frame_channels=None``,
+        any names) to the probe batch's images (all go into the same
         transaction, so a reader sees a whole frame or none). ``role`` is 'pred' (the generator's
         output at ``step``) or 'truth' (the ground truth of the probe patches: pass ``step``
         :data:`TRUTH_STEP`; written once, kept by :meth:`truncate`). A frame of the same role,
@@ -205,13 +219,12 @@ class RunStore:
         """
         if not self.enabled:
             return
-        from fnodiag.runs.frames import CHANNELS, ROLES, encode
-
-        bad = [c for c in channels if c not in CHANNELS]
+        allowed = self.frame_channels
+        bad = [c for c in channels if not isinstance(c, str) or not c or (allowed is not None and c not in allowed)]
         if bad or role not in ROLES:
             raise ValueError(
                 f"frame channel(s) {bad} / role {role!r} not valid; channels: "
-                f"{', '.join(CHANNELS)}; roles: {', '.join(ROLES)}"
+                f"{', '.join(allowed) if allowed is not None else 'any non-empty name'}; roles: {', '.join(ROLES)}"
             )
         rows = []
         for channel, images in channels.items():

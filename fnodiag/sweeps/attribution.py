@@ -6,7 +6,9 @@ its changed condition is the set of configuration fields where its resolved conf
 from the baseline's (read from each run's ``config.json``, the seed ignored), so the table states
 what really differed, not what the arm's name promises. Per removal the table gives the collapse
 count (outcome ``learned then collapsed``, :mod:`fnodiag.analysis.outcome`) over the seeds with the
-condition (the baseline) and without it (the arm), and the last-weights amp SSIM of both.
+condition (the baseline) and without it (the arm), and the last-weights amp SSIM of both. A removal
+that changes ``data.*`` fields trains on its own dataset; the row says so (``other_data``) and whether
+the definition declares that as the arm's condition (``data_arm``, its ``data_arms``).
 
 The answer is inconclusive when the control did not learn on every seed (nothing can be told from
 a budget too small to learn) or the baseline did not learn then collapse on most of its seeds
@@ -83,7 +85,16 @@ def collapses(o: dict | None) -> bool:
     return bool(o) and o["n_collapsed"] * 2 > o["n_done"]
 
 
-def removal_attribution(rows: list[dict], baseline: str, control_check: dict | None = None) -> dict:
+def _data_note(t: dict) -> str:
+    """`` (other data: the arm's condition)`` for a declared data arm's row, a warning for an undeclared one."""
+    if not t.get("other_data"):
+        return ""
+    return " (other data: the arm's condition)" if t.get("data_arm") else " (other data ⚠ not declared in data_arms)"
+
+
+def removal_attribution(
+    rows: list[dict], baseline: str, control_check: dict | None = None, data_arms: tuple[str, ...] | list[str] = ()
+) -> dict:
     """The remove-one-condition table and its sentence.
 
     Parameters
@@ -95,14 +106,18 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
         The arm carrying every condition.
     control_check : dict, optional
         :func:`fnodiag.sweeps.summary.control_check` of the sweep's control.
+    data_arms : sequence of str
+        The definition's ``data_arms``: removals whose other data is their declared condition.
 
     Returns
     -------
     dict
         ``{"kind": "removal", "baseline", "conclusion": "inconclusive" | "answered" | "pending",
-        "rows": [{"arm", "changed": [{"field", "baseline", "arm"}], "condition", "with", "without",
-        "prevented": int | None, "prevents": bool | None}], "text"}``; ``with`` is the baseline's
-        outcome, ``without`` the arm's (``n_done``, ``n_collapsed``, ``n_learned``, ``amp_ssim``).
+        "rows": [{"arm", "changed": [{"field", "baseline", "arm"}], "condition", "other_data": bool,
+        "data_arm": bool, "with", "without", "prevented": int | None, "prevents": bool | None}], "text"}``;
+        ``other_data``: the arm trains on its own dataset (a ``data.*`` field changed), ``data_arm``: the
+        definition declares it; ``with`` is the baseline's outcome, ``without`` the arm's (``n_done``,
+        ``n_collapsed``, ``n_learned``, ``amp_ssim``).
     """
     configs = {}
     for r in rows:
@@ -124,6 +139,8 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
                     "arm": arm,
                     "changed": changed,
                     "condition": condition_label(changed),
+                    "other_data": any(c["field"].startswith("data.") for c in changed),
+                    "data_arm": arm in data_arms,
                     "with": base_out,
                     "without": without,
                     "prevented": prevented,
@@ -156,8 +173,8 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
             parts.append(
                 "Removing "
                 + "; ".join(
-                    f"{t['condition']} ({t['arm']}) prevents the collapse on "
-                    f"{t['prevented']}/{t['without']['n_done']} seeds "
+                    f"{t['condition']} ({t['arm']}{', own dataset' if t['other_data'] else ''}) prevents the "
+                    f"collapse on {t['prevented']}/{t['without']['n_done']} seeds "
                     f"(learned on {t['without']['n_learned']})"
                     for t in yes
                 )
@@ -167,7 +184,8 @@ def removal_attribution(rows: list[dict], baseline: str, control_check: dict | N
             parts.append(
                 "Removing "
                 + "; ".join(
-                    f"{t['condition']} ({t['arm']}) does not: {t['without']['n_collapsed']}/{t['without']['n_done']} "
+                    f"{t['condition']} ({t['arm']}{', own dataset' if t['other_data'] else ''}) does not: "
+                    f"{t['without']['n_collapsed']}/{t['without']['n_done']} "
                     "seeds still collapse"
                     for t in no
                 )
@@ -202,5 +220,11 @@ def removal_markdown(att: dict) -> list[str]:
     ]
     for t in att["rows"]:
         (cw, sw), (cn, sn) = outcome_cells(t["with"]), outcome_cells(t["without"])
-        lines.append(f"| {t['condition']} | {t['arm']} | {cw} | {cn} | {sw} | {sn} |")
-    return lines + ["", "Collapsed = learned then collapsed (a run that never learned is not counted).", ""]
+        lines.append(f"| {t['condition']}{_data_note(t)} | {t['arm']} | {cw} | {cn} | {sw} | {sn} |")
+    lines += ["", "Collapsed = learned then collapsed (a run that never learned is not counted)."]
+    if any(t.get("other_data") for t in att["rows"]):
+        lines.append(
+            "A row marked *other data* trains on its own dataset: changing the data is the condition it tests, "
+            "so its scores are measured on its own test set."
+        )
+    return lines + [""]

@@ -1,12 +1,13 @@
 """The sweep runner: run (or resume) the selected arms × seeds of a definition, then summarize.
 
 A sweep folder holds ``sweep.json`` (:mod:`fnodiag.sweeps.manifest`), one run directory
-``<arm>-s<seed>`` per arm × seed, the shared dataset cache ``datasets/``, each run's checkpoint
-captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt`` when the capture failed; the
+``<arm>-s<seed>`` per arm × seed, the dataset cache ``datasets/<key>`` (one dataset per distinct
+data setting: the arms share one unless the definition declares data arms, :mod:`fnodiag.sweeps.data`),
+each run's checkpoint captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt`` when the capture failed; the
 run's training outcome in ``status.json`` is never changed by it) and the summary.
 
 :func:`run_sweep` checks every setting before anything is written, records the definition and the
-placement in ``sweep.json``, simulates the shared dataset once, and hands the runs still to do to an
+placement in ``sweep.json``, simulates each distinct dataset once, and hands the runs still to do to an
 executor (:data:`EXECUTORS`) together with the task they run, :func:`fnodiag.sweeps.task.run_one`.
 As each run ends the driver (this process, the only writer of ``sweep.json`` and the summary)
 records its result, marks a run whose worker died ``interrupted`` and rewrites the summary.
@@ -51,9 +52,10 @@ def run_sweep(
     """Run (or resume) every selected arm × seed of ``defn`` into ``out``, then summarize.
 
     Finished and diverged runs are skipped; an interrupted or failed run with a checkpoint
-    continues from it; a run that fails is recorded and the sweep goes on. All runs share one
-    dataset (an error if the arms' data settings differ). Each finished run's best and last
-    checkpoints are captured. ``summary.md`` / ``summary.json`` are rewritten after every run.
+    continues from it; a run that fails is recorded and the sweep goes on. Each distinct data
+    setting is simulated once into ``<out>/datasets/<key>``; an arm may train on other data than the
+    definition's data reference arm only if the definition declares it (``data_arms``). Each finished
+    run's best and last checkpoints are captured. ``summary.md`` / ``summary.json`` are rewritten after every run.
 
     Parameters
     ----------
@@ -73,12 +75,7 @@ def run_sweep(
     overrides = dict(overrides or {})
     pairs = select(defn, arms, seeds)
     configs = {p: defn.config(*p, overrides) for p in pairs}  # every setting validated before anything is written
-    keys = {dataset_key(c.data) for c in configs.values()}
-    if len(keys) > 1:
-        raise ConfigError(
-            f"the arms of sweep {defn.name!r} use different data settings ({len(keys)} datasets); "
-            "arms must share one dataset: move data.* settings to [shared]"
-        )
+    data_arms = defn.data_arms_changes(overrides, seed=pairs[0][1])  # an arm on other data must be declared
     for (arm, seed), cfg in configs.items():
         existing = RunDir(Path(out) / run_name(arm, seed))
         if existing.config_path.is_file() and existing.read_config() != cfg:
@@ -95,7 +92,7 @@ def run_sweep(
     _note_cpu(defn, configs.values(), echo)
     manifest.write_spec(out, defn, pairs, overrides)
     manifest.record_execution(out, resources.record())
-    load_or_simulate(next(iter(configs.values())).data, out / "datasets")  # one shared dataset, simulated once
+    _simulate_datasets(configs, out / "datasets", data_arms, echo)
     specs = []
     for i, (arm, seed) in enumerate(pairs, 1):
         cfg, name = configs[(arm, seed)], run_name(arm, seed)
@@ -133,6 +130,27 @@ def run_sweep(
         raise
     write_summary(out)
     return out
+
+
+def _simulate_datasets(configs: dict, cache: Path, data_arms: dict, echo) -> None:
+    """Each distinct data setting of ``configs`` simulated (or found in ``cache``) once, before any run trains.
+
+    Every run then finds its own dataset at ``<cache>/<dataset_key(its data)>``: training loads it
+    from there and records the key in ``effective_config.json`` ``data.key``.
+    """
+    arms: dict[str, list[str]] = {}  # dataset key -> the arms training on it
+    data = {}
+    for (arm, _), cfg in configs.items():
+        key = dataset_key(cfg.data)
+        data.setdefault(key, cfg.data)
+        on = arms.setdefault(key, [])
+        if arm not in on:
+            on.append(arm)
+    for key, on in arms.items():
+        if len(arms) > 1:
+            fields = sorted({c["field"] for a in on for c in data_arms.get(a, [])})
+            echo(f"dataset {key}: {', '.join(on)}" + (f" (data arm: {', '.join(fields)})" if fields else ""))
+        load_or_simulate(data[key], cache)
 
 
 def _note_cpu(defn: SweepDefinition, configs, echo) -> None:

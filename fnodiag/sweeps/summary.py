@@ -25,6 +25,7 @@ from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.files import atomic_write_text, write_json
 from fnodiag.runs import RunDir, list_runs, states
 from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_attribution, removal_markdown
+from fnodiag.sweeps.data import data_markdown, data_report, data_warnings, reference_arm
 from fnodiag.sweeps.manifest import asked_config, is_sweep, read_manifest
 from fnodiag.sweeps.verdict import control_check, verdict
 from fnodiag.training.optimizers import hyperparameter_text, hyperparameters
@@ -49,7 +50,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
     captures = {tag: run.read_capture(tag) for tag in ("best", "last")}
     origin = run.read_origin() if run.config_path.is_file() else None
     kind = origin["kind"] if origin else "fnodiag"
-    cfg = run.read_config().to_dict() if run.config_path.is_file() and kind != "lightning" else {}
+    cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
     return {
         "run": run.path.name,
         "arm": arm,
@@ -154,12 +155,15 @@ def arm_table(rows: list[dict]) -> dict[str, dict]:
     return arms
 
 
-def warnings_for(rows: list[dict]) -> list[str]:
-    """Reasons the arms may not be comparable, and effective settings that differ from the definition."""
-    out = []
+def warnings_for(rows: list[dict], data: dict | None = None) -> list[str]:
+    """Reasons the arms may not be comparable, and effective settings that differ from the definition.
+
+    ``data`` (:func:`fnodiag.sweeps.data.data_report`) tells which arms train on other data as their
+    declared condition: those are not warned about (:func:`fnodiag.sweeps.data.data_warnings`); without
+    it any two datasets are.
+    """
     started = [r for r in rows if r["optimizer"]]
-    if len({r["data_key"] for r in started}) > 1:
-        out.append("runs trained on different datasets: " + ", ".join(sorted({str(r["data_key"]) for r in started})))
+    out = data_warnings(started, data if data is not None else data_report(started, None))
     clips = {r["arm"]: json.dumps({k: (r["grad_clip"] or {}).get(k) for k in ("algorithm", "value")}) for r in started}
     if len(set(clips.values())) > 1:
         out.append("clipping differs between arms: " + "; ".join(f"{a} {c}" for a, c in clips.items()))
@@ -173,7 +177,9 @@ def warnings_for(rows: list[dict]) -> list[str]:
     return out
 
 
-def attribution(rows: list[dict], control: str | None = None, baseline: str | None = None) -> dict | None:
+def attribution(
+    rows: list[dict], control: str | None = None, baseline: str | None = None, data_arms: list[str] | tuple = ()
+) -> dict | None:
     """Which reference conditions the collapse needs (None when no arm carries any and no ``baseline``).
 
     With a ``baseline`` arm (a definition's ``baseline = "ARM"``) the question is subtractive:
@@ -186,7 +192,7 @@ def attribution(rows: list[dict], control: str | None = None, baseline: str | No
     """
     check = control_check(rows, control)
     if baseline is not None:
-        return removal_attribution(rows, baseline, check)
+        return removal_attribution(rows, baseline, check, data_arms)
 
     arms: dict[str, tuple] = {}
     for r in rows:
@@ -323,8 +329,16 @@ def probe_note(rows: list[dict]) -> str | None:
     return "Probe: " + "; ".join(f"{p} ({sum(r.get('probe') == p for r in rows)} runs)" for p in probes) + "."
 
 
-def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: list[str], att: dict | None = None) -> str:
-    """The human-readable summary."""
+def markdown(
+    name: str,
+    rows: list[dict],
+    arms: dict,
+    verdict_: dict,
+    warns: list[str],
+    att: dict | None = None,
+    data: dict | None = None,
+) -> str:
+    """The human-readable summary (``data``: :func:`fnodiag.sweeps.data.data_report`, the ``## Data`` section)."""
     lines = [
         f"# Sweep `{name}`",
         "",
@@ -340,6 +354,8 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
         lines += [probe, ""]
     if warns:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    if data:
+        lines += data_markdown(data)
     if att:
         lines += removal_markdown(att) if att.get("kind") == "removal" else _attribution_md(att)
     lines += [
@@ -372,9 +388,11 @@ def markdown(name: str, rows: list[dict], arms: dict, verdict_: dict, warns: lis
             else r["collapse"]
         )
         state = r["state"] + (f" ⚑ {', '.join(r['reference_quirks'])}" if r["reference_quirks"] else "")
-        state += {"reference": " (imported from the reference)", "lightning": " (LightningModule)"}.get(
-            r.get("origin"), ""
-        )
+        state += {
+            "reference": " (imported from the reference)",
+            "lightning": " (LightningModule)",
+            "torch": " (PyTorch loop)",
+        }.get(r.get("origin"), "")
         if r.get("config_warnings"):
             state += f" ⚠ {len(r['config_warnings'])} setting(s) not as asked"
         lines.append(
@@ -463,10 +481,9 @@ def runs_manifest(folder: Path) -> dict:
     entries = {}
     for run in runs:
         rel = str(run.path.relative_to(folder)) if run.path != folder else run.path.name
-        origin = run.read_origin()
         seed = (
             (run.read_json("effective_config.json", {}) or {}).get("seed")
-            if origin and origin["kind"] == "lightning"
+            if run.is_foreign()
             else run.read_config().train.seed
         )
         entries[rel] = {"arm": rel, "seed": seed, "path": rel}
@@ -479,7 +496,8 @@ def write_summary(sweep_dir: str | Path) -> dict:
     Writes summary.json, summary.md and plots."""
     d = Path(sweep_dir)
     manifest = read_manifest(d)
-    if manifest is None:
+    plain = manifest is None  # a plain runs folder: no definition, no data reference arm
+    if plain:
         manifest = runs_manifest(d)
     rows = [
         run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
@@ -488,8 +506,14 @@ def write_summary(sweep_dir: str | Path) -> dict:
     arms = arm_table(rows)
     spec = manifest.get("spec") or {}
     control, baseline = manifest.get("control", spec.get("control")), manifest.get("baseline", spec.get("baseline"))
-    v, warns = verdict(arms, rows, control), warnings_for(rows) + run_state_warnings(rows)
-    att = attribution(rows, control, baseline)
+    data_arms = list(spec.get("data_arms") or [])
+    data = data_report(rows, None if plain else reference_arm(manifest["arms"], baseline, control), data_arms)
+    for arm, e in data["arms"].items():  # per arm: its dataset, and whether that is other data than the reference's
+        arms[arm].update(
+            data_key=e["data_key"], other_data=e["other_data"], data_arm=e["declared"], data_condition=e["condition"]
+        )
+    v, warns = verdict(arms, rows, control), warnings_for(rows, data) + run_state_warnings(rows)
+    att = attribution(rows, control, baseline, data_arms)
     summary = {
         "sweep": manifest["name"],
         "definition": manifest.get("definition"),
@@ -499,11 +523,12 @@ def write_summary(sweep_dir: str | Path) -> dict:
         "baseline": baseline,
         "probe": probe_note(rows),
         "warnings": warns,
+        "data": data,
         "attribution": att,
         "arms": arms,
         "runs": [{k: r[k] for k in r if k != "expected"} for r in rows],
     }
     write_json(d / "summary.json", summary, sort_keys=False)
-    atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns, att))
+    atomic_write_text(d / "summary.md", markdown(manifest["name"], rows, arms, v, warns, att, data))
     plot_summary(d, rows, arms)
     return summary

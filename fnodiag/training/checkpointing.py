@@ -4,6 +4,7 @@ good ``best.ckpt`` / ``last.ckpt`` survive, and keeps ``last.ckpt`` at the last 
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
 
 
 class SafeCheckpoint(ModelCheckpoint):
@@ -16,6 +17,7 @@ class SafeCheckpoint(ModelCheckpoint):
     healthy. Here ``last.ckpt`` is written at the end of every epoch's checkpoint hook.
     """
 
+    @override
     def _should_skip_saving_checkpoint(self, trainer) -> bool:
         return _diverged(trainer) or super()._should_skip_saving_checkpoint(trainer)
 
@@ -23,18 +25,21 @@ class SafeCheckpoint(ModelCheckpoint):
         if self.save_last and self._last_global_step_saved != trainer.global_step:  # top-k (and last) not saved now
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    @override
     def on_validation_end(self, trainer, pl_module):
         active = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer)
         super().on_validation_end(trainer, pl_module)
         if active:
             self._save_last_now(trainer)
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module):
         active = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         if active:
             self._save_last_now(trainer)
 
+    @override
     def on_train_end(self, trainer, pl_module):
         # Lightning saves last.ckpt here when none was saved yet, bypassing the check above.
         if not _diverged(trainer):

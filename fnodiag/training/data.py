@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from fnodiag.ptycho.simulate import GridLinesData
 
@@ -110,6 +111,7 @@ class GridLinesDataModule(L.LightningDataModule):
         self.train_set = AmplitudeDataset(data.train.diffraction)
         self.val_set = AmplitudeDataset(data.test.diffraction)
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             self.train_set,
@@ -120,6 +122,7 @@ class GridLinesDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
             self.val_set,

@@ -1,25 +1,25 @@
-"""Live capture during training, for fnodiag's own runs and for any LightningModule: ``fnodiag.LiveCapture``.
+"""``fnodiag.LiveCapture``: the Lightning adapter over the capture core, for fnodiag's own runs and any LightningModule.
 
-A thin callback over the pure statistics of :mod:`fnodiag.diagnostics.stats` and the hook
-recorder of :mod:`fnodiag.diagnostics.hooks`. Every k-th optimizer step ``s`` (s = 0, k, 2k, ...):
+A thin callback: the capture itself (probe pass, statistics, gradient norms, update ratios, one
+host transfer per capture) is :class:`fnodiag.training.capture_core.CaptureCore`, the run folder
+:class:`fnodiag.runs.writer.RunWriter`, the same two that :func:`fnodiag.watch` drives from a plain
+loop. Lightning's hooks say when: every k-th optimizer step ``s`` the core runs its probe pass in
+``on_before_optimizer_step`` (weights ``W_s``, gradients before clipping) and writes the capture in
+``on_train_batch_end`` (weights ``W_{s+1}``).
 
-1. in ``on_before_optimizer_step`` (after backward, before clipping and the update, weights
-   ``W_s``): the watched module runs once under ``inference_mode`` on a fixed probe batch (given,
-   or the first training batch, kept), so values compare across steps and runs; the recorder
-   reduces every hooked output to its statistics on the device; per-module gradient norms
-   (before clipping), the LayerScale / InstanceNorm values and a snapshot of the weights ``W_s``
-   (into a reused buffer) are taken;
-2. in ``on_train_batch_end`` (weights ``W_{s+1}``): per-module update-to-weight ratios
-   ``||W_{s+1} - W_s|| / ||W_s||`` and weight norms ``||W_s||`` from the snapshot; then
-   everything for step ``s`` reaches the host in one transfer and goes to the run's store
-   (rank 0 only).
-
-Given a :class:`~fnodiag.runs.RunStore` (fnodiag's own training, where ``RunRecorder`` writes the
-run's other records) the callback writes layer statistics only. Given a run folder it owns that
-folder (:mod:`fnodiag.training.lightning_run`): it also writes the per-step scalars (loss, lr,
-global gradient norm before / after clipping), ``effective_config.json``, ``history.json`` and
-``status.json``, so ``panel serve app --args --runs PARENT`` lists the run beside fnodiag's own.
-Complex-valued activations and weights are measured by magnitude.
+Given a :class:`~fnodiag.runs.RunStore` or a :class:`~fnodiag.runs.writer.RunWriter` (fnodiag's own
+training, where :class:`~fnodiag.training.recorder.RunRecorder` writes the run's other records) the
+callback writes layer statistics only. Given a run folder it owns that folder (``config.json`` =
+``{"kind": "lightning", "module", "hparams"}``) and also writes, per optimizer step, ``train/loss``
+(the ``training_step`` output, a tensor or its ``"loss"`` entry), ``lr`` (first param group of the
+first optimizer; ``lr/<i>.<j>`` for the others), ``grad/norm_preclip`` (global L2 norm of the
+LightningModule's gradients in ``on_before_optimizer_step``, before Lightning clips),
+``grad/norm_postclip`` (after the step) and ``grad/clipped``, all kept on the device until the
+writer's next flush (every :data:`~fnodiag.runs.writer.FLUSH_EVERY` steps, every capture, every
+epoch end, the end); per epoch ``history.json`` (``train_loss``, ``val_loss``, ``lr``) and every
+scalar of ``trainer.callback_metrics`` as ``epoch/<name>``; and ``status.json`` (running with a
+heartbeat, then finished / diverged / failed / interrupted), so ``fnodiag serve PARENT`` lists the
+run beside fnodiag's own.
 """
 
 from __future__ import annotations
@@ -27,61 +27,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+from typing_extensions import override
 
-from fnodiag.diagnostics.hooks import OUTPUT, ActivationRecorder, default_targets
-from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
-from fnodiag.runs import RunDir, RunStore
+from fnodiag.runs import RunDir, RunStore, jsonable
+from fnodiag.runs.names import GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
+from fnodiag.runs.writer import RunWriter
+from fnodiag.training.capture_core import PROBE_BATCH, CaptureCore, generic_targets, probe_from_batch
+from fnodiag.training.clipping import global_grad_norm
+from fnodiag.training.describe import describe_lightning
 
-PROBE_BATCH = 2  # samples in the fixed probe batch: a capture stays a small share of a training step
-MAX_GENERIC_TARGETS = 64
-
-
-def generic_targets(model: nn.Module) -> list[str]:
-    """Layers to watch in a model: fnodiag's U-NO layers when it has them, else every leaf module.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The watched module.
-
-    Returns
-    -------
-    list of str
-        :func:`~fnodiag.diagnostics.hooks.default_targets` when it finds a U-NO layout; otherwise
-        the paths of modules without children (``nn.Linear``, activations, ...), in
-        ``named_modules`` order, at most ``MAX_GENERIC_TARGETS``, then ``"output"``.
-    """
-    found = default_targets(model)
-    if any(t == "lifter" or t.startswith(("encoder.", "bottleneck")) for t in found):
-        return found
-    leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
-    return leaves[:MAX_GENERIC_TARGETS] + [OUTPUT]
+__all__ = ["PROBE_BATCH", "LiveCapture", "generic_targets", "probe_from_batch"]
+HISTORY_KEYS = ("train_loss", "val_loss", "lr")
 
 
-def probe_from_batch(batch, size: int) -> torch.Tensor:
-    """The model input of a training batch, first ``size`` samples, detached and copied.
-
-    A tensor batch is the input; a tuple / list batch gives its first tensor (``(x, y)``); a dict
-    its ``"x"`` / ``"input"`` / ``"inputs"`` entry, else its first tensor value.
-
-    Raises
-    ------
-    ValueError
-        No tensor in the batch (pass ``probe=`` explicitly).
-    """
-    x = batch
-    if isinstance(batch, dict):
-        x = next(
-            (batch[k] for k in ("x", "input", "inputs") if isinstance(batch.get(k), torch.Tensor)),
-            next((v for v in batch.values() if isinstance(v, torch.Tensor)), None),
-        )
-    elif isinstance(batch, (tuple, list)):
-        x = next((v for v in batch if isinstance(v, torch.Tensor)), None)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"LiveCapture found no tensor in a {type(batch).__name__} training batch; pass probe=TENSOR")
-    return x[:size].detach().clone()
+def _loss_key(metrics, part: str) -> str | None:
+    """First metric name holding ``part`` and "loss" (the reference's history rule), else None."""
+    return next((k for k in metrics if part in k.lower() and "loss" in k.lower()), None)
 
 
 class LiveCapture(Callback):
@@ -89,23 +54,33 @@ class LiveCapture(Callback):
 
     Parameters
     ----------
-    run : str, Path, RunDir or RunStore
-        A run folder to create and own (it must be new or empty), or the store of a run whose
-        other records another callback writes (fnodiag's own training).
+    run : str, Path, RunDir, RunStore or RunWriter
+        A run folder to create and own (new, empty, or holding no training record), or the store /
+        writer of a run whose other records another callback writes (fnodiag's own training).
     module : None, str or list of str
         What to watch: None = the LightningModule itself; ``"generator"`` = that submodule (a
         path as in ``named_modules``); a list of module paths inside the LightningModule = hook
         exactly those (``"output"`` = the LightningModule's own output).
     probe : (PROBE, ...) tensor, optional
         Fixed input of the watched module, the same at every capture. Default: the first
-        ``probe_size`` samples of the first training batch (see :func:`probe_from_batch`), kept.
+        ``probe_size`` samples of the first training batch (the LightningModule watched) or of the
+        submodule's own first input (``module="sub"``, a forward pre-hook), kept.
     every : int
         Capture period in optimizer steps (>= 1).
     targets : list of str, optional
-        Module paths inside the watched module (default :func:`generic_targets`); ignored when
-        ``module`` is a list.
+        Module paths inside the watched module (default
+        :func:`~fnodiag.training.capture_core.choose_targets`); ignored when ``module`` is a list.
     probe_size : int
-        Samples kept from the first training batch when ``probe`` is None.
+        Samples kept from the first input when ``probe`` is None.
+    frames : callable, optional
+        ``frames(probe_output) -> {name: 2-D array}``: live images recorded every capture.
+
+    Raises
+    ------
+    FileExistsError
+        The run folder holds a training record or other files (nothing there is touched).
+    ValueError
+        At fit start, before anything is written: ``module`` or a target the model does not have.
     """
 
     def __init__(
@@ -117,34 +92,52 @@ class LiveCapture(Callback):
         every: int = 10,
         targets: list[str] | None = None,
         probe_size: int = PROBE_BATCH,
+        frames=None,
     ):
-        if int(every) < 1:
-            raise ValueError(f"capture period must be >= 1 step, got {every}")
-        if probe is not None and not isinstance(probe, torch.Tensor):
-            raise TypeError(f"probe must be a torch.Tensor batch, got {type(probe).__name__}")
         if not (
             module is None
             or isinstance(module, str)
             or (isinstance(module, (list, tuple)) and module and all(isinstance(m, str) for m in module))
         ):
             raise TypeError("module must be None (the LightningModule), a submodule path, or a list of module paths")
-        self.every, self.probe_size = int(every), int(probe_size)
         self.module = list(module) if isinstance(module, (list, tuple)) else module
         self.targets = list(self.module) if isinstance(self.module, list) else targets
-        self.probe_batch = probe
-        self.writer = None
-        if isinstance(run, RunStore):
-            self.store, self.run = run, None
+        self.owns = not isinstance(run, (RunStore, RunWriter))
+        if isinstance(run, RunWriter):
+            writer = run
+        elif isinstance(run, RunStore):
+            writer = RunWriter(None, store=run, enabled=run.enabled)
         else:
-            from fnodiag.training.lightning_run import LightningRunWriter  # owns a foreign run's folder
+            rank0 = rank_zero_only.rank == 0  # DDP re-runs the script on other ranks after rank 0 made the folder
+            run = run if isinstance(run, RunDir) else RunDir(Path(run))
+            writer = RunWriter.claim(run, {"kind": "lightning"}, history_keys=HISTORY_KEYS, enabled=rank0)
+        self.writer = writer
+        self.core = CaptureCore(
+            writer,
+            every=every,
+            probe=probe,
+            targets=self.targets,
+            probe_size=probe_size,
+            frames=frames,
+            annotate=self.owns,
+        )
+        self.every, self.probe_size = self.core.every, self.core.probe_size
+        self.run = writer.run if self.owns else None
+        self._active = False
+        self._pre: torch.Tensor | None = None
+        self._lrs: dict[str, float] = {}
+        self._post_clips = True
 
-            self.run = run if isinstance(run, RunDir) else RunDir(Path(run))
-            self.writer = LightningRunWriter(self.run)
-            self.store = None  # opened on rank 0 at fit start
-        self.recorder: ActivationRecorder | None = None
-        self.watched: nn.Module | None = None
-        self._pending: dict | None = None
-        self._snapshot: list[torch.Tensor] | None = None
+    @property
+    def probe_batch(self) -> torch.Tensor | None:
+        """The probe tensor (None until known)."""
+        probe = self.core.probe
+        return None if probe is None else next((a for a in probe[0] if isinstance(a, torch.Tensor)), None)
+
+    @property
+    def store(self) -> RunStore | None:
+        """The run's store (None before fit start of a run this callback owns)."""
+        return self.writer.store
 
     # ------------------------------------------------------------------ setup
     def _watched(self, pl_module) -> nn.Module:
@@ -159,106 +152,119 @@ class LiveCapture(Callback):
                 ) from None
         return pl_module
 
+    @override
     def on_fit_start(self, trainer, pl_module):
-        if self.writer is not None and trainer.is_global_zero:
-            self.store = self.writer.open(pl_module)
-
-    def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        self.watched = self._watched(pl_module)
-        targets = self.targets if self.targets is not None else generic_targets(self.watched)
-        self.recorder = ActivationRecorder(self.watched, targets).register()
-        self.recorder.active = False
-        if self.probe_batch is not None:
-            self.probe_batch = self.probe_batch.to(pl_module.device)
-        if self.writer is not None:
-            self.writer.start(trainer, pl_module, self.watched, self.describe())
+        self.core.bind(self._watched(pl_module))  # setting errors raise here, before anything is written
+        self._active = True
+        if self.owns:
+            cls = type(pl_module)
+            self.writer.origin.update(
+                module=f"{cls.__module__}.{cls.__qualname__}", hparams=jsonable(dict(getattr(pl_module, "hparams", {})))
+            )
+            self.writer.open()
+
+    @override
+    def on_train_start(self, trainer, pl_module):
+        if not self._active:
+            return
+        if isinstance(self.module, str) and self.module:
+            self.core.grab_first_input(f"first input of {self.module!r}")
+        elif self.core.probe is None:
+            self.core.probe_source = "first training batch"  # taken in on_train_batch_start
+        if self.owns:
+            base = type(pl_module).configure_gradient_clipping is LightningModule.configure_gradient_clipping
+            self._post_clips = bool(trainer.gradient_clip_val) or not base  # else post-clip norm == pre-clip norm
+            effective = describe_lightning(trainer, pl_module, self.core.model)
+            self.writer.start({**effective, "capture": self.describe()}, step=trainer.global_step)
 
     def describe(self) -> dict:
         """The capture settings as they run (for ``effective_config.json``)."""
-        probe = self.probe_batch
-        return {
-            "every": self.every,
-            "module": self.module if self.module is not None else "(LightningModule)",
-            "targets": self.recorder.targets if self.recorder is not None else (self.targets or "default"),
-            "probe_batch": int(probe.shape[0]) if probe is not None else self.probe_size,
-            "probe_source": "given" if probe is not None else "first training batch",
-        }
+        return {"module": self.module if self.module is not None else "(LightningModule)", **self.core.describe()}
 
     # ------------------------------------------------------------------ steps
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.probe_batch is None and self.recorder is not None:
-            self.probe_batch = probe_from_batch(batch, self.probe_size).to(pl_module.device)
-        if self.writer is not None:
-            self.writer.batch_start(trainer)
+        if not self._active:
+            return
+        if self.core.probe is None and self.core.enabled and not isinstance(self.module, str):
+            try:
+                self.core.set_probe(probe_from_batch(batch, self.probe_size))
+            except ValueError as exc:  # no tensor in the batch: capture stops, training goes on
+                self.core.fail("probe", exc, trainer.global_step)
+        if self.owns:
+            self._lrs = {}
+            for i, opt in enumerate(trainer.optimizers):
+                for j, group in enumerate(opt.param_groups):
+                    self._lrs[LR if (i, j) == (0, 0) else f"{LR}/{i}.{j}"] = group["lr"]  # a float or a tensor
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if self.writer is not None:
-            self.writer.before_step(self.watched)
-        step = trainer.global_step
-        if self.recorder is None or step % self.every or self.probe_batch is None:
+        if not self._active:
             return
-        gen = self.watched
-        was_training = gen.training
-        gen.eval()
-        self.recorder.active = True
-        try:
-            with torch.inference_mode():
-                gen(self.probe_batch)
-        finally:
-            self.recorder.active = False
-            gen.train(was_training)
-        self._pending = {
-            "step": step,
-            "epoch": trainer.current_epoch,
-            "activation": self.recorder.device_stats(),
-            "grad": grad_norms(gen),
-            "scale": scale_params(gen),
-            "before": snapshot_weights(gen, out=self._snapshot),
-        }
-        self.recorder.clear()
+        if self.owns:
+            params = [p for p in pl_module.parameters() if p.grad is not None]
+            self._pre = global_grad_norm(params) if params else None  # a device tensor: no host sync
+        self.core.before_step(trainer.global_step, trainer.current_epoch)
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.writer is not None:
-            self.writer.batch_end(trainer, outputs, self.watched)
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if not self._active:
             return
-        gen = self.watched
-        self._snapshot = pending["before"]  # reused as the next snapshot's buffer
-        # the snapshot holds W_s: its norms are the weight norms of the capture step
-        ratio_names, ratios, weights = update_ratios(gen, self._snapshot, inplace=True, with_norms=True)
-        grad_names, grads = pending["grad"]
-        scale_names, scales = pending["scale"]
-        host = to_host(
-            {**pending["activation"], "grad": grads, "update": ratios, "weight": weights, "scale": scales}
-        )  # the one device-to-host transfer of this capture
-        step, epoch = pending["step"], pending["epoch"]
-        self.store.log_layer_stats(step, epoch, "activation", ActivationRecorder.unpack(host))
-        self.store.log_layer_stats(step, epoch, "grad", {(n, "norm"): v for n, v in zip(grad_names, host["grad"])})
-        params = {(n, "update_ratio"): v for n, v in zip(ratio_names, host["update"])}
-        params.update({(n, "weight_norm"): v for n, v in zip(ratio_names, host["weight"])})
-        params.update({tuple(n.rsplit("/", 1)): v for n, v in zip(scale_names, host["scale"])})
-        self.store.log_layer_stats(step, epoch, "param", params)
+        step, epoch = trainer.global_step - 1, trainer.current_epoch  # the optimizer step just taken, 0-based
+        if self.owns and step >= 0:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            values = dict(self._lrs)
+            if isinstance(loss, torch.Tensor):
+                values[TRAIN_LOSS] = loss.detach()
+            if self._pre is not None:
+                params = [p for p in pl_module.parameters() if p.grad is not None]
+                values[GRAD_NORM_PRE] = self._pre
+                values[GRAD_NORM_POST] = global_grad_norm(params) if self._post_clips and params else self._pre
+            self._pre = None
+            self.writer.log(step, epoch, values)
+        self.core.after_step()
+        self.core.write()  # a capture step: its statistics and the buffered scalars in one transfer
+        if self.owns and (self.writer.due() or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            self.writer.flush()
 
     # ------------------------------------------------------------------ epochs and end
+    @override
     def on_train_epoch_end(self, trainer, pl_module):
-        if self.writer is not None:
-            self.writer.epoch_end(trainer)
+        if not (self._active and self.owns):
+            return
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1
+        }
+        train_key = _loss_key(metrics, "train") or ("loss" if "loss" in metrics else None)
+        val_key = _loss_key(metrics, "val")
+        lr = self._lrs.get(LR, float("nan"))
+        values = {
+            "train_loss": metrics.get(train_key, float("nan")),
+            "val_loss": metrics.get(val_key, float("nan")),
+            "lr": float(lr),
+        }
+        self.writer.end_epoch(
+            max(trainer.global_step - 1, 0),
+            trainer.current_epoch,
+            values,
+            scalars=metrics,
+            message=f"epoch {trainer.current_epoch + 1} done",
+        )
 
+    @override
     def on_fit_end(self, trainer, pl_module):
-        if self.writer is not None:
-            self.writer.finish(trainer, "finished", "training finished")
+        if self._active and self.owns:
+            self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch)
 
+    @override
     def on_exception(self, trainer, pl_module, exception):
-        if self.writer is not None:
-            state = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-            self.writer.finish(trainer, state, f"{type(exception).__name__}: {exception}"[:500])
+        if self._active and self.owns:
+            self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch, exception=exception)
 
+    @override
     def teardown(self, trainer, pl_module, stage):
-        if self.recorder is not None:
-            self.recorder.remove()
-            self.recorder = None
-        if self.writer is not None:
+        self.core.close()
+        if self.owns:
             self.writer.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from fnodiag.runs import RunStore
 from fnodiag.runs.frames import amp_phase
@@ -72,6 +73,7 @@ class LiveFrames(Callback):
             "module": self.module,
         }
 
+    @override
     def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
@@ -79,6 +81,7 @@ class LiveFrames(Callback):
         self.probe = self.probe.to(pl_module.device)
         self.store.log_frame(TRUTH_STEP, 0, {"amp": self.truth[0], "phase": self.truth[1]}, role="truth")
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         step = trainer.global_step
         if self._generator is None or step % self.every:

@@ -1,40 +1,54 @@
 """The run recorder: a thin Lightning callback that records what really trains into the run directory and its store.
 
-``RunRecorder`` writes, on rank 0 only:
+``RunRecorder`` drives the run writer (:class:`fnodiag.runs.writer.RunWriter`, the one every run
+uses) on rank 0 only:
 
 * ``effective_config.json`` at train start, read from the live Trainer, optimizer, scheduler
   and generator (never from the requested configuration);
-* per step to the store: the learning rate in effect, the loss, the global gradient norm before
-  and after clipping, whether the step was clipped (one device-to-host transfer per step) and the
-  step's batch size (``train/batch_size``: a kept partial batch shows as one smaller step per epoch);
+* per step: the learning rate in effect, the loss, the global gradient norm before and after
+  clipping (from the system's :class:`~fnodiag.training.step_record.StepRecord`, device tensors
+  handed over as they are) and the step's batch size (``train/batch_size``: a kept partial batch
+  shows as one smaller step per epoch); ``grad/clipped`` is derived by the writer. No step reads a
+  tensor: the writer brings the buffered steps to the host in one transfer per flush, every
+  ``flush_every`` steps (:data:`~fnodiag.runs.writer.FLUSH_EVERY`), at a live capture (in the
+  capture's own transfer), at the last batch of every epoch and at the end. A killed process loses
+  at most the unflushed steps;
 * per epoch: ``history.json`` (train/val loss, lr, clip fraction, ...), epoch scalars, status;
-* the final status: finished, diverged (with the step), failed or interrupted;
-* while running, a heartbeat: the ``running`` status rewritten every few seconds from a thread
-  (:class:`~fnodiag.runs.Heartbeat`), so a reader can tell a dead process from a live one.
+* the final status: finished, diverged (with the step), failed or interrupted
+  (:func:`fnodiag.runs.states.final_state`);
+* while running, a heartbeat (:class:`~fnodiag.runs.Heartbeat`), so a reader can tell a dead
+  process from a live one.
 
-The per-step values come from the system's explicit per-step record,
-:class:`fnodiag.training.step_record.StepRecord` (``pl_module.step_record``), read once per step.
+Divergence is found without a per-step host sync: a flush that meets a non-finite loss stops the
+run (``trainer.should_stop``), marks the system (``pl_module.diverged``, so
+:class:`~fnodiag.training.checkpointing.SafeCheckpoint` writes nothing more) and files the run as
+``diverged`` at the first non-finite step, whose records and later ones are not written. Up to
+``flush_every - 1`` further steps (never past the epoch's last batch, which always flushes before
+validation and checkpointing) run on the non-finite weights before the stop; the last good
+checkpoint is the one of the last epoch that ended before the divergence.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from fnodiag.config import reference_quirks
-from fnodiag.runs import Heartbeat, RunDir, RunStore
-from fnodiag.runs.names import BATCH_SIZE, EPOCH, GRAD_CLIPPED, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
+from fnodiag.runs import RunDir, RunStore
+from fnodiag.runs.names import BATCH_SIZE, GRAD_CLIPPED, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
+from fnodiag.runs.writer import FLUSH_EVERY, RunWriter
 from fnodiag.training.data import describe_loader
-from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator, versions
+from fnodiag.training.describe import describe_best_checkpoint, describe_clipping, describe_generator
 from fnodiag.training.live_capture import LiveCapture
 from fnodiag.training.live_frames import describe_frames
 from fnodiag.training.optimizers import describe_optimizer
 from fnodiag.training.schedulers import MONITOR, describe_scheduler
 
-STATUS_EVERY_S = 2.0
 HISTORY_KEYS = (
     "train_loss",
     "val_loss",
@@ -57,30 +71,57 @@ def describe_capture(trainer) -> dict:
 
 
 class RunRecorder(Callback):
-    """Writes the run's effective configuration, per-step scalars, history and status.
+    """Writes the run's effective configuration, per-step scalars, history and status (see the module docstring).
 
     Parameters
     ----------
     run : RunDir
     store : RunStore
-        Disabled on ranks other than 0 (every call a no-op).
+        Disabled on ranks other than 0 (then the recorder writes nothing).
     data_info : dict
         Dataset key and sizes, copied into the effective configuration.
     history : dict, optional
         Per-epoch series to continue (a run resumed from a checkpoint).
+    flush_every : int
+        Steps between flushes of the per-step scalars.
+
+    Attributes
+    ----------
+    writer : RunWriter
+        The run's writer; a :class:`~fnodiag.training.live_capture.LiveCapture` given it brings the
+        buffered scalars to the host in its captures' transfers.
     """
 
-    def __init__(self, run: RunDir, store: RunStore, data_info: dict, history: dict | None = None):
+    def __init__(
+        self,
+        run: RunDir,
+        store: RunStore,
+        data_info: dict,
+        history: dict | None = None,
+        *,
+        flush_every: int = FLUSH_EVERY,
+    ):
         self.run, self.store, self.data_info = run, store, data_info
-        self.history: dict[str, list] = {k: list((history or {}).get(k, [])) for k in HISTORY_KEYS}
-        self._epoch_rows: list[list[float]] = []
-        self._lr = float("nan")
-        self._epoch_lr = float("nan")
-        self._last_status = 0.0
+        self.writer = RunWriter(
+            run,
+            store=store,
+            history=history,
+            history_keys=HISTORY_KEYS,
+            flush_every=flush_every,
+            stop_at_divergence=True,
+            enabled=store.enabled,
+        )
+        self._lr = math.nan
+        self._epoch_lr = math.nan
         self._epoch_start = 0.0
-        self.heartbeat = Heartbeat(lambda **f: run.write_status("running", **f))
+
+    @property
+    def history(self) -> dict[str, list]:
+        """The per-epoch series written to ``history.json``."""
+        return self.writer.history
 
     # -- start ----------------------------------------------------------------------------
+    @override
     def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
@@ -120,113 +161,95 @@ class RunRecorder(Callback):
                 else None
             ),
             "best_checkpoint": describe_best_checkpoint(trainer),
+            "flush_every": self.writer.flush_every,
             "data": self.data_info,
-            "versions": versions(),
         }
-        self.run.write_json("effective_config.json", effective)
-        self.heartbeat.beat(step=trainer.global_step, epoch=trainer.current_epoch, message="training started")
+
+        def stop(diverged: dict) -> None:  # a flush met a non-finite loss: stop here, keep the good checkpoints
+            pl_module.diverged = diverged
+            trainer.should_stop = True
+
+        self.writer.on_diverged = stop
+        self.writer.start(effective, step=trainer.global_step, epoch=trainer.current_epoch)
 
     # -- steps ----------------------------------------------------------------------------
+    @override
     def on_train_epoch_start(self, trainer, pl_module):
-        self._epoch_rows = []
         self._epoch_start = time.perf_counter()
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         record = pl_module.step_record  # fnodiag.training.step_record: filled by the system during the step
         if not record.complete() or not trainer.is_global_zero:
             return
-        loss, pre, post = record.to_host()
-        clipped = float(post < pre * (1 - 1e-6))
-        step = trainer.global_step - 1  # the optimizer step just taken, 0-based
-        self.store.log_scalars(
-            step,
+        self.writer.log(
+            trainer.global_step - 1,  # the optimizer step just taken, 0-based
             trainer.current_epoch,
             {
-                TRAIN_LOSS: loss,
+                TRAIN_LOSS: record.loss,
                 LR: self._lr,
-                GRAD_NORM_PRE: pre,
-                GRAD_NORM_POST: post,
-                GRAD_CLIPPED: clipped,
+                GRAD_NORM_PRE: record.grad_norm_pre,
+                GRAD_NORM_POST: record.grad_norm_post,
                 BATCH_SIZE: float(len(batch)),
             },
         )
-        self._epoch_rows.append([pre, clipped])
-        now = time.monotonic()
-        if now - self._last_status > STATUS_EVERY_S:
-            self._last_status = now
-            self.heartbeat.beat(step=step, epoch=trainer.current_epoch, message="")
+        # the epoch's last batch always flushes: a divergence is found before validation and checkpoints
+        if self.writer.due() or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.writer.flush()
 
     # -- epochs ---------------------------------------------------------------------------
+    @override
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
+        self.writer.flush()
         metrics = trainer.callback_metrics
-        rows = np.asarray(self._epoch_rows, dtype=float).reshape(-1, 2)
+        pre, clip = self.writer.epoch_values(GRAD_NORM_PRE), self.writer.epoch_values(GRAD_CLIPPED)
         epoch_values = {
             "train_loss": _scalar(metrics.get("train/loss")),
             "val_loss": _scalar(metrics.get(MONITOR)),
             "val_amp_ssim": _scalar(metrics.get("val/amp_ssim")),
             "val_phase_ssim": _scalar(metrics.get("val/phase_ssim")),
             "val_amp_mae": _scalar(metrics.get("val/amp_mae")),
-            "lr": self._epoch_lr,
-            "clip_fraction": float(rows[:, 1].mean()) if len(rows) else float("nan"),
-            "grad_norm_preclip_median": float(np.median(rows[:, 0])) if len(rows) else float("nan"),
+            "lr": float(self._epoch_lr),
+            "clip_fraction": float(np.mean(clip)) if clip else math.nan,
+            "grad_norm_preclip_median": float(np.median(pre)) if pre else math.nan,
             "epoch_time_s": time.perf_counter() - self._epoch_start,
         }
-        for key, value in epoch_values.items():
-            self.history[key].append(value)
-        self.store.log_scalars(
+        self.writer.end_epoch(
             trainer.global_step - 1,
             trainer.current_epoch,
-            {f"{EPOCH}{k}": v for k, v in epoch_values.items()},
-            scope="epoch",
-        )
-        self.store.flush()
-        self.run.write_history(self.history)
-        self.heartbeat.beat(
-            step=trainer.global_step,
-            epoch=trainer.current_epoch + 1,
+            epoch_values,
             message=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done",
         )
 
     # -- end ------------------------------------------------------------------------------
+    @override
     def on_fit_end(self, trainer, pl_module):
-        self.heartbeat.stop()
-        self.store.flush()
         if not trainer.is_global_zero:
+            self.writer.heartbeat.stop()
             return
+        message = None
         if pl_module.diverged:
             d = pl_module.diverged
-            self.run.write_status(
-                "diverged",
-                step=d["step"],
-                epoch=d["epoch"],
-                message=f"non-finite loss ({d['loss']}) at step {d['step']}; kept the last good checkpoint",
-            )
-        else:
-            self.run.write_status(
-                "finished", step=trainer.global_step, epoch=trainer.current_epoch, message="training finished"
-            )
+            message = f"non-finite loss ({d['loss']}) at step {d['step']}; kept the last good checkpoint"
+        self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch, message=message)
 
+    @override
     def teardown(self, trainer, pl_module, stage):
-        self.heartbeat.stop()  # whatever ended the fit, no heartbeat outlives it
+        self.writer.heartbeat.stop()  # whatever ended the fit, no heartbeat outlives it
 
+    @override
     def on_exception(self, trainer, pl_module, exception):
-        self.heartbeat.stop()
-        self.store.flush()
+        self.writer.heartbeat.stop()
         if not trainer.is_global_zero:
             return
-        state = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        self.run.write_status(
-            state,
-            step=trainer.global_step,
-            epoch=trainer.current_epoch,
-            message=f"{type(exception).__name__}: {exception}"[:500],
-        )
+        self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch, exception=exception)
 
 
 def _scalar(value) -> float:

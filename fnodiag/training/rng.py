@@ -23,6 +23,7 @@ import random
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 
 def collect_rng_states() -> dict:
@@ -77,9 +78,11 @@ class RngState(Callback):
     is exactly the state the next epoch of an uninterrupted run starts from.
     """
 
+    @override
     def state_dict(self) -> dict:
         return {"rng": collect_rng_states()}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("rng"):
             set_rng_states(state_dict["rng"])

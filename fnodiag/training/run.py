@@ -88,8 +88,9 @@ def build_trainer(
     progress: bool = True,
     extra_callbacks=(),
     history: dict | None = None,
+    recorder: RunRecorder | None = None,
 ) -> L.Trainer:
-    """The Lightning Trainer with the run's recorder and checkpoint callbacks."""
+    """The Lightning Trainer with the run's recorder (given, or made here) and checkpoint callbacks."""
     clip = cfg.clip
     lightning_clip = clip.algorithm in ("norm", "value")
     checkpoint = SafeCheckpoint(
@@ -109,7 +110,7 @@ def build_trainer(
         precision=cfg.train.precision,
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
-        callbacks=[RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
+        callbacks=[recorder or RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
@@ -200,17 +201,20 @@ def train(
         "probe": "ideal disk" if data.config.probe_npz is None else f"npz {data.config.probe_npz}",
     }
     callbacks = list(extra_callbacks)
-    if cfg.train.capture_every > 0:
+    recorder = RunRecorder(run, store, data_info, history)
+    if cfg.train.capture_every > 0:  # given the recorder's writer: each capture also flushes the step scalars
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
         callbacks.append(
-            LiveCapture(store, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every)
+            LiveCapture(recorder.writer, module="generator", probe=probe.unsqueeze(1), every=cfg.train.capture_every)
         )
     if cfg.train.frame_every > 0:
         probe = torch.from_numpy(np.ascontiguousarray(data.train.diffraction[:PROBE_BATCH], dtype=np.float32))
         callbacks.append(
             LiveFrames(store, probe.unsqueeze(1), probe_truth(data.train, PROBE_BATCH), every=cfg.train.frame_every)
         )
-    trainer = build_trainer(cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history)
+    trainer = build_trainer(
+        cfg, run, store, data_info, progress=progress, extra_callbacks=callbacks, history=history, recorder=recorder
+    )
     started = time.perf_counter()
     try:
         try:

@@ -57,9 +57,35 @@ def _exponential(opt, cfg: ScheduleConfig, total_epochs: int):
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
 
 
+class StepLR(torch.optim.lr_scheduler.StepLR):
+    """torch's ``StepLR`` that also steps the weight decay: ``wd_gamma`` per ``step_size`` epochs.
+
+    At epoch ``e`` every parameter group's ``weight_decay`` is its value when the schedule was built
+    times ``wd_gamma ** (e // step_size)``, beside the LR's ``gamma ** (e // step_size)``; with
+    ``wd_gamma = 1`` (the default) this is torch's ``StepLR``. The base weight decays are part of
+    ``state_dict``, so a resumed run continues the same formula. Its purpose: with AdamW, a step that
+    makes ``lr x weight_decay`` about 1 leaves every weight at ``(1 - lr wd) w - lr m/sqrt(v)``,
+    of order ``lr`` whatever the gradients: a run that learned is driven into a collapse on purpose.
+    """
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1, wd_gamma: float = 1.0):
+        # set before torch's constructor, which takes the first step
+        self.wd_gamma = float(wd_gamma)
+        self.base_weight_decays = [float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
+        super().__init__(optimizer, step_size=step_size, gamma=gamma)
+
+    def step(self, epoch=None):
+        """Step the LR as torch's ``StepLR``, then set each group's weight decay for the new epoch."""
+        super().step(epoch)
+        factor = self.wd_gamma ** (self.last_epoch // self.step_size)
+        for group, base in zip(self.optimizer.param_groups, self.base_weight_decays):
+            if "weight_decay" in group:
+                group["weight_decay"] = base * factor
+
+
 def _step(opt, cfg: ScheduleConfig, total_epochs: int):
-    """LR x ``step_gamma`` every ``step_size`` epochs; ``step_gamma > 1`` raises it (torch's StepLR allows that)."""
-    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.step_gamma)
+    """LR x ``step_gamma`` (> 1 raises it) and weight decay x ``step_wd_gamma`` every ``step_size`` epochs."""
+    return StepLR(opt, step_size=cfg.step_size, gamma=cfg.step_gamma, wd_gamma=cfg.step_wd_gamma)
 
 
 def _plateau(opt, cfg: ScheduleConfig, total_epochs: int):
@@ -115,6 +141,13 @@ def expected_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, total_epochs: i
     if cfg.name == "step":
         return base_lr * cfg.step_gamma ** (epoch // cfg.step_size)
     return None
+
+
+def expected_weight_decay(cfg: ScheduleConfig, base_weight_decay: float, epoch: int) -> float:
+    """Closed-form weight decay of epoch ``epoch``: stepped by ``step_wd_gamma`` under ``step``, else constant."""
+    if cfg.name != "step" or cfg.frozen:
+        return base_weight_decay
+    return base_weight_decay * cfg.step_wd_gamma ** (epoch // cfg.step_size)
 
 
 def describe_scheduler(entry: dict | None) -> dict:

@@ -7,10 +7,12 @@ Lifecycle of one training step (automatic optimization), all on the system
 2. ``training_step``: ``loss`` (left None when the loss is non-finite and the step is skipped);
 3. ``configure_gradient_clipping``: ``grad_norm_pre`` and ``grad_norm_post`` (the global gradient
    norm before and after clipping; equal when clipping is off);
-4. the recorder's ``on_train_batch_end`` reads a :meth:`StepRecord.complete` record with
-   :meth:`StepRecord.to_host` (one device-to-host transfer per step).
+4. the recorder's ``on_train_batch_end`` hands a :meth:`StepRecord.complete` record's tensors, as
+   they are, to the run writer (:class:`fnodiag.runs.writer.RunWriter`), which brings the buffered
+   steps to the host in one transfer per flush (every N steps, at a capture, at epoch end).
 
-The values stay device tensors until then, so training never synchronises with the host for them.
+The values stay device tensors until then, so a step never synchronises with the host for them.
+:meth:`StepRecord.to_host` reads one record at once (one transfer), for tests and one-off use.
 """
 
 from __future__ import annotations

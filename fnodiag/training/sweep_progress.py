@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from fnodiag.training.schedulers import MONITOR
 
@@ -33,13 +34,16 @@ class SweepProgress(Callback):
     def start(self, label: str, epochs: int) -> None:
         self.label, self.epochs = label, epochs
 
+    @override
     def on_train_start(self, trainer, pl_module):
         # a resumed run has fewer epochs left to train than it has in total
         self.remaining -= trainer.current_epoch
 
+    @override
     def on_train_epoch_start(self, trainer, pl_module):
         self._t = time.perf_counter()
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module):
         self._times.append(time.perf_counter() - self._t)
         self.remaining -= 1

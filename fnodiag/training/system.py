@@ -5,7 +5,9 @@ Automatic optimization throughout, so Lightning steps the LR schedule and calls
 callback writes (loss, global gradient norm before and after clipping) as device tensors in an
 explicit per-step record, ``step_record`` (:mod:`fnodiag.training.step_record`: fresh at each batch
 start, filled by ``training_step`` and ``configure_gradient_clipping``); it never synchronises
-with the host except for the non-finite-loss check.
+with the host during a step. A non-finite loss is found by the recorder when it flushes the
+buffered steps (:mod:`fnodiag.training.recorder`), which then sets :attr:`ReconstructionSystem.diverged`
+and stops the run: no per-step check reads the loss.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
+from typing_extensions import override
 
 from fnodiag.config import RunConfig
 from fnodiag.models import build_model
@@ -49,11 +52,12 @@ class ReconstructionSystem(L.LightningModule):
         )
         self.loss_fn = get_loss(self.cfg.train.loss)
         self.step_record = StepRecord()
-        self.diverged: dict | None = None
+        self.diverged: dict | None = None  # {"step", "epoch", "loss"} of the first non-finite loss, set by the recorder
         self.frozen_scheduler: dict | None = None
         self.val_reference: dict | None = None
         self._val_patches: list[torch.Tensor] = []
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(BATCH, C, N, N) float32`` amplitudes → ``(BATCH, C, N, N) complex64`` object."""
         return self.generator(x)
@@ -62,21 +66,15 @@ class ReconstructionSystem(L.LightningModule):
         """Loss of the generator's object through the forward model against the measurement ``x``."""
         return self.loss_fn(self.forward_model(self.generator(x)), x)
 
+    @override
     def on_train_batch_start(self, batch, batch_idx):
         self.step_record = StepRecord()  # each step starts empty (step 1 of fnodiag.training.step_record)
 
+    @override
     def training_step(self, batch, batch_idx):
+        # No finiteness check here (it would read the loss on the host every step): the recorder
+        # finds a non-finite loss at its next flush and stops the run then (fnodiag.training.recorder).
         loss = self.physics_loss(batch)
-        if not torch.isfinite(loss):
-            # Stop this run at this step; skip the update (returning None) so no optimizer step
-            # is taken, and mark the run so no checkpoint is written from here on.
-            self.diverged = {
-                "step": int(self.global_step),
-                "epoch": int(self.current_epoch),
-                "loss": float(loss.detach().cpu()),
-            }
-            self.trainer.should_stop = True
-            return None
         self.step_record.loss = loss.detach()
         self.log(
             "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch.shape[0]
@@ -96,6 +94,7 @@ class ReconstructionSystem(L.LightningModule):
         """
         self.val_reference = {"obj": obj, "grid": grid, "stride": stride, "norm": norm}
 
+    @override
     def validation_step(self, batch, batch_idx):
         obj = self.generator(batch)
         loss = self.loss_fn(self.forward_model(obj), batch)
@@ -107,6 +106,7 @@ class ReconstructionSystem(L.LightningModule):
                 self._val_patches.append(obj[:need, 0].detach().cpu())
         return loss
 
+    @override
     def on_validation_epoch_end(self):
         patches, self._val_patches = self._val_patches, []
         ref = self.val_reference
@@ -124,6 +124,7 @@ class ReconstructionSystem(L.LightningModule):
         self.log("val/phase_ssim", scores["phase_ssim"])
         self.log("val/amp_mae", scores["amp_mae"])
 
+    @override
     def configure_optimizers(self):
         """The optimizer and its schedule, handed to Lightning to step once per epoch.
 
@@ -139,6 +140,7 @@ class ReconstructionSystem(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    @override
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip as configured and keep the global gradient norm before and after clipping.
 

@@ -1,0 +1,126 @@
+"""Overhead of ``fnodiag.watch`` on a plain PyTorch loop, measured in one process.
+
+The loop is fnodiag's ``quick`` generator (U-NO, preset ``quick``: N = 32, 3 blocks, width 16,
+modes 8; or ``--model conv``: a small conv net) trained with Adam on random amplitude batches
+through the ptychography forward model. Four copies (same seed, same batches) train side by side:
+
+* ``plain``: ``zero_grad / loss / backward / step``;
+* ``watch every=10`` and ``watch every=1``: the same loop under ``fnodiag.watch(model, run,
+  optimizer=opt, every=k)`` with ``w.log(loss=loss)`` each step;
+* ``watch, no capture``: ``every`` larger than the run (only the untimed step 0 captures): the cost
+  of a step without a capture (the optimizer hooks, the gradient norm, the buffered scalars and the
+  writer's flush every 50 steps).
+
+Interleaved step by step (one step of each copy in turn, the order rotating), so a shared machine's
+load falls on all four alike. The timed steps are cut into blocks of 10 (each holds one capture at
+``every=10``); an arm's ratio is the median over blocks of (its block time / plain's block time).
+
+Usage: python benchmarks/bench_watch.py [--model quick|conv] [--blocks 20] [--warmup 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fnodiag
+from fnodiag.config import preset
+from fnodiag.models import build_model
+from fnodiag.ptycho.forward import ForwardModel, get_loss
+from fnodiag.ptycho.simulate import ideal_disk_probe
+
+ARMS = {"plain": None, "every=10": 10, "every=1": 1, "no capture": 10**9}
+BLOCK = 10  # steps per timed block: one capture at every=10
+
+
+def conv_net() -> nn.Module:
+    """A small real-valued conv net, (B, 1, N, N) -> (B, 1, N, N) complex (amplitude, phase heads)."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 16, 3, padding=1), nn.GELU()
+            )
+            self.head = nn.Conv2d(16, 2, 1)
+
+        def forward(self, x):
+            a, p = self.head(self.body(x)).unbind(1)
+            return torch.polar(torch.sigmoid(a), torch.pi * torch.tanh(p)).unsqueeze(1)
+
+    return Net()
+
+
+class Arm:
+    """One copy of the loop: a fresh model (seed 0), its Adam optimizer, and ``watch`` unless ``every`` is None."""
+
+    def __init__(self, make_model, every, folder: Path):
+        torch.manual_seed(0)
+        self.model = make_model()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.w = fnodiag.watch(self.model, folder, optimizer=self.opt, every=every) if every is not None else None
+
+    def step(self, x, loss_fn) -> float:
+        """One training step; its wall time in seconds."""
+        start = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = loss_fn(self.model(x), x)
+        loss.backward()
+        self.opt.step()
+        if self.w is not None:
+            self.w.log(loss=loss)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("quick", "conv"), default="quick", help="the watched model")
+    ap.add_argument("--blocks", type=int, default=20, help="timed blocks of 10 steps")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (step 0 always captures)")
+    ap.add_argument("--batch", type=int, default=8, help="batch size")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = preset("quick")
+    n = cfg.data.N
+    make_model = (lambda: build_model(cfg.model, n)) if args.model == "quick" else conv_net
+    forward = ForwardModel(torch.as_tensor(ideal_disk_probe(n), dtype=torch.complex64))
+    physics = get_loss(cfg.train.loss)
+    loss_fn = lambda obj, x: physics(forward(obj), x)  # noqa: E731
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.rand(args.batch, 1, n, n, generator=g) for _ in range(16)]
+    steps = args.warmup + BLOCK * args.blocks
+    times: dict[str, list[float]] = {a: [] for a in ARMS}
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {a: Arm(make_model, k, Path(tmp) / a.replace(" ", "-")) for a, k in ARMS.items()}
+        order = list(arms)
+        for i in range(steps):
+            x = batches[i % len(batches)]
+            for a in order[i % len(order) :] + order[: i % len(order)]:  # rotate who goes first
+                times[a].append(arms[a].step(x, loss_fn))
+        for arm in arms.values():
+            if arm.w is not None:
+                arm.w.close()
+    block = lambda a: [sum(times[a][args.warmup + b * BLOCK :][:BLOCK]) for b in range(args.blocks)]  # noqa: E731
+    plain = block("plain")
+    ratios = {a: [t / p for t, p in zip(block(a), plain)] for a in ARMS if a != "plain"}
+    params = sum(p.numel() for p in make_model().parameters())
+    print(
+        f"fnodiag.watch overhead: model {args.model} ({params:,} parameters), batch {args.batch}, N {n}, "
+        f"{args.threads} threads, {args.blocks} blocks of {BLOCK} steps interleaved step by step, "
+        f"torch {torch.__version__}"
+    )
+    print(f"plain loop          : median step {statistics.median(times['plain'][args.warmup :]) * 1e3:7.2f} ms")
+    for a, values in ratios.items():
+        q1, _, q3 = statistics.quantiles(values, n=4)
+        print(f"watch {a:<14}: ratio {statistics.median(values):.3f} to plain  (blocks' quartiles {q1:.3f}-{q3:.3f})")
+
+
+if __name__ == "__main__":
+    main()
