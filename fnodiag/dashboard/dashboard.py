@@ -23,31 +23,6 @@ from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
 
 TICK_MS = 250
 ROWS_EVERY = 8  # ticks between status / folder re-reads (~2 s)
-VIEWS = (OverviewView, ActivationsView, GradientsView, ReconstructionsView, CompareView)  # the live views' tabs
-TABS = (*(v.title for v in VIEWS), CheckpointView.title, LaunchView.title)  # every tab's title, in page order
-
-
-def tab_titles(tabs, read_only: bool = False) -> list[str]:
-    """The titles of the tabs to show: ``tabs`` (any case; default every tab, less Launch when ``read_only``).
-
-    Raises
-    ------
-    ValueError
-        A title that is no tab (the message lists them), or Launch asked of a read-only dashboard.
-    """
-    if tabs is None:
-        return [t for t in TABS if not (read_only and t == LaunchView.title)]
-    names = [tabs] if isinstance(tabs, str) else list(tabs)
-    by_lower = {t.lower(): t for t in TABS}
-    unknown = [n for n in names if str(n).lower() not in by_lower]
-    if unknown:
-        raise ValueError(f"unknown tab(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TABS)}")
-    if not names:
-        raise ValueError(f"no tab chosen; choose one or more of {', '.join(TABS)}")
-    wanted = {by_lower[str(n).lower()] for n in names}
-    if read_only and LaunchView.title in wanted:
-        raise ValueError("a read-only dashboard has no Launch tab; pass read_only=False to start runs from it")
-    return [t for t in TABS if t in wanted]
 
 
 class Dashboard:
@@ -61,18 +36,33 @@ class Dashboard:
         No Launch tab and no demo button (``--args --read-only``); nothing can be started or stopped.
     may_control : callable, optional
         Asked by the Launch tab's Start / Stop handlers whether this session may start or stop runs.
-    tabs : sequence of str, optional
-        Titles of the tabs to show, in the usual order (:data:`TABS`; default all of them). Views of
-        other tabs are not built (the notebook face, :func:`fnodiag.dashboard.notebook.show`, uses it).
+    tabs : collection of str, optional
+        Show only the tabs with these titles (``fnodiag.show(..., tabs=...)``); default all. Launch is
+        shown unless ``read_only``.
+
+    Raises
+    ------
+    ValueError
+        A title in ``tabs`` that is no tab (the message lists them).
     """
 
     def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, tabs=None):
         self.read_only = read_only
-        wanted = tab_titles(tabs, read_only)
         self.store = DashboardStore(root)
-        self.views = [view(store=self.store) for view in VIEWS if view.title in wanted]
+        self.views = [
+            OverviewView(store=self.store),
+            ActivationsView(store=self.store),
+            GradientsView(store=self.store),
+            ReconstructionsView(store=self.store),
+            CompareView(store=self.store),
+        ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
+        if tabs is not None:  # a subset (the notebook's fnodiag.show); the Tabs below keep views before Checkpoint
+            titles = [v.title for v in (*self.views, self.checkpoint, self.launch)]
+            if unknown := [t for t in tabs if t not in titles]:
+                raise ValueError(f"unknown tab(s) {', '.join(map(repr, unknown))}; choose from {', '.join(titles)}")
+            self.views = [v for v in self.views if v.title in tabs]
         self.callback = None  # the session's periodic tick (a Panel PeriodicCallback), set by whoever serves it
         self.ticks = 0
         self.last_tick_ms = 0.0
@@ -82,11 +72,10 @@ class Dashboard:
             pn.Column(v, download_button(v.title, self.store), sizing_mode="stretch_width") if v.title in PLOTS else v
             for v in self.views
         ]  # a CSV of the tab's plot data under each (Compare: one per plot)
-        extra = [v for v in (self.checkpoint, self.launch) if v.title in wanted]
-        self._tab_views = [*self.views, *extra]  # the view of each tab, in tab order
         self.tabs = pn.Tabs(
             *[(v.title, t) for v, t in zip(self.views, shown)],
-            *[(v.title, v) for v in extra],
+            *([(self.checkpoint.title, self.checkpoint)] if tabs is None or self.checkpoint.title in tabs else []),
+            *([] if read_only else [(self.launch.title, self.launch)]),
             dynamic=False,
             sizing_mode="stretch_width",
         )
@@ -97,9 +86,9 @@ class Dashboard:
 
     def _on_tab(self, event) -> None:
         """Tell views that draw only while shown (``opened`` / ``visible``, e.g. Compare) which tab is on show."""
-        for view in self.views:
+        for k, view in enumerate(self.views):
             if hasattr(view, "opened"):
-                view.opened() if view is self._tab_views[event.new] else setattr(view, "visible", False)
+                view.opened() if k == event.new else setattr(view, "visible", False)
 
     def _update_empty(self) -> None:
         if self.store.sweep is None and self.read_only:
@@ -111,8 +100,7 @@ class Dashboard:
             ]
         elif self.store.sweep is None:
             demo = pn.widgets.Button(label="Start a quick demo run", color="success")
-            launch = next((k for k, v in enumerate(self._tab_views) if v is self.launch), self.tabs.active)
-            demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=launch)))
+            demo.on_click(lambda _: (self.launch.start(DEMO_ARGS), self.tabs.param.update(active=len(self.tabs) - 1)))
             self.empty[:] = [
                 pn.pane.Markdown(
                     f"### No runs in `{self.store.root}` yet\n\nTrain one in a terminal:\n\n"
@@ -179,8 +167,8 @@ class Dashboard:
         return sent
 
     def _tick(self) -> int:
-        shown = self._tab_views[self.tabs.active]
-        sent = shown.tick() if any(shown is v for v in self.views) else 0
+        shown = self.tabs.active
+        sent = self.views[shown].tick() if shown < len(self.views) else 0
         if self.ticks % ROWS_EVERY == 0:
             if self.ticks % (4 * ROWS_EVERY) == 0 or self.launch.launcher.runs or self.store.sweep is None:
                 before = self._run_keys()

@@ -39,7 +39,8 @@ from panel.io.notebook import push_notebook
 from panel.viewable import Viewer
 
 from fnodiag.dashboard.catalog import RunEntry
-from fnodiag.dashboard.dashboard import TABS, TICK_MS, Dashboard
+from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
+from fnodiag.dashboard.launch import LaunchView
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
 
@@ -215,9 +216,8 @@ def show(runs, *, tabs=None, read_only: bool = True, live: bool = True, period_m
         A runs folder (every run and sweep under it is offered; it may not exist yet, runs appear as
         they start), or one or more run folders: their runs folder is shown with them selected (a run
         that has not started yet is selected when it appears).
-    tabs : sequence of str, optional
-        Titles of the tabs to show (default all; see :data:`fnodiag.dashboard.dashboard.TABS`), e.g.
-        ``tabs=["Overview", "Activations"]``: the other views are not built.
+    tabs : str or sequence of str, optional
+        Titles of the tabs to show (default all), e.g. ``tabs=["Overview", "Activations"]``.
     read_only : bool
         No Launch tab (default). ``False`` adds it: runs started there are separate processes.
     live : bool
@@ -233,6 +233,11 @@ def show(runs, *, tabs=None, read_only: bool = True, live: bool = True, period_m
     ValueError
         An unknown tab title (the message lists them), or no folder given.
     """
+    tabs = [tabs] if isinstance(tabs, str) else tabs
+    if tabs is not None and not tabs:
+        raise ValueError("fnodiag.show(tabs=[]) shows nothing: name one or more tabs, or leave tabs out for all")
+    if read_only and tabs is not None and LaunchView.title in tabs:
+        raise ValueError("fnodiag.show(tabs=[..., 'Launch']) needs read_only=False (the Launch tab starts runs)")
     load_extension()
     root, selected = _run_paths(runs)
     dashboard = Dashboard(root, read_only=read_only, tabs=tabs)
@@ -316,4 +321,3 @@ def train_in_background(target: Callable, *args, name: str | None = None, **kwar
 
 
 show.train_in_background = train_in_background
-show.TABS = TABS
