@@ -150,7 +150,7 @@ class LiveDashboard(Viewer):
         return sent
 
     def _connected(self) -> bool:
-        """A displayed copy's comm is open: a notebook page shows it now (Panel's notebook records, ``state._views``)."""
+        """A displayed copy's comm is open: a notebook page shows it now (Panel's records, ``state._views``)."""
         for ref in list(self._layout._models):
             comm = (pn.state._views.get(ref) or (None,) * 4)[3]
             if comm is not None and getattr(comm, "_comm", None) is not None:
