@@ -26,11 +26,15 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from fnodiag.config import RunConfig, val_batch_size
-from fnodiag.runs import jsonable
+from fnodiag.models import build_model, count_parameters
+from fnodiag.ptycho.simulate import dataset_key
+from fnodiag.runs import StoreReader, jsonable
 from fnodiag.runs.names import LR
 from fnodiag.training.optimizers import OPTIMIZERS
+from fnodiag.training.schedulers import expected_lr
 
 SCHEDULER_CLASSES = {
     "constant": None,
@@ -67,10 +71,6 @@ RECORDED_LATER = (
 @lru_cache(maxsize=64)
 def generator_parameters(model_cfg, N: int) -> int:
     """Parameter count of the generator ``model_cfg`` builds at size N (built on the meta device: no memory)."""
-    import torch
-
-    from fnodiag.models import build_model, count_parameters
-
     with torch.device("meta"):
         return count_parameters(build_model(model_cfg, N))
 
@@ -95,9 +95,6 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
         ``optimizer.param_groups[i].initial_lr`` is the base LR (read from ``lr`` when the
         record has no ``initial_lr``: a constant or plateau schedule).
     """
-    from fnodiag.ptycho.simulate import dataset_key
-    from fnodiag.training.schedulers import expected_lr
-
     o, s, t = cfg.optim, cfg.schedule, cfg.train
     frozen = s.frozen and s.name != "constant"  # a constant schedule has nothing to freeze
     spec = OPTIMIZERS.get(o.name)
@@ -241,8 +238,6 @@ def lr_differences(
         ``{"field": "lr per step", "asked", "got", "step", "epoch", "n_differ", "n_steps"}`` for the
         first differing step. The plateau schedule has no closed form and is not checked.
     """
-    from fnodiag.training.schedulers import expected_lr
-
     epoch, lr = np.asarray(epoch, dtype=int), np.asarray(lr, dtype=float)
     if not len(lr) or expected_lr(cfg.schedule, cfg.optim.lr, 0, cfg.train.epochs) is None:
         return None
@@ -283,7 +278,7 @@ def warning(run: str, diff: dict) -> str:
     return text
 
 
-def audit_run(run, asked: RunConfig | None = None) -> list[str]:
+def audit_run(run, asked: RunConfig | None = None, *, lr: bool = True) -> list[str]:
     """Warnings for one run directory: effective configuration, realised LR, config.json vs ``asked``.
 
     Parameters
@@ -292,6 +287,9 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
     asked : RunConfig, optional
         What the run's sweep definition and flags resolve to; compared with ``config.json`` when
         given. The effective record and the LR are compared with ``config.json``.
+    lr : bool
+        Also compare the realised per-step LR, read from the run's store (False: the JSON records
+        only, no store opened; the dashboard's list of many runs).
 
     Returns
     -------
@@ -299,8 +297,6 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
         Empty for a run that trained as asked, one that has no records yet, or one fnodiag did not
         train (imported from the reference, or any LightningModule's): nothing was asked of those.
     """
-    from fnodiag.runs import StoreReader
-
     if not run.config_path.is_file() or run.read_origin() is not None:
         return []
     recorded = run.read_config()
@@ -311,13 +307,13 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
         groups = len((effective.get("optimizer") or {}).get("param_groups") or [None])
         expected = expected_effective(recorded, n_groups=groups, resumed="resumed_from" in effective)
         diffs += compare_effective(expected, effective)
-    if run.store_path.is_file():
+    if lr and run.store_path.is_file():
         reader = StoreReader(run.store_path)
         try:
             rec = reader.scalars(LR, scope="step") if LR in reader.scalar_names() else None
         finally:
             reader.close()
         if rec is not None and len(rec):
-            lr = lr_differences(recorded, rec.epoch, rec.value, rec.step)
-            diffs += [lr] if lr else []
+            realised = lr_differences(recorded, rec.epoch, rec.value, rec.step)
+            diffs += [realised] if realised else []
     return [warning(name, d) for d in diffs]
