@@ -55,9 +55,7 @@ class Dashboard:
         A title in ``tabs`` that is no tab (the message lists them).
     """
 
-    def __init__(
-        self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False, tabs=None
-    ):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False, tabs=None):
         self.read_only = read_only
         self.store = DashboardStore(root, rows_budget_s=ROWS_BUDGET_S if defer else None)
         self.views = [
