@@ -77,7 +77,7 @@ def check_run(run, model: nn.Module, *, prefix: str = "", steps: list[int]) -> N
             assert rows and np.isfinite(grads.values[rows]).all() and (grads.values[rows] > 0).all()
         assert np.isfinite(r.scalars(GRAD_NORM_PRE).value).all()
     # forward order: positional embedding and lifting, the blocks in order, the projection, the output
-    names = [n[len(prefix) :] for n in layers]
+    names = [n[len(prefix) :] if n.startswith(prefix) else n for n in layers]
     first = lambda p: min(i for i, t in enumerate(names) if t.startswith(p))  # noqa: E731
     last = lambda p: max(i for i, t in enumerate(names) if t.startswith(p))  # noqa: E731
     assert last("lifting") < first("fno_blocks") and last("fno_blocks") < first("projection")
