@@ -107,6 +107,24 @@ def _imported(entry) -> dict | None:
     return origin if origin is not None and origin["kind"] == "reference" else None
 
 
+def ptycho(entry) -> bool:
+    """Whether a run has (or will have) amp SSIM: fnodiag's own and imported runs, or any run that recorded it.
+
+    A watched model's run (``fnodiag.watch`` / ``LiveCapture``) records none unless its loop logs it, so
+    the Overview's amp SSIM panels are left out for a selection of such runs only.
+    """
+    try:
+        if not entry.exists or not entry.run.is_foreign():
+            return True
+    except ValueError:  # an unreadable origin: keep the panels, as for any run of unknown kind
+        return True
+    tail = Tail(entry.run)
+    try:
+        return len(tail.scalar(VAL_AMP_SSIM, scope="epoch")[0]) > 0
+    finally:
+        tail.close()
+
+
 class LiveView(Viewer):
     """Base: a container rebuilt on selection changes, plus live feeds ticked by the app."""
 
@@ -348,7 +366,8 @@ class GradientsView(LayersView):
 
 class OverviewView(LiveView):
     """The arms table (state, progress, optimizer, losses, SSIM, collapse), the loss and per-epoch amp SSIM
-    (live), and the amp SSIM of the best / last weights."""
+    (live), and the amp SSIM of the best / last weights (both amp SSIM panels only when a chosen run can
+    have them: :func:`ptycho`)."""
 
     title = "Overview"
     _deps = ("arms", "seeds", "sweep")
@@ -411,6 +430,7 @@ class OverviewView(LiveView):
                 ScalarFeed(tails[e.label], TRAIN_LOSS, lf, f"{e.label} train"),
                 ScalarFeed(tails[e.label], VAL_LOSS, lf, f"{e.label} val", scope="epoch"),
             ]
+        ssim = any(ptycho(e) for e in entries)
         sf = LiveFigure(
             plots.with_onsets(
                 plots.ssim_curves(
@@ -422,7 +442,7 @@ class OverviewView(LiveView):
             ),
             doc=_doc(),
         )
-        self._feeds += [ScalarFeed(tails[e.label], VAL_AMP_SSIM, sf, e.label, scope="epoch") for e in entries]
+        self._feeds += [ScalarFeed(tails[e.label], VAL_AMP_SSIM, sf, e.label, scope="epoch") for e in entries if ssim]
         self.update_rows()
         notes = [
             f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
@@ -435,7 +455,8 @@ class OverviewView(LiveView):
             self._progress,
             self._table,
             pn.Row(
-                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)], sizing_mode="stretch_width"
+                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in ((lf, sf) if ssim else (lf,))],
+                sizing_mode="stretch_width",
             ),
-            self._bars,
+            *([self._bars] if ssim else []),
         ]
