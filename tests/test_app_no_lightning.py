@@ -38,7 +38,7 @@ for sweep in s.param.sweep.objects:
     s.arms = list(s.param.arms.objects)
     s.seeds = list(s.param.seeds.objects)
     seen += [e.label for e in s.selected()]
-    d.layout().get_root(Document())  # every tab's Bokeh models (the tabs are not dynamic)
+    d.layout().get_root(Document())  # the page's Bokeh models (each tab's are built as it is shown below)
     for k, (name, _) in enumerate(zip(d.tabs._names, d.tabs)):
         d.tabs.active = k
         for _ in range(2 * ROWS_EVERY):  # enough ticks to re-read rows and rescan the folder
