@@ -86,7 +86,7 @@ def capture(
 
     Parameters
     ----------
-    x : (N_SAMPLE, C, *S) float32 (or complex64)
+    x : (N_SAMPLE, C, S...) float32 (or complex64), S any spatial shape
     batch_size : int
 
     Returns

@@ -284,7 +284,7 @@ def read_model_inputs(path: str | Path) -> np.ndarray:
 
     Returns
     -------
-    (N_SAMPLE, C, *S) float32 or complex64
+    (N_SAMPLE, C, S...) float32 or complex64 (S: any spatial shape)
     """
     p = Path(path)
     if not p.is_file():
