@@ -6,7 +6,9 @@ is sent with its runs table first and draws its plots once the browser has it (`
 :meth:`Dashboard.load`). Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`,
 which streams new store rows into the open tab's view and, every ``ROWS_EVERY`` ticks (1 s), rescans the
 runs folder (incrementally, one scan shared by the server's sessions) and re-reads the rows of runs whose
-records changed: a run started from another terminal, or a sweep's next run, appears by itself.
+records changed: a run started from another terminal, or a sweep's next run, appears by itself. A session
+opened from an evidence link (``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by
+:meth:`Dashboard.select` (:mod:`fnodiag.dashboard.evidence`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from pathlib import Path
 
 import panel as pn
 
+from fnodiag.dashboard import evidence
 from fnodiag.dashboard.checkpoint import CheckpointView
 from fnodiag.dashboard.compare import CompareView
+from fnodiag.dashboard.evidence import EvidencePanel
 from fnodiag.dashboard.export import PLOTS, download_button
+from fnodiag.dashboard.findings import FindingsView
 from fnodiag.dashboard.index import SCAN_EVERY_S
 from fnodiag.dashboard.launch import DEMO_ARGS, LaunchView
 from fnodiag.dashboard.reconstructions import ReconstructionsView
+from fnodiag.dashboard.spectra import SpectraView
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
 
@@ -45,9 +51,17 @@ class Dashboard:
     defer : bool
         Draw nothing until :meth:`load` (a served page calls it once the browser has the page); default:
         the open tab draws now.
+    tabs : collection of str, optional
+        Show only the tabs with these titles (``fnodiag.show(..., tabs=...)``); default all. Launch is
+        shown unless ``read_only``.
+
+    Raises
+    ------
+    ValueError
+        A title in ``tabs`` that is no tab (the message lists them).
     """
 
-    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False, tabs=None):
         self.read_only = read_only
         self.store = DashboardStore(root, rows_budget_s=ROWS_BUDGET_S if defer else None)
         self.views = [
@@ -56,9 +70,16 @@ class Dashboard:
             GradientsView(store=self.store),
             ReconstructionsView(store=self.store),
             CompareView(store=self.store),
+            SpectraView(store=self.store),
+            FindingsView(store=self.store),
         ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
+        if tabs is not None:  # a subset (the notebook's fnodiag.show); the Tabs below keep views before Checkpoint
+            titles = [v.title for v in (*self.views, self.checkpoint, self.launch)]
+            if unknown := [t for t in tabs if t not in titles]:
+                raise ValueError(f"unknown tab(s) {', '.join(map(repr, unknown))}; choose from {', '.join(titles)}")
+            self.views = [v for v in self.views if v.title in tabs]
         self.callback = None  # the session's periodic tick (a Panel PeriodicCallback), set by whoever serves it
         self.ticks = 0
         self.last_tick_ms = 0.0
@@ -70,11 +91,12 @@ class Dashboard:
         ]  # a CSV of the tab's plot data under each (Compare: one per plot)
         self.tabs = pn.Tabs(
             *[(v.title, t) for v, t in zip(self.views, shown)],
-            (self.checkpoint.title, self.checkpoint),
+            *([(self.checkpoint.title, self.checkpoint)] if tabs is None or self.checkpoint.title in tabs else []),
             *([] if read_only else [(self.launch.title, self.launch)]),
             dynamic=True,  # a tab's models are built when it is first shown
             sizing_mode="stretch_width",
         )
+        self.evidence = EvidencePanel(store=self.store)  # what an evidence link chose, above the tabs
         self.tabs.param.watch(self._on_tab, "active")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
@@ -150,11 +172,30 @@ class Dashboard:
             header,
             pn.Row(
                 self.sidebar(),
-                pn.Column(self.info, self.empty, self.tabs, sizing_mode="stretch_width"),
+                pn.Column(self.info, self.empty, self.evidence, self.tabs, sizing_mode="stretch_width"),
                 sizing_mode="stretch_width",
             ),
             sizing_mode="stretch_width",
         )
+
+    def tab_titles(self) -> list[str]:
+        """The tabs' titles, in order."""
+        return [v.title for v in self.views] + [self.checkpoint.title] + ([] if self.read_only else [self.launch.title])
+
+    def view(self, title: str):
+        """The view shown in the tab titled ``title`` (None when the page has no such tab)."""
+        views = [*self.views, self.checkpoint, *([] if self.read_only else [self.launch])]
+        return next((v for v in views if v.title == title), None)
+
+    def select(self, args) -> evidence.Evidence:
+        """Point the page at an evidence link's run, tab, statistic, layer and step (its request arguments
+        ``{name: [value]}``); values that do not check out are ignored with a note in the evidence panel."""
+        query, notes = evidence.parse_query(args)
+        if not query:  # no evidence key at all (other arguments: not a link of ours)
+            return evidence.Evidence()
+        ev = evidence.resolve(self.store, query, self.tab_titles(), notes)
+        evidence.apply(self, ev)
+        return ev
 
     def tick(self) -> int:
         """Stream new rows to the shown view; returns the points sent (timing kept in ``last_tick_ms``).

@@ -7,6 +7,9 @@ This folder is a Bokeh *directory app*: ``main.py`` (run by Bokeh for every sess
 top-level ``app/`` folder, whose two files make the same two calls; ``fnodiag serve`` serves this
 folder (:data:`fnodiag.dashboard.server.APP_DIR`) from an installed package. Either way the page is at ``/app``.
 
+The page's URL may name a run, tab, statistic, layer and step (``/app?run=...&tab=...&stat=...&layer=...&step=...``,
+every finding's evidence link): :meth:`Dashboard.select` chooses them (:mod:`fnodiag.dashboard.evidence`).
+
 App arguments (after ``--args``): ``--runs DIR`` (else ``$FNODIAG_RUNS``, else ``./runs``) and
 ``--read-only`` (no Launch tab). A session from another machine is served when it is logged in (or
 ``FNODIAG_ALLOW_REMOTE=1``); only sessions from this machine or logged-in users may start or stop
@@ -151,6 +154,8 @@ def session_page(argv: list[str] | None = None) -> Dashboard | None:
         return None
     served = doc is not None and doc.session_context is not None
     dashboard = Dashboard(options.runs, read_only=options.read_only, may_control=may_control_check(doc), defer=served)
+    if pn.state.session_args:  # an evidence link: /app?run=...&tab=...&stat=...&layer=...&step=...
+        dashboard.select(pn.state.session_args)
     dashboard.layout().servable(title=TITLE)
     dashboard.callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
     if served:
