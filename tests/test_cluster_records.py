@@ -119,20 +119,20 @@ def test_a_run_streamed_to_the_driver_holds_what_a_run_trained_in_place_holds(tm
 
 
 class _FailAt(Callback):
-    """Fail training at the end of epoch ``epoch`` (after its checkpoint), like a worker that died there."""
+    """Fail training at the second batch of epoch ``epoch`` (after the checkpoint before it), like a worker lost there."""
 
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
             raise RuntimeError("worker lost")
 
 
 def test_a_retried_attempt_resumes_from_the_storage_checkpoint_and_stores_each_step_once(tmp_path):
     cfg = RunConfig().override(SETTINGS).validate()
     spec, receiver = _driver(tmp_path, "retried", cfg, storage=tmp_path / "storage")
-    first = run_one(spec, callbacks=[_FailAt(1)])
+    first = run_one(spec, callbacks=[_FailAt(2)])
     receiver.release(spec["name"])
     assert first["state"] == "failed" and "worker lost" in first["message"]
     run = tmp_path / "driver" / "retried-s7"
