@@ -119,7 +119,7 @@ def test_a_run_streamed_to_the_driver_holds_what_a_run_trained_in_place_holds(tm
 
 
 class _FailAt(Callback):
-    """Fail training at the second batch of epoch ``epoch`` (after the checkpoint before it), like a worker lost there."""
+    """Fail training at the second batch of epoch ``epoch`` (after the checkpoint before it): a worker lost."""
 
     def __init__(self, epoch: int):
         self.epoch = epoch
@@ -247,6 +247,10 @@ def nfs(tmp_path, monkeypatch):
 def test_a_run_store_on_a_network_filesystem_is_refused_in_one_line(nfs, tmp_path, capsys):
     assert filesystems.filesystem_type(nfs / "runs" / "a" / "run.sqlite") == ("nfs4", str(nfs))
     assert filesystems.filesystem_type(tmp_path)[0] == "ext4"
+    lustre = tmp_path / "lustre-table"
+    lustre.write_text(f"/dev/vda / ext4 rw 0 0\n10.0.0.1@tcp:/scratch {tmp_path} lustre rw 0 0\n")
+    with pytest.raises(ConfigError, match="on a lustre filesystem"):  # the table given as an argument
+        filesystems.check_store_folder(tmp_path / "sweep", "--out folder", mounts=lustre)
     with pytest.raises(ConfigError) as err:
         RunStore(nfs / "runs" / "a" / "run.sqlite")
     message = str(err.value)

@@ -59,17 +59,22 @@ def _unescape(field: str) -> str:
     return field.encode("latin-1").decode("unicode_escape") if "\\" in field else field
 
 
-def filesystem_type(path: str | Path) -> tuple[str, str] | None:
+def filesystem_type(path: str | Path, mounts: str | Path | None = None) -> tuple[str, str] | None:
     """``(type, mount point)`` of the mount holding ``path`` (its nearest existing folder), or None unknown.
 
-    Read from :data:`MOUNTS` (``/proc/mounts`` on Linux; None where there is none).
+    Parameters
+    ----------
+    path : str or Path
+    mounts : str or Path, optional
+        The mount table to read (lines ``device mount-point type options ...``); default :data:`MOUNTS`
+        (``/proc/mounts`` on Linux; None is returned where there is none).
     """
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
     path = path.resolve()
     try:
-        lines = Path(MOUNTS).read_text().splitlines()
+        lines = Path(mounts or MOUNTS).read_text().splitlines()
     except OSError:
         return None
     best: tuple[str, str] | None = None
@@ -83,9 +88,12 @@ def filesystem_type(path: str | Path) -> tuple[str, str] | None:
     return best
 
 
-def check_store_folder(folder: str | Path, what: str = "run store folder") -> None:
-    """Refuse ``folder`` for run stores when its filesystem is a network one (one-line :class:`ConfigError`)."""
-    found = filesystem_type(folder)
+def check_store_folder(folder: str | Path, what: str = "run store folder", mounts: str | Path | None = None) -> None:
+    """Refuse ``folder`` for run stores when its filesystem is a network one (one-line :class:`ConfigError`).
+
+    ``mounts`` is the mount table to read (default :data:`MOUNTS`), as in :func:`filesystem_type`.
+    """
+    found = filesystem_type(folder, mounts)
     if found is not None and found[0].lower() in NETWORK_FILESYSTEMS:
         raise ConfigError(
             f"{what} {str(folder)!r} is on a {found[0]} filesystem ({found[1]}), where SQLite's WAL cannot work "
