@@ -26,11 +26,15 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from fnodiag.config import RunConfig, val_batch_size
-from fnodiag.runs import jsonable
+from fnodiag.models import build_model, count_parameters
+from fnodiag.ptycho.simulate import dataset_key
+from fnodiag.runs import StoreReader, jsonable
 from fnodiag.runs.names import LR
 from fnodiag.training.optimizers import OPTIMIZERS
+from fnodiag.training.schedulers import expected_lr
 
 SCHEDULER_CLASSES = {
     "constant": None,
@@ -67,10 +71,6 @@ RECORDED_LATER = (
 @lru_cache(maxsize=64)
 def generator_parameters(model_cfg, N: int) -> int:
     """Parameter count of the generator ``model_cfg`` builds at size N (built on the meta device: no memory)."""
-    import torch
-
-    from fnodiag.models import build_model, count_parameters
-
     with torch.device("meta"):
         return count_parameters(build_model(model_cfg, N))
 
@@ -95,9 +95,6 @@ def expected_effective(cfg: RunConfig, *, n_groups: int = 1, resumed: bool = Fal
         ``optimizer.param_groups[i].initial_lr`` is the base LR (read from ``lr`` when the
         record has no ``initial_lr``: a constant or plateau schedule).
     """
-    from fnodiag.ptycho.simulate import dataset_key
-    from fnodiag.training.schedulers import expected_lr
-
     o, s, t = cfg.optim, cfg.schedule, cfg.train
     frozen = s.frozen and s.name != "constant"  # a constant schedule has nothing to freeze
     spec = OPTIMIZERS.get(o.name)
@@ -241,8 +238,6 @@ def lr_differences(
         ``{"field": "lr per step", "asked", "got", "step", "epoch", "n_differ", "n_steps"}`` for the
         first differing step. The plateau schedule has no closed form and is not checked.
     """
-    from fnodiag.training.schedulers import expected_lr
-
     epoch, lr = np.asarray(epoch, dtype=int), np.asarray(lr, dtype=float)
     if not len(lr) or expected_lr(cfg.schedule, cfg.optim.lr, 0, cfg.train.epochs) is None:
         return None
@@ -299,8 +294,6 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
         Empty for a run that trained as asked, one that has no records yet, or one fnodiag did not
         train (imported from the reference, or any LightningModule's): nothing was asked of those.
     """
-    from fnodiag.runs import StoreReader
-
     if not run.config_path.is_file() or run.read_origin() is not None:
         return []
     recorded = run.read_config()

@@ -3,17 +3,17 @@
 A run's *outcome* is one of :data:`OUTCOMES`, decided from its records alone (``status.json``,
 ``collapse.json``, ``metrics.json``) by the pure function :func:`run_outcome`:
 
-=========================  ==========================================================================
-``learned``                finished, healthy, last-weights amp SSIM >= the target (0.80)
-``below target``           finished, healthy, last-weights amp SSIM under the target
-``learned then collapsed`` finished; its best weights were not a constant output and its last are
-                           (``collapse.json`` ``learned_then_collapsed``), or the output's spatial std
-                           fell for good after the run had learned (a collapse onset)
-``never learned``          finished; its best weights already score like a constant output (the
-                           dataset's constant-output fingerprint): there was nothing to collapse from
-``diverged``               training stopped on non-finite values
-``stopped``                interrupted, failed, died, still running or not started: no outcome yet
-=========================  ==========================================================================
+===========================  ==========================================================================
+``learned``                  finished, healthy, last-weights amp SSIM >= the target (0.80)
+``below target``             finished, healthy, last-weights amp SSIM under the target
+``learned then collapsed``   finished; its best weights were not a constant output and its last are
+                             (``collapse.json`` ``learned_then_collapsed``), or the output's spatial std
+                             fell for good after the run had learned (a collapse onset)
+``never learned``            finished; its best weights already score like a constant output (the
+                             dataset's constant-output fingerprint): there was nothing to collapse from
+``diverged``                 training stopped on non-finite values
+``stopped``                  interrupted, failed, died, still running or not started: no outcome yet
+===========================  ==========================================================================
 
 Only ``learned then collapsed`` counts as a collapse in the summary's tables (a run that never
 learned did not collapse, it failed to start).

@@ -26,10 +26,11 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from fnodiag.config import PRESETS, Flag, RunConfig, resolve
+from fnodiag.config import PRESETS, ConfigError, Flag, RunConfig, resolve
 from fnodiag.dashboard.catalog import inside
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
+from fnodiag.sweeps.definition import load_definition, run_name, shipped_definitions
 from fnodiag.training.optimizers import OPTIMIZERS
 from fnodiag.training.registries import choices, flag_table, validated  # torch, never Lightning
 
@@ -142,9 +143,6 @@ class Launcher:
         Launched, keyed ``"<definition name>/<arm>-s<seed>"``. A finished run of the same arm and
         seed is skipped by the sweep (it resumes an interrupted one from its checkpoint).
         """
-        from fnodiag.config import ConfigError
-        from fnodiag.sweeps.definition import load_definition, run_name
-
         args = list(args or [])
         if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
             raise ValueError("the dashboard sets --out, --arms and --seeds itself")
@@ -297,8 +295,6 @@ class LaunchView(Viewer):
         self.table = pn.Column()
         self._rows: dict[str, tuple] = {}  # run key -> (text pane, Stop button), kept across refreshes
         self._shown: list[str] = []  # the keys the table shows, in order
-        from fnodiag.sweeps.definition import shipped_definitions  # no Lightning at import
-
         names = shipped_definitions()
         self.param.definition.objects = names
         self.definition = "quick" if "quick" in names else (names[0] if names else None)
@@ -371,9 +367,6 @@ class LaunchView(Viewer):
 
     @param.depends("definition", "definition_path", watch=True)
     def _on_definition(self) -> None:
-        from fnodiag.config import ConfigError
-        from fnodiag.sweeps.definition import load_definition
-
         spec = self.definition_spec()
         arms, seeds = [], []
         if spec:

@@ -27,23 +27,23 @@ number: ``(BATCH, C)`` (r = 0), ``(BATCH, C, N)`` (1-D), ``(BATCH, C, H, W)`` (2
 ``(BATCH, C, D, H, W)`` (3-D), ... A complex activation ``z`` is measured by its magnitude: every
 statistic below is that of ``a = |z|`` (none looks at the phase). Meaning per rank:
 
-==================  ==========================================  ===========================================
-statistic           any rank (also ``(BATCH,)`` and scalars)    needs ``r >= 1``; absent for ``r = 0``
-==================  ==========================================  ===========================================
-``mean``, ``std``   over all elements                           --
-``abs_mean``        mean of ``|a|`` over all elements            --
-``p50/p95/p99``     quantiles of ``|a|`` over all elements       --
-``frac_near_zero``  share of elements with ``|a| <= near_zero``  --
-``nonfinite``       number of non-finite elements               --
-``spatial_std``     --                                          std over ``S`` of each ``(sample, channel)``
-                                                                map, then mean over ``(BATCH, C)``
-``min_channel_std`` --                                          per channel the batch mean of that std,
-                                                                then the minimum over channels
-``low_freq_ratio``  --                                          share of the ``rfftn`` power over ``S`` in
-                                                                the lowest ``ceil(n/8)`` bins of each
-                                                                spatial axis (mean power of that corner
-                                                                over the mean power of the half-spectrum)
-==================  ==========================================  ===========================================
+===================  ============================================  ============================================
+statistic            any rank (also ``(BATCH,)`` and scalars)      needs ``r >= 1``; absent for ``r = 0``
+===================  ============================================  ============================================
+``mean``, ``std``    over all elements                             --
+``abs_mean``         mean of ``|a|`` over all elements             --
+``p50/p95/p99``      quantiles of ``|a|`` over all elements        --
+``frac_near_zero``   share of elements with ``|a| <= near_zero``   --
+``nonfinite``        number of non-finite elements                 --
+``spatial_std``      --                                            std over ``S`` of each ``(sample, channel)``
+                                                                   map, then mean over ``(BATCH, C)``
+``min_channel_std``  --                                            per channel the batch mean of that std,
+                                                                   then the minimum over channels
+``low_freq_ratio``   --                                            share of the ``rfftn`` power over ``S`` in
+                                                                   the lowest ``ceil(n/8)`` bins of each
+                                                                   spatial axis (mean power of that corner
+                                                                   over the mean power of the half-spectrum)
+===================  ============================================  ============================================
 
 For ``(BATCH, C, N)`` the spatial axis is ``N`` (a 1-D field, or a field whose axes a layer
 flattened: the recorder can be told to view such an output as ``(BATCH, C, *S)`` again); for

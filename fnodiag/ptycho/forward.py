@@ -62,7 +62,7 @@ def far_field_amplitude(obj: Tensor, probe: Tensor) -> Tensor:
     """Centred far-field amplitude of the exit wave ``obj * probe``.
 
     1. exit wave per probe mode: ``psi = obj[:, :, None] * probe``  ``(BATCH, C, P, N, N)``;
-    2. orthonormal 2-D FFT of every mode (``norm="ortho"``: sum |F|^2 = sum |psi|^2);
+    2. orthonormal 2-D FFT of every mode (``norm="ortho"``: ``sum |F|^2 = sum |psi|^2``);
     3. modes summed incoherently: ``A = sqrt(sum_P |F|^2)`` (equal to ``|F|`` for P = 1);
     4. ``fftshift`` so the zero frequency sits at ``(N//2, N//2)``.
 

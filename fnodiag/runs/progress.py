@@ -17,6 +17,7 @@ import numpy as np
 
 from fnodiag.runs import states
 from fnodiag.runs.liveness import heartbeat_age_s
+from fnodiag.runs.reader import StoreReader
 
 RATE_WINDOW = 200  # recent steps the rate is measured over
 
@@ -127,8 +128,6 @@ def progress_text(p: dict) -> str:
 
 def read_progress(run, *, now: float | None = None) -> dict:
     """:func:`run_progress` of a :class:`~fnodiag.runs.RunDir` (its status, effective configuration, store)."""
-    from fnodiag.runs.reader import StoreReader
-
     status = run.read_status() or {}
     effective = run.read_json("effective_config.json", {}) or {}
     steps = walls = started = None

@@ -60,7 +60,7 @@ def _fmt_value(v) -> str:
 
 
 def condition_label(changes: list[dict]) -> str:
-    """``train.forward_gain batch → none`` (several fields joined by ``, ``)."""
+    """``train.forward_gain batch → none`` (several fields joined by ``", "``)."""
     return ", ".join(f"{c['field']} {_fmt_value(c['baseline'])} → {_fmt_value(c['arm'])}" for c in changes) or "nothing"
 
 

@@ -56,7 +56,7 @@ def data_changes(reference: Mapping, other: Mapping) -> list[dict]:
 
 
 def changes_label(changes: list[dict]) -> str:
-    """``data.set_phi false → true`` (several fields joined by ``, ``; empty when none)."""
+    """``data.set_phi false → true`` (several fields joined by ``", "``; empty when none)."""
     return ", ".join(f"{c['field']} {_fmt(c['reference'])} → {_fmt(c['arm'])}" for c in changes)
 
 

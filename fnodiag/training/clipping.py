@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fnodiag.diagnostics.norms import global_norm, real_view
+from fnodiag.models.spectral import SpectralConv2d
 
 
 def global_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -44,8 +45,6 @@ def output_axes(model: nn.Module) -> dict[int, int]:
     its ``weights`` ``nn.ParameterList``, so they are found through the owning layer, not the list):
     axis 1. Every other weight (Linear, Conv: (C_out, ...)) and every vector: axis 0 (absent here).
     """
-    from fnodiag.models.spectral import SpectralConv2d
-
     axes: dict[int, int] = {}
     for module in model.modules():
         if isinstance(module, SpectralConv2d):

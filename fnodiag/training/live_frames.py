@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from fnodiag.ptycho.simulate import extract_patches, train_permutation
 from fnodiag.runs import RunStore
 from fnodiag.runs.frames import amp_phase
 from fnodiag.runs.store import TRUTH_STEP
@@ -111,8 +112,6 @@ def probe_truth(split, size: int, *, shuffled: bool = True) -> tuple[np.ndarray,
     The amplitude is the normalised object patch (what the generator predicts; ``Y_I`` also holds
     the probe's modulus), the phase ``Y_phi``.
     """
-    from fnodiag.ptycho.simulate import extract_patches, train_permutation
-
     n = split.diffraction.shape[0]
     N = split.diffraction.shape[-1]
     order = train_permutation(n)[:size] if shuffled else None  # the train split is shuffled, the test split not
