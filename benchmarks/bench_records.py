@@ -15,7 +15,7 @@ Prints rows/s and per-layer values/s of each, and the ratio of the driver's sust
 per second to the run's (above 1: one driver keeps up with that many such runs at once). Machines are
 shared and noisy: read ``uptime`` (printed before and after) with the numbers.
 
-Usage: python benchmarks/bench_records.py [--steps 40] [--repeat 20] [--no-ray]
+Usage: python benchmarks/bench_records.py [--steps 20] [--repeat 20] [--no-ray] [--store RUN.sqlite]
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ def produce(folder: Path, steps: int) -> tuple[Path, float]:
         {"model.arch": "hybrid", "optim.name": "adam", "train.capture_every": 1, "train.accelerator": "cpu"}
     ).validate()
     run = train(cfg, folder, name="stage-a-control", progress=False, extra_callbacks=[_StopAfter(steps)])
-    with sqlite3.connect(run.store_path) as db:
+    return run.store_path, wall_rate(run.store_path)
+
+
+def wall_rate(store: Path) -> float:
+    """Optimizer steps per second of the run in ``store`` (from its step scalars' wall times; warm-up left out)."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
         walls = [w for (w,) in db.execute("SELECT MIN(wall) FROM scalars WHERE scope = 0 GROUP BY step ORDER BY step")]
     skip = min(5, len(walls) // 3)
-    rate = (len(walls) - 1 - skip) / (walls[-1] - walls[skip])
-    return run.store_path, rate
+    return (len(walls) - 1 - skip) / (walls[-1] - walls[skip])
 
 
 def load_steps(store: Path) -> list[tuple[int, int, dict, dict]]:
@@ -120,14 +124,20 @@ def ray_transport(folder: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=40, help="optimizer steps of the stage-a run (capture every step)")
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps of the stage-a run (capture every step)")
     ap.add_argument("--repeat", type=int, default=20, help="times its steps are replayed through the driver")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray actor transport")
+    ap.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="the run.sqlite of a stage-a run already trained with capture every step (skips training one)",
+    )
     args = ap.parse_args()
     print("uptime:", os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        store, run_rate = produce(tmp / "produce", args.steps)
+        store, run_rate = (args.store, wall_rate(args.store)) if args.store else produce(tmp / "produce", args.steps)
         steps = load_steps(store)
         rows, values = _counts(steps)
         per_step_rows, per_step_values = rows / len(steps), values / len(steps)
