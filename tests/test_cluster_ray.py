@@ -61,13 +61,7 @@ def private_cluster(tmp_path):
     ray_cli = PY.parent / "ray"
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DISABLE_USAGE_STATS": "1",
-        "RAY_agent_register_timeout_ms": "180000",  # a loaded shared machine starts the node agents slowly
-        "RAY_raylet_start_wait_time_s": "180",
-    }
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_USAGE_STATS": "1"}
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     logs = open(Path(temp) / "nodes.log", "w")
     head = [str(ray_cli), "start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
@@ -78,7 +72,7 @@ def private_cluster(tmp_path):
     }
     seen: set[int] = set()
     try:
-        _wait_for_nodes(port, 1, env, procs, temp, timeout=240)
+        _wait_for_nodes(port, 1, env, procs, temp, timeout=180)  # a loaded machine starts nodes slowly
         worker = [str(ray_cli), "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", *common]
         procs["worker"] = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"']
@@ -88,7 +82,7 @@ def private_cluster(tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_for_nodes(port, 2, env, procs, temp, timeout=240)
+        _wait_for_nodes(port, 2, env, procs, temp, timeout=180)  # a loaded machine starts nodes slowly
         yield {"address": f"127.0.0.1:{port}", "procs": procs, "env": env, "seen": seen, "hidden": hidden}
     finally:
         for _ in range(3):  # the trees first (ray workers rename their command lines), then by temp dir
