@@ -61,7 +61,7 @@ def private_cluster(tmp_path):
     ray_cli = PY.parent / "ray"
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_USAGE_STATS": "1"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "disabled"}
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     logs = open(Path(temp) / "nodes.log", "w")
     head = [str(ray_cli), "start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
