@@ -15,7 +15,11 @@ Interleaved step by step (one step of each copy in turn, the order rotating), so
 load falls on all four alike. The timed steps are cut into blocks of 10 (each holds one capture at
 ``every=10``); an arm's ratio is the median over blocks of (its block time / plain's block time).
 
-Usage: python benchmarks/bench_watch.py [--model quick|conv] [--blocks 20] [--warmup 5] [--threads 2]
+With ``--compile`` every copy trains ``torch.compile(model)`` (inductor; ``watch`` is handed the
+compiled model and watches its original module): the compiled step with and without capture. The
+``quick`` generator's complex weights do not compile with inductor: use ``--model conv``.
+
+Usage: python benchmarks/bench_watch.py [--model quick|conv] [--blocks 20] [--warmup 5] [--threads 2] [--compile]
 """
 
 from __future__ import annotations
@@ -60,17 +64,18 @@ def conv_net() -> nn.Module:
 class Arm:
     """One copy of the loop: a fresh model (seed 0), its Adam optimizer, and ``watch`` unless ``every`` is None."""
 
-    def __init__(self, make_model, every, folder: Path):
+    def __init__(self, make_model, every, folder: Path, compiled: bool = False):
         torch.manual_seed(0)
         self.model = make_model()
+        self.called = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.w = fnodiag.watch(self.model, folder, optimizer=self.opt, every=every) if every is not None else None
+        self.w = fnodiag.watch(self.called, folder, optimizer=self.opt, every=every) if every is not None else None
 
     def step(self, x, loss_fn) -> float:
         """One training step; its wall time in seconds."""
         start = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        loss = loss_fn(self.model(x), x)
+        loss = loss_fn(self.called(x), x)
         loss.backward()
         self.opt.step()
         if self.w is not None:
@@ -85,6 +90,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (step 0 always captures)")
     ap.add_argument("--batch", type=int, default=8, help="batch size")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--compile", action="store_true", help="train torch.compile(model) in every copy (inductor)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = preset("quick")
@@ -98,7 +104,7 @@ def main() -> None:
     steps = args.warmup + BLOCK * args.blocks
     times: dict[str, list[float]] = {a: [] for a in ARMS}
     with tempfile.TemporaryDirectory() as tmp:
-        arms = {a: Arm(make_model, k, Path(tmp) / a.replace(" ", "-")) for a, k in ARMS.items()}
+        arms = {a: Arm(make_model, k, Path(tmp) / a.replace(" ", "-"), args.compile) for a, k in ARMS.items()}
         order = list(arms)
         for i in range(steps):
             x = batches[i % len(batches)]
@@ -113,7 +119,8 @@ def main() -> None:
     params = sum(p.numel() for p in make_model().parameters())
     print(
         f"fnodiag.watch overhead: model {args.model} ({params:,} parameters), batch {args.batch}, N {n}, "
-        f"{args.threads} threads, {args.blocks} blocks of {BLOCK} steps interleaved step by step, "
+        f"{args.threads} threads, {'compiled (inductor), ' if args.compile else ''}"
+        f"{args.blocks} blocks of {BLOCK} steps interleaved step by step, "
         f"torch {torch.__version__}"
     )
     print(f"plain loop          : median step {statistics.median(times['plain'][args.warmup :]) * 1e3:7.2f} ms")

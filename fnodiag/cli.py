@@ -1,5 +1,5 @@
 """``fnodiag`` command line: ``simulate``, ``train``, ``capture``, ``sweep``, ``summarize``, ``export`` (TensorBoard),
-``serve`` (the dashboard).
+``diagnose`` (a run's findings), ``serve`` (the dashboard).
 
 Every configuration flag maps to one setting through one table,
 :func:`fnodiag.training.registries.flag_table` (the ``RunConfig`` fields' rows kept in
@@ -14,15 +14,18 @@ one line naming the run's ``train.log`` (which holds the traceback) and exit sta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+from fnodiag.analysis.findings import finding_lines, findings_from_run, write_findings
 from fnodiag.config import PRESETS, ConfigError, RunConfig, resolve
 from fnodiag.dashboard.server import serve
 from fnodiag.dashboard.serving import add_panel_options
 from fnodiag.diagnostics.capture import capture_checkpoint, summary_lines, write_report
+from fnodiag.diagnostics.run_findings import relative
 from fnodiag.interop.checkpoint_export import export_checkpoint
 from fnodiag.interop.reference_import import import_reference
 from fnodiag.interop.tensorboard import export_tensorboard
@@ -256,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(fnodiag train / fnodiag import / fnodiag.LiveCapture), each run its own row",
     )
 
+    p = sub.add_parser(
+        "diagnose",
+        help="what went wrong in a run, where and when: its findings, ranked, each with a link to its evidence",
+        description="Print each run's findings (ranked: critical, error, warning; then earliest first) and write "
+        "them to the run's findings.json. Works for fnodiag's runs, LiveCapture / watch runs and imported runs.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each holding config.json)")
+    p.add_argument("--json", action="store_true", help="print JSON: [{run, findings: [...]}, ...] instead of text")
+    p.add_argument(
+        "--root",
+        help="the folder the dashboard serves (`fnodiag serve ROOT`): links name runs relative to it "
+        "(default: each run's parent folder)",
+    )
+    p.add_argument("--no-write", action="store_true", help="print only; leave each run's findings.json as it is")
+
     p = sub.add_parser("import", help="open a reference project's arm output folder as a read-only fnodiag run")
     p.add_argument("source", help="the reference arm's --output-dir (holding runs/pinn_<arch>/ and lightning_logs/)")
     p.add_argument("--out", required=True, help="the new run folder, e.g. runs/stage_a_control (must not exist)")
@@ -468,6 +486,27 @@ def _cmd_summarize(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    runs = [RunDir(Path(r)) for r in args.runs]
+    if args.root is not None and not Path(args.root).is_dir():
+        raise ConfigError(f"--root {args.root!r} is not a folder; pass the folder the dashboard serves")
+    for run in runs:  # every run checked before anything is written
+        if not run.path.is_dir():
+            raise FileNotFoundError(f"run folder {str(run.path)!r} does not exist; pass a run directory")
+        if not run.config_path.is_file():
+            raise ConfigError(f"{str(run.path)!r} is not a run folder (no config.json); pass a run directory")
+        relative(run, args.root)  # a run outside --root: ValueError, one line
+    found = {run: (findings_from_run if args.no_write else write_findings)(run, root=args.root) for run in runs}
+    if args.json:
+        print(json.dumps([{"run": str(r.path), "findings": [f.to_dict() for f in fs]} for r, fs in found.items()]))
+        return 0
+    for run, fs in found.items():
+        print(f"{run.path}: {len(fs)} finding{'s' if len(fs) != 1 else ''}")
+        for line in finding_lines(fs):
+            print(line)
+    return 0
+
+
 def _cmd_serve(args) -> int:
     runs = Path(args.runs or os.environ.get("FNODIAG_RUNS", "runs")).expanduser()
     if runs.exists() and not runs.is_dir():
@@ -501,6 +540,7 @@ COMMANDS = {
     "export-checkpoint": _cmd_export_checkpoint,
     "export": _cmd_export,
     "serve": _cmd_serve,
+    "diagnose": _cmd_diagnose,
 }
 
 

@@ -161,6 +161,9 @@ def test_views_build_with_figures_and_collapse_state(runs):
     dash = Dashboard(runs)
     overview, acts, grads = dash.views[:3]
     assert len(dash.store.selected()) == 2
+    assert overview._feeds and not acts._feeds and not grads._feeds  # only the open tab draws
+    dash.tabs.active = 2
+    dash.tabs.active = 1
     assert len(acts._feeds) == 2 and len(grads._feeds) == 2 + 4 * 2
     feed = acts._feeds[0]
     assert feed.layers[0] == "lifter" and "output" in feed.layers
@@ -182,8 +185,8 @@ def test_tick_sends_only_new_points(runs):
     """Only the open tab streams; a hidden view catches up in one batch when its tab is opened."""
     dash = Dashboard(runs)
     acts = dash.views[1]
-    feed = acts._feeds[0]
     dash.tabs.active = 1  # Activations
+    feed = acts._feeds[0]
     assert dash.tick() == 0  # nothing new written
     run = dash.store.selected()[0].run
     last = max(feed.tail.reader.last_step(), 0)

@@ -95,7 +95,9 @@ def test_frames_off_says_so(tmp_path, tiny_cfg, dataset_cache):
         cache_dir=dataset_cache,
         progress=False,
     )
-    feed = _view(Dashboard(tmp_path))._feeds[0]
+    dash = Dashboard(tmp_path)
+    dash.tabs.active = dash.views.index(_view(dash))
+    feed = _view(dash)._feeds[0]
     assert feed.steps == [] and "--frame-every 0" in feed.info.object
 
 
@@ -122,6 +124,7 @@ def test_progress_of_a_running_and_a_dead_run_and_onset_lines(runs, tmp_path):
     loss = overview._feeds[0].figure.figure
     assert _spans(loss) == [6.0]  # the onset, marked
     grads = dash.views[2]
+    dash.tabs.active = 2
     assert grads._feeds  # capture off: no layer feeds, but the scalar plots are drawn, each with the onset
     figures = {id(g.figure): g.figure.figure for g in grads._feeds}.values()
     assert [x for f in figures for x in _spans(f)] == [6.0, 6.0, 6.0]

@@ -38,7 +38,7 @@ for sweep in s.param.sweep.objects:
     s.arms = list(s.param.arms.objects)
     s.seeds = list(s.param.seeds.objects)
     seen += [e.label for e in s.selected()]
-    d.layout().get_root(Document())  # every tab's Bokeh models (the tabs are not dynamic)
+    d.layout().get_root(Document())  # the page's Bokeh models (each tab's are built as it is shown below)
     for k, (name, _) in enumerate(zip(d.tabs._names, d.tabs)):
         d.tabs.active = k
         for _ in range(2 * ROWS_EVERY):  # enough ticks to re-read rows and rescan the folder
@@ -87,7 +87,17 @@ def test_every_tab_over_every_kind_of_run_imports_no_lightning(every_kind_of_run
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert sorted(got["seen"]) == ["live", "module", "own", "ref"]
-    assert got["tabs"] == ["Overview", "Activations", "Gradients", "Reconstructions", "Compare", "Checkpoint", "Launch"]
+    assert got["tabs"] == [
+        "Overview",
+        "Activations",
+        "Gradients",
+        "Reconstructions",
+        "Compare",
+        "Spectra",
+        "Findings",
+        "Checkpoint",
+        "Launch",
+    ]
     assert got["rows"]["live"][0] == states.RUNNING and got["rows"]["own"][0] == states.FINISHED
     assert got["rows"]["module"][0] == states.FINISHED and "Capture failed" not in got["capture"]
     assert not got["lightning"] and not got["pytorch_lightning"], got["lightning_modules"]

@@ -278,7 +278,7 @@ def warning(run: str, diff: dict) -> str:
     return text
 
 
-def audit_run(run, asked: RunConfig | None = None) -> list[str]:
+def audit_run(run, asked: RunConfig | None = None, *, lr: bool = True) -> list[str]:
     """Warnings for one run directory: effective configuration, realised LR, config.json vs ``asked``.
 
     Parameters
@@ -287,6 +287,9 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
     asked : RunConfig, optional
         What the run's sweep definition and flags resolve to; compared with ``config.json`` when
         given. The effective record and the LR are compared with ``config.json``.
+    lr : bool
+        Also compare the realised per-step LR, read from the run's store (False: the JSON records
+        only, no store opened; the dashboard's list of many runs).
 
     Returns
     -------
@@ -304,13 +307,13 @@ def audit_run(run, asked: RunConfig | None = None) -> list[str]:
         groups = len((effective.get("optimizer") or {}).get("param_groups") or [None])
         expected = expected_effective(recorded, n_groups=groups, resumed="resumed_from" in effective)
         diffs += compare_effective(expected, effective)
-    if run.store_path.is_file():
+    if lr and run.store_path.is_file():
         reader = StoreReader(run.store_path)
         try:
             rec = reader.scalars(LR, scope="step") if LR in reader.scalar_names() else None
         finally:
             reader.close()
         if rec is not None and len(rec):
-            lr = lr_differences(recorded, rec.epoch, rec.value, rec.step)
-            diffs += [lr] if lr else []
+            realised = lr_differences(recorded, rec.epoch, rec.value, rec.step)
+            diffs += [realised] if realised else []
     return [warning(name, d) for d in diffs]

@@ -1,13 +1,13 @@
-"""Findings of a run folder: its records read from the store, every detector, and ``findings.json``.
+"""Findings of a run folder: every detector, the asked-vs-got settings included, and ``findings.json``.
 
-:func:`findings_from_run` gathers a run's records (every per-layer statistic and per-step scalar in its
-store, and its :func:`~fnodiag.diagnostics.collapse.detect_collapse` report), runs the pure detectors of
-:mod:`fnodiag.diagnostics.detectors`, adds the settings that differ between asked and got
-(:func:`settings_findings` over :func:`~fnodiag.analysis.audit.audit_run`'s warnings; it lives here
-because the audit is analysis), gives each finding its evidence link and ranks them
-(:func:`~fnodiag.diagnostics.findings.rank`). It works for fnodiag's runs, ``LiveCapture`` / ``watch``
-runs and imported runs (which have no per-layer records: only what their files show).
-:func:`write_findings` saves them as the run's ``findings.json``.
+:func:`findings_from_run` is :func:`~fnodiag.diagnostics.run_findings.record_findings` (the run's
+records read from its store, the pure detectors of :mod:`fnodiag.diagnostics.detectors`, evidence links,
+ranking) plus the settings that differ between asked and got (:func:`settings_findings` over
+:func:`~fnodiag.analysis.audit.audit_run`'s warnings; it lives here because the audit is analysis). It
+works for fnodiag's runs, ``LiveCapture`` / ``watch`` runs and imported runs (which have no per-layer
+records: only what their files show). :func:`write_findings` saves them as the run's ``findings.json``
+with ``"settings_audited": true``; training writes the file without the audit when a run ends
+(:func:`fnodiag.diagnostics.run_findings.write_end_of_run`, where the module docstring says why).
 """
 
 from __future__ import annotations
@@ -15,46 +15,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from fnodiag.analysis.audit import audit_run
-from fnodiag.diagnostics.collapse import detect_collapse
-from fnodiag.diagnostics.detectors import RunRecords, detect
-from fnodiag.diagnostics.findings import Finding, rank
-from fnodiag.runs import SOURCES, RunDir, StoreReader
+from fnodiag.diagnostics.findings import Finding
+from fnodiag.diagnostics.run_findings import FINDINGS_VERSION, read_records, record_findings, save_findings
+from fnodiag.runs import RunDir
 
-FINDINGS_VERSION = 1
 _FIELD = re.compile(r"^[^:]*: (?P<field>.+?) asked ")
 _STEP = re.compile(r" at step (?P<step>\d+)")
-
-
-def read_records(run: RunDir) -> RunRecords:
-    """Every per-layer statistic and per-step scalar of a run's store, and its collapse report.
-
-    Parameters
-    ----------
-    run : RunDir
-
-    Returns
-    -------
-    RunRecords
-        Empty ``layers`` / ``scalars`` for a run without a store (e.g. an imported run without a log).
-    """
-    records = RunRecords(collapse=detect_collapse(run))
-    if not run.store_path.is_file():
-        return records
-    with StoreReader(run.store_path) as reader:
-        for source in SOURCES:
-            for stat in reader.stats(source):
-                m = reader.layer_matrix(source, stat)
-                if m.layers:
-                    records.layers[(source, stat)] = (m.layers, m.steps, m.values)
-        rows = reader.scalars(scope="step")
-        for name in dict.fromkeys(rows.name.tolist()):
-            keep = rows.name == name
-            order = np.argsort(rows.step[keep], kind="stable")
-            records.scalars[name] = (rows.step[keep][order], rows.value[keep][order])
-    return records
 
 
 def settings_findings(warnings: list[str]) -> list[Finding]:
@@ -80,13 +47,8 @@ def settings_findings(warnings: list[str]) -> list[Finding]:
     return out
 
 
-def _relative(run: RunDir, root) -> str:
-    """The run's path relative to the served folder ``root`` (default: the run's parent), POSIX style."""
-    base = Path(root) if root is not None else run.path.parent
-    try:
-        return run.path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        raise ValueError(f"run {str(run.path)!r} is not inside the served folder {str(base)!r}") from None
+def _run(run) -> RunDir:
+    return run if isinstance(run, RunDir) else RunDir(Path(run))
 
 
 def findings_from_run(run, *, root=None) -> list[Finding]:
@@ -103,25 +65,65 @@ def findings_from_run(run, *, root=None) -> list[Finding]:
     -------
     list of Finding
         Ranked (:func:`~fnodiag.diagnostics.findings.rank`); empty for a run with nothing to report.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such run folder.
+    ValueError
+        The run is not inside ``root``.
     """
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    run = _run(run)
     if not run.path.is_dir():
         raise FileNotFoundError(f"run folder {str(run.path)!r} does not exist; pass a run directory")
-    found = detect(read_records(run)) + settings_findings(audit_run(run))
-    rel = _relative(run, root)
-    return rank(f.with_link(rel) for f in found)
+    return record_findings(run, root=root, extra=settings_findings(audit_run(run)))
 
 
 def write_findings(run, *, root=None) -> list[Finding]:
     """:func:`findings_from_run` written to the run's ``findings.json``; returns the findings.
 
-    The file holds ``{"version": 1, "run": <name>, "findings": [Finding.to_dict(), ...]}`` in rank order.
+    The file holds ``{"version": 1, "run": <name>, "settings_audited": true, "findings": [Finding.to_dict(),
+    ...]}`` in rank order.
     """
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    run = _run(run)
     found = findings_from_run(run, root=root)
-    payload = {"version": FINDINGS_VERSION, "run": run.path.name, "findings": [f.to_dict() for f in found]}
-    run.write_json(run.findings_path.name, payload)
+    save_findings(run, found, audited=True)
     return found
 
 
-__all__ = ["FINDINGS_VERSION", "findings_from_run", "read_records", "settings_findings", "write_findings"]
+def window(f: Finding) -> str:
+    """A finding's step window for a line of text: ``"step 220"``, ``"steps 220-480"`` or ``"from the start"``."""
+    if f.first is None:
+        return "from the start"
+    return f"step {f.first}" if f.last in (None, f.first) else f"steps {f.first}-{f.last}"
+
+
+def finding_lines(found: list[Finding], *, links: bool = True) -> list[str]:
+    """One numbered line per finding (severity, kind, layer, window, sentence) and its link indented below."""
+    if not found:
+        return ["  no findings: nothing left its usual range"]
+    lines = []
+    for i, f in enumerate(found, 1):
+        where = f" {f.layer}" if f.layer else ""
+        lines.append(f"  {i}. [{f.severity}] {f.kind}{where}, {window(f)}: {f.sentence}")
+        if links and f.link:
+            lines.append(f"     evidence: {f.link}")
+    return lines
+
+
+def first_finding(run, *, root=None) -> dict | None:
+    """The top finding of a run as a JSON-ready dict (:meth:`Finding.to_dict`), None when it has none."""
+    found = findings_from_run(run, root=root)
+    return found[0].to_dict() if found else None
+
+
+__all__ = [
+    "FINDINGS_VERSION",
+    "finding_lines",
+    "findings_from_run",
+    "first_finding",
+    "read_records",
+    "settings_findings",
+    "window",
+    "write_findings",
+]

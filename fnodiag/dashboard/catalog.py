@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from fnodiag.analysis.audit import audit_run
 from fnodiag.analysis.outcome import STOPPED, read_outcome
+from fnodiag.dashboard.folder import FolderWalk, is_racy, stamp
 from fnodiag.diagnostics.selection import best_epochs
-from fnodiag.runs import RunDir, list_runs, states
-from fnodiag.runs.progress import duration, read_progress
-from fnodiag.sweeps.manifest import read_manifest, sweep_folders
+from fnodiag.runs import RunDir, states
+from fnodiag.runs.progress import duration, read_progress, run_progress
+from fnodiag.sweeps.manifest import manifest_path, read_manifest
 from fnodiag.training.optimizers import hyperparameter_text  # the optimizer registry (torch, never Lightning)
 
 SINGLE = "(single runs)"
@@ -49,12 +51,17 @@ def inside(root: str | Path, path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class RunEntry:
-    """One arm x seed of a sweep: ``run`` may not exist yet (a pending sweep run)."""
+    """One arm x seed of a sweep: ``run`` may not exist yet (a pending sweep run).
+
+    ``present`` is whether the scan that listed it found the run's ``config.json`` (None: not known,
+    :attr:`exists` then looks at the file).
+    """
 
     sweep: str
     arm: str
     seed: int | None
     run: RunDir
+    present: bool | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -63,7 +70,7 @@ class RunEntry:
 
     @property
     def exists(self) -> bool:
-        return self.run.config_path.is_file()
+        return self.present if self.present is not None else self.run.config_path.is_file()
 
 
 @dataclass
@@ -88,13 +95,18 @@ class Catalog:
     def seeds(self, sweep: str) -> list[int]:
         return sorted({e.seed for e in self.sweeps.get(sweep, []) if e.seed is not None})
 
+    def key(self) -> tuple:
+        """Everything the scan found, ``(sweep, arm, seed, path, present)`` per entry: equal keys, same catalog."""
+        return tuple((e.sweep, e.arm, e.seed, e.run.path, e.exists) for es in self.sweeps.values() for e in es)
 
-def _sweep_entries(root: Path, folder: Path, problems: list[str]) -> tuple[str, list[RunEntry]] | None:
+
+def _sweep_entries(root: Path, folder: Path) -> tuple[str | None, list[RunEntry], list[str]]:
+    """``(name, entries, problems)`` of the sweep folder ``folder``; name None when its manifest is unreadable."""
+    problems: list[str] = []
     try:
         spec = read_manifest(folder, {}) or {}
     except ValueError as exc:
-        problems.append(str(exc))
-        return None
+        return None, [], [str(exc)]
     name = str(spec.get("name") or folder.name)
     entries = []
     for key, r in sorted((spec.get("runs") or {}).items()):
@@ -105,38 +117,80 @@ def _sweep_entries(root: Path, folder: Path, problems: list[str]) -> tuple[str, 
             continue
         seed = r.get("seed")
         entries.append(RunEntry(name, str(r.get("arm", key)), int(seed) if seed is not None else None, RunDir(path)))
-    return name, entries
+    return name, entries, problems
 
 
-def scan(root: str | Path) -> Catalog:
-    """Build the :class:`Catalog` of ``root`` (an empty one when the folder does not exist)."""
+def _memo(memo: dict, key, sig, compute):
+    """``compute()``, or its value kept in ``memo`` under ``key`` while the signature ``sig`` (led by an
+    mtime in ns) is unchanged and not too recent to trust (:func:`fnodiag.dashboard.folder.is_racy`)."""
+    hit = memo.get(key)
+    if sig is not None and hit is not None and hit[0] == sig and not is_racy(sig[0]):
+        memo["_used"].add(key)
+        return hit[1]
+    value = compute()
+    memo[key] = (sig, value)
+    memo["_used"].add(key)
+    return value
+
+
+def _seed_or_problem(run: RunDir) -> tuple[int | None, str | None]:
+    try:
+        return _seed(run), None
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+        return None, f"{run.path}: {exc}"
+
+
+def scan(root: str | Path, walk: FolderWalk | None = None, memo: dict | None = None) -> Catalog:
+    """Build the :class:`Catalog` of ``root`` (an empty one when the folder does not exist).
+
+    Parameters
+    ----------
+    root : the runs folder
+    walk : a :class:`~fnodiag.dashboard.folder.FolderWalk` of ``root`` kept between scans (only
+        changed folders are listed again); default a fresh one
+    memo : a dict kept between scans: parsed ``sweep.json`` files (by their mtime and size) and
+        single runs' seeds (by their folder's mtime) are read again only when they changed
+    """
     root = Path(root).resolve()
     cat = Catalog(root)
     if not root.is_dir():
         return cat
+    walk = walk or FolderWalk(root)
+    memo = {} if memo is None else memo
+    run_dirs, sweep_dirs = walk.walk()
+    manifests = tuple(stamp(manifest_path(f)) for f in sweep_dirs)
+    last = memo.get("_catalog")
+    if last is not None and not walk.listed and last[0] == manifests and not any(is_racy(m[0]) for m in manifests if m):
+        return last[1]  # no folder listed again, no manifest changed: the same catalog
+    memo["_used"] = set()
+    found = set(run_dirs)
     claimed: set[Path] = set()
-    for folder in sweep_folders(root):
-        found = _sweep_entries(root, folder, cat.problems)
-        if found is None:
+    for folder in sweep_dirs:
+        name, entries, problems = _memo(
+            memo, ("sweep", folder), stamp(manifest_path(folder)), partial(_sweep_entries, root, folder)
+        )
+        cat.problems += problems
+        if name is None:
             continue
-        name, entries = found
         if name in cat.sweeps:
             name = str(folder.relative_to(root))
-        cat.sweeps[name] = [RunEntry(name, e.arm, e.seed, e.run) for e in entries]
+        cat.sweeps[name] = [RunEntry(name, e.arm, e.seed, e.run, e.run.path in found) for e in entries]
         claimed.add(folder)
     singles = []
-    for run in list_runs(root):
-        path = run.path.resolve()
-        if any(f == path or f in path.parents for f in claimed):
+    for path in run_dirs:
+        if any(p in claimed for p in (path, *path.parents)):
             continue
-        try:
-            seed = _seed(run)
-        except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
-            cat.problems.append(f"{path}: {exc}")
-            seed = None
-        singles.append(RunEntry(SINGLE, str(path.relative_to(root)), seed, RunDir(path)))
+        run = RunDir(path)
+        mtime = walk.mtimes.get(path)
+        seed, problem = _memo(memo, ("seed", path), None if mtime is None else (mtime,), partial(_seed_or_problem, run))
+        if problem:
+            cat.problems.append(problem)
+        singles.append(RunEntry(SINGLE, str(path.relative_to(root)), seed, run, True))
     if singles:
         cat.sweeps[SINGLE] = singles
+    for key in [k for k in memo if k not in ("_used", "_catalog") and k not in memo["_used"]]:
+        del memo[key]  # runs and sweeps that are gone
+    memo["_catalog"] = (manifests, cat)
     return cat
 
 
@@ -199,11 +253,12 @@ def optimizer_label(effective: dict, config) -> tuple[str, float | None]:
     return " ".join(parts), lr
 
 
-_AUDITS: dict[Path, tuple[tuple, list[str]]] = {}
+_AUDITS: dict[tuple[Path, bool], tuple[tuple, list[str]]] = {}
 
 
-def config_warnings(run: RunDir) -> list[str]:
-    """:func:`fnodiag.analysis.audit.audit_run` of a run (asked vs recorded settings, realised LR), cached per epoch."""
+def config_warnings(run: RunDir, *, lr: bool = True) -> list[str]:
+    """:func:`fnodiag.analysis.audit.audit_run` of a run (asked vs recorded settings, and with ``lr`` the
+    realised LR read from its store), cached per epoch."""
 
     def mtime(p: Path):
         try:
@@ -212,23 +267,47 @@ def config_warnings(run: RunDir) -> list[str]:
             return None
 
     key = tuple(mtime(run.path / f) for f in ("config.json", "effective_config.json", "history.json", "metrics.json"))
-    cached = _AUDITS.get(run.path)
+    cached = _AUDITS.get((run.path, lr))
     if cached is None or cached[0] != key:
         try:
-            warnings = audit_run(run)
+            warnings = audit_run(run, lr=lr)
         except (ValueError, TypeError, KeyError, OSError) as exc:  # a record being written, or unreadable
             warnings = [f"{run.path.name}: settings not checked ({type(exc).__name__}: {exc})"]
-        _AUDITS[run.path] = cached = (key, warnings)
+        _AUDITS[(run.path, lr)] = cached = (key, warnings)
     return cached[1]
 
 
-def summarize(entry: RunEntry) -> dict:
+def quick_row(entry: RunEntry) -> dict:
+    """A row from ``status.json`` alone (state, step, epoch, message): what the list shows of a run whose full
+    row (:func:`summarize`) is not read yet. ``outcome`` is empty and ``pending`` True."""
+    row = {"arm": entry.arm, "seed": entry.seed, "label": entry.label, "state": states.NOT_STARTED}
+    row.update(outcome="", progress=0.0, pending=True)
+    if entry.exists:
+        try:
+            status = entry.run.read_status() if entry.run.status_path.is_file() else None
+        except ValueError:
+            status = None
+        status = status or {}
+        row.update(
+            state=status.get("state") or states.NOT_STARTED,
+            epoch=status.get("epoch"),
+            step=status.get("step"),
+            message=status.get("message", ""),
+        )
+    return row
+
+
+def summarize(entry: RunEntry, *, chosen: bool = True) -> dict:
     """One overview row: state, outcome, progress, optimizer and lr, val losses, amp SSIM, collapse verdict.
 
     ``state`` is the run's state as read (:mod:`fnodiag.runs.states`; ``not started`` for a run listed in
     ``sweep.json`` that has no folder or status yet) and ``outcome`` its
     :func:`fnodiag.analysis.outcome.run_outcome`, both from :func:`fnodiag.analysis.outcome.read_outcome`:
     the reading the sweep summary uses, so the page and ``summary.md`` say the same.
+
+    ``chosen=False`` (a row of the list that is not drawn) reads the run's JSON records only: its store is
+    opened for the progress of a running run alone, and the settings check leaves out the realised LR
+    (``lr_checked`` False).
     """
     row = {
         "arm": entry.arm,
@@ -270,17 +349,25 @@ def summarize(entry: RunEntry) -> dict:
             "earliest_layer": outcome["earliest_layer"],
             "earliest_step": outcome["earliest_step"],
             **best_columns(history, effective, config.to_dict() if config else None),
-            "config_warnings": config_warnings(run),
+            "config_warnings": config_warnings(run, lr=chosen),
+            "lr_checked": chosen,
         }
     )
-    row.update(progress_columns(run))
+    store = chosen or outcome["state"] in states.LIVE
+    row.update(progress_columns(run, store=store, status=rec["status"], effective=effective))
     return row
 
 
-def progress_columns(run) -> dict:
+def progress_columns(run, *, store: bool = True, status: dict | None = None, effective: dict | None = None) -> dict:
     """``progress`` (step / total steps), ``time_left``, ``progress_text`` and the numbers behind them
-    (:func:`fnodiag.runs.progress.read_progress`)."""
-    p = read_progress(run)
+    (:func:`fnodiag.runs.progress.read_progress`); ``store=False`` reads no store, only ``status`` and
+    ``effective`` (the run's records, read when not given): no step rate, so no time left."""
+    if store:
+        p = read_progress(run)
+    else:
+        if status is None:
+            status = run.read_status() if run.status_path.is_file() else None
+        p = run_progress(status, effective if effective is not None else run.read_json("effective_config.json", {}))
     out = {f"progress_{k}": p[k] for k in ("step", "total_steps", "elapsed_s", "eta_s", "heartbeat_age_s")}
     out["progress_text"] = p["text"]
     if p["fraction"] is not None:

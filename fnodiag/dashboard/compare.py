@@ -91,6 +91,13 @@ class CompareView(Viewer):
         if self._stale:
             self.reload()
 
+    def hidden(self) -> None:
+        """The tab is hidden: selection changes wait until it is shown again."""
+        self.visible = False
+
+    def close(self) -> None:
+        """Nothing to close: the view opens its stores only while it reads them."""
+
     def __panel__(self):
         return pn.Column(self._controls, self._note, self._plots, sizing_mode="stretch_width")
 

@@ -1,9 +1,14 @@
 """One browser session's dashboard: the store, the sidebar of selection widgets, the tabs, the live tick.
 
 :class:`Dashboard` is what :func:`fnodiag.dashboard.app.session_page` serves; tests build it without a
-server. Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new
-store rows into the open tab's view and, every ``ROWS_EVERY`` ticks while something trains, re-reads the
-runs' status files and rescans the folder for new runs.
+server. Only the open tab's view draws (:meth:`~fnodiag.dashboard.views.LiveView.opened`); a served page
+is sent with its runs table first and draws its plots once the browser has it (``defer``,
+:meth:`Dashboard.load`). Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`,
+which streams new store rows into the open tab's view and, every ``ROWS_EVERY`` ticks (1 s), rescans the
+runs folder (incrementally, one scan shared by the server's sessions) and re-reads the rows of runs whose
+records changed: a run started from another terminal, or a sweep's next run, appears by itself. A session
+opened from an evidence link (``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by
+:meth:`Dashboard.select` (:mod:`fnodiag.dashboard.evidence`).
 """
 
 from __future__ import annotations
@@ -13,16 +18,23 @@ from pathlib import Path
 
 import panel as pn
 
+from fnodiag.dashboard import evidence
 from fnodiag.dashboard.checkpoint import CheckpointView
 from fnodiag.dashboard.compare import CompareView
+from fnodiag.dashboard.evidence import EvidencePanel
 from fnodiag.dashboard.export import PLOTS, download_button
+from fnodiag.dashboard.findings import FindingsView
+from fnodiag.dashboard.index import SCAN_EVERY_S
 from fnodiag.dashboard.launch import DEMO_ARGS, LaunchView
 from fnodiag.dashboard.reconstructions import ReconstructionsView
+from fnodiag.dashboard.spectra import SpectraView
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
 
 TICK_MS = 250
-ROWS_EVERY = 8  # ticks between status / folder re-reads (~2 s)
+ROWS_EVERY = 4  # ticks between folder rescans and row re-reads (1 s): a new run shows within 2 s
+ROWS_BUDGET_S = 0.4  # seconds a served page's first look may spend reading runs' records (then: its ticks)
+PENDING_BUDGET_S = 0.15  # seconds a tick may spend reading rows not read yet (a first look at many runs)
 
 
 class Dashboard:
@@ -36,20 +48,38 @@ class Dashboard:
         No Launch tab and no demo button (``--args --read-only``); nothing can be started or stopped.
     may_control : callable, optional
         Asked by the Launch tab's Start / Stop handlers whether this session may start or stop runs.
+    defer : bool
+        Draw nothing until :meth:`load` (a served page calls it once the browser has the page); default:
+        the open tab draws now.
+    tabs : collection of str, optional
+        Show only the tabs with these titles (``fnodiag.show(..., tabs=...)``); default all. Launch is
+        shown unless ``read_only``.
+
+    Raises
+    ------
+    ValueError
+        A title in ``tabs`` that is no tab (the message lists them).
     """
 
-    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False, tabs=None):
         self.read_only = read_only
-        self.store = DashboardStore(root)
+        self.store = DashboardStore(root, rows_budget_s=ROWS_BUDGET_S if defer else None)
         self.views = [
             OverviewView(store=self.store),
             ActivationsView(store=self.store),
             GradientsView(store=self.store),
             ReconstructionsView(store=self.store),
             CompareView(store=self.store),
+            SpectraView(store=self.store),
+            FindingsView(store=self.store),
         ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
+        if tabs is not None:  # a subset (the notebook's fnodiag.show); the Tabs below keep views before Checkpoint
+            titles = [v.title for v in (*self.views, self.checkpoint, self.launch)]
+            if unknown := [t for t in tabs if t not in titles]:
+                raise ValueError(f"unknown tab(s) {', '.join(map(repr, unknown))}; choose from {', '.join(titles)}")
+            self.views = [v for v in self.views if v.title in tabs]
         self.callback = None  # the session's periodic tick (a Panel PeriodicCallback), set by whoever serves it
         self.ticks = 0
         self.last_tick_ms = 0.0
@@ -61,21 +91,40 @@ class Dashboard:
         ]  # a CSV of the tab's plot data under each (Compare: one per plot)
         self.tabs = pn.Tabs(
             *[(v.title, t) for v, t in zip(self.views, shown)],
-            (self.checkpoint.title, self.checkpoint),
+            *([(self.checkpoint.title, self.checkpoint)] if tabs is None or self.checkpoint.title in tabs else []),
             *([] if read_only else [(self.launch.title, self.launch)]),
-            dynamic=False,
+            dynamic=True,  # a tab's models are built when it is first shown
             sizing_mode="stretch_width",
         )
+        self.evidence = EvidencePanel(store=self.store)  # what an evidence link chose, above the tabs
         self.tabs.param.watch(self._on_tab, "active")
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
         self._update_empty()
+        self.loaded = False
+        if not defer:
+            self.load()
+
+    def load(self) -> None:
+        """Draw the open tab (what ``defer`` put off)."""
+        self.loaded = True
+        self._show(self.tabs.active)
+
+    def _show(self, shown: int) -> None:
+        for k, view in enumerate(self.views):
+            view.opened() if k == shown else view.hidden()
 
     def _on_tab(self, event) -> None:
-        """Tell views that draw only while shown (``opened`` / ``visible``, e.g. Compare) which tab is on show."""
-        for k, view in enumerate(self.views):
-            if hasattr(view, "opened"):
-                view.opened() if k == event.new else setattr(view, "visible", False)
+        """Views draw only while shown: tell each whether its tab is on show."""
+        if self.loaded:
+            self._show(event.new)
+
+    def close(self) -> None:
+        """The session ended: stop its tick and close every store reader its views hold."""
+        if self.callback is not None:
+            self.callback.stop()
+        for view in self.views:
+            view.close()
 
     def _update_empty(self) -> None:
         if self.store.sweep is None and self.read_only:
@@ -111,14 +160,9 @@ class Dashboard:
             pn.widgets.Select.from_param(s.act_stat),
             pn.widgets.Checkbox.from_param(s.log_color),
             pn.widgets.Checkbox.from_param(s.live),
-            self._refresh_button(),
+            pn.pane.Markdown("New runs in the folder appear by themselves.", styles={"color": "#666"}),
             width=300,
         )
-
-    def _refresh_button(self):
-        b = pn.widgets.Button(label="Rescan runs folder")
-        b.on_click(lambda _: self.store.refresh())
-        return b
 
     def layout(self) -> pn.Column:
         header = pn.pane.Markdown(
@@ -128,14 +172,30 @@ class Dashboard:
             header,
             pn.Row(
                 self.sidebar(),
-                pn.Column(self.info, self.empty, self.tabs, sizing_mode="stretch_width"),
+                pn.Column(self.info, self.empty, self.evidence, self.tabs, sizing_mode="stretch_width"),
                 sizing_mode="stretch_width",
             ),
             sizing_mode="stretch_width",
         )
 
-    def _run_keys(self) -> list:
-        return [(e.sweep, e.arm, e.seed, e.exists) for sweep in self.store.catalog.sweeps.values() for e in sweep]
+    def tab_titles(self) -> list[str]:
+        """The tabs' titles, in order."""
+        return [v.title for v in self.views] + [self.checkpoint.title] + ([] if self.read_only else [self.launch.title])
+
+    def view(self, title: str):
+        """The view shown in the tab titled ``title`` (None when the page has no such tab)."""
+        views = [*self.views, self.checkpoint, *([] if self.read_only else [self.launch])]
+        return next((v for v in views if v.title == title), None)
+
+    def select(self, args) -> evidence.Evidence:
+        """Point the page at an evidence link's run, tab, statistic, layer and step (its request arguments
+        ``{name: [value]}``); values that do not check out are ignored with a note in the evidence panel."""
+        query, notes = evidence.parse_query(args)
+        if not query:  # no evidence key at all (other arguments: not a link of ours)
+            return evidence.Evidence()
+        ev = evidence.resolve(self.store, query, self.tab_titles(), notes)
+        evidence.apply(self, ev)
+        return ev
 
     def tick(self) -> int:
         """Stream new rows to the shown view; returns the points sent (timing kept in ``last_tick_ms``).
@@ -154,16 +214,25 @@ class Dashboard:
         return sent
 
     def _tick(self) -> int:
+        if not self.loaded:
+            return 0
         shown = self.tabs.active
         sent = self.views[shown].tick() if shown < len(self.views) else 0
         if self.ticks % ROWS_EVERY == 0:
-            if self.ticks % (4 * ROWS_EVERY) == 0 or self.launch.launcher.runs or self.store.sweep is None:
-                before = self._run_keys()
-                self.store.refresh()  # a run started here or from a terminal may have appeared
-                if self._run_keys() != before:
-                    self.store.param.trigger("arms")
-            elif self.store.any_running:
-                self.store.refresh_rows()
+            self.rescan()
             if self.launch.launcher.runs:
                 self.launch.refresh()
+        elif self.store.pending:
+            self.store.refresh_rows(budget_s=PENDING_BUDGET_S)
         return sent
+
+    def rescan(self) -> None:
+        """Pick up new runs (they join the chosen arms when they belong to the chosen sweep) and changed rows."""
+        store = self.store
+        before = ([e.run.path for e in store.selected()], list(store.arms), list(store.seeds))
+        if not store.refresh(max_age_s=SCAN_EVERY_S):
+            store.refresh_rows(budget_s=PENDING_BUDGET_S)
+            return
+        after = [e.run.path for e in store.selected()]
+        if after != before[0] and (list(store.arms), list(store.seeds)) == before[1:]:
+            store.param.trigger("arms")  # a chosen run's folder appeared: draw it

@@ -97,6 +97,16 @@ class LiveFigure:
         self.mappers = list(self.figure.select(type=ColorMapper))
         self.points_sent = 0
 
+    @classmethod
+    def of_figure(cls, figure, sources: dict, *, log_y: bool = False) -> LiveFigure:
+        """A LiveFigure over a Bokeh ``figure`` built directly (:mod:`fnodiag.dashboard.figures`), with its
+        ``{(glyph kind, label): ColumnDataSource}``."""
+        live = cls.__new__(cls)
+        live.plot, live.figure, live.log_y, live.sources = None, figure, log_y, dict(sources)
+        live.mappers = list(figure.select(type=ColorMapper))
+        live.points_sent = 0
+        return live
+
     def source(self, label: str, kind: str = "Curve"):
         return self.sources.get((kind, label))
 

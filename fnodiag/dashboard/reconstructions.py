@@ -194,11 +194,12 @@ class ReconstructionsView(LiveView):
     """Per chosen run: latest amplitude / phase beside the truth, a step slider, a strip across the run."""
 
     title = "Reconstructions"
+    paged = True
     _deps = ("arms", "seeds", "sweep")
 
     def build(self, entries) -> list:
         out = []
-        for e in entries:
+        for e in self.page(entries):
             feed = RunFrames(e, self.tail(e))
             self._feeds.append(feed)
             out.append(feed.panel())

@@ -2,8 +2,11 @@
 
 Views read the selection from :class:`DashboardStore` and build their widgets from its parameters
 (``pn.Param`` / ``Widget.from_param``); the store knows nothing about Panel. Lists come from the
-runs folder (:mod:`fnodiag.dashboard.catalog`): sweeps, arms and seeds of the chosen sweep, checkpoints saved by
-the chosen runs, and the layer statistics their stores hold.
+runs folder through the server's shared :class:`~fnodiag.dashboard.index.RunsIndex` (read incrementally,
+:mod:`fnodiag.dashboard.catalog`): sweeps, arms and seeds of the chosen sweep, checkpoints saved by
+the chosen runs, and the layer statistics their stores hold. :meth:`DashboardStore.refresh` is cheap
+when nothing changed, so the session calls it every second: a run whose folder appears in the chosen
+sweep joins the chosen arms and seeds.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import param
 
-from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, scan, summarize
+from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, inside, summarize
+from fnodiag.dashboard.index import shared_index
 from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 from fnodiag.runs import states
 
@@ -29,6 +33,10 @@ class DashboardStore(param.Parameterized):
     ----------
     root : str
         The runs folder; nothing outside it is opened.
+    rows_budget_s : float or None
+        Seconds one reading of the rows may spend on runs' records (None: read every row); rows not read
+        in time show their state alone until a later :meth:`refresh_rows` (a served page's first look
+        at many runs: its ticks read the rest).
     """
 
     root = param.String(default="runs", constant=True, doc="The runs folder (fixed for the session).")
@@ -42,18 +50,28 @@ class DashboardStore(param.Parameterized):
     rows = param.List(default=[], precedence=-1, doc="Overview rows of every run of the sweep.")
     message = param.String(default="", precedence=-1, doc="What the user should know (problems, empty folder).")
 
-    def __init__(self, root: str | Path = "runs", **params):
+    def __init__(self, root: str | Path = "runs", *, rows_budget_s: float | None = None, **params):
         super().__init__(root=str(Path(root).resolve()), **params)
+        self.rows_budget_s = rows_budget_s
+        self.index = shared_index(self.root)
         self.catalog: Catalog = Catalog(Path(self.root))
+        self.pending = 0  # rows of the sweep not read yet (quick rows); refresh_rows reads more
+        self._adjusting = False
         self.refresh()
 
     # -- lists ------------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Rescan the runs folder; keeps the current selection where it still exists."""
-        self.catalog = scan(self.root)
-        names = list(self.catalog.sweeps)
+    def refresh(self, max_age_s: float = 0.0) -> bool:
+        """Rescan the runs folder (a scan by another session younger than ``max_age_s`` is reused); keeps the
+        current selection where it still exists, and adds to it the arm and seed of every run of the chosen
+        sweep whose folder appeared since the last scan. Returns True when the catalog changed."""
+        cat = self.index.catalog(max_age_s)
+        if cat is self.catalog:
+            return False
+        before = {e.run.path for e in self.entries() if e.exists} if self.sweep else None
+        self.catalog = cat
+        names = list(cat.sweeps)
         self.param.sweep.objects = names
-        problems = "; ".join(self.catalog.problems[:3])
+        problems = "; ".join(cat.problems[:3])
         if not names:
             self.message = f"No runs in {self.root} yet."
         else:
@@ -61,31 +79,41 @@ class DashboardStore(param.Parameterized):
         if self.sweep not in names:
             self.sweep = names[0] if names else None  # triggers _on_sweep
         else:
-            self._on_sweep(keep=True)
+            joined = [e for e in self.entries() if e.exists and e.run.path not in before] if before else []
+            self._on_sweep(keep=True, joined=joined)
+        return True
 
     @param.depends("sweep", watch=True)
-    def _on_sweep(self, keep: bool = False) -> None:
+    def _on_sweep(self, keep: bool = False, joined=()) -> None:
         arms = self.catalog.arms(self.sweep) if self.sweep else []
         seeds = self.catalog.seeds(self.sweep) if self.sweep else []
         old_arms, old_seeds = list(self.arms), list(self.seeds)
-        with param.parameterized.batch_call_watchers(self):
-            self.param.arms.objects = arms
-            self.param.seeds.objects = seeds
-            kept_arms = [a for a in old_arms if a in arms] if keep else []
-            kept_seeds = [s for s in old_seeds if s in seeds] if keep else []
-            self.arms = kept_arms or arms[:MAX_DEFAULT_ARMS]
-            self.seeds = kept_seeds or seeds[:1]
-        self.refresh_rows()
+        self._adjusting = True
+        try:
+            with param.parameterized.batch_call_watchers(self):
+                self.param.arms.objects = arms
+                self.param.seeds.objects = seeds
+                kept_arms = [a for a in old_arms if a in arms] if keep else []
+                kept_seeds = [s for s in old_seeds if s in seeds] if keep else []
+                kept_arms += [e.arm for e in joined if e.arm not in kept_arms]  # a new run joins the chosen
+                kept_seeds += [e.seed for e in joined if e.seed is not None and e.seed not in kept_seeds]
+                self.arms = [a for a in arms if a in kept_arms] or arms[:MAX_DEFAULT_ARMS]
+                self.seeds = [s for s in seeds if s in kept_seeds] or seeds[:1]
+        finally:
+            self._adjusting = False
         self._on_runs()
 
     @param.depends("arms", "seeds", watch=True)
     def _on_runs(self) -> None:
+        if self._adjusting:
+            return
         names = []
         for e in self.selected():
             names += [c for c in checkpoints(e) if c not in names]
         self.param.checkpoint.objects = names or ["best", "last"]
         if self.checkpoint not in self.param.checkpoint.objects:
             self.checkpoint = self.param.checkpoint.objects[0]
+        self.refresh_rows()
 
     def set_stats(self, stats: list[str]) -> None:
         """Offer the activation statistics the selected stores hold (keeps the current one if present)."""
@@ -112,9 +140,14 @@ class DashboardStore(param.Parameterized):
         """A path from the user or a record, resolved; raises ValueError outside the runs folder."""
         return inside(self.root, path)
 
-    def refresh_rows(self) -> list[dict]:
-        """Re-read the overview rows (status, history, metrics, collapse) of every run of the sweep."""
-        rows = [summarize(e) for e in self.entries()]
+    def refresh_rows(self, budget_s: float | None = None) -> list[dict]:
+        """The overview rows (status, history, metrics, collapse) of every run of the sweep, read again where
+        a run's records changed (:meth:`fnodiag.dashboard.index.RunsIndex.rows`); runs not read within
+        ``budget_s`` (default ``rows_budget_s``) show their state alone until a later call (``pending``
+        counts them)."""
+        chosen = [e.label for e in self.selected()]
+        budget_s = self.rows_budget_s if budget_s is None else budget_s
+        rows, self.pending = self.index.rows(self.entries(), chosen=chosen, budget_s=budget_s)
         if rows != self.rows:
             self.rows = rows
         return rows

@@ -1,8 +1,12 @@
 """Thin views over the :class:`~fnodiag.dashboard.store.DashboardStore`: Overview, Activations, Gradients.
 
-Each view rebuilds its figures when the selection changes (reading the stores once, plots from
-:mod:`fnodiag.plots.layers`) and, on every :meth:`LiveView.tick`, streams only the rows written since the
-previous tick into the figures it holds (:mod:`fnodiag.dashboard.live`).
+Each view builds its figures only while its tab is on show (:meth:`LiveView.opened`), for the chosen
+runs: a selection made while it is hidden is drawn when the tab is opened. It reads the stores once
+(plots from :mod:`fnodiag.plots.layers`, curves of many runs from :mod:`fnodiag.dashboard.figures`) and,
+on every :meth:`LiveView.tick`, streams only the rows written since the previous tick into the figures it
+holds (:mod:`fnodiag.dashboard.live`). Per-run figures (heatmaps, reconstructions) are drawn for
+:data:`RUNS_PER_PAGE` runs at a time, with a pager over the rest; curves of at most :data:`MAX_CURVE_RUNS`
+runs share one figure.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import param
 from panel.viewable import Viewer
 
 from fnodiag import plots
+from fnodiag.dashboard import figures
+from fnodiag.dashboard.catalog import SINGLE
+from fnodiag.dashboard.figures import Series
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import states
@@ -21,6 +28,8 @@ HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps ar
 LINES_MAX_STEPS = 2000  # points per line kept when a run opens
 LINES_MAX_LAYERS = 16  # lines drawn per run (evenly spread over depth + output + earliest collapsing layer)
 RUNS_PER_ROW = 2  # runs side by side (more would squeeze the heatmaps' layer names and step axes)
+RUNS_PER_PAGE = 4  # runs whose per-run figures are drawn at once (a pager picks which)
+MAX_CURVE_RUNS = 50  # runs drawn in one figure of curves (the first ones chosen)
 
 
 def _doc():
@@ -108,35 +117,84 @@ def _imported(entry) -> dict | None:
 
 
 class LiveView(Viewer):
-    """Base: a container rebuilt on selection changes, plus live feeds ticked by the app."""
+    """Base: a container rebuilt on selection changes while shown, plus live feeds ticked by the app.
+
+    A view starts hidden and draws nothing until :meth:`opened` (its tab is shown; the dashboard calls it).
+    ``paged`` views draw per-run figures for :data:`RUNS_PER_PAGE` chosen runs at a time (:meth:`page`).
+    """
 
     store = param.ClassSelector(class_=DashboardStore)
     title = "view"
+    paged = False
     _deps: tuple = ("arms", "seeds", "sweep")
 
     def __init__(self, **params):
         super().__init__(**params)
         self._layout = pn.Column(sizing_mode="stretch_width")
+        self._pager = pn.widgets.Select(label="Runs drawn", options={}, visible=False, width=260)
         self._feeds: list = []
         self._tails: list[Tail] = []
         self._waiting = False  # a selected run has no records yet: rebuild when they appear
         self._onsets: dict = {}  # collapse onsets drawn: rebuild when one appears (a run finished)
-        self.store.param.watch(lambda *_: self.rebuild(), list(self._deps))
-        self.rebuild()
+        self.visible = False  # set by the dashboard while the view's tab is on show
+        self._stale = True  # the selection changed since the view last drew
+        self.built = 0  # times the view drew its figures
+        self.store.param.watch(lambda *_: self._selection_changed(), list(self._deps))
+        self._pager.param.watch(lambda *_: self.rebuild(), "value")
+        self._layout[:] = [pn.pane.Markdown(f"Open this tab to draw the {self.title.lower()} of the chosen runs.")]
 
     def __panel__(self):
-        return self._layout
+        return pn.Column(self._pager, self._layout, sizing_mode="stretch_width")
 
-    def rebuild(self) -> None:
+    def _selection_changed(self) -> None:
+        if self.visible:
+            self.rebuild()
+        else:
+            self._stale = True
+
+    def opened(self) -> None:
+        """The view's tab is shown: draw now if the selection changed since it last drew."""
+        self.visible = True
+        if self._stale:
+            self.rebuild()
+
+    def hidden(self) -> None:
+        """The view's tab is hidden: selection changes wait until it is shown again (its feeds keep their
+        store positions and catch up in one batch)."""
+        self.visible = False
+
+    def close(self) -> None:
+        """Close every store reader the view holds (the session ends)."""
         for t in self._tails:
             t.close()
         self._feeds, self._tails = [], []
+
+    def page(self, entries: list) -> list:
+        """The chosen runs whose per-run figures are drawn: the pager's page of ``entries`` (all of them in a
+        view that is not paged, or with :data:`RUNS_PER_PAGE` runs or fewer)."""
+        if not self.paged or len(entries) <= RUNS_PER_PAGE:
+            return entries
+        k = self._pager.value or 0
+        return entries[k * RUNS_PER_PAGE : (k + 1) * RUNS_PER_PAGE]
+
+    def _update_pager(self, n: int) -> None:
+        pages = -(-n // RUNS_PER_PAGE) if self.paged else 1
+        options = {f"runs {k * RUNS_PER_PAGE + 1}–{min(n, (k + 1) * RUNS_PER_PAGE)} of {n}": k for k in range(pages)}
+        with param.parameterized.discard_events(self._pager):
+            value = self._pager.value if self._pager.value in options.values() else 0
+            self._pager.param.update(options=options, value=value, visible=pages > 1)
+
+    def rebuild(self) -> None:
+        self._stale = False
+        self.close()
         entries = self.store.selected()
+        self._update_pager(len(entries))
         if not entries:
             self._layout[:] = [pn.pane.Markdown("Choose a sweep and at least one arm and seed on the left.")]
             return
         self._waiting = False
         self._onsets = onsets(self.store, entries)
+        self.built += 1
         self._layout[:] = self.build(entries)
 
     def tail(self, entry) -> Tail:
@@ -149,7 +207,10 @@ class LiveView(Viewer):
 
     def tick(self) -> int:
         """Stream rows written since the last tick; returns the number of points sent."""
-        if self._waiting and any(e.run.store_path.is_file() for e in self.store.selected()):
+        if self._stale:
+            self.opened()
+            return 0
+        if self._waiting and any(e.run.store_path.is_file() for e in self.page(self.store.selected())):
             self.rebuild()
             return 0
         if self._onsets and onsets(self.store, self.store.selected()) != self._onsets:
@@ -173,6 +234,7 @@ class LayersView(LiveView):
     """Heatmaps (one per run, side by side) and per-layer lines of one layer statistic."""
 
     source = "activation"
+    paged = True
     _deps = ("arms", "seeds", "sweep", "act_stat", "log_color")
 
     def stat(self) -> str:
@@ -181,7 +243,7 @@ class LayersView(LiveView):
     def build(self, entries) -> list:
         stat, log = self.stat(), self.store.log_color
         heats, lines, notes = [], [], []
-        for e in entries:
+        for e in self.page(entries):
             tail = self.tail(e)
             m = tail.matrix(self.source, stat)
             if self.source == "activation" and tail.reader is not None:
@@ -243,10 +305,10 @@ class LayersView(LiveView):
         link_x(heats + lines)
         out = []
         for k in range(0, len(heats), RUNS_PER_ROW):  # heatmaps above their runs' lines, RUNS_PER_ROW runs a row
-            for figures in (heats[k : k + RUNS_PER_ROW], lines[k : k + RUNS_PER_ROW]):
+            for shown in (heats[k : k + RUNS_PER_ROW], lines[k : k + RUNS_PER_ROW]):
                 out.append(
                     pn.Row(
-                        *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in figures],
+                        *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in shown],
                         sizing_mode="stretch_width",
                     )
                 )
@@ -282,54 +344,28 @@ class GradientsView(LayersView):
 
     def build(self, entries) -> list:
         out = super().build(entries)
-        norms, lrs, clips = {}, {}, {}
+        drawn = entries[:MAX_CURVE_RUNS]
+        pre, post, lrs, clips = [], [], [], []
         tails = {}
-        for e in entries:
+        for k, e in enumerate(drawn):
             t = tails[e.label] = self.tail(e)
-            norms[f"{e.label} pre-clip"] = t.scalar(GRAD_NORM_PRE)
-            norms[f"{e.label} post-clip"] = t.scalar(GRAD_NORM_POST)
-            lrs[e.label] = t.scalar(LR)
-            clips[e.label] = t.scalar(CLIP_FRACTION, scope="epoch")
-        colors = {}
-        for k, e in enumerate(entries):
-            c = plots.PALETTE[k % len(plots.PALETTE)]
-            colors.update({e.label: c, f"{e.label} pre-clip": c, f"{e.label} post-clip": c})
-        pre = {k: v for k, v in norms.items() if k.endswith("pre-clip")}
-        post = {k: v for k, v in norms.items() if k.endswith("post-clip")}
-        marks = onsets(self.store, entries)
-        norm_el = plots.with_onsets(
-            plots.scalar_curves(pre, ylabel="global grad norm", log=True, colors=colors)
-            * plots.scalar_curves(post, ylabel="global grad norm", log=True, dashed=True, colors=colors),
-            marks,
-        ).opts(
+            c = figures.color(k)
+            pre.append(Series(f"{e.label} pre-clip", *t.scalar(GRAD_NORM_PRE), c))
+            post.append(Series(f"{e.label} post-clip", *t.scalar(GRAD_NORM_POST), c, dash="dashed"))
+            lrs.append(Series(e.label, *t.scalar(LR), c))
+            clips.append(Series(e.label, *t.scalar(CLIP_FRACTION, scope="epoch"), c))
+        marks = onsets(self.store, drawn)
+        nf = figures.curves(
+            pre + post,
             title="global grad norm (dashed: after clipping)",
-            logy=True,
-            hooks=[plots.log_ticks],
-            responsive=True,
+            ylabel="global grad norm",
+            log=True,
             height=260,
-            legend_position="top_right",
+            onsets=marks,
         )
-        nf = LiveFigure(norm_el, doc=_doc(), log_y=True)
-        lf = LiveFigure(
-            plots.with_onsets(
-                plots.scalar_curves(
-                    lrs, ylabel="learning rate", log=True, title="realised learning rate", colors=colors
-                ),
-                marks,
-            ),
-            doc=_doc(),
-            log_y=True,
-        )
-        cf = LiveFigure(
-            plots.with_onsets(
-                plots.scalar_curves(
-                    clips, ylabel="clip fraction", colors=colors, title="fraction of steps clipped (per epoch)"
-                ),
-                marks,
-            ),
-            doc=_doc(),
-        )
-        for e in entries:
+        lf = figures.curves(lrs, title="realised learning rate", ylabel="learning rate", log=True, onsets=marks)
+        cf = figures.curves(clips, title="fraction of steps clipped (per epoch)", ylabel="clip fraction", onsets=marks)
+        for e in drawn:
             t = tails[e.label]
             self._feeds += [
                 ScalarFeed(t, GRAD_NORM_PRE, nf, f"{e.label} pre-clip"),
@@ -338,17 +374,43 @@ class GradientsView(LayersView):
                 ScalarFeed(t, CLIP_FRACTION, cf, e.label, scope="epoch"),
             ]
         link_x([nf, lf, cf])
-        return out + [
-            pn.Row(
-                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (nf, lf, cf)],
-                sizing_mode="stretch_width",
-            )
-        ]
+        note = too_many(entries)
+        return (
+            out
+            + ([pn.pane.Markdown(note)] if note else [])
+            + [
+                pn.Row(
+                    *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (nf, lf, cf)],
+                    sizing_mode="stretch_width",
+                )
+            ]
+        )
+
+
+def too_many(entries) -> str:
+    """A note when more runs are chosen than one figure of curves draws (:data:`MAX_CURVE_RUNS`)."""
+    if len(entries) <= MAX_CURVE_RUNS:
+        return ""
+    return f"{len(entries)} runs chosen: the curves show the first {MAX_CURVE_RUNS}."
+
+
+def counts_line(rows, chosen: int) -> str:
+    """Markdown: how many runs the list holds, by state, and how many are chosen."""
+    by_state: dict[str, int] = {}
+    for r in rows:
+        by_state[r.get("state") or states.NOT_STARTED] = by_state.get(r.get("state") or states.NOT_STARTED, 0) + 1
+    parts = [f"{n} {s}" for s, n in sorted(by_state.items(), key=lambda kv: -kv[1])]
+    pending = sum(bool(r.get("pending")) for r in rows)
+    more = f" · reading {pending} runs' records…" if pending else ""
+    return (
+        f"**{len(rows)} runs** · {' · '.join(parts)} · **{chosen} chosen** "
+        f"(tick rows to choose which runs are drawn){more}"
+    )
 
 
 class OverviewView(LiveView):
-    """The arms table (state, progress, optimizer, losses, SSIM, collapse), the loss and per-epoch amp SSIM
-    (live), and the amp SSIM of the best / last weights."""
+    """The runs table of the sweep (state, progress, optimizer, losses, SSIM, collapse; ticking rows chooses the
+    runs drawn), the loss and per-epoch amp SSIM (live), and the amp SSIM of the best / last weights."""
 
     title = "Overview"
     _deps = ("arms", "seeds", "sweep")
@@ -358,6 +420,7 @@ class OverviewView(LiveView):
             arms_frame([]),
             disabled=True,
             show_index=False,
+            selectable="checkbox",
             sizing_mode="stretch_width",
             height=220,
             titles=TABLE_TITLES,
@@ -367,73 +430,123 @@ class OverviewView(LiveView):
                 "time_left": {"type": "html"},
             },
         )
+        self._count = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._shown_rows: list = []  # the rows the table holds (by identity: a changed row is a new dict)
+        self._syncing = False
         super().__init__(**params)
         self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
+        self.store.param.watch(lambda *_: self._select_rows(), ["arms", "seeds", "sweep"])
+        self._table.param.watch(self._on_table_selection, "selection")
         self.update_rows()
 
+    def __panel__(self):
+        return pn.Column(
+            self._count, self._table, self._progress, self._pager, self._layout, sizing_mode="stretch_width"
+        )
+
     def update_rows(self) -> None:
+        """Show the store's rows: the changed cells only when the same runs are listed, else the whole table."""
         rows = self.store.rows
-        frame = arms_frame(rows)
-        self._table.value = frame
+        old = self._shown_rows
+        same = len(old) == len(rows) and all(a["label"] == b["label"] for a, b in zip(old, rows))
+        changed = [i for i, (a, b) in enumerate(zip(old, rows)) if a is not b] if same else None
+        if changed is None:
+            frame = arms_frame(rows)
+            self._table.height = min(440, 45 + 30 * max(len(rows), 1))
+            self._table.value = frame
+            self._select_rows()
+        elif changed:
+            frame = arms_frame([rows[i] for i in changed])
+            self._table.patch({c: list(zip(changed, frame[c].tolist())) for c in frame.columns})
+        self._shown_rows = list(rows)
         chosen = {e.label for e in self.store.selected()}
+        self._count.object = counts_line(rows, len(chosen))
         self._progress.object = progress_lines(rows, chosen)
         fp = fingerprint(rows)
         bars = [
             {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
             for r in rows
             if r["label"] in chosen
-        ]
+        ][:MAX_CURVE_RUNS]
         if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
             self._bars_shown = (bars, fp)
             self._bars.object = plots.ssim_bars(
                 bars, fingerprint=fp, title="amp SSIM of the best / last weights (red: a constant output)"
             )
 
+    # -- the table's ticks are the chosen runs ------------------------------------------------------
+    def _chosen_rows(self) -> list[int]:
+        arms, seeds = set(self.store.arms), set(self.store.seeds)
+        single = self.store.sweep == SINGLE or not self.store.param.seeds.objects
+        return [
+            i
+            for i, r in enumerate(self._shown_rows)
+            if r["arm"] in arms and (single or r.get("seed") is None or r.get("seed") in seeds)
+        ]
+
+    def _select_rows(self) -> None:
+        chosen = self._chosen_rows()
+        if chosen != list(self._table.selection):
+            self._syncing = True
+            try:
+                self._table.selection = chosen
+            finally:
+                self._syncing = False
+
+    def _on_table_selection(self, event) -> None:
+        """Rows ticked in the browser: their arms (and seeds) become the chosen ones."""
+        if self._syncing:
+            return
+        rows = [self._shown_rows[i] for i in event.new if i < len(self._shown_rows)]
+        arms = list(dict.fromkeys(r["arm"] for r in rows))
+        seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+        with param.parameterized.batch_call_watchers(self.store):
+            self.store.arms = [a for a in self.store.param.arms.objects if a in arms]
+            if seeds and self.store.sweep != SINGLE:
+                self.store.seeds = [s for s in self.store.param.seeds.objects if s in seeds]
+        self._select_rows()  # arms x seeds may tick more rows than were ticked
+
     def build(self, entries) -> list:
-        runs = {}
-        tails = {}
-        for e in entries:
+        drawn = entries[:MAX_CURVE_RUNS]
+        loss, ssim, tails = [], [], {}
+        for k, e in enumerate(drawn):
             t = tails[e.label] = self.tail(e)
-            runs[e.label] = {"train": t.scalar(TRAIN_LOSS), "val": t.scalar(VAL_LOSS, scope="epoch")}
-        marks = onsets(self.store, entries)
-        lf = LiveFigure(
-            plots.with_onsets(
-                plots.loss_curves(runs, title="loss (thin: train per step, dots: validation per epoch)"), marks
-            ),
-            doc=_doc(),
-            log_y=True,
+            c = figures.color(k)
+            loss.append(Series(f"{e.label} train", *t.scalar(TRAIN_LOSS), c, alpha=0.5, width=1))
+            loss.append(Series(f"{e.label} val", *t.scalar(VAL_LOSS, scope="epoch"), c, kind="line+dots", width=2.5))
+            ssim.append(Series(e.label, *t.scalar(VAL_AMP_SSIM, scope="epoch"), c, kind="line+dots", width=2))
+        marks = onsets(self.store, drawn)
+        lf = figures.curves(
+            loss, title="loss (thin: train per step, dots: validation per epoch)", ylabel="loss", log=True, onsets=marks
         )
-        for e in entries:
+        sf = figures.curves(
+            ssim,
+            title="validation amp SSIM per epoch (red: a constant output)",
+            ylabel="amp SSIM",
+            ylim=(0, 1),
+            onsets=marks,
+            hline=fingerprint(map(self.store.row, drawn)),
+            legend="bottom_right",
+        )
+        for e in drawn:
+            t = tails[e.label]
             self._feeds += [
-                ScalarFeed(tails[e.label], TRAIN_LOSS, lf, f"{e.label} train"),
-                ScalarFeed(tails[e.label], VAL_LOSS, lf, f"{e.label} val", scope="epoch"),
+                ScalarFeed(t, TRAIN_LOSS, lf, f"{e.label} train"),
+                ScalarFeed(t, VAL_LOSS, lf, f"{e.label} val", scope="epoch"),
+                ScalarFeed(t, VAL_AMP_SSIM, sf, e.label, scope="epoch"),
             ]
-        sf = LiveFigure(
-            plots.with_onsets(
-                plots.ssim_curves(
-                    {e.label: tails[e.label].scalar(VAL_AMP_SSIM, scope="epoch") for e in entries},
-                    fingerprint=fingerprint(map(self.store.row, entries)),
-                    title="validation amp SSIM per epoch (red: a constant output)",
-                ),
-                marks,
-            ),
-            doc=_doc(),
-        )
-        self._feeds += [ScalarFeed(tails[e.label], VAL_AMP_SSIM, sf, e.label, scope="epoch") for e in entries]
         self.update_rows()
         notes = [
             f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
             "from its Lightning CSV log, no live per-layer captures."
-            for e in entries
+            for e in drawn
             for imp in [_imported(e)]
             if imp is not None
-        ]
+        ] + ([too_many(entries)] if too_many(entries) else [])
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [
-            self._progress,
-            self._table,
             pn.Row(
                 *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)], sizing_mode="stretch_width"
             ),

@@ -60,6 +60,7 @@ named as in ``named_parameters``). Shared parameters are counted once.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -352,14 +353,30 @@ def _named_params(model: nn.Module, by: str) -> tuple[list[str], list[Tensor], l
 
 
 def _group_norms(names: list[str], index: list[int], norms: list[Tensor | None], device) -> Tensor:
-    """Combine per-tensor norms (None = missing) into per-group norms ``sqrt(sum n_i^2)``."""
-    members: list[list[Tensor]] = [[] for _ in names]
-    for i, n in zip(index, norms):
-        if n is not None:
-            members[i].append(n.to(device))
-    nan = torch.full((), float("nan"), dtype=torch.float32, device=device)
-    out = [torch.linalg.vector_norm(torch.stack(m)) if m else nan for m in members]
-    return torch.stack(out) if out else torch.empty(0, dtype=torch.float32, device=device)
+    """Combine per-tensor norms (None = missing) into per-group norms ``sqrt(sum n_i^2)``.
+
+    One stacked reduction: the squared norms are summed into their groups by one ``index_add_``
+    (index and empty-group mask built once per layout and kept on the device), so the cost does not
+    grow with a Python loop over groups.
+    """
+    present = tuple(i for i, n in zip(index, norms) if n is not None)
+    if not names:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    if not present:
+        return torch.full((len(names),), float("nan"), dtype=torch.float32, device=device)
+    into, empty = _group_layout(present, len(names), torch.device(device))
+    squares = torch.stack([n.to(device) for n in norms if n is not None]).square()
+    sums = torch.zeros(len(names), dtype=squares.dtype, device=device).index_add_(0, into, squares)
+    return sums.sqrt().masked_fill_(empty, float("nan")).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _group_layout(present: tuple[int, ...], groups: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The group of each present norm, and the groups with none, as device tensors (made once per layout)."""
+    into = torch.tensor(present, dtype=torch.long).to(device)
+    empty = torch.ones(groups, dtype=torch.bool)
+    empty[list(present)] = False
+    return into, empty.to(device)
 
 
 def _device(params: list[Tensor]) -> torch.device:

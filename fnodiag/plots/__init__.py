@@ -1,8 +1,9 @@
 """HoloViews plot builders from run records, shared by the dashboard and the notebooks.
 
 ``layers`` (per-layer heatmaps and lines, loss and SSIM curves, arm tables), ``frames``
-(reconstruction frames), ``compare`` (arms side by side, ratio maps). ``from fnodiag import plots``
-gives the public builders of all three.
+(reconstruction frames), ``compare`` (arms side by side, ratio maps), ``spectra`` (layer x band energy
+maps, band energies over steps, energy above the kept modes, spectral-weight modes). ``from fnodiag import
+plots`` gives the public builders of all four.
 """
 
 from fnodiag.plots.compare import layer_values, ratio_heatmap, ratio_limits
@@ -34,9 +35,15 @@ from fnodiag.plots.layers import (
     ssim_curves,
     with_onsets,
 )
+from fnodiag.plots.spectra import above_lines, band_frame, band_heatmap, band_lines, mode_heatmap
 
 __all__ = [
     "ARM_COLUMNS",
+    "above_lines",
+    "band_frame",
+    "band_heatmap",
+    "band_lines",
+    "mode_heatmap",
     "CMAPS",
     "HEATMAP_COLUMNS",
     "LOG_LABEL_JS",

@@ -33,6 +33,7 @@ RUN_FILES = (
     "run.sqlite-wal",
     "run.sqlite-shm",
     "train.log",
+    "findings.json",  # written when a run ends, even one that never trained
 )
 
 

@@ -15,10 +15,12 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from fnodiag.analysis.audit import audit_run
+from fnodiag.analysis.findings import first_finding, window
 from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, SCORES, TARGET_AMP_SSIM, read_outcome
 from fnodiag.config import ConfigError, RunConfig, reference_quirks, without_quirks
 from fnodiag.diagnostics.selection import best_epochs
@@ -37,11 +39,13 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) -> dict:
-    """One run's row: what trained (effective configuration), how it ended, its scores.
+def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, root=None) -> dict:
+    """One run's row: what trained (effective configuration), how it ended, its scores, its first finding.
 
     ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
     ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.analysis.audit.audit_run` finds.
+    ``first_finding`` is the top :func:`~fnodiag.analysis.findings.findings_from_run` finding (a dict, None
+    when there is none), its link naming the run relative to ``root`` (default: the run's parent).
     """
     outcome = read_outcome(run)
     rec = outcome["records"]
@@ -91,6 +95,7 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None) ->
         "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
         "config_warnings": audit_run(run, asked),
+        "first_finding": first_finding(run, root=root),
     }
 
 
@@ -410,7 +415,29 @@ def markdown(
         "",
     ]
     lines += _selection_md(rows)
+    lines += _findings_md(rows)
     return "\n".join(lines)
+
+
+def _findings_md(rows: list[dict]) -> list[str]:
+    """``## First findings``: each run's top finding (``fnodiag diagnose RUN`` lists them all)."""
+    lines = [
+        "## First findings",
+        "",
+        "Each run's top finding (`fnodiag diagnose RUN` lists all of them, each with a link to its evidence).",
+        "",
+        "| run | severity | finding | layer | window | what happened |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = r.get("first_finding")
+        if not f:
+            lines.append(f"| {r['run']} | — | no findings | | | |")
+            continue
+        when = window(SimpleNamespace(first=f.get("first"), last=f.get("last")))
+        text = str(f.get("sentence", "")).replace("|", "/")
+        lines.append(f"| {r['run']} | {f['severity']} | {f['kind']} | {f.get('layer') or ''} | {when} | {text} |")
+    return lines + [""]
 
 
 def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
@@ -500,7 +527,9 @@ def write_summary(sweep_dir: str | Path) -> dict:
     if plain:
         manifest = runs_manifest(d)
     rows = [
-        run_row(RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]))
+        run_row(
+            RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]), d
+        )
         for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))
     ]
     arms = arm_table(rows)

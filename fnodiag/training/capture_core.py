@@ -9,7 +9,10 @@ from Lightning's hooks, :func:`fnodiag.watch` from the optimizer's step hooks or
    with the :class:`~fnodiag.diagnostics.hooks.ActivationRecorder` hooks registered for that pass
    only (ordinary steps run no hook), each hooked output reduced to its statistics on the device;
    per-module gradient norms (before clipping), the LayerScale / InstanceNorm values and a snapshot
-   of ``W_s`` (into a reused buffer) are taken; ``frames(output)`` gives the live images;
+   of ``W_s`` (into a reused buffer) are taken; ``frames(output)`` gives the live images; with
+   ``spectra`` (the default) a :class:`~fnodiag.diagnostics.spectral_hooks.SpectralRecorder` hooked for
+   the same pass adds each hooked layer's radial band energies, each spectral convolution's share of
+   input energy above its kept modes, and its weight's per-mode magnitudes (param statistics);
 2. :meth:`CaptureCore.after_step` (weights ``W_{s+1}``): per-module update-to-weight ratios
    ``||W_{s+1} - W_s|| / ||W_s||`` and weight norms ``||W_s||``, on the device;
 3. :meth:`CaptureCore.write` (at once in Lightning, at the next step or at close under ``watch``):
@@ -31,6 +34,14 @@ the fix, and is recorded (:meth:`fnodiag.runs.writer.RunWriter.note_capture_erro
 status message and ``effective_config.json`` ``capture.error``); the step's scalars still go out.
 Setting errors (an unknown target) are raised by :meth:`CaptureCore.bind`, before anything is written.
 Complex-valued activations and weights are measured by magnitude.
+
+A ``torch.compile``d module (an ``OptimizedModule``) is watched through its original module
+(``_orig_mod``, :func:`uncompiled`): the hooks, the probe pass (eager, two samples), gradient norms and
+the weight snapshot use the original module and its parameters, which the compiled one shares; the
+first-input pre-hook goes on the compiled wrapper (it runs outside the compiled region). The compiled
+graph never sees a hook, so steps without a capture run it unchanged and never recompile. A model
+compiled with the inductor backend that has complex parameters gets one warning line (inductor cannot
+compile complex weights today; ``backend="aot_eager"`` can).
 """
 
 from __future__ import annotations
@@ -43,8 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fnodiag.diagnostics import hooks, stats
+from fnodiag.diagnostics import hooks, spectra, spectral_hooks, stats
 from fnodiag.diagnostics.hooks import ActivationRecorder
+from fnodiag.diagnostics.spectral_hooks import SpectralRecorder
 from fnodiag.diagnostics.stats import grad_norms, scale_params, snapshot_weights, to_host, update_ratios
 from fnodiag.diagnostics.targets import TargetPlan
 from fnodiag.diagnostics.targets import choose_targets as plan_targets
@@ -167,6 +179,36 @@ def slice_call(args: tuple, kwargs: dict, size: int) -> tuple[tuple, dict] | Non
     return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}
 
 
+def uncompiled(model: nn.Module) -> tuple[nn.Module, str | None]:
+    """The module to hook for ``model`` and how it was compiled.
+
+    Returns
+    -------
+    (nn.Module, str or None)
+        ``model._orig_mod`` and ``"inductor"`` / ``"other backend"`` for a ``torch.compile``d module,
+        else ``model`` and None.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    if not isinstance(inner, nn.Module):
+        return model, None
+    config = getattr(model, "get_compiler_config", lambda: None)()
+    return inner, "inductor" if config is not None else "other backend"
+
+
+def compile_warning(model: nn.Module, backend: str | None) -> str | None:
+    """One line when ``model`` has complex parameters and was compiled with inductor (else None)."""
+    if backend != "inductor":
+        return None
+    name = next((n for n, p in model.named_parameters() if p.is_complex()), None)
+    if name is None:
+        return None
+    return (
+        f"fnodiag: the watched model is compiled with torch.compile's inductor backend but has complex "
+        f"parameters ({name!r}), which inductor cannot compile today; compile it with "
+        'backend="aot_eager" or watch the uncompiled model'
+    )
+
+
 class CaptureCore:
     """Per-layer statistics of a watched module every ``every`` steps (see the module docstring).
 
@@ -187,6 +229,8 @@ class CaptureCore:
         output, recorded every capture.
     annotate : bool
         Record the chosen targets in ``effective_config.json`` (a run whose writer it owns).
+    spectra : bool
+        Also record the spectral statistics (:mod:`fnodiag.diagnostics.spectral_hooks`).
     """
 
     def __init__(
@@ -199,6 +243,7 @@ class CaptureCore:
         probe_size: int = PROBE_BATCH,
         frames=None,
         annotate: bool = True,
+        spectra: bool = True,
     ):
         if isinstance(every, bool) or int(every) < 1:
             raise ValueError(f"capture period must be >= 1 step, got {every}")
@@ -208,24 +253,34 @@ class CaptureCore:
             raise TypeError(f"frames must be a function of the probe's output, got {type(frames).__name__}")
         self.writer, self.every, self.probe_size = writer, int(every), int(probe_size)
         self.targets = list(targets) if targets is not None else None
-        self.frames, self.annotate = frames, annotate
+        self.frames, self.annotate, self.spectra = frames, annotate, bool(spectra)
         self.probe: tuple[tuple, dict] | None = ((probe,), {}) if probe is not None else None
         self.probe_source = "given" if probe is not None else None
         self.enabled = True
         self.captured = 0
-        self.model: nn.Module | None = None
+        self.model: nn.Module | None = None  # the module hooked and probed (the original of a compiled one)
+        self.called: nn.Module | None = None  # the module the loop calls (a compiled wrapper, or self.model)
+        self.compiled: str | None = None
         self.recorder: ActivationRecorder | None = None
+        self.spectral: SpectralRecorder | None = None
         self._grab = None
         self._pending: dict | None = None
         self._snapshot: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ setup
     def bind(self, model: nn.Module) -> None:
-        """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device."""
+        """Watch ``model``: explicit targets are checked here (ValueError), the probe moved to its device.
+
+        A compiled ``model`` is watched through its original module (:func:`uncompiled`).
+        """
         if not isinstance(model, nn.Module):
             raise TypeError(f"fnodiag can only watch a torch.nn.Module, got {type(model).__name__}")
-        ActivationRecorder(model, self.targets or [])  # raises on an unknown name or a compiled module
-        self.model = model
+        inner, self.compiled = uncompiled(model)
+        ActivationRecorder(inner, self.targets or [])  # raises on an unknown name or a compiled submodule
+        warning = compile_warning(inner, self.compiled)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+        self.model, self.called = inner, model
         if self.probe is not None:
             device = next((p.device for p in model.parameters()), None)
             if device is not None:
@@ -245,7 +300,7 @@ class CaptureCore:
 
         self.probe_source = source
 
-        self._grab = self.model.register_forward_pre_hook(grab, with_kwargs=True)
+        self._grab = self.called.register_forward_pre_hook(grab, with_kwargs=True)  # outside any compiled region
 
     def set_probe(self, probe: torch.Tensor) -> None:
         """Use ``probe`` (already sliced, on the model's device) as the probe unless one is set."""
@@ -261,6 +316,8 @@ class CaptureCore:
             "probe_batch": int(first.shape[0]) if first is not None and first.ndim else self.probe_size,
             "probe_source": self.probe_source or "first input",
             "frames": self.frames is not None,
+            "spectra": self.spectra,
+            **({"compiled": self.compiled} if self.compiled else {}),
         }
 
     # ------------------------------------------------------------------ steps
@@ -282,12 +339,17 @@ class CaptureCore:
             if self.recorder is None:
                 plan = choose_targets(self.model, *self.probe, targets=self.targets)
                 self.recorder = ActivationRecorder(self.model, plan)
+                self.spectral = SpectralRecorder(self.model, plan) if self.spectra else None
                 if self.annotate:
                     self.writer.update_effective("capture", plan.describe())
             output = self._probe_pass()
             stage = "statistics"
             named = dict(self.recorder.device_stats())
             self.recorder.clear()
+            if self.spectral is not None:  # band energies, energy above kept modes, per-mode weight magnitudes
+                named.update(self.spectral.device_stats())
+                named.update(self.spectral.weight_stats())
+                self.spectral.clear()
             if self.frames is not None:
                 stage = "frames"
                 named.update(_frame_tensors(self.frames(output)))
@@ -344,16 +406,21 @@ class CaptureCore:
         model.eval()
         recorder.register()
         recorder.active = True
+        if self.spectral is not None:
+            self.spectral.register()
         try:
             with torch.inference_mode():
                 return model(*args, **kwargs)
         finally:
             recorder.remove()
+            if self.spectral is not None:
+                self.spectral.remove()
             model.train(was_training)
 
     def _write(self, pending: dict, host: dict) -> None:
         writer, step, epoch = self.writer, pending["step"], pending["epoch"]
-        writer.log_layers(step, epoch, "activation", ActivationRecorder.unpack(host))
+        spectral = SpectralRecorder.unpack(host)
+        writer.log_layers(step, epoch, "activation", {**ActivationRecorder.unpack(host), **spectral["activation"]})
         images = {k.partition(":")[2]: v for k, v in host.items() if k.startswith("frame:")}
         if images:
             writer.log_frame(step, epoch, {k: v[None] if v.ndim == 2 else v for k, v in images.items()})
@@ -362,7 +429,9 @@ class CaptureCore:
             values = {(n, "update_ratio"): v for n, v in zip(pending["ratio"], host["update"])}
             values.update({(n, "weight_norm"): v for n, v in zip(pending["ratio"], host["weight"])})
             values.update({tuple(n.rsplit("/", 1)): v for n, v in zip(pending["scale"], host["scale"])})
-            writer.log_layers(step, epoch, "param", values)
+            writer.log_layers(step, epoch, "param", {**values, **spectral["param"]})
+        elif spectral["param"]:
+            writer.log_layers(step, epoch, "param", spectral["param"])
 
     # ------------------------------------------------------------------ errors and end
     def fail(self, stage: str, exc: Exception, step: int) -> None:
@@ -372,6 +441,9 @@ class CaptureCore:
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder.clear()
+        if self.spectral is not None:
+            self.spectral.remove()
+            self.spectral.clear()
         text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         message = f"{stage} failed ({text}); fix: {FIXES[stage]}"
         print(f"fnodiag: capture disabled at step {step}, training goes on: {message}", file=sys.stderr, flush=True)
@@ -387,13 +459,15 @@ class CaptureCore:
             self._grab = None
         if self.recorder is not None:
             self.recorder.remove()
+        if self.spectral is not None:
+            self.spectral.remove()
 
 
 def _stage_of(exc: BaseException, stage: str) -> str:
     """``"statistics"`` when ``exc`` rose inside a statistics hook during the probe pass, else ``stage``."""
     if stage == "probe":
         files = {Path(frame.filename).name for frame in traceback.extract_tb(exc.__traceback__)}
-        if files & {Path(hooks.__file__).name, Path(stats.__file__).name}:
+        if files & {Path(m.__file__).name for m in (hooks, stats, spectra, spectral_hooks)}:
             return "statistics"
     return stage
 

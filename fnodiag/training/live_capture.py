@@ -19,7 +19,8 @@ writer's next flush (every :data:`~fnodiag.runs.writer.FLUSH_EVERY` steps, every
 epoch end, the end); per epoch ``history.json`` (``train_loss``, ``val_loss``, ``lr``) and every
 scalar of ``trainer.callback_metrics`` as ``epoch/<name>``; and ``status.json`` (running with a
 heartbeat, then finished / diverged / failed / interrupted), so ``fnodiag serve PARENT`` lists the
-run beside fnodiag's own.
+run beside fnodiag's own; when the fit ends, the run's ``findings.json``
+(:func:`fnodiag.diagnostics.run_findings.write_end_of_run`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
+from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.runs import RunDir, RunStore, jsonable
 from fnodiag.runs.names import GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
 from fnodiag.runs.writer import RunWriter
@@ -74,6 +76,8 @@ class LiveCapture(Callback):
         Samples kept from the first input when ``probe`` is None.
     frames : callable, optional
         ``frames(probe_output) -> {name: 2-D array}``: live images recorded every capture.
+    spectra : bool
+        Record the spectral statistics too (:mod:`fnodiag.diagnostics.spectral_hooks`).
 
     Raises
     ------
@@ -93,6 +97,7 @@ class LiveCapture(Callback):
         targets: list[str] | None = None,
         probe_size: int = PROBE_BATCH,
         frames=None,
+        spectra: bool = True,
     ):
         if not (
             module is None
@@ -120,6 +125,7 @@ class LiveCapture(Callback):
             probe_size=probe_size,
             frames=frames,
             annotate=self.owns,
+            spectra=spectra,
         )
         self.every, self.probe_size = self.core.every, self.core.probe_size
         self.run = writer.run if self.owns else None
@@ -257,11 +263,13 @@ class LiveCapture(Callback):
     def on_fit_end(self, trainer, pl_module):
         if self._active and self.owns:
             self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch)
+            write_end_of_run(self.run)  # findings.json (never raises)
 
     @override
     def on_exception(self, trainer, pl_module, exception):
         if self._active and self.owns:
             self.writer.finish(step=trainer.global_step, epoch=trainer.current_epoch, exception=exception)
+            write_end_of_run(self.run)
 
     @override
     def teardown(self, trainer, pl_module, stage):

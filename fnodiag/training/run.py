@@ -23,6 +23,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
+from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
 from fnodiag.runs.filesystems import check_store_folder
@@ -242,9 +243,11 @@ def train(
             if ckpt_path:
                 effective["resumed_from"] = {"checkpoint": str(ckpt_path), "epoch": len(history["train_loss"])}
             run.write_json("effective_config.json", effective)
+            write_end_of_run(run)  # findings.json (never raises; `fnodiag diagnose` adds the settings audit)
     except Exception as exc:  # KeyboardInterrupt / SystemExit pass: the run is "interrupted"
         if rank0:
             _record_failure(run, exc)
+            write_end_of_run(run)  # what the records show up to the failure
         raise TrainingError(
             f"training failed: {type(exc).__name__}: {exc}".splitlines()[0]
             + f"; traceback in {run.path / 'train.log'}",

@@ -11,7 +11,8 @@
 The handle drives the same two parts as :class:`fnodiag.LiveCapture`: the capture core
 (:class:`fnodiag.training.capture_core.CaptureCore`) and the run writer
 (:class:`fnodiag.runs.writer.RunWriter`), into a run folder of ``kind = "torch"`` that every fnodiag
-reader lists (``fnodiag serve``, ``fnodiag summarize``).
+reader lists (``fnodiag serve``, ``fnodiag summarize``); closing it writes the run's ``findings.json``
+(:func:`fnodiag.diagnostics.run_findings.write_end_of_run`).
 
 * With ``optimizer``, the optimizer's own step hooks say when a step happens, so any trainer that
   steps a torch optimizer (neuraloperator's ``Trainer`` included) needs no other call: the pre-step
@@ -32,10 +33,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.runs import states
 from fnodiag.runs.names import GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS
 from fnodiag.runs.writer import RunWriter
-from fnodiag.training.capture_core import CaptureCore
+from fnodiag.training.capture_core import CaptureCore, uncompiled
 from fnodiag.training.clipping import global_grad_norm
 from fnodiag.training.optimizers import describe_optimizer
 
@@ -52,13 +54,15 @@ def watch(
     probe: torch.Tensor | None = None,
     targets: list[str] | None = None,
     frames=None,
+    spectra: bool = True,
 ) -> Watch:
     """Record what every layer of ``model`` does while any loop trains it, into run folder ``run``.
 
     Parameters
     ----------
     model : nn.Module
-        The model the loop trains (uncompiled).
+        The model the loop trains; a ``torch.compile``d one is watched through its original module
+        (hooks and the probe pass never enter the compiled graph: no recompilation).
     run : str, Path or RunDir
         The run folder: new, empty, or holding no training record (a failed start may be reused).
     optimizer : torch.optim.Optimizer, optional
@@ -74,6 +78,10 @@ def watch(
     frames : callable, optional
         ``frames(probe_output) -> {name: 2-D array}``: live images recorded every capture (the
         store's frames table, read back by name with :meth:`fnodiag.runs.StoreReader.frames`).
+    spectra : bool
+        Record the spectral statistics too (radial band energies per layer, energy above the kept
+        modes of each spectral convolution's input, per-mode weight magnitudes:
+        :mod:`fnodiag.diagnostics.spectral_hooks`).
 
     Returns
     -------
@@ -87,23 +95,25 @@ def watch(
     ValueError, TypeError
         A bad setting (an unknown target, ``every < 1``, ...), raised before anything is written.
     """
-    return Watch(model, run, optimizer=optimizer, every=every, probe=probe, targets=targets, frames=frames)
+    return Watch(
+        model, run, optimizer=optimizer, every=every, probe=probe, targets=targets, frames=frames, spectra=spectra
+    )
 
 
 class Watch:
     """The handle :func:`watch` returns (see there); use it as a context manager or call :meth:`close`."""
 
-    def __init__(self, model, run, *, optimizer=None, every=10, probe=None, targets=None, frames=None):
+    def __init__(self, model, run, *, optimizer=None, every=10, probe=None, targets=None, frames=None, spectra=True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"fnodiag.watch needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        cls = type(model)
+        cls = type(uncompiled(model)[0])
         origin = {"kind": "torch", "module": f"{cls.__module__}.{cls.__qualname__}"}
         self.writer = RunWriter.claim(run, origin, history_keys=HISTORY_KEYS)  # checks only: nothing written
-        self.core = CaptureCore(self.writer, every=every, probe=probe, targets=targets, frames=frames)
+        self.core = CaptureCore(self.writer, every=every, probe=probe, targets=targets, frames=frames, spectra=spectra)
         self.core.bind(model)  # an unknown target raises here, before anything is written
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer = self.core.model, optimizer  # the original of a compiled model
         self.run = self.writer.run
         self.steps = 0  # optimizer steps taken (with an optimizer), else log calls
         self.closed = False
@@ -214,6 +224,8 @@ class Watch:
             return self.writer.finish(state, step=self.steps, epoch=0, exception=exception)
         finally:
             self.writer.close()
+            if self.writer.enabled:
+                write_end_of_run(self.run)  # findings.json (never raises)
 
     def __enter__(self) -> Watch:
         return self

@@ -2,9 +2,13 @@
 
 This folder is a Bokeh *directory app*: ``main.py`` (run by Bokeh for every session; it calls
 :func:`session_page`) and ``app_hooks.py`` (run once before the server listens; it calls
-:func:`fnodiag.dashboard.server.refuse_unsafe_serving`). ``panel serve app`` in a checkout serves the
+:func:`fnodiag.dashboard.server.refuse_unsafe_serving`, then, once the server is up, :func:`warm`).
+``panel serve app`` in a checkout serves the
 top-level ``app/`` folder, whose two files make the same two calls; ``fnodiag serve`` serves this
 folder (:data:`fnodiag.dashboard.server.APP_DIR`) from an installed package. Either way the page is at ``/app``.
+
+The page's URL may name a run, tab, statistic, layer and step (``/app?run=...&tab=...&stat=...&layer=...&step=...``,
+every finding's evidence link): :meth:`Dashboard.select` chooses them (:mod:`fnodiag.dashboard.evidence`).
 
 App arguments (after ``--args``): ``--runs DIR`` (else ``$FNODIAG_RUNS``, else ``./runs``) and
 ``--read-only`` (no Launch tab). A session from another machine is served when it is logged in (or
@@ -26,8 +30,17 @@ from panel.io.resources import LOCAL_DIST
 from panel.io.state import set_curdoc
 
 from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
+from fnodiag.dashboard.index import warm_in_background
 
-__all__ = ["AppOptions", "app_options", "from_this_machine", "may_control_check", "local_request", "session_page"]
+__all__ = [
+    "AppOptions",
+    "app_options",
+    "from_this_machine",
+    "may_control_check",
+    "local_request",
+    "session_page",
+    "warm",
+]
 
 TITLE = "fnodiag dashboard"
 REMOTE_REFUSED = (
@@ -108,12 +121,20 @@ def panel_files_from_this_server(doc) -> None:
         )
 
 
+def warm(argv: list[str]) -> None:
+    """Read the runs folder named by the app's arguments ``argv`` in a background thread, so that the first
+    page finds its runs listed and their rows read (``app_hooks.py`` calls it when the server is up)."""
+    warm_in_background(app_options(argv).runs)
+
+
 def session_page(argv: list[str] | None = None) -> Dashboard | None:
     """Build the current session's page (what a served ``main.py`` does) and start its live tick.
 
-    The session's periodic callback (:meth:`Dashboard.tick` every ``TICK_MS``) is stopped when the
-    session is destroyed; the handler holds the callback itself (a closure), not a name in the served
-    script's module, which Bokeh clears before it runs the session-destroyed handlers.
+    The page is sent with its runs table; the open tab draws its plots once the browser has the page
+    (``pn.state.onload``). When the session is destroyed its periodic callback (:meth:`Dashboard.tick`
+    every ``TICK_MS``) stops and its views close their store readers (:meth:`Dashboard.close`); the
+    handler holds the dashboard itself (a closure), not a name in the served script's module, which
+    Bokeh clears before it runs the session-destroyed handlers.
 
     Parameters
     ----------
@@ -131,9 +152,13 @@ def session_page(argv: list[str] | None = None) -> Dashboard | None:
     if not local_request():
         pn.pane.Markdown(REMOTE_REFUSED).servable()
         return None
-    dashboard = Dashboard(options.runs, read_only=options.read_only, may_control=may_control_check(doc))
+    served = doc is not None and doc.session_context is not None
+    dashboard = Dashboard(options.runs, read_only=options.read_only, may_control=may_control_check(doc), defer=served)
+    if pn.state.session_args:  # an evidence link: /app?run=...&tab=...&stat=...&layer=...&step=...
+        dashboard.select(pn.state.session_args)
     dashboard.layout().servable(title=TITLE)
-    callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
-    dashboard.callback = callback
-    pn.state.on_session_destroyed(lambda _context: callback.stop())
+    dashboard.callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
+    if served:
+        pn.state.onload(dashboard.load)
+    pn.state.on_session_destroyed(lambda _context: dashboard.close())
     return dashboard
