@@ -257,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ray executor: the cluster address `ray start --head` printed (default: RAY_ADDRESS, else a local Ray)",
     )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="ray executor: where checkpoints, model.pt, captures and datasets travel between nodes: a folder every "
+        "node mounts, or an fsspec URL such as s3://bucket/prefix (default: the --out folder, which must then be "
+        "shared); run stores stay in --out on the driver's disk",
+    )
     _add_flags(p, table)
 
     p = sub.add_parser("summarize", help="(re)write summary.md / summary.json / plots of a sweep folder")
@@ -505,6 +513,7 @@ def _cmd_sweep(args) -> int:
         cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run,
         address=args.address,
+        storage=args.storage,
     )
     print((out / "summary.md").read_text())
     print(f"sweep folder: {out}")

@@ -12,6 +12,7 @@ import re
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from fnodiag.diagnostics.collapse import write_collapse
 from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
+from fnodiag.runs.filesystems import check_store_folder
 from fnodiag.training.checkpointing import SafeCheckpoint
 from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.errors import TrainingError
@@ -129,6 +131,7 @@ def train(
     progress: bool = True,
     extra_callbacks=(),
     resume: bool = False,
+    folder: Callable[[Path], RunDir] = RunDir,
 ) -> RunDir:
     """Train one run into ``<out>/<name>`` and evaluate its best and last weights.
 
@@ -147,6 +150,10 @@ def train(
         ``checkpoints/last.ckpt``: records after that checkpoint are dropped and training goes
         on from the next epoch, with the random states saved in the checkpoint (exact resume,
         :mod:`fnodiag.training.rng`). Without a checkpoint the run starts again from scratch.
+    folder : callable
+        ``folder(out / name)`` gives the run folder object training writes through: :class:`RunDir`
+        (default), or a :class:`~fnodiag.runs.remote.RemoteRunDir` whose records (JSON files and
+        store rows) go to a sweep driver on another node.
 
     Returns
     -------
@@ -166,6 +173,7 @@ def train(
     name = name or default_run_name(cfg)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    check_store_folder(out, "--out folder")  # the run store goes there: refused on a network filesystem
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
     data = load_or_simulate(cfg.data, cache_dir)
@@ -176,8 +184,8 @@ def train(
             f"run directory {str(where)!r} already exists and is not empty; continue it with "
             f"`fnodiag train --resume {where}` or choose another --name"
         )
-    run = RunDir.create(where, cfg, exist_ok=resume) if rank0 else RunDir(where)
-    store = RunStore(run.store_path, enabled=rank0)
+    run = RunDir.create(folder(where), cfg, exist_ok=resume) if rank0 else folder(where)
+    store = run.open_store(enabled=rank0)
     ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
