@@ -2,7 +2,9 @@
 
 The loop is fnodiag's ``quick`` generator (U-NO, preset ``quick``: N = 32, 3 blocks, width 16,
 modes 8; or ``--model conv``: a small conv net) trained with Adam on random amplitude batches
-through the ptychography forward model. Four copies (same seed, same batches) train side by side:
+through the ptychography forward model; or ``--model fno``: a real ``neuralop.models.FNO`` (the
+issue's n_modes (8, 8), hidden 24, 4 layers, 32 x 32 grid) trained with MSE to map a field to its
+heat-diffused self (a low-pass in Fourier space). Four copies (same seed, same batches) train side by side:
 
 * ``plain``: ``zero_grad / loss / backward / step``;
 * ``watch every=10`` and ``watch every=1``: the same loop under ``fnodiag.watch(model, run,
@@ -19,7 +21,7 @@ With ``--compile`` every copy trains ``torch.compile(model)`` (inductor; ``watch
 compiled model and watches its original module): the compiled step with and without capture. The
 ``quick`` generator's complex weights do not compile with inductor: use ``--model conv``.
 
-Usage: python benchmarks/bench_watch.py [--model quick|conv] [--blocks 20] [--warmup 5] [--threads 2] [--compile]
+Usage: python benchmarks/bench_watch.py [--model quick|conv|fno] [--blocks 20] [--warmup 5] [--threads 2] [--compile]
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ def conv_net() -> nn.Module:
     return Net()
 
 
+def neuralop_fno() -> nn.Module:
+    """neuraloperator's FNO as issue 22 tried it: n_modes (8, 8), hidden 24, 4 layers, 1 -> 1 channel."""
+    from neuralop.models import FNO  # optional third-party package (the test extra): only this arm needs it
+
+    return FNO(n_modes=(8, 8), hidden_channels=24, in_channels=1, out_channels=1, n_layers=4)
+
+
+def heat_loss(out, x):
+    """MSE of ``out`` against ``x`` diffused (a Gaussian low-pass of its 2-D spectrum)."""
+    k2 = torch.fft.fftfreq(x.shape[-2])[:, None] ** 2 + torch.fft.fftfreq(x.shape[-1])[None, :] ** 2
+    target = torch.fft.ifft2(torch.fft.fft2(x) * torch.exp(-200.0 * k2)).real
+    return nn.functional.mse_loss(out, target)
+
+
 class Arm:
     """One copy of the loop: a fresh model (seed 0), its Adam optimizer, and ``watch`` unless ``every`` is None."""
 
@@ -85,7 +101,7 @@ class Arm:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=("quick", "conv"), default="quick", help="the watched model")
+    ap.add_argument("--model", choices=("quick", "conv", "fno"), default="quick", help="the watched model")
     ap.add_argument("--blocks", type=int, default=20, help="timed blocks of 10 steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (step 0 always captures)")
     ap.add_argument("--batch", type=int, default=8, help="batch size")
@@ -95,10 +111,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = preset("quick")
     n = cfg.data.N
-    make_model = (lambda: build_model(cfg.model, n)) if args.model == "quick" else conv_net
+    make_model = {"quick": lambda: build_model(cfg.model, n), "conv": conv_net, "fno": neuralop_fno}[args.model]
     forward = ForwardModel(torch.as_tensor(ideal_disk_probe(n), dtype=torch.complex64))
     physics = get_loss(cfg.train.loss)
-    loss_fn = lambda obj, x: physics(forward(obj), x)  # noqa: E731
+    loss_fn = heat_loss if args.model == "fno" else lambda obj, x: physics(forward(obj), x)  # noqa: E731
     g = torch.Generator().manual_seed(1)
     batches = [torch.rand(args.batch, 1, n, n, generator=g) for _ in range(16)]
     steps = args.warmup + BLOCK * args.blocks

@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a run's checkpoints/best.ckpt or last.ckpt, its model.pt, or a generator state_dict file",
     )
     p.add_argument(
+        "--model",
+        default=None,
+        metavar="IMPORT:CALLABLE",
+        help="anyone's model: a module path (neuralop.models:FNO) or a file (path/models.py:build) and the "
+        "class or function that builds it; the checkpoint's state dict (Lightning prefix detected) is loaded "
+        "into it strictly and --input is required (default: fnodiag's generators)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        metavar="JSON",
+        help='keywords of --model\'s callable as a JSON object, e.g. \'{"n_modes": [8, 8], "hidden_channels": 24}\'',
+    )
+    p.add_argument(
         "--architecture",
         dest="model__arch",
         default=None,
@@ -129,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         help="NPZ with a 'diffraction' array (n, N, N) or (n, N, N, C); default: the run's "
         "dataset (simulated or cached from the data flags; for a reference-project "
-        "checkpoint its arm folder's datasets/N<N>/gs<g>/<split>.npz when present)",
+        "checkpoint its arm folder's datasets/N<N>/gs<g>/<split>.npz when present). With --model: "
+        "(n, C, ...) samples the model takes, channel first: .npy, .npz (array x, or its only one) or .pt",
     )
     p.add_argument(
         "--split", choices=("test", "train"), default="test", help="dataset split when no --input (default: test)"
@@ -242,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         default=None,
         help="ray executor: the cluster address `ray start --head` printed (default: RAY_ADDRESS, else a local Ray)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="ray executor: where checkpoints, model.pt, captures and datasets travel between nodes: a folder every "
+        "node mounts, or an fsspec URL such as s3://bucket/prefix (default: the --out folder, which must then be "
+        "shared); run stores stay in --out on the driver's disk",
     )
     _add_flags(p, table)
 
@@ -396,11 +419,21 @@ def _cmd_train(args) -> int:
 def _cmd_capture(args) -> int:
     if args.batch_size < 1 or args.max_samples < 1:
         raise ConfigError("--batch-size and --max-samples must be >= 1")
+    overrides, kwargs = _flag_overrides(args), None
+    if args.model_kwargs is not None and args.model is None:
+        raise ConfigError("--model-kwargs needs --model IMPORT:CALLABLE (the model they build)")
+    if args.model is not None:
+        if overrides:
+            flags = ", ".join(sorted(overrides))
+            raise ConfigError(f"--model builds the model itself: drop the generator / data flags ({flags})")
+        kwargs = _model_kwargs(args.model_kwargs)
     ensure_writable_dir(args.output, "--output folder")
     report = capture_checkpoint(
         args.checkpoint,
+        model=args.model,
+        model_kwargs=kwargs,
         inputs=args.input,
-        overrides=_flag_overrides(args),
+        overrides=overrides,
         split=args.split,
         max_samples=args.max_samples,
         batch_size=args.batch_size,
@@ -413,6 +446,21 @@ def _cmd_capture(args) -> int:
         print(line)
     print(write_report(report, args.output, args.output_json_name))
     return 0
+
+
+def _model_kwargs(text: str | None) -> dict:
+    """``--model-kwargs`` as a dict (a JSON object)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--model-kwargs is not JSON ({exc.msg} at column {exc.colno}); pass an object like '{{\"a\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object of keywords, got {type(value).__name__}")
+    return value
 
 
 def _cmd_export_checkpoint(args) -> int:
@@ -466,6 +514,7 @@ def _cmd_sweep(args) -> int:
         cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run,
         address=args.address,
+        storage=args.storage,
     )
     print((out / "summary.md").read_text())
     print(f"sweep folder: {out}")

@@ -112,7 +112,13 @@ def finding_lines(found: list[Finding], *, links: bool = True) -> list[str]:
 
 
 def first_finding(run, *, root=None) -> dict | None:
-    """The top finding of a run as a JSON-ready dict (:meth:`Finding.to_dict`), None when it has none."""
+    """The top finding of a run as a JSON-ready dict (:meth:`Finding.to_dict`), None when it has none.
+
+    A run of a sweep that has not started yet (no folder) has none.
+    """
+    run = _run(run)
+    if not run.path.is_dir():
+        return None
     found = findings_from_run(run, root=root)
     return found[0].to_dict() if found else None
 

@@ -51,9 +51,17 @@ class Dashboard:
     defer : bool
         Draw nothing until :meth:`load` (a served page calls it once the browser has the page); default:
         the open tab draws now.
+    tabs : collection of str, optional
+        Show only the tabs with these titles (``fnodiag.show(..., tabs=...)``); default all. Launch is
+        shown unless ``read_only``.
+
+    Raises
+    ------
+    ValueError
+        A title in ``tabs`` that is no tab (the message lists them).
     """
 
-    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False):
+    def __init__(self, root: str | Path, *, read_only: bool = False, may_control=None, defer: bool = False, tabs=None):
         self.read_only = read_only
         self.store = DashboardStore(root, rows_budget_s=ROWS_BUDGET_S if defer else None)
         self.views = [
@@ -67,6 +75,11 @@ class Dashboard:
         ]
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
+        if tabs is not None:  # a subset (the notebook's fnodiag.show); the Tabs below keep views before Checkpoint
+            titles = [v.title for v in (*self.views, self.checkpoint, self.launch)]
+            if unknown := [t for t in tabs if t not in titles]:
+                raise ValueError(f"unknown tab(s) {', '.join(map(repr, unknown))}; choose from {', '.join(titles)}")
+            self.views = [v for v in self.views if v.title in tabs]
         self.callback = None  # the session's periodic tick (a Panel PeriodicCallback), set by whoever serves it
         self.ticks = 0
         self.last_tick_ms = 0.0
@@ -78,7 +91,7 @@ class Dashboard:
         ]  # a CSV of the tab's plot data under each (Compare: one per plot)
         self.tabs = pn.Tabs(
             *[(v.title, t) for v, t in zip(self.views, shown)],
-            (self.checkpoint.title, self.checkpoint),
+            *([(self.checkpoint.title, self.checkpoint)] if tabs is None or self.checkpoint.title in tabs else []),
             *([] if read_only else [(self.launch.title, self.launch)]),
             dynamic=True,  # a tab's models are built when it is first shown
             sizing_mode="stretch_width",

@@ -117,6 +117,24 @@ def _imported(entry) -> dict | None:
     return origin if origin is not None and origin["kind"] == "reference" else None
 
 
+def ptycho(entry) -> bool:
+    """Whether a run has (or will have) amp SSIM: fnodiag's own and imported runs, or any run that recorded it.
+
+    A watched model's run (``fnodiag.watch`` / ``LiveCapture``) records none unless its loop logs it, so
+    the Overview's amp SSIM panels are left out for a selection of such runs only.
+    """
+    try:
+        if not entry.exists or not entry.run.is_foreign():
+            return True
+    except ValueError:  # an unreadable origin: keep the panels, as for any run of unknown kind
+        return True
+    tail = Tail(entry.run)
+    try:
+        return len(tail.scalar(VAL_AMP_SSIM, scope="epoch")[0]) > 0
+    finally:
+        tail.close()
+
+
 class LiveView(Viewer):
     """Base: a container rebuilt on selection changes while shown, plus live feeds ticked by the app.
 
@@ -416,7 +434,8 @@ def counts_line(rows, chosen: int) -> str:
 
 class OverviewView(LiveView):
     """The runs table of the sweep (state, progress, optimizer, losses, SSIM, collapse; ticking rows chooses the
-    runs drawn), the loss and per-epoch amp SSIM (live), and the amp SSIM of the best / last weights."""
+    runs drawn), the loss and per-epoch amp SSIM (live), and the amp SSIM of the best / last weights (both amp
+    SSIM panels only when a chosen run can have them: :func:`ptycho`)."""
 
     title = "Overview"
     _deps = ("arms", "seeds", "sweep")
@@ -517,6 +536,7 @@ class OverviewView(LiveView):
 
     def build(self, entries) -> list:
         drawn = entries[:MAX_CURVE_RUNS]
+        has_ssim = any(ptycho(e) for e in drawn)
         loss, ssim, tails = [], [], {}
         for k, e in enumerate(drawn):
             t = tails[e.label] = self.tail(e)
@@ -542,8 +562,7 @@ class OverviewView(LiveView):
             self._feeds += [
                 ScalarFeed(t, TRAIN_LOSS, lf, f"{e.label} train"),
                 ScalarFeed(t, VAL_LOSS, lf, f"{e.label} val", scope="epoch"),
-                ScalarFeed(t, VAL_AMP_SSIM, sf, e.label, scope="epoch"),
-            ]
+            ] + ([ScalarFeed(t, VAL_AMP_SSIM, sf, e.label, scope="epoch")] if has_ssim else [])
         self.update_rows()
         notes = [
             f"**{e.label}** is imported from the reference project (`{imp.get('arm')}`, read-only): scalars "
@@ -554,7 +573,8 @@ class OverviewView(LiveView):
         ] + ([too_many(entries)] if too_many(entries) else [])
         return ([pn.pane.Markdown("\n\n".join(notes))] if notes else []) + [
             pn.Row(
-                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in (lf, sf)], sizing_mode="stretch_width"
+                *[pn.pane.Bokeh(f.figure, sizing_mode="stretch_width") for f in ((lf, sf) if has_ssim else (lf,))],
+                sizing_mode="stretch_width",
             ),
-            self._bars,
+            *([self._bars] if has_ssim else []),
         ]

@@ -30,7 +30,8 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
     reference_dataset,
 )
 from fnodiag.diagnostics.devices import check_device
-from fnodiag.diagnostics.hooks import ActivationRecorder
+from fnodiag.diagnostics.foreign import load_model, read_model_inputs
+from fnodiag.diagnostics.hooks import ActivationRecorder, ProbeError, choose_targets
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
 from fnodiag.files import no_file, write_json
 from fnodiag.models import count_parameters
@@ -55,10 +56,18 @@ def read_inputs(npz: str | Path) -> np.ndarray:
     if not p.is_file():
         raise CaptureError(no_file(p, "--input"))
     try:
-        with np.load(p) as f:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CaptureError(
+                f"--input {str(p)!r} is one array, not an NPZ with a 'diffraction' array; "
+                "for anyone's model pass --model IMPORT:CALLABLE"
+            )
+        with loaded as f:
             if "diffraction" not in f:
                 raise CaptureError(f"--input {str(p)!r} has no 'diffraction' array (found: {', '.join(f.files)})")
             x = np.asarray(f["diffraction"], dtype=np.float32)
+    except CaptureError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CaptureError(f"--input {str(p)!r} is not a readable NPZ ({exc})") from None
     if x.ndim == 3:
@@ -78,17 +87,23 @@ def capture(
 
     Parameters
     ----------
-    x : (N_SAMPLE, C, N, N) float32
+    x : (N_SAMPLE, C, S...) float32 (or complex64), S any spatial shape
     batch_size : int
 
     Returns
     -------
     dict with ``layers`` ({"<module>/<stat>": [value per batch]}), ``per_layer``
-    ({module: {stat: mean over batches}}) and ``params`` ({"<module>/<stat>": value}).
+    ({module: {stat: mean over batches}}), ``params`` ({"<module>/<stat>": value}) and ``targets``
+    (:meth:`~fnodiag.diagnostics.targets.TargetPlan.describe` of the layers chosen by
+    :func:`~fnodiag.diagnostics.targets.choose_targets` on the first batch, unless given).
     """
     generator = generator.to(device).eval()
     layers: dict[str, list[float]] = {}
-    with ActivationRecorder(generator, targets) as recorder:
+    try:  # the one choice of layers: fnodiag's U-NO layout, else one traced pass of the first batch
+        plan = choose_targets(generator, torch.from_numpy(x[:batch_size]).to(device), targets)
+    except ProbeError as exc:
+        raise CaptureError(f"the model refused the input patches of shape {tuple(x.shape[1:])}: {exc}") from None
+    with ActivationRecorder(generator, plan) as recorder:
         for i in range(0, len(x), batch_size):
             generator(torch.from_numpy(x[i : i + batch_size]).to(device))
             for (layer, stat), value in recorder.collect().items():
@@ -102,7 +117,7 @@ def capture(
     host = to_host({"weight": wnorms, "scale": svalues})
     params = {f"{n}/weight_norm": v for n, v in zip(wnames, host["weight"])}
     params.update(dict(zip(snames, host["scale"])))
-    return {"layers": layers, "per_layer": per_layer, "params": params}
+    return {"layers": layers, "per_layer": per_layer, "params": params, "targets": plan.describe()}
 
 
 def write_report(report: dict, output: str | Path, name: str) -> Path:
@@ -130,23 +145,53 @@ def summary(generator, cfg: RunConfig, info: dict, x: np.ndarray, batch_size: in
     }
 
 
+def foreign_summary(model, spec: str, kwargs: dict, info: dict, x: np.ndarray, batch_size: int, device: str, plan):
+    """The ``summary`` of a ``--model`` capture: the callable, its keywords, the input and the layers chosen."""
+    return {
+        "architecture": spec,
+        "model": spec,
+        "model_kwargs": dict(kwargs),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "n_samples": int(len(x)),
+        "batch_size": batch_size,
+        "channels": int(x.shape[1]),
+        "input_shape": [int(n) for n in x.shape[1:]],
+        "parameters": count_parameters(model),
+        "device": device,
+        "layer_order": list(plan["targets"]),  # forward order (the report's JSON keys are sorted)
+        "targets_rule": plan["rule"],
+        "left_out": plan["left_out"],
+        **info,
+    }
+
+
 def summary_lines(s: dict) -> list[str]:
     """Human-readable lines of a report's ``summary`` (what ``fnodiag capture`` prints)."""
     kind = s.get("checkpoint_kind")
     step = f", epoch {s['epoch']}, global step {s['global_step']}" if "global_step" in s else ""
-    lines = [
-        f"checkpoint: {s.get('checkpoint')} ({kind}{step}); names: {s.get('layout')}",
-        f"generator: {s.get('architecture')} ({s.get('block_class')}), blocks {s.get('blocks')}, width "
-        f"{s.get('width')}, modes {s.get('modes')}, {s.get('spectral_layout')} spectral layout, channels "
-        f"{s.get('channel_schedule')}, "
-        f"{s.get('parameters', 0):,} parameters; config: {s.get('config_source')}",
-    ]
+    lines = [f"checkpoint: {s.get('checkpoint')} ({kind}{step}); names: {s.get('layout')}"]
+    if "model" in s:
+        prefix = f"; weights under {s['prefix']!r}" if s.get("prefix") else ""
+        lines.append(
+            f"model: {s['model']}(**{s.get('model_kwargs')}) -> {s.get('model_class')}, "
+            f"{s.get('parameters', 0):,} parameters{prefix}"
+        )
+    else:
+        lines.append(
+            f"generator: {s.get('architecture')} ({s.get('block_class')}), blocks {s.get('blocks')}, width "
+            f"{s.get('width')}, modes {s.get('modes')}, {s.get('spectral_layout')} spectral layout, channels "
+            f"{s.get('channel_schedule')}, "
+            f"{s.get('parameters', 0):,} parameters; config: {s.get('config_source')}"
+        )
     for key, why in (s.get("ignored_keys") or {}).items():
         lines.append(f"ignored: {key}: {why}")
+    size = "x".join(map(str, s["input_shape"])) if "input_shape" in s else f"{s.get('N')}x{s.get('N')}"
     lines.append(
-        f"input: {s.get('input')} -> {s.get('n_samples')} sample(s) of {s.get('N')}x{s.get('N')}, "
+        f"input: {s.get('input')} -> {s.get('n_samples')} sample(s) of {size}, "
         f"batch {s.get('batch_size')}" + (f"; layer names: {s['layer_names']}" if "layer_names" in s else "")
     )
+    for layer, why in (s.get("left_out") or {}).items():
+        lines.append(f"not watched: {layer}: {why}")
     return lines
 
 
@@ -161,8 +206,17 @@ def capture_checkpoint(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     simulate: bool = True,
+    model: str | None = None,
+    model_kwargs: dict | None = None,
 ) -> dict:
     """Capture one checkpoint: load its generator, find its input patches, run :func:`capture`, add the summary.
+
+    With ``model`` (``"IMPORT:CALLABLE"``, anyone's model: :mod:`fnodiag.diagnostics.foreign`) the
+    model is ``CALLABLE(**model_kwargs)``, the checkpoint's state dict is found under the prefix
+    its keys sit at and loaded strictly, the layers are those
+    :func:`~fnodiag.diagnostics.targets.choose_targets` traces on the first batch, and ``inputs``
+    is required: ``(n, C, *S)`` samples as they are (a ``.npy`` / ``.npz`` / ``.pt`` file,
+    :func:`~fnodiag.diagnostics.foreign.read_model_inputs`, or an array).
 
     The input patches are, first found:
 
@@ -203,6 +257,10 @@ def capture_checkpoint(
         No patches were given or found and ``simulate`` is False.
     """
     device = str(check_device(device))  # before anything is loaded (a ConfigError names --device)
+    if model is not None:
+        return _capture_foreign(checkpoint, model, model_kwargs or {}, inputs, max_samples, batch_size, device)
+    if model_kwargs:
+        raise CaptureError("--model-kwargs needs --model IMPORT:CALLABLE (the model they build)")
     x = label = None
     if isinstance(inputs, (str, Path)):
         x, label = read_inputs(inputs), str(inputs)
@@ -232,7 +290,27 @@ def capture_checkpoint(
         )
     x = np.ascontiguousarray(x[:max_samples], dtype=np.float32)
     report = capture(generator, x, batch_size=batch_size, device=device)
+    report.pop("targets")  # a generator's layers are its U-NO layout (default_targets)
     return {"summary": summary(generator, cfg, info, x, batch_size, device), **report}
+
+
+def _capture_foreign(checkpoint, spec: str, kwargs: dict, inputs, max_samples: int, batch_size: int, device: str):
+    """:func:`capture_checkpoint` of anyone's model (``model=``)."""
+    if inputs is None:
+        raise CaptureError(f"--model {spec} needs --input FILE: (n, C, ...) samples the model takes (.npy/.npz/.pt)")
+    if isinstance(inputs, (str, Path)):
+        x, label = read_model_inputs(inputs), str(inputs)
+    else:
+        x, label = np.asarray(inputs), "given array"
+        if x.ndim < 2:
+            raise CaptureError(f"input samples must be (n, C, ...), got shape {x.shape}")
+        x = x.astype(np.complex64 if np.iscomplexobj(x) else np.float32)
+    model, info = load_model(checkpoint, spec, kwargs)
+    info["input"] = label
+    x = np.ascontiguousarray(x[:max_samples])
+    report = capture(model, x, batch_size=batch_size, device=device)
+    plan = report.pop("targets")
+    return {"summary": foreign_summary(model, spec, kwargs, info, x, batch_size, device, plan), **report}
 
 
 def _run_dataset(checkpoint, cfg: RunConfig, *, own: bool, cache_dir, simulate: bool) -> GridLinesData:

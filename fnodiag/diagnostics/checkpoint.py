@@ -12,15 +12,20 @@ likely cause (naming, depth, architecture, spectral layout, width, modes, channe
 from __future__ import annotations
 
 import json
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 
-from fnodiag.config import ConfigError, RunConfig
-from fnodiag.files import no_file
+from fnodiag.config import RunConfig
+from fnodiag.diagnostics.safe_load import (  # noqa: F401  (re-exported: where callers look for them)
+    ARCHIVE_SLACK,
+    MAX_INFLATION,
+    SAFE_TORCH_FUNCTIONS,
+    CaptureError,
+    check_archive,
+    load_weights_only,
+)
 from fnodiag.models import build_model
 from fnodiag.models.reference_layout import (
     MARKER,
@@ -43,63 +48,6 @@ _FLAG = {
 }
 
 
-class CaptureError(ConfigError):
-    """A checkpoint or input that cannot be captured; the message names the problem and the fix."""
-
-
-# torch.save stores every record of its zip archive uncompressed, so the records of a real checkpoint
-# add up to about the file's size; a file whose records declare more was compressed by someone else
-# (a decompression bomb: a few MB inflating to GBs). Checked before anything is inflated.
-MAX_INFLATION = 2.0
-ARCHIVE_SLACK = 1 << 20  # bytes: zip headers and a small re-zipped file stay accepted
-
-
-def check_archive(p: Path) -> None:
-    """Refuse a checkpoint archive whose records would inflate beyond its size, before loading it.
-
-    Raises
-    ------
-    CaptureError
-        One line with the declared and the real size (nothing was inflated).
-    """
-    if not zipfile.is_zipfile(p):
-        return  # a legacy (non-zip) torch file: pickled data read as it is, nothing to inflate
-    size = p.stat().st_size
-    try:
-        with zipfile.ZipFile(p) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint ({exc}); it may be truncated") from None
-    if declared > MAX_INFLATION * size + ARCHIVE_SLACK:
-        raise CaptureError(
-            f"refused {str(p)!r}: its records declare {declared:,} bytes in a {size:,}-byte file (compressed "
-            "records, which torch.save never writes); it was not inflated. Pass a checkpoint saved by torch.save"
-        )
-
-
-def _load_file(p: Path):
-    if not p.is_file():
-        raise CaptureError(no_file(p, "checkpoint"))
-    if p.stat().st_size == 0:
-        raise CaptureError(f"checkpoint {str(p)!r} is empty (0 bytes); pass a saved .ckpt or model.pt")
-    check_archive(p)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" in str(exc).lower():  # weights-only unpickler met a class or function reference
-            raise CaptureError(
-                f"refused {str(p)!r}: it carries Python objects that weights-only loading does not "
-                "allow, and it was not executed; pass a checkpoint of tensors"
-            ) from None
-        raise CaptureError(
-            f"{str(p)!r} is not a readable PyTorch checkpoint (bad pickle data); "
-            "it may be truncated or another kind of file"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CaptureError(f"{str(p)!r} is not a readable PyTorch checkpoint ({reason}); it may be truncated") from None
-
-
 def _generator_prefixes(state: dict) -> list[str]:
     """Prefixes under which a whole hybrid generator sits (``""``, ``generator.``, ``model.autoencoder.``...).
 
@@ -111,22 +59,86 @@ def _generator_prefixes(state: dict) -> list[str]:
     return sorted(found, key=rank.__getitem__)
 
 
+#: keys under which a training script's checkpoint dict keeps the model's state dict (after Lightning's)
+WRAPPED = ("model_state_dict", "model")
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint safely and find its state dict, whatever wrapper it comes in (no model assumed).
+
+    A Lightning ``.ckpt`` (the dict under ``state_dict``), a training script's dict (under
+    ``model_state_dict`` or ``model``) or a bare ``state_dict()``. Entries that are not tensors
+    (neuraloperator's ``_metadata`` of constructor settings) are left out and named in ``ignored``.
+    Read by :func:`fnodiag.diagnostics.safe_load.load_weights_only` (nothing of the file is executed).
+
+    Returns
+    -------
+    state : dict of str to Tensor
+        Every tensor of the state dict, under its full key.
+    info : dict
+        ``kind`` (``"lightning"`` / ``"wrapped"`` / ``"state_dict"``), ``config`` (a saved fnodiag
+        RunConfig dict or None), ``hyper_parameters``, ``metadata`` ({key: value} of the state
+        dict's entries that are not tensors), ``ignored`` ({key: why}) and, for a Lightning file,
+        ``epoch`` / ``global_step``.
+
+    Raises
+    ------
+    CaptureError
+        Unreadable or refused file, or no dict of tensors in it.
+    """
+    p = Path(path)
+    obj = load_weights_only(p)
+    out: dict = {"config": None, "hyper_parameters": None, "ignored": {}}
+    inner = next((k for k in WRAPPED if isinstance(obj, dict) and _tensor_dict(obj.get(k))), None)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        out["kind"], state = "lightning", obj["state_dict"]
+        hp = obj.get("hyper_parameters")
+        out["hyper_parameters"] = hp if isinstance(hp, dict) else None
+        out["config"] = (out["hyper_parameters"] or {}).get("config")
+        out.update({k: obj[k] for k in ("epoch", "global_step") if isinstance(obj.get(k), int)})
+    elif inner is not None:
+        out["kind"], state = "wrapped", obj[inner]
+        out["ignored"].update({k: f"beside the state dict under {inner!r}" for k in obj if k != inner})
+    elif _tensor_dict(obj):
+        out["kind"], state = "state_dict", obj
+    else:
+        raise CaptureError(
+            f"{str(p)!r} holds no state dict (found {type(obj).__name__}); pass a Lightning "
+            "checkpoint, a run's model.pt or a model's state_dict()"
+        )
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    out["metadata"] = {k: v for k, v in state.items() if k not in tensors}
+    for key, value in out["metadata"].items():
+        out["ignored"][key] = f"not a tensor ({type(value).__name__}: settings kept with the weights)"
+    return tensors, out
+
+
+def _tensor_dict(obj) -> bool:
+    """A dict holding tensors whose other entries are metadata (keys starting with ``_``)."""
+    return (
+        isinstance(obj, dict)
+        and any(isinstance(v, torch.Tensor) for v in obj.values())
+        and all(isinstance(v, torch.Tensor) or (isinstance(k, str) and k.startswith("_")) for k, v in obj.items())
+    )
+
+
 def open_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely and pick out its generator, whatever wrapper it comes in.
 
     Accepts a Lightning ``.ckpt`` (the dict under ``state_dict``), a Lightning module's state dict
     (fnodiag's ``generator.*``; the reference's ``model.generator.*`` with the same generator again
     under ``model.autoencoder.*`` and the forward model's ``alpha`` / ``beta`` and scaler tensors)
-    or a bare generator ``state_dict()``, in fnodiag's names or the reference's. Files are read
-    with weights-only unpickling (Python objects are refused, never executed).
+    or a bare generator ``state_dict()``, in fnodiag's names or the reference's (any form
+    :func:`read_state` reads). Files are read with weights-only unpickling (Python objects are
+    refused, never executed).
 
     Returns
     -------
     dict
         ``state`` (generator keys, prefix stripped), ``config`` (a saved fnodiag RunConfig dict or
-        None), ``kind`` (``"lightning"`` / ``"state_dict"``), ``prefix`` (of the generator keys),
-        ``ignored`` ({key or ``"prefix*"``: why}), ``hyper_parameters`` and, for a Lightning file,
-        ``epoch`` / ``global_step``.
+        None), ``kind`` (``"lightning"`` / ``"wrapped"`` / ``"state_dict"``), ``prefix`` (of the
+        generator keys), ``ignored`` ({key or ``"prefix*"``: why}), ``hyper_parameters`` and, for a
+        Lightning file, ``epoch`` / ``global_step``.
 
     Raises
     ------
@@ -134,21 +146,7 @@ def open_checkpoint(path: str | Path) -> dict:
         Unreadable file, no state dict, or a duplicate generator whose tensors differ.
     """
     p = Path(path)
-    obj = _load_file(p)
-    out: dict = {"config": None, "hyper_parameters": None, "ignored": {}}
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        out["kind"], state = "lightning", obj["state_dict"]
-        hp = obj.get("hyper_parameters")
-        out["hyper_parameters"] = hp if isinstance(hp, dict) else None
-        out["config"] = (out["hyper_parameters"] or {}).get("config")
-        out.update({k: obj[k] for k in ("epoch", "global_step") if isinstance(obj.get(k), int)})
-    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        out["kind"], state = "state_dict", obj
-    else:
-        raise CaptureError(
-            f"{str(p)!r} holds no state dict (found {type(obj).__name__}); pass a Lightning "
-            "checkpoint, a run's model.pt or a generator state_dict()"
-        )
+    state, out = read_state(p)
     prefixes = _generator_prefixes(state)
     if not prefixes:
         out.update(state=dict(state), prefix="")
@@ -172,7 +170,7 @@ def open_checkpoint(path: str | Path) -> dict:
         taken |= {other + k for k in dup}
     for key in state:
         if key not in taken:
-            out["ignored"][key] = "not part of the generator"
+            out["ignored"].setdefault(key, "not part of the generator")
     out.update(state=gen, prefix=primary)
     return out
 
@@ -306,7 +304,8 @@ def _dim(state: dict, key: str, axis: int) -> int | None:
 def likely_cause(state: dict, expected: dict) -> str:
     """Name the first real difference between a checkpoint and a built generator.
 
-    Checked in order: naming (the same network in the other vocabulary), depth (encoder levels),
+    Checked in order: naming (the same network in the other vocabulary), another kind of model (no
+    encoder blocks: ``--model``), depth (encoder levels),
     architecture (norm / layerscale keys), spectral layout (one or two weight tensors), width
     (lifter output), input channels, modes (spectral weight footprint), and the channel cap.
     """
@@ -317,6 +316,12 @@ def likely_cause(state: dict, expected: dict) -> str:
             return "naming only (the same network under the reference project's names)"
         return "reference names, and " + likely_cause(renamed, expected)
     depth_s, depth_e = _count(s, r"encoder\.(\d+)\."), _count(e, r"encoder\.(\d+)\.")
+    if depth_s == 0 and depth_e:  # no U-NO encoder at all: no --blocks value would fit it
+        example = ", ".join(sorted(s)[:2])
+        return (
+            f"not a fnodiag generator (no encoder blocks; its keys are e.g. {example}); for another model "
+            "pass --model IMPORT:CALLABLE (with --model-kwargs JSON and --input FILE)"
+        )
     if depth_s != depth_e:
         return f"depth (the checkpoint has {depth_s} encoder blocks, the model {depth_e}); pass --blocks {depth_s}"
     norm_s, norm_e = ({k for k in keys if "layerscale" in k or ".norm." in k} for keys in (s, e))

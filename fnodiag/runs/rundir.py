@@ -89,12 +89,16 @@ class RunDir:
         return str(self.path)
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, *, exist_ok: bool = False, resume: bool = False) -> RunDir:
+    def create(
+        cls, path: str | Path | RunDir, config: RunConfig, *, exist_ok: bool = False, resume: bool = False
+    ) -> RunDir:
         """Make the run directory and write ``config.json``.
 
         Parameters
         ----------
-        path : str or Path
+        path : str, Path or RunDir
+            The folder, or a run folder object to create (e.g. a
+            :class:`~fnodiag.runs.remote.RemoteRunDir` whose records go to a sweep driver).
         config : RunConfig
         exist_ok : bool
             Accept a folder that already exists (empty, or holding a run with an equal config).
@@ -107,7 +111,7 @@ class RunDir:
         FileExistsError
             The folder is not empty / holds another run's different config and neither flag allows it.
         """
-        run = cls(path)
+        run = path if isinstance(path, RunDir) else cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise FileExistsError(f"run directory {str(run.path)!r} is a file; choose a folder path")
         if run.path.is_dir() and any(run.path.iterdir()) and not (exist_ok or resume):
@@ -301,12 +305,17 @@ class RunDir:
 
         ``effective_config.json`` ``data.cache_dir`` (recorded by training, so a run trained with
         ``--cache-dir`` is captured on its own data), else the runs folder's ``datasets/`` (the
-        default of ``fnodiag train`` and of a sweep). The dataset itself is ``<cache>/<data.key>``.
+        default of ``fnodiag train`` and of a sweep; also where the recorded folder is not on this
+        machine: a run a cluster worker trained on its own copy of the sweep's dataset). The dataset
+        itself is ``<cache>/<data.key>``.
         """
         effective = self.read_json("effective_config.json", default=None)
         data = effective.get("data") if isinstance(effective, dict) else None
         recorded = data.get("cache_dir") if isinstance(data, dict) else None
-        return Path(recorded) if recorded else self.path.parent / "datasets"
+        beside = self.path.parent / "datasets"
+        if recorded and (Path(recorded).is_dir() or not beside.is_dir()):
+            return Path(recorded)
+        return beside
 
     def write_status(self, state: str, *, step: int, epoch: int, message: str = "") -> dict:
         """Write ``status.json``: state, step, epoch, ISO-8601 UTC ``updated``, the writer's ``host`` and

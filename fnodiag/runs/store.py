@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnodiag.runs.filesystems import check_store_folder, enable_wal
 from fnodiag.runs.frames import CHANNELS, ROLES, encode
 
 SOURCES = ("activation", "grad", "param")
@@ -109,12 +110,14 @@ class RunStore:
         self._buffered = 0
         self._last_flush = time.monotonic()
         self._conn = None
+        self._seed((), ())
         if not self.enabled:
             return
+        check_store_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn, self.path)
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, *READABLE_VERSIONS):
@@ -132,9 +135,22 @@ class RunStore:
             conn.close()
             raise
         self._conn = conn
-        self._ids = {(k, t): i for i, k, t in conn.execute("SELECT id, kind, text FROM names")}
+        self._seed(conn.execute("SELECT id, kind, text FROM names"), conn.execute("SELECT * FROM layer_index"))
+
+    def _seed(self, names, index) -> None:
+        """The name ids and layer series already in the store: ``names`` rows (id, kind, text), ``index`` rows."""
+        self._ids = {(k, t): i for i, k, t in names}
         self._next_id = max(self._ids.values(), default=0) + 1
-        self._index = set(conn.execute("SELECT source_id, stat_id, layer_id FROM layer_index"))
+        self._index = {tuple(r) for r in index}
+
+    def known(self) -> tuple[list[tuple], list[tuple]]:
+        """``(names, index)``: every name id and layer series this store holds, committed or buffered.
+
+        What a writer in another process needs to pack rows for this store (:meth:`write_rows`),
+        as :class:`fnodiag.runs.remote.RemoteStore` does.
+        """
+        with self._lock:
+            return [(i, k, t) for (k, t), i in self._ids.items()], sorted(self._index)
 
     def __enter__(self) -> RunStore:
         return self
@@ -265,32 +281,59 @@ class RunStore:
             self._last_flush = time.monotonic()
             if not (self._scalars or self._layers or self._new_names or self._frames):
                 return
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                c.executemany("INSERT INTO names(id, kind, text) VALUES (?, ?, ?)", self._new_names)
-                c.executemany("INSERT OR IGNORE INTO layer_index VALUES (?, ?, ?)", self._new_index)
-                c.executemany(
-                    "INSERT INTO scalars(step, epoch, scope, name_id, value, wall) VALUES (?, ?, ?, ?, ?, ?)",
-                    self._scalars,
-                )
-                c.executemany(
-                    "INSERT INTO layer_stats(step, epoch, source_id, stat_id, layer_ids, vals) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    self._layers,
-                )
-                c.executemany(
-                    "INSERT OR REPLACE INTO frames(step, epoch, role, channel, p, h, w, lo, hi, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._frames,
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")  # buffers stay intact: the next flush retries them
-                raise
+            self._commit(
+                {
+                    "names": self._new_names,
+                    "index": self._new_index,
+                    "scalars": self._scalars,
+                    "layers": self._layers,
+                    "frames": self._frames,
+                }
+            )
             self._scalars, self._layers, self._new_names, self._new_index = [], [], [], []
             self._frames = []
             self._buffered = 0
+
+    def _commit(self, rows: dict[str, list[tuple]]) -> None:
+        """Write one flush's packed rows (``names``, ``index``, ``scalars``, ``layers``, ``frames``) in one
+        transaction; on failure nothing is written and the caller's buffers stay intact."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("INSERT INTO names(id, kind, text) VALUES (?, ?, ?)", rows["names"])
+            c.executemany("INSERT OR IGNORE INTO layer_index VALUES (?, ?, ?)", rows["index"])
+            c.executemany(
+                "INSERT INTO scalars(step, epoch, scope, name_id, value, wall) VALUES (?, ?, ?, ?, ?, ?)",
+                rows["scalars"],
+            )
+            c.executemany(
+                "INSERT INTO layer_stats(step, epoch, source_id, stat_id, layer_ids, vals) VALUES (?, ?, ?, ?, ?, ?)",
+                rows["layers"],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO frames(step, epoch, role, channel, p, h, w, lo, hi, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows["frames"],
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def write_rows(self, rows: dict[str, list[tuple]]) -> None:
+        """Commit rows packed by another writer of this store, in one transaction (after this one's own buffer).
+
+        ``rows`` is what a :class:`fnodiag.runs.remote.RemoteStore` flush sends: new ``names`` (with the
+        ids it chose from :meth:`known`), new ``index`` series, ``scalars``, ``layers`` and ``frames``
+        rows, exactly as :meth:`flush` would have written them in the writer's own process.
+        """
+        with self._lock:
+            self.flush()
+            self._commit(rows)
+            for i, kind, text in rows["names"]:
+                self._ids[(kind, text)] = i
+                self._next_id = max(self._next_id, i + 1)
+            self._index.update(tuple(r) for r in rows["index"])
 
     def truncate(self, from_step: int) -> int:
         """Delete every record of steps ``>= from_step`` (resuming from a checkpoint at that step).

@@ -90,6 +90,7 @@ class Resources:
     address: str | None
     cores: int
     max_retries: int
+    storage: str | None = None  # ray: where the files that travel live (None: the sweep folder itself)
 
     @classmethod
     def plan(
@@ -101,6 +102,7 @@ class Resources:
         gpus_per_run: float = 0.0,
         address: str | None = None,
         n_runs: int = 1,
+        storage: str | None = None,
     ) -> Resources:
         """Check the flags and divide the machine; raises :class:`ConfigError` (one line) on bad values."""
         if int(jobs) != jobs or jobs < 1:
@@ -111,10 +113,22 @@ class Resources:
             raise ConfigError(f"--cpus-per-run {cpus_per_run!r} must be a whole number >= 1")
         if address and executor != "ray":
             raise ConfigError("--address is the Ray cluster to submit to; add --executor ray")
+        if storage and executor != "ray":
+            raise ConfigError(
+                "--storage is where a Ray cluster's workers put checkpoints and datasets; add --executor ray"
+            )
         cores = available_cores()
         if executor != "local":
             return cls(
-                executor, int(jobs), int(cpus_per_run or 1), float(gpus_per_run), (), address, cores, MAX_RETRIES
+                executor,
+                int(jobs),
+                int(cpus_per_run or 1),
+                float(gpus_per_run),
+                (),
+                address,
+                cores,
+                MAX_RETRIES,
+                str(storage) if storage else None,
             )
         slots: list = [None] * int(jobs)
         if gpus_per_run > 0:

@@ -1,4 +1,4 @@
-"""The Ray executor: each arm × seed of a sweep is one Ray task on a cluster whose nodes share the runs folder.
+"""The Ray executor: each arm × seed of a sweep is one Ray task; the driver owns every run store.
 
 Ray is an optional extra (``pip install 'fnodiag[ray]'``) imported only here, only when a sweep
 asks for ``--executor ray``. The driver (the ``fnodiag sweep`` process) connects to the cluster at
@@ -12,16 +12,24 @@ the run from its ``last.ckpt`` (and never trains a finished run again). Python e
 retried: ``run_one`` records them as a failed run. A run whose retries are used up is reported as
 ``state="died"``; the driver marks it.
 
-Every node must see the sweep folder at the same path (a shared filesystem: NFS, Lustre, GPFS,
-BeeGFS, as on lab clusters) and have fnodiag installed in the same environment.
+Records: SQLite's WAL cannot be shared between hosts, so no worker opens a run store. A
+:class:`~fnodiag.runs.remote.RecordReceiver` actor pinned to the driver's node
+(``NodeAffinitySchedulingStrategy``, no CPU) writes every run's records into the sweep folder on the
+driver's disk; each task reaches it by name (:func:`actor_transport`, given in the spec's
+``records``) and streams its records there (:mod:`fnodiag.runs.remote`), while its files go through
+the storage location (:mod:`fnodiag.sweeps.remote`). As each task ends the actor gives the run up.
+Every node needs fnodiag installed in the same environment; only the storage location (``--storage``,
+by default the sweep folder) must be reachable from every node.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 
 from fnodiag.config import ConfigError
+from fnodiag.runs.remote import RecordReceiver
 from fnodiag.sweeps.executors import Resources, Task, died, epoch_lines, load_task, quiet_lightning, task_path
 
 INSTALL_HINT = "pip install 'fnodiag[ray]'"
@@ -43,6 +51,47 @@ def ray_task(task: str, spec: dict) -> dict:
     quiet_lightning()
     printer = lambda line: print(line, flush=True)
     return load_task(task)(spec, callbacks=[epoch_lines(spec["label"], spec["config"]["train"]["epochs"], printer)])
+
+
+class _ActorTransport:
+    """A :class:`~fnodiag.runs.remote.Transport` to the driver's receiver actor: calls are actor tasks (in order)."""
+
+    def __init__(self, ray, actor):
+        self.ray, self.actor = ray, actor
+
+    def submit(self, method: str, *args):
+        return getattr(self.actor, method).remote(*args)
+
+    def wait(self, handle):
+        return self.ray.get(handle)
+
+
+def actor_transport(records: dict) -> _ActorTransport:
+    """The transport a task's records take: the receiver actor named in the spec's ``records``."""
+    ray = import_ray()
+    return _ActorTransport(ray, ray.get_actor(records["actor"], namespace=records["namespace"]))
+
+
+def start_receiver(ray, out: str):
+    """The :class:`~fnodiag.runs.remote.RecordReceiver` actor of sweep folder ``out``, on this (the driver's) node.
+
+    Returns ``(actor, records)``: the handle, and the spec field a task finds it by.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray is optional: imported here
+
+    context = ray.get_runtime_context()
+    name = f"fnodiag-records-{secrets.token_hex(6)}"
+    actor = (
+        ray.remote(RecordReceiver)
+        .options(
+            name=name,
+            num_cpus=0,
+            max_concurrency=1,  # one batch at a time, in the order each worker sent them
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=context.get_node_id(), soft=False),
+        )
+        .remote(out)
+    )
+    return actor, {"transport": task_path(actor_transport), "actor": name, "namespace": context.namespace}
 
 
 def connect(ray, address: str | None, cores: int) -> bool:
@@ -81,7 +130,10 @@ def run_ray(
         return
     connected = connect(ray, res.address, res.cores)
     refs: dict = {}
+    receiver = None
     try:
+        receiver, records = start_receiver(ray, specs[0]["out"])
+        specs = [{**s, "records": records} for s in specs]
         remote = ray.remote(ray_task)
         refs = {
             remote.options(
@@ -106,11 +158,18 @@ def run_ray(
                 result = ray.get(done[0])
             except ray.exceptions.RayError as exc:  # retries used up, or the task could not run
                 result = died(spec, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            ray.get(receiver.release.remote(spec["name"]))  # the driver owns the run again
             on_result(result)
     except KeyboardInterrupt:
         for ref in refs:  # a KeyboardInterrupt in each task: its run records `interrupted`
             ray.cancel(ref)
         raise
     finally:
+        if receiver is not None:
+            try:
+                ray.get(receiver.close.remote(), timeout=30)
+            except Exception:  # the actor died with the cluster: the kernel freed its locks
+                pass
+            ray.kill(receiver)
         if connected:
             ray.shutdown()

@@ -4,7 +4,10 @@ A sweep folder holds ``sweep.json`` (:mod:`fnodiag.sweeps.manifest`), one run di
 ``<arm>-s<seed>`` per arm × seed, the dataset cache ``datasets/<key>`` (one dataset per distinct
 data setting: the arms share one unless the definition declares data arms, :mod:`fnodiag.sweeps.data`),
 each run's checkpoint captures ``<run>/capture/{best,last}.json`` (or ``capture/error.txt`` when the capture failed; the
-run's training outcome in ``status.json`` is never changed by it) and the summary.
+run's training outcome in ``status.json`` is never changed by it) and the summary. The folder holds
+the run stores, so it must be on a disk local to this process (never a network filesystem,
+:mod:`fnodiag.runs.filesystems`); under ``--executor ray`` the workers stream their records to this
+process and put their files in the storage location (:mod:`fnodiag.sweeps.remote`).
 
 :func:`run_sweep` checks every setting before anything is written, records the definition and the
 placement in ``sweep.json``, simulates each distinct dataset once, and hands the runs still to do to an
@@ -24,14 +27,17 @@ import torch
 from fnodiag.config import ConfigError
 from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
 from fnodiag.runs import RunDir, ensure_writable_dir, states
+from fnodiag.runs.filesystems import check_store_folder
 from fnodiag.sweeps import manifest
 from fnodiag.sweeps.definition import SweepDefinition, run_name, select
 from fnodiag.sweeps.executors import Resources, Task, run_local
 from fnodiag.sweeps.ray import run_ray
+from fnodiag.sweeps.remote import collect, prepare
 from fnodiag.sweeps.summary import write_summary
 from fnodiag.sweeps.task import captured, mark_dead, read_attempts, run_one
 
 EXECUTORS: dict[str, Callable] = {"local": run_local, "ray": run_ray}  # (task, specs, resources, *, echo, on_result)
+DRIVER_OWNED = ("ray",)  # executors whose workers stream records to the driver (fnodiag.sweeps.remote)
 
 
 def run_sweep(
@@ -47,6 +53,7 @@ def run_sweep(
     cpus_per_run: int | None = None,
     gpus_per_run: float = 0.0,
     address: str | None = None,
+    storage: str | None = None,
     task: Task = run_one,
 ) -> Path:
     """Run (or resume) every selected arm × seed of ``defn`` into ``out``, then summarize.
@@ -67,6 +74,11 @@ def run_sweep(
         Resources of one run (CPU threads; a GPU fraction such as 0.25, or whole GPUs).
     address : str, optional
         Ray executor: the cluster to submit to (default: start a local one).
+    storage : str, optional
+        Ray executor: the storage location of the files that travel between nodes (checkpoints,
+        ``model.pt``, captures, datasets): a folder every node sees, or an fsspec URL (default: the
+        sweep folder itself, which then must be shared). The run stores stay in ``out``, on the
+        driver's disk, written by the driver (:mod:`fnodiag.sweeps.remote`).
     task : callable
         What each run executes, handed to the executor: ``task(spec, *, callbacks=()) -> result dict``
         (default :func:`fnodiag.sweeps.task.run_one`; a module-level function when runs train in
@@ -86,13 +98,22 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     resources = Resources.plan(
-        executor, jobs=jobs, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, address=address, n_runs=len(pairs)
+        executor,
+        jobs=jobs,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        address=address,
+        n_runs=len(pairs),
+        storage=storage,
     )
+    check_store_folder(out, "--out folder")  # the run stores live there: never on a network filesystem
     out = ensure_writable_dir(out, "--out folder")
     _note_cpu(defn, configs.values(), echo)
     manifest.write_spec(out, defn, pairs, overrides)
     manifest.record_execution(out, resources.record())
     _simulate_datasets(configs, out / "datasets", data_arms, echo)
+    remote = executor in DRIVER_OWNED
+    placed = prepare(out, resources.storage, [dataset_key(c.data) for c in configs.values()]) if remote else {}
     specs = []
     for i, (arm, seed) in enumerate(pairs, 1):
         cfg, name = configs[(arm, seed)], run_name(arm, seed)
@@ -110,6 +131,7 @@ def run_sweep(
                 "label": f"[{i}/{len(pairs)}] {arm} seed {seed}",
                 "config": cfg.to_dict(),
                 **resources.task_fields(),
+                **placed,
             }
         )
 
@@ -117,6 +139,8 @@ def run_sweep(
         run = RunDir(out / result["name"])
         if result["state"] == "died":  # the worker ended without a word: its run cannot say so itself
             mark_dead(run.path, result["message"])
+        if remote:  # the run's files from the storage location, its collapse report from the driver's store
+            collect(out, result["name"], placed["storage"])
         manifest.record_result(out, result, read_attempts(run))
         if result["state"] not in states.DONE or result.get("message"):
             echo(f"{result['label']} {result['state']}: {result.get('message', '')}".rstrip(": "))

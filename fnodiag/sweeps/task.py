@@ -6,6 +6,12 @@ fnodiag.sweeps.executors`` worker, in a Ray task), given to it by the runner as
 ``config`` (a RunConfig dict) and the placement fields of
 :meth:`fnodiag.sweeps.executors.Resources.task_fields`.
 
+A run trains in its folder of the sweep folder (:class:`LocalPlace`), or, on a cluster worker (a
+spec with ``records``, ``storage`` and ``storage_token``), in a scratch folder whose records stream
+to the sweep driver and whose files go through the storage location
+(:class:`fnodiag.sweeps.remote.RemotePlace`); everything below reads and writes the run through
+the place's run folder either way.
+
 Where each attempt ran (host, pid, Ray node, threads, devices) is appended to the run's
 ``execution.json`` (:func:`record_attempt`) and copied into ``effective_config.json`` (``execution``).
 A run whose worker died without a word is marked ``interrupted`` by the driver
@@ -25,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from fnodiag.config import RunConfig
+from fnodiag.config import ConfigError, RunConfig
 from fnodiag.diagnostics.capture import capture_checkpoint, write_report
 from fnodiag.files import atomic_write_text
 from fnodiag.runs import RunDir, states
 from fnodiag.runs.lock import RunBusy, RunLock
+from fnodiag.sweeps.remote import RemotePlace
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.run import train
 
@@ -49,7 +56,9 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
     ----------
     spec : dict
         JSON-able: ``out``, ``name``, ``arm``, ``seed``, ``label``, ``config`` (RunConfig dict),
-        ``threads`` and the executor fields of :meth:`fnodiag.sweeps.executors.Resources.task_fields`.
+        ``threads`` and the executor fields of :meth:`fnodiag.sweeps.executors.Resources.task_fields`;
+        on a cluster worker also ``records`` (the transport to the driver), ``storage`` and
+        ``storage_token`` (:class:`fnodiag.sweeps.remote.RemotePlace`).
     callbacks : sequence of lightning Callbacks
         Extra callbacks for the Trainer (progress lines).
 
@@ -59,17 +68,20 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
         ``spec``'s name, arm, seed and label, ``state`` (the run's status, or ``busy``), ``trained``
         (bool), ``message`` and ``attempt`` (where it ran: host, pid, node, threads, devices).
     """
-    out, name = Path(spec["out"]), spec["name"]
-    run, attempt = RunDir(out / name), attempt_info(spec)
+    name, attempt = spec["name"], attempt_info(spec)
+    place = RemotePlace(spec) if spec.get("records") else LocalPlace(spec)
+    run = place.run
     result = {k: spec[k] for k in ("name", "arm", "seed", "label")} | {
         "attempt": attempt,
         "trained": False,
         "message": "",
     }
     try:
-        lock = RunLock(run.path).acquire(attempt)
+        lock = place.own(attempt)
     except RunBusy as exc:
         return result | {"state": "busy", "message": str(exc)}
+    except ConfigError as exc:  # this node cannot reach the sweep's storage location; the driver has it as failed
+        return result | {"state": "failed", "message": str(exc)}
     previous = torch.get_num_threads()
     with lock:
         status = run.read_status() if run.status_path.is_file() else None
@@ -81,12 +93,13 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
                 # resume=True also starts a new run: without a last.ckpt training starts from scratch
                 train(
                     RunConfig.from_dict(spec["config"]),
-                    out,
+                    place.out,
                     name=name,
-                    cache_dir=out / "datasets",
+                    cache_dir=place.cache,
                     progress=False,
-                    extra_callbacks=list(callbacks),
+                    extra_callbacks=[*callbacks, *place.callbacks],
                     resume=True,
+                    folder=place.folder,
                 )
                 result["trained"] = True
             except Exception as exc:  # recorded; the sweep goes on
@@ -101,6 +114,25 @@ def run_one(spec: dict, *, callbacks=()) -> dict:
             _record_capture_failure(run, exc)
             result["message"] = f"checkpoint capture failed ({type(exc).__name__}: {exc}); see {run.capture_error_path}"
         return result | {"state": run.read_status()["state"]}
+
+
+class LocalPlace:
+    """Where a run trains in today's layout: its folder in the sweep folder, owned through :class:`RunLock`.
+
+    The other place, :class:`fnodiag.sweeps.remote.RemotePlace`, is a scratch folder whose records
+    stream to the sweep driver (a spec with ``records``: a cluster worker).
+    """
+
+    def __init__(self, spec: dict):
+        self.out = Path(spec["out"])
+        self.run = RunDir(self.out / spec["name"])
+        self.cache = self.out / "datasets"
+        self.folder = RunDir
+        self.callbacks = ()
+
+    def own(self, attempt: dict) -> RunLock:
+        """The run's lock (raises :class:`RunBusy` when another live process holds it)."""
+        return RunLock(self.run.path).acquire(attempt)
 
 
 def capture_run(run: RunDir, n_samples: int = CAPTURE_SAMPLES, batch_size: int = 8) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fnodiag.diagnostics.devices import check_train_devices
 from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.ptycho.simulate import load_or_simulate
 from fnodiag.runs import RunDir, RunStore, ensure_writable_dir, states
+from fnodiag.runs.filesystems import check_store_folder
 from fnodiag.runs.liveness import HOST
 from fnodiag.runs.lock import RunLock
 from fnodiag.training.checkpointing import TEMPORARY, RunCheckpointIO, SafeCheckpoint
@@ -135,6 +137,7 @@ def train(
     progress: bool = True,
     extra_callbacks=(),
     resume: bool = False,
+    folder: Callable[[Path], RunDir] = RunDir,
 ) -> RunDir:
     """Train one run into ``<out>/<name>`` and evaluate its best and last weights.
 
@@ -153,6 +156,10 @@ def train(
         ``checkpoints/last.ckpt``: records after that checkpoint are dropped and training goes
         on from the next epoch, with the random states saved in the checkpoint (exact resume,
         :mod:`fnodiag.training.rng`). Without a checkpoint the run starts again from scratch.
+    folder : callable
+        ``folder(out / name)`` gives the run folder object training writes through: :class:`RunDir`
+        (default), or a :class:`~fnodiag.runs.remote.RemoteRunDir` whose records (JSON files and
+        store rows) go to a sweep driver on another node.
 
     Returns
     -------
@@ -178,20 +185,27 @@ def train(
     rank0 = is_rank_zero()
     if rank0:  # before anything is written or started: Lightning starts one process per CPU "device" asked for
         check_train_devices(cfg.train.accelerator, cfg.train.devices)
+    check_store_folder(out, "--out folder")  # the run store goes there: refused on a network filesystem
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
     where = out / name
     lock = RunLock(where)
     if not rank0 or lock.held_here():  # DDP ranks > 0 write nothing; a sweep task owns the run already
-        return _train(cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume)
+        return _train(
+            cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume, folder=folder
+        )
     with lock.acquire({"host": HOST, "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds")}):
         status = RunDir(where).read_status() if resume and RunDir(where).status_path.is_file() else None
         if status and status["state"] in states.DONE:  # a resume that waited behind another one: nothing left
             return RunDir(where)
-        return _train(cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume)
+        return _train(
+            cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume, folder=folder
+        )
 
 
-def _train(cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool) -> RunDir:
+def _train(
+    cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool, folder
+) -> RunDir:
     """:func:`train` once the run is owned (rank 0) or owned by rank 0 (the other DDP ranks)."""
     data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
@@ -200,8 +214,8 @@ def _train(cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extr
             f"run directory {str(where)!r} already exists and is not empty; continue it with "
             f"`fnodiag train --resume {where}` or choose another --name"
         )
-    run = RunDir.create(where, cfg, exist_ok=resume) if rank0 else RunDir(where)
-    store = RunStore(run.store_path, enabled=rank0)
+    run = RunDir.create(folder(where), cfg, exist_ok=resume) if rank0 else folder(where)
+    store = run.open_store(enabled=rank0)
     ckpt_path, history = _resume_point(run, store) if resume else (None, None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     system = ReconstructionSystem(cfg.to_dict(), probe=data.probe)
