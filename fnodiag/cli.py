@@ -33,6 +33,7 @@ from fnodiag.models.reference_layout import rename_report
 from fnodiag.ptycho.simulate import dataset_key, load_or_simulate
 from fnodiag.runs import RunDir, ensure_writable_dir, pid_alive, states
 from fnodiag.runs.liveness import HOST
+from fnodiag.runs.lock import RunBusy
 from fnodiag.sweeps.definition import load_definition
 from fnodiag.sweeps.runner import run_sweep
 from fnodiag.sweeps.summary import write_summary
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as exc:  # internal: exit 1, the traceback is in the run's train.log and status
         print(f"fnodiag {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError, RunBusy) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fnodiag {args.command}: error: {message}", file=sys.stderr)
         return 2

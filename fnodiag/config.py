@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fnodiag.files import write_json
+from fnodiag.files import no_file, write_json
 
 SUPPORTED_N = (32, 64, 128)
 MAX_SEED = 2**32 - 1  # numpy (and Lightning's seed_everything) accept seeds up to this
@@ -114,7 +114,7 @@ class DataConfig(_Section):
             p = Path(self.probe_npz)
             _check(
                 p.is_file(),
-                f"data.probe_npz: file {str(p)!r} does not exist; pass an NPZ with a 'probeGuess' array "
+                f"data.probe_npz: {no_file(p, 'file')}; pass an NPZ with a 'probeGuess' array "
                 "or omit it for the ideal disk probe",
             )
         return self
@@ -722,7 +722,7 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
 def _read_json(path: str | Path, source: str = "") -> Any:
     """The JSON of a config file; a missing or malformed file is a :class:`ConfigError` naming ``source``."""
     p = Path(path)
-    _check(p.is_file(), f"config file {str(p)!r} does not exist{source}")
+    _check(p.is_file(), no_file(p, "config file") + source)
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:

@@ -120,3 +120,22 @@ def write_json(path: str | Path, obj: Any, *, indent: int = 2, sort_keys: bool =
     text = json.dumps(jsonable(obj, nonfinite=nonfinite, unknown="error"), indent=indent, sort_keys=sort_keys)
     atomic_write_text(path, text + "\n")
     return path
+
+
+def no_file(path: str | Path, what: str) -> str:
+    """Why ``path`` is not a file to read, in words (the one phrasing every "file not found" message uses).
+
+    Parameters
+    ----------
+    path : the path given
+    what : str
+        What it was given as, e.g. ``"checkpoint"`` or ``"--input"``.
+
+    Returns
+    -------
+    str
+        ``"<what> '<path>' is a folder, not a file"`` for an existing directory (never "does not exist"),
+        else ``"<what> '<path>' does not exist"``.
+    """
+    p = Path(path)
+    return f"{what} {str(p)!r} " + ("is a folder, not a file" if p.is_dir() else "does not exist")

@@ -299,8 +299,10 @@ def _wait_running(launched, timeout=120):
 
 def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     """The Launch view's sweep form: a definition path, an arm and a seed -> <runs>/tiny/control-s7, stoppable."""
-    definition = tiny_sweep(TINY_ARMS, TINY_SHARED)
     root = tmp_path / "runs"
+    root.mkdir()
+    definition = root / "tiny.toml"  # the dashboard opens definitions inside the runs folder only (issue 26 case 8)
+    tiny_sweep(TINY_ARMS, TINY_SHARED).rename(definition)
     dash = Dashboard(root)
     view = dash.launch
     assert "quick" in view.param.definition.objects and view.arm is not None  # shipped definitions offered
@@ -348,12 +350,14 @@ def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     with pytest.raises(ValueError, match="--out"):
         view.launcher.start_sweep(definition, "control", 7, ["--out=/tmp"])
     with pytest.raises(ValueError, match="neither a file nor a shipped"):
-        view.launcher.start_sweep(tmp_path / "missing.toml", "control", 7)
+        view.launcher.start_sweep(root / "missing.toml", "control", 7)
 
 
 def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
-    definition = tiny_sweep(TINY_ARMS, TINY_SHARED)
     root = tmp_path / "runs"
+    root.mkdir()
+    definition = root / "tiny.toml"  # inside the runs folder (issue 26 case 8)
+    tiny_sweep(TINY_ARMS, TINY_SHARED).rename(definition)
     launcher = Launcher(root)
     launched = launcher.start_sweep(str(definition), "control", 7, ["--epochs", "1"])
     try:

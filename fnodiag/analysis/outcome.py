@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 
 from fnodiag.runs import RunDir, states
+from fnodiag.runs.damage import DamagedRecord
 
 __all__ = [
     "OUTCOMES",
@@ -42,6 +43,7 @@ __all__ = [
     "best_at_fingerprint",
     "run_outcome",
     "read_outcome",
+    "outcome_of",
 ]
 
 LEARNED, BELOW, COLLAPSED, NEVER, DIVERGED, STOPPED = (
@@ -130,6 +132,11 @@ def read_outcome(run: RunDir, *, target: float = TARGET_AMP_SSIM) -> dict:
     target : float
         Amp SSIM a run must reach to have ``learned``.
 
+    Raises
+    ------
+    DamagedRecord
+        A record that cannot be read (one line naming the file): the caller shows the run as damaged.
+
     Returns
     -------
     dict
@@ -142,10 +149,37 @@ def read_outcome(run: RunDir, *, target: float = TARGET_AMP_SSIM) -> dict:
         ``onset_step``, ``earliest_layer``, ``earliest_step``, ``learned_then_collapsed``.
     """
     status = run.read_status() if run.status_path.is_file() else None
-    eff = run.read_json("effective_config.json", default={}) or {}
-    hist = run.read_json("history.json", default={}) or {}
-    metrics = run.read_json("metrics.json", default={}) or {}
-    collapse = run.read_json("collapse.json", default={}) or {}
+    files = ("effective_config.json", "history.json", "metrics.json", "collapse.json")
+    return outcome_of(status, *(_record(run, name) for name in files), target=target)
+
+
+def _record(run: RunDir, name: str) -> dict:
+    """A run's JSON record ({} when absent); one that is no JSON object is a DamagedRecord naming it."""
+    value = run.read_json(name, default={})
+    if value is not None and not isinstance(value, dict):
+        raise DamagedRecord(
+            f"{str(run.path / name)!r} holds a JSON {type(value).__name__}, not the object fnodiag writes; "
+            "delete or rewrite it",
+            run.path / name,
+        )
+    return value or {}
+
+
+def outcome_of(
+    status: Mapping | None = None,
+    effective: Mapping | None = None,
+    history: Mapping | None = None,
+    metrics: Mapping | None = None,
+    collapse: Mapping | None = None,
+    *,
+    target: float = TARGET_AMP_SSIM,
+) -> dict:
+    """:func:`read_outcome`'s values from records already read (pure): None / {} is a record not written.
+
+    ``outcome_of()`` is a run without any record (``not started``): what a reader shows, under its own
+    state, for a run whose records cannot be read (:class:`~fnodiag.runs.damage.DamagedRecord`).
+    """
+    eff, hist, metrics, collapse = effective or {}, history or {}, metrics or {}, collapse or {}
     group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
     val = [v for v in hist.get("val_loss", []) if v is not None and math.isfinite(v)]
     best, last = metrics.get("best") or {}, metrics.get("last") or {}

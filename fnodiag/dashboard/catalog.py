@@ -19,6 +19,7 @@ from fnodiag.analysis.outcome import STOPPED, read_outcome
 from fnodiag.dashboard.folder import FolderWalk, is_racy, stamp
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.runs import RunDir, states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.progress import duration, read_progress, run_progress
 from fnodiag.sweeps.manifest import manifest_path, read_manifest
 from fnodiag.training.optimizers import hyperparameter_text  # the optimizer registry (torch, never Lightning)
@@ -303,7 +304,8 @@ def summarize(entry: RunEntry, *, chosen: bool = True) -> dict:
     ``state`` is the run's state as read (:mod:`fnodiag.runs.states`; ``not started`` for a run listed in
     ``sweep.json`` that has no folder or status yet) and ``outcome`` its
     :func:`fnodiag.analysis.outcome.run_outcome`, both from :func:`fnodiag.analysis.outcome.read_outcome`:
-    the reading the sweep summary uses, so the page and ``summary.md`` say the same.
+    the reading the sweep summary uses, so the page and ``summary.md`` say the same. A run whose records cannot
+    be read is ``damaged``, with a ``message`` naming the file.
 
     ``chosen=False`` (a row of the list that is not drawn) reads the run's JSON records only: its store is
     opened for the progress of a running run alone, and the settings check leaves out the realised LR
@@ -324,6 +326,13 @@ def summarize(entry: RunEntry, *, chosen: bool = True) -> dict:
         config = run.read_config()
     except (ValueError, TypeError, KeyError):
         config = None
+    try:
+        return _summarize(run, row, config, chosen)
+    except DamagedRecord as exc:  # this row says so; the other runs' rows are read as usual
+        return row | {"state": states.DAMAGED, "message": str(exc)}
+
+
+def _summarize(run: RunDir, row: dict, config, chosen: bool) -> dict:
     outcome = read_outcome(run)
     rec = outcome["records"]
     effective, status, history = rec["effective"], rec["status"] or {}, rec["history"]

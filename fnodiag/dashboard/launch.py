@@ -129,12 +129,21 @@ class Launcher:
             *args,
         ]
 
+    def definition(self, definition: str | Path) -> str:
+        """A shipped definition's name as given; any other value a TOML path inside the runs folder (relative
+        ones against it), resolved. Raises ValueError for a path outside it, before anything is opened
+        (the dashboard never opens, nor says whether there exists, a file outside the runs folder)."""
+        if str(definition) in shipped_definitions():
+            return str(definition)
+        return str(inside(self.root, definition))
+
     def start_sweep(self, definition: str | Path, arm: str, seed: int, args: list[str] | None = None) -> Launched:
         """Train one ``arm`` x ``seed`` of a sweep definition into ``<root>/<definition name>/<arm>-s<seed>``.
 
         Parameters
         ----------
         definition : a shipped definition name (``fnodiag.sweeps.definition.shipped_definitions()``) or a TOML path
+            inside the runs folder (:meth:`definition`)
         arm, seed : one arm of the definition and a seed (any integer; the definition's are offered)
         args : extra ``fnodiag sweep`` flags, e.g. ``["--epochs", "4"]`` (not ``--out`` / ``--arms`` / ``--seeds``)
 
@@ -146,6 +155,7 @@ class Launcher:
         args = list(args or [])
         if any(a.split("=")[0] in ("--out", "--arms", "--seeds") for a in args):
             raise ValueError("the dashboard sets --out, --arms and --seeds itself")
+        definition = self.definition(definition)
         try:
             defn = load_definition(definition)
             if arm not in defn.arms:
@@ -160,8 +170,7 @@ class Launcher:
         seed = int(seed)
         out = inside(self.root, self.root / defn.name)
         run_path = inside(self.root, out / run_name(arm, seed))
-        # a shipped name stays a name (resolved by fnodiag); a file is passed by absolute path
-        spec = str(Path(definition).resolve()) if Path(definition).is_file() else str(definition)
+        spec = definition  # a shipped name stays a name (resolved by fnodiag); a file is an absolute path
         with self._lock:
             return self._spawn(
                 f"{defn.name}/{run_name(arm, seed)}", run_path, self.sweep_command(spec, out, arm, seed, args)
@@ -265,7 +274,7 @@ class LaunchView(Viewer):
     seed = param.Integer(default=None, allow_None=True)
     run_name = param.String(default="", label="Run name (optional)")
     definition = param.Selector(default=None, objects=[], label="Sweep definition")
-    definition_path = param.String(default="", label="... or a definition TOML path")
+    definition_path = param.String(default="", label="... or a definition TOML path in the runs folder")
     arm = param.Selector(default=None, objects=[], label="Arm")
     sweep_seed = param.Selector(default=None, objects=[], label="Seed")
     sweep_epochs = param.Integer(default=0, bounds=(0, 10_000), label="Epochs (0 = the definition's)")
@@ -362,13 +371,18 @@ class LaunchView(Viewer):
         return self.start(self.form_args(), self.run_name or None)
 
     def definition_spec(self) -> str | None:
-        """The chosen definition: the TOML path when one is typed, else the shipped name."""
-        return self.definition_path.strip() or self.definition
+        """The chosen definition: the TOML path when one is typed (inside the runs folder, relative to it),
+        else the shipped name. A typed path outside the runs folder raises ValueError, unopened."""
+        typed = self.definition_path.strip()
+        return str(inside(self.store.root, typed)) if typed else self.definition
 
     @param.depends("definition", "definition_path", watch=True)
     def _on_definition(self) -> None:
-        spec = self.definition_spec()
         arms, seeds = [], []
+        try:
+            spec = self.definition_spec()
+        except ValueError as exc:
+            spec, self.feedback.object = None, f"Definition not usable: {exc}"
         if spec:
             try:
                 defn = load_definition(spec)
@@ -407,7 +421,11 @@ class LaunchView(Viewer):
         """Start the chosen arm x seed of the chosen definition (``args`` replace the form's overrides)."""
         if self.refused():
             return None
-        spec = self.definition_spec()
+        try:
+            spec = self.definition_spec()
+        except ValueError as exc:
+            self.feedback.object = f"Not started: {exc}"
+            return None
         if not spec or self.arm is None or self.sweep_seed is None:
             self.feedback.object = "Not started: choose a sweep definition, an arm and a seed."
             return None

@@ -21,23 +21,33 @@ from bokeh.models import ColorMapper, Range1d
 
 from fnodiag.plots.layers import bin_steps, heatmap_frame
 from fnodiag.runs import LayerMatrix, RunDir, StoreReader
+from fnodiag.runs.damage import DamagedRecord
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0))
 
 
 class Tail:
-    """Incremental reads of one run's store (created lazily: the store appears when training starts)."""
+    """Incremental reads of one run's store (created lazily: the store appears when training starts).
+
+    A damaged store (:class:`~fnodiag.runs.damage.DamagedRecord`) reads as empty from then on, with
+    ``damage`` saying why: that run's plots stay empty while the other runs' go on.
+    """
 
     def __init__(self, run: RunDir):
         self.run = run
         self._reader: StoreReader | None = None
         self._pos: dict[tuple, int] = {}
+        self.damage: str | None = None
 
     @property
     def reader(self) -> StoreReader | None:
-        if self._reader is None and self.run.store_path.is_file():
+        if self._reader is None and self.damage is None and self.run.store_path.is_file():
             self._reader = StoreReader(self.run.store_path)
         return self._reader
+
+    def _damaged(self, exc: DamagedRecord) -> None:
+        self.damage = str(exc)
+        self.close()
 
     def close(self) -> None:
         if self._reader is not None:
@@ -49,7 +59,11 @@ class Tail:
         key = ("layer", source, stat)
         if self.reader is None:
             return LayerMatrix([], _EMPTY[0], np.zeros((0, 0)), 0)
-        m = self.reader.layer_matrix(source, stat, after=self._pos.get(key, 0) if new else 0)
+        try:
+            m = self.reader.layer_matrix(source, stat, after=self._pos.get(key, 0) if new else 0)
+        except DamagedRecord as exc:
+            self._damaged(exc)
+            return LayerMatrix([], _EMPTY[0], np.zeros((0, 0)), 0)
         self._pos[key] = m.position
         return m
 
@@ -58,7 +72,11 @@ class Tail:
         key = ("scalar", name, scope)
         if self.reader is None:
             return _EMPTY
-        r = self.reader.scalars(name, after=self._pos.get(key, 0) if new else 0, scope=scope)
+        try:
+            r = self.reader.scalars(name, after=self._pos.get(key, 0) if new else 0, scope=scope)
+        except DamagedRecord as exc:
+            self._damaged(exc)
+            return _EMPTY
         self._pos[key] = r.position
         return r.step, r.value
 

@@ -19,6 +19,7 @@ from fnodiag.dashboard.catalog import SINGLE, Catalog, RunEntry, checkpoints, in
 from fnodiag.dashboard.index import shared_index
 from fnodiag.diagnostics.stats import ACTIVATION_STATS, BRANCH_STAT  # names only (torch, no Lightning)
 from fnodiag.runs import states
+from fnodiag.runs.damage import DamagedRecord
 
 # the recorder's statistic names (the store contract), spatial_std first: the collapse signal
 DEFAULT_ACT_STATS = ["spatial_std", *(s for s in ACTIVATION_STATS if s != "spatial_std"), BRANCH_STAT]
@@ -57,6 +58,7 @@ class DashboardStore(param.Parameterized):
         self.catalog: Catalog = Catalog(Path(self.root))
         self.pending = 0  # rows of the sweep not read yet (quick rows); refresh_rows reads more
         self._adjusting = False
+        self.damaged: dict[Path, str] = {}  # run folder -> why: a store a view found damaged (mark_damaged)
         self.refresh()
 
     # -- lists ------------------------------------------------------------------------------
@@ -69,6 +71,7 @@ class DashboardStore(param.Parameterized):
             return False
         before = {e.run.path for e in self.entries() if e.exists} if self.sweep else None
         self.catalog = cat
+        self.damaged = {}  # a rescan looks again (the file may have been restored)
         names = list(cat.sweeps)
         self.param.sweep.objects = names
         problems = "; ".join(cat.problems[:3])
@@ -88,6 +91,7 @@ class DashboardStore(param.Parameterized):
         arms = self.catalog.arms(self.sweep) if self.sweep else []
         seeds = self.catalog.seeds(self.sweep) if self.sweep else []
         old_arms, old_seeds = list(self.arms), list(self.seeds)
+        self.refresh_rows()  # first: the views built on the new selection leave damaged runs out (selected)
         self._adjusting = True
         try:
             with param.parameterized.batch_call_watchers(self):
@@ -128,13 +132,18 @@ class DashboardStore(param.Parameterized):
         return self.catalog.entries(self.sweep) if self.sweep else []
 
     def selected(self) -> list[RunEntry]:
-        """Runs of the chosen arms x seeds that exist on disk, in arm order."""
+        """Runs of the chosen arms x seeds that exist on disk, in arm order; a damaged run (its overview row
+        says why) is left out, so the views go on with the others."""
         if not self.sweep:
             return []
         seeds = None if self.sweep == SINGLE or not self.param.seeds.objects else set(self.seeds)
         chosen = self.catalog.entries(self.sweep, arms=set(self.arms), seeds=seeds)
         order = {a: i for i, a in enumerate(self.param.arms.objects)}
-        return sorted((e for e in chosen if e.exists), key=lambda e: (order.get(e.arm, 0), e.seed or 0))
+        damaged = {(r["arm"], r["seed"]) for r in self.rows if r.get("state") == states.DAMAGED}
+        return sorted(
+            (e for e in chosen if e.exists and (e.arm, e.seed) not in damaged and e.run.path not in self.damaged),
+            key=lambda e: (order.get(e.arm, 0), e.seed or 0),
+        )
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the user or a record, resolved; raises ValueError outside the runs folder."""
@@ -147,7 +156,12 @@ class DashboardStore(param.Parameterized):
         counts them)."""
         chosen = [e.label for e in self.selected()]
         budget_s = self.rows_budget_s if budget_s is None else budget_s
-        rows, self.pending = self.index.rows(self.entries(), chosen=chosen, budget_s=budget_s)
+        entries = self.entries()
+        rows, self.pending = self.index.rows(entries, chosen=chosen, budget_s=budget_s)
+        rows = [  # a store a view found damaged (mark_damaged): that row says so
+            r | {"state": states.DAMAGED, "message": self.damaged[e.run.path]} if e.run.path in self.damaged else r
+            for e, r in zip(entries, rows, strict=True)
+        ]
         if rows != self.rows:
             self.rows = rows
         return rows
@@ -158,6 +172,17 @@ class DashboardStore(param.Parameterized):
             if r["arm"] == entry.arm and r["seed"] == entry.seed:
                 return r
         return summarize(entry)
+
+    def mark_damaged(self, exc: DamagedRecord) -> bool:
+        """A selected run whose file ``exc.path`` a view found damaged: left out of :meth:`selected`, its row says
+        why. Returns False when ``exc`` names no selected run (the caller re-raises it)."""
+        path = Path(exc.path).resolve() if exc.path is not None else None
+        for e in self.selected():
+            if path is not None and (e.run.path == path or e.run.path in path.parents):
+                self.damaged[e.run.path] = str(exc)
+                self.refresh_rows()
+                return True
+        return False
 
     @property
     def any_running(self) -> bool:

@@ -22,6 +22,7 @@ from fnodiag.dashboard.figures import Series
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
@@ -213,7 +214,12 @@ class LiveView(Viewer):
         self._waiting = False
         self._onsets = onsets(self.store, entries)
         self.built += 1
-        self._layout[:] = self.build(entries)
+        try:
+            self._layout[:] = self.build(entries)
+        except DamagedRecord as exc:  # that run is left out (its row says damaged), the others are drawn
+            if not self.store.mark_damaged(exc):
+                raise
+            self.rebuild()
 
     def tail(self, entry) -> Tail:
         t = Tail(entry.run)

@@ -29,10 +29,11 @@ from fnodiag.diagnostics.checkpoint import (  # noqa: F401  (re-exported: the pu
     read_checkpoint,
     reference_dataset,
 )
+from fnodiag.diagnostics.devices import check_device
 from fnodiag.diagnostics.foreign import load_model, read_model_inputs
 from fnodiag.diagnostics.hooks import ActivationRecorder, ProbeError, choose_targets
 from fnodiag.diagnostics.stats import scale_params, to_host, weight_norms
-from fnodiag.files import write_json
+from fnodiag.files import no_file, write_json
 from fnodiag.models import count_parameters
 from fnodiag.ptycho.simulate import GridLinesData, cached_dataset, dataset_key, load_or_simulate
 from fnodiag.runs import RunDir, ensure_writable_dir
@@ -53,7 +54,7 @@ def read_inputs(npz: str | Path) -> np.ndarray:
     """Diffraction amplitudes from an NPZ: ``(n, N, N)`` or channel-last ``(n, N, N, C)`` → ``(n, C, N, N)``."""
     p = Path(npz)
     if not p.is_file():
-        raise CaptureError(f"--input {str(p)!r} does not exist")
+        raise CaptureError(no_file(p, "--input"))
     try:
         loaded = np.load(p, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -255,6 +256,7 @@ def capture_checkpoint(
     DatasetMissing
         No patches were given or found and ``simulate`` is False.
     """
+    device = str(check_device(device))  # before anything is loaded (a ConfigError names --device)
     if model is not None:
         return _capture_foreign(checkpoint, model, model_kwargs or {}, inputs, max_samples, batch_size, device)
     if model_kwargs:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fnodiag.config import ConfigError
+from fnodiag.files import no_file
 
 
 class CaptureError(ConfigError):
@@ -176,7 +177,7 @@ def load_weights_only(p: str | Path):
     """
     p = Path(p)
     if not p.is_file():
-        raise CaptureError(f"checkpoint {str(p)!r} does not exist")
+        raise CaptureError(no_file(p, "checkpoint"))
     if p.stat().st_size == 0:
         raise CaptureError(f"checkpoint {str(p)!r} is empty (0 bytes); pass a saved .ckpt or model.pt")
     check_archive(p)

@@ -43,7 +43,7 @@ from pathlib import Path
 from fnodiag.config import ConfigError, RunConfig, reference_quirks
 from fnodiag.diagnostics.capture import capture_checkpoint, write_report
 from fnodiag.interop.reference_log import ReferenceImportError, read_metrics_csv, write_scalars
-from fnodiag.runs import RunDir, jsonable
+from fnodiag.runs import RunDir, ensure_writable_dir, jsonable
 from fnodiag.training.optimizers import OPTIMIZERS
 
 METRIC_KEYS = {"ssim": "ssim", "mae": "mae", "psnr": "psnr", "frc50": "frc50"}
@@ -262,6 +262,7 @@ def import_reference(src: str | Path, out: str | Path, *, arch: str | None = Non
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"--out {str(out)!r} already exists and is not empty; choose a new run folder")
+    ensure_writable_dir(out.parent, "--out's parent folder")  # one line naming it, before anything is written
     missing: list[str] = []
     files: dict[str, str] = {}
 

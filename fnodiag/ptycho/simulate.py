@@ -37,7 +37,7 @@ from skimage.draw import line as draw_line
 from skimage.restoration import unwrap_phase
 
 from fnodiag.config import ConfigError, DataConfig, config_key
-from fnodiag.files import atomic_write, write_json
+from fnodiag.files import atomic_write, no_file, write_json
 from fnodiag.ptycho.forward import as_probe_layout, far_field_amplitude
 from fnodiag.ptycho.metrics import constant_output_fingerprint, ground_truth_canvas
 
@@ -132,7 +132,7 @@ def load_probe(path, N: int, smoothing: float = 0.5) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"probe file {str(p)!r} does not exist")
+        raise ConfigError(no_file(p, "probe file"))
     try:
         with np.load(p, allow_pickle=False) as z:
             if "probeGuess" not in z.files:

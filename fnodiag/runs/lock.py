@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+_HELD: set[Path] = set()  # lock files this process holds (a second flock of the same file here would refuse itself)
+
 
 class RunBusy(RuntimeError):
     """Another live process owns the run folder."""
@@ -61,12 +63,14 @@ class RunLock:
         os.pwrite(fd, (json.dumps(owner, sort_keys=True, default=str) + "\n").encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(self.path.resolve())
         return self
 
     def release(self) -> None:
         """Give the run up (a no-op when not held)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD.discard(self.path.resolve())
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
@@ -80,6 +84,10 @@ class RunLock:
             return json.loads(text) if text.strip() else {}
         except json.JSONDecodeError:
             return {}
+
+    def held_here(self) -> bool:
+        """True when this process already owns the run (e.g. a sweep task that then calls ``train``)."""
+        return self.path.resolve() in _HELD
 
     def is_held(self) -> bool:
         """True while some live process (this one included) holds the lock."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.frames import decode
 from fnodiag.runs.names import TRAIN_LOSS
 from fnodiag.runs.store import READABLE_VERSIONS, SCHEMA_VERSION, SCOPES, TRUTH_STEP
@@ -139,18 +140,27 @@ class StoreReader:
 
     def _query(self, sql: str, args=()) -> list[tuple]:
         with self._lock:
-            if not self._ready:  # the writer may not have committed the schema yet
-                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    return []
-                if version not in READABLE_VERSIONS:
-                    raise ValueError(
-                        f"store {str(self.path)!r} has schema version {version}; this fnodiag reads "
-                        f"versions up to {SCHEMA_VERSION}; upgrade fnodiag"
-                    )
-                self._ready = True
-                self._version = version
-            return self._conn.execute(sql, args).fetchall()
+            try:
+                if not self._ready:  # the writer may not have committed the schema yet
+                    version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version == 0:
+                        return []
+                    if version not in READABLE_VERSIONS:
+                        raise ValueError(
+                            f"store {str(self.path)!r} has schema version {version}; this fnodiag reads "
+                            f"versions up to {SCHEMA_VERSION}; upgrade fnodiag"
+                        )
+                    self._ready = True
+                    self._version = version
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError:  # locked, busy, a missing table: not damage
+                raise
+            except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
+                raise DamagedRecord(
+                    f"run store {str(self.path)!r} is damaged ({exc}); restore it, or remove it to keep the run's "
+                    "other records without its per-step ones",
+                    self.path,
+                ) from None
 
     def _refresh(self) -> None:
         last = max(self._names, default=0)

@@ -16,6 +16,7 @@ import numpy as np
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.files import write_json
 from fnodiag.runs import states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.liveness import HOST, live_status
 from fnodiag.runs.reader import StoreReader
 from fnodiag.runs.states import STATES
@@ -237,22 +238,29 @@ class RunDir:
         return write_json(self.path / rel, obj)
 
     def read_json(self, name: str, default: Any = None) -> Any:
-        """Parsed JSON file ``name``, or ``default`` when it does not exist."""
+        """Parsed JSON file ``name``, or ``default`` when it does not exist.
+
+        Raises
+        ------
+        DamagedRecord
+            The file is not UTF-8 text or not valid JSON (one line naming it).
+        """
         p = self.path / name
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             return default
         except UnicodeDecodeError:
-            raise ValueError(
-                f"{str(p)!r} is not UTF-8 text, so not JSON written by fnodiag.runs; delete or rewrite it"
+            raise DamagedRecord(
+                f"{str(p)!r} is not UTF-8 text, so not JSON written by fnodiag.runs; delete or rewrite it", p
             ) from None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(
+            raise DamagedRecord(
                 f"{str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                "it was not written by fnodiag.runs, delete or rewrite it"
+                "it was not written by fnodiag.runs, delete or rewrite it",
+                p,
             ) from None
 
     def write_config(self, config: RunConfig, *, resume: bool = False) -> None:
@@ -269,12 +277,28 @@ class RunDir:
             self.write_json("config.json", config.to_dict())
 
     def read_config(self) -> RunConfig:
-        """The RunConfig in ``config.json`` (not validated)."""
+        """The RunConfig in ``config.json`` (not validated).
+
+        Raises
+        ------
+        FileNotFoundError
+            No ``config.json``.
+        DamagedRecord
+            A ``config.json`` that is not a RunConfig (unparsable, or sections this fnodiag does not know).
+        """
         if not self.config_path.is_file():
             raise FileNotFoundError(
                 f"{str(self.path)!r} has no config.json; it is not a run directory (create one with RunDir.create)"
             )
-        return RunConfig.load(self.config_path)
+        config = self.read_json("config.json")
+        try:
+            return RunConfig.from_dict(config)
+        except (ConfigError, TypeError) as exc:
+            raise DamagedRecord(
+                f"{str(self.config_path)!r} is not a run configuration ({str(exc).splitlines()[0]}); "
+                "restore it or remove the run folder",
+                self.config_path,
+            ) from None
 
     def dataset_cache(self) -> Path:
         """The dataset cache folder this run trained on: the one rule every reader follows.
@@ -321,7 +345,9 @@ class RunDir:
         status = self.read_json("status.json")
         if status is not None and (not isinstance(status, dict) or status.get("state") not in STATES):
             got = status.get("state") if isinstance(status, dict) else status
-            raise ValueError(f"{str(self.status_path)!r} has state {got!r}; expected one of {', '.join(STATES)}")
+            raise DamagedRecord(
+                f"{str(self.status_path)!r} has state {got!r}; expected one of {', '.join(STATES)}", self.status_path
+            )
         return status if raw else live_status(status, path=self.path)
 
     def write_history(self, history: Mapping[str, Any]) -> None:

@@ -3,7 +3,8 @@
 ``state`` is written by the run's own writer: ``running`` while it trains (a heartbeat rewrites it),
 then one final state. ``stopped`` is never written: a reader shows it for a ``running`` record whose
 writer is gone (:func:`fnodiag.runs.liveness.live_status`). A run without a status yet is
-``not started``.
+``not started``; one whose records cannot be read (a truncated store, a JSON file that does not
+parse) is shown as ``damaged`` by the readers of many runs, which go on with the others.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ FAILED = "failed"  # training raised
 INTERRUPTED = "interrupted"  # Ctrl-C, a stop from the dashboard, or a sweep driver that found its worker dead
 STOPPED = "stopped"  # read, never written: a running record of a dead process
 NOT_STARTED = "not started"  # read: no status.json yet
+DAMAGED = "damaged"  # read, never written: a record of the run cannot be read (fnodiag.runs.damage.DamagedRecord)
 
 STATES = (RUNNING, FINISHED, DIVERGED, FAILED, INTERRUPTED)  # what a writer may write
 READ_STATES = STATES + (STOPPED,)  # what a reader may see (besides NOT_STARTED)

@@ -146,6 +146,11 @@ def load_definition(name_or_path: str | Path) -> SweepDefinition:
         raise ConfigError(
             f"sweep definition {str(p)!r} needs a non-empty 'seeds' list and at least one [arms.NAME] table"
         )
+    seeds = raw["seeds"]
+    if not (isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ConfigError(
+            f"sweep definition {str(p)!r}: seeds must be a TOML list of integers, e.g. seeds = [1, 2]; got {seeds!r}"
+        )
     data_arms = raw.get(DATA_ARMS_KEY, [])
     if not (isinstance(data_arms, list) and all(isinstance(a, str) for a in data_arms)):
         raise ConfigError(

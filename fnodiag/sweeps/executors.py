@@ -18,6 +18,7 @@ without a result is reported as ``state="died"`` (:func:`died`); the driver mark
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import logging
@@ -234,6 +235,7 @@ class _Pool:
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": str(self.res.threads),
             "MKL_NUM_THREADS": str(self.res.threads),
+            PARENT_ENV: str(os.getpid()),
         }
         if self.res.slots[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.res.slots[slot]
@@ -296,11 +298,36 @@ class _Pool:
                 proc.wait()
 
 
+PARENT_ENV = "FNODIAG_SWEEP_PARENT"  # the sweep process's pid, set for its workers
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Have the kernel SIGKILL this process when the thread that started it (the sweep's pool) ends.
+
+    A worker orphaned by a ``kill -9`` of its sweep would train on and then record ``failed`` (its
+    output pipe broken); killed with its parent instead, its ``running`` record of a dead pid reads as
+    ``stopped`` and the next ``fnodiag sweep`` resumes it. Linux (``prctl(PR_SET_PDEATHSIG)``); a parent
+    already gone before the call is caught by comparing ``getppid`` with ``parent``. Elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _worker() -> int:
     """``python -m fnodiag.sweeps.executors``: run the task on the spec read from stdin; the result is the last line.
 
-    Stdin holds ``{"task": "package.module:function", "spec": {...}}``.
+    Stdin holds ``{"task": "package.module:function", "spec": {...}}``. The worker dies with its sweep
+    (:func:`die_with_parent`).
     """
+    parent = os.environ.get(PARENT_ENV)
+    die_with_parent(int(parent) if parent and parent.isdigit() else None)
     quiet_lightning()
     sent = json.loads(sys.stdin.read())
     task, spec = load_task(sent["task"]), sent["spec"]

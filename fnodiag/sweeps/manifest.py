@@ -10,7 +10,8 @@ The manifest of a sweep folder::
 
 The runner creates and updates it (:func:`write_spec`, :func:`record_execution`,
 :func:`record_result`: the driver is its only writer); the summary and the dashboard read it
-(:func:`read_manifest`, :func:`sweep_folders`, :func:`asked_config`). This module imports torch
+(:func:`read_manifest`, :func:`run_dir`, :func:`sweep_folders`, :func:`asked_config`); a run path that
+leaves the sweep folder is refused (:func:`run_dir`). This module imports torch
 (through the definitions' name registries), never Lightning.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from fnodiag.config import ConfigError, RunConfig
 from fnodiag.files import write_json
 from fnodiag.runs import RunDir
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.sweeps.definition import SweepDefinition, run_name
 
 MANIFEST = "sweep.json"
@@ -47,6 +49,34 @@ def read_manifest(folder: str | Path, default: Any = None) -> Any:
         The file is not valid JSON (one line naming it).
     """
     return RunDir(folder).read_json(MANIFEST, default)
+
+
+def run_dir(folder: str | Path, entry: dict) -> RunDir:
+    """The run folder a manifest's ``runs`` entry names: ``<folder>/<path>``, never outside the sweep folder.
+
+    Parameters
+    ----------
+    folder : the sweep folder
+    entry : dict
+        One value of the manifest's ``runs`` (``path`` relative to ``folder``, e.g. ``"control-s1"``).
+
+    Raises
+    ------
+    DamagedRecord
+        An absolute path, one with ``..``, or one that leads out of the folder through a symbolic link:
+        refused without being opened (one line naming the manifest and the path).
+    """
+    folder, rel = Path(folder), entry.get("path")
+    refused = DamagedRecord(
+        f"{str(manifest_path(folder))!r} names run path {rel!r}, which is not inside the sweep folder; "
+        "fnodiag opens only runs inside it (a run's path is its folder name, e.g. 'control-s1')",
+        manifest_path(folder),
+    )
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise refused
+    if folder.resolve() not in (folder / rel).resolve().parents:
+        raise refused
+    return RunDir(folder / rel)
 
 
 def sweep_folders(root: str | Path) -> list[Path]:

@@ -21,14 +21,15 @@ import numpy as np
 
 from fnodiag.analysis.audit import audit_run
 from fnodiag.analysis.findings import first_finding, window
-from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, SCORES, TARGET_AMP_SSIM, read_outcome
+from fnodiag.analysis.outcome import COLLAPSED, OUTCOMES, SCORES, TARGET_AMP_SSIM, outcome_of, read_outcome
 from fnodiag.config import ConfigError, RunConfig, reference_quirks, without_quirks
 from fnodiag.diagnostics.selection import best_epochs
 from fnodiag.files import atomic_write_text, write_json
 from fnodiag.runs import RunDir, list_runs, states
+from fnodiag.runs.damage import DamagedRecord
 from fnodiag.sweeps.attribution import arm_outcome, collapses, outcome_cells, removal_attribution, removal_markdown
 from fnodiag.sweeps.data import data_markdown, data_report, data_warnings, reference_arm
-from fnodiag.sweeps.manifest import asked_config, is_sweep, read_manifest
+from fnodiag.sweeps.manifest import asked_config, is_sweep, read_manifest, run_dir
 from fnodiag.sweeps.verdict import control_check, verdict
 from fnodiag.training.optimizers import hyperparameter_text, hyperparameters
 
@@ -39,22 +40,36 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, root=None) -> dict:
+def run_row(
+    run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, root=None, *, damage: str | None = None
+) -> dict:
     """One run's row: what trained (effective configuration), how it ended, its scores, its first finding.
 
     ``asked`` (what the sweep definition and flags resolve to) is compared with the run's
     ``config.json``; ``config_warnings`` lists every difference :func:`fnodiag.analysis.audit.audit_run` finds.
     ``first_finding`` is the top :func:`~fnodiag.analysis.findings.findings_from_run` finding (a dict, None
     when there is none), its link naming the run relative to ``root`` (default: the run's parent).
+    A run whose records cannot be read (:class:`~fnodiag.runs.damage.DamagedRecord`: a truncated store,
+    a JSON file that does not parse) is a row of state ``damaged`` whose ``message`` names the file;
+    ``damage`` (why the run is not opened at all, e.g. a manifest path outside the sweep) gives that row unread.
     """
-    outcome = read_outcome(run)
+    try:
+        if damage is not None:
+            raise DamagedRecord(damage)
+        outcome = read_outcome(run)
+        captures = {tag: run.read_capture(tag) for tag in ("best", "last")}
+        origin = run.read_origin() if run.config_path.is_file() else None
+        cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
+        audit, damage = audit_run(run, asked), None
+        finding = first_finding(run, root=root) if run.path.is_dir() else None  # a run not started yet: none
+    except DamagedRecord as exc:  # isolated: this row says so, the other runs are summarized as usual
+        outcome, captures, origin, cfg, audit, damage = outcome_of(), {}, None, {}, [], str(exc)
+        finding = None
+        outcome["state"] = states.DAMAGED
     rec = outcome["records"]
     status, eff, hist, collapse = rec["status"], rec["effective"], rec["history"], rec["collapse"]
     group = ((eff.get("optimizer") or {}).get("param_groups") or [{}])[0]
-    captures = {tag: run.read_capture(tag) for tag in ("best", "last")}
-    origin = run.read_origin() if run.config_path.is_file() else None
     kind = origin["kind"] if origin else "fnodiag"
-    cfg = run.read_config().to_dict() if run.config_path.is_file() and not run.is_foreign() else {}
     return {
         "run": run.path.name,
         "arm": arm,
@@ -87,15 +102,15 @@ def run_row(run: RunDir, arm: str, seed: int, asked: RunConfig | None = None, ro
             for tag, c in captures.items()
         },
         "wall_time_s": eff.get("wall_time_s"),
-        "message": (status or {}).get("message", ""),
+        "message": damage or (status or {}).get("message", ""),
         "capture_error": _first_line(run.capture_error_path),
         "reference_quirks": eff.get("reference_quirks", []),
         "probe": _probe(eff, cfg),
         "best_selection": best_epochs(hist, eff, cfg),
         "best_weights_criterion": (collapse.get("best_weights") or {}).get("criterion"),
         "expected": cfg,
-        "config_warnings": audit_run(run, asked),
-        "first_finding": first_finding(run, root=root),
+        "config_warnings": audit,
+        "first_finding": finding,
     }
 
 
@@ -118,8 +133,10 @@ def _first_line(path: Path) -> str | None:
 
 
 def run_state_warnings(rows: list[dict]) -> list[str]:
-    """Runs that stopped without a final state (how to resume) and finished runs whose capture failed."""
+    """Runs that stopped without a final state (how to resume), damaged runs (which file) and finished runs whose
+    capture failed."""
     out = [f"{r['run']}: {r['message']}" for r in rows if r["state"] == states.STOPPED]
+    out += [f"{r['run']}: damaged: {r['message']}" for r in rows if r["state"] == states.DAMAGED]
     out += [
         f"{r['run']}: checkpoint capture failed ({r['capture_error']}); the training outcome "
         f"({r['state']}) stands, see {r['run']}/capture/error.txt"
@@ -452,6 +469,8 @@ def plot_summary(sweep_dir: Path, rows: list[dict], arms: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     labelled = set()  # one legend entry per arm, from its first run with a history
     for r in rows:
+        if r["state"] == states.DAMAGED:
+            continue
         hist = RunDir(sweep_dir / r["run"]).read_json("history.json", default={}) or {}
         if hist.get("val_loss"):
             label = None if r["arm"] in labelled else r["arm"]
@@ -508,11 +527,14 @@ def runs_manifest(folder: Path) -> dict:
     entries = {}
     for run in runs:
         rel = str(run.path.relative_to(folder)) if run.path != folder else run.path.name
-        seed = (
-            (run.read_json("effective_config.json", {}) or {}).get("seed")
-            if run.is_foreign()
-            else run.read_config().train.seed
-        )
+        try:
+            seed = (
+                (run.read_json("effective_config.json", {}) or {}).get("seed")
+                if run.is_foreign()
+                else run.read_config().train.seed
+            )
+        except DamagedRecord:  # its row says damaged (run_row)
+            seed = None
         entries[rel] = {"arm": rel, "seed": seed, "path": rel}
     return {"name": folder.name, "arms": list(entries), "runs": entries}
 
@@ -526,12 +548,17 @@ def write_summary(sweep_dir: str | Path) -> dict:
     plain = manifest is None  # a plain runs folder: no definition, no data reference arm
     if plain:
         manifest = runs_manifest(d)
-    rows = [
-        run_row(
-            RunDir(d / spec["path"]), spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]), d
+    rows = []
+    for key, spec in sorted(
+        manifest["runs"].items(), key=lambda kv: (list(manifest["arms"]).index(kv[1]["arm"]), kv[1]["seed"])
+    ):
+        try:
+            run, damage = run_dir(d, spec), None
+        except DamagedRecord as exc:  # a path out of the sweep folder: not opened, the row says why
+            run, damage = RunDir(d / Path(key).name), str(exc)
+        rows.append(
+            run_row(run, spec["arm"], spec["seed"], asked_config(manifest, spec["arm"], spec["seed"]), d, damage=damage)
         )
-        for spec in sorted(manifest["runs"].values(), key=lambda s: (list(manifest["arms"]).index(s["arm"]), s["seed"]))
-    ]
     arms = arm_table(rows)
     spec = manifest.get("spec") or {}
     control, baseline = manifest.get("control", spec.get("control")), manifest.get("baseline", spec.get("baseline"))

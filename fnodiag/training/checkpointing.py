@@ -1,10 +1,36 @@
 """``SafeCheckpoint``: a ``ModelCheckpoint`` that writes nothing once the run has diverged, so the last
-good ``best.ckpt`` / ``last.ckpt`` survive, and keeps ``last.ckpt`` at the last epoch."""
+good ``best.ckpt`` / ``last.ckpt`` survive, and keeps ``last.ckpt`` at the last epoch.
+
+``RunCheckpointIO`` writes every checkpoint whole or not at all: into a temporary file beside it in
+the run's own folder, flushed, fsynced and renamed (:func:`fnodiag.files.atomic_write`). Lightning's
+own writer commits through a file in ``$TMPDIR``; on another filesystem that commit is a copy, which
+a kill truncates (issue 26 case 3).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
+
+from fnodiag.files import atomic_write
+
+TEMPORARY = ".*.tmp"  # what atomic_write leaves beside a file when killed mid-write (glob)
+
+
+class RunCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with an atomic write in the checkpoint's own folder."""
+
+    @override
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("RunCheckpointIO.save_checkpoint takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh))
 
 
 class SafeCheckpoint(ModelCheckpoint):

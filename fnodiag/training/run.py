@@ -8,12 +8,14 @@ directory already made, train their shard, and write nothing.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
@@ -23,11 +25,14 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from fnodiag.config import ConfigError, RunConfig, val_batch_size
 from fnodiag.diagnostics.collapse import write_collapse
+from fnodiag.diagnostics.devices import check_train_devices
 from fnodiag.diagnostics.run_findings import write_end_of_run
 from fnodiag.ptycho.simulate import load_or_simulate
-from fnodiag.runs import RunDir, RunStore, ensure_writable_dir
+from fnodiag.runs import RunDir, RunStore, ensure_writable_dir, states
 from fnodiag.runs.filesystems import check_store_folder
-from fnodiag.training.checkpointing import SafeCheckpoint
+from fnodiag.runs.liveness import HOST
+from fnodiag.runs.lock import RunLock
+from fnodiag.training.checkpointing import TEMPORARY, RunCheckpointIO, SafeCheckpoint
 from fnodiag.training.data import GridLinesDataModule
 from fnodiag.training.errors import TrainingError
 from fnodiag.training.evaluate import evaluate_run
@@ -114,6 +119,7 @@ def build_trainer(
         gradient_clip_val=clip.value if lightning_clip else None,
         gradient_clip_algorithm=clip.algorithm if lightning_clip else None,
         callbacks=[recorder or RunRecorder(run, store, data_info, history), RngState(), checkpoint, *extra_callbacks],
+        plugins=[RunCheckpointIO()],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
@@ -164,6 +170,9 @@ def train(
     ConfigError, FileExistsError, ValueError
         Bad input, before anything is trained (an existing non-empty run directory without
         ``resume`` names ``fnodiag train --resume``).
+    RunBusy
+        Another live process trains the run (one writer per run: the run is owned through
+        :class:`~fnodiag.runs.lock.RunLock` for the whole of training, as a sweep's task owns it).
     TrainingError
         Training or the evaluation after it raised: the run's status is ``failed`` with the
         traceback in its message and in ``<run>/train.log``; the cause is ``__cause__``.
@@ -173,12 +182,33 @@ def train(
     name = name or default_run_name(cfg)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    rank0 = is_rank_zero()
+    if rank0:  # before anything is written or started: Lightning starts one process per CPU "device" asked for
+        check_train_devices(cfg.train.accelerator, cfg.train.devices)
     check_store_folder(out, "--out folder")  # the run store goes there: refused on a network filesystem
     ensure_writable_dir(out, "--out folder")
     cache_dir = ensure_writable_dir(cache_dir or out / "datasets", "dataset cache folder")
+    where = out / name
+    lock = RunLock(where)
+    if not rank0 or lock.held_here():  # DDP ranks > 0 write nothing; a sweep task owns the run already
+        return _train(
+            cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume, folder=folder
+        )
+    with lock.acquire({"host": HOST, "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds")}):
+        status = RunDir(where).read_status() if resume and RunDir(where).status_path.is_file() else None
+        if status and status["state"] in states.DONE:  # a resume that waited behind another one: nothing left
+            return RunDir(where)
+        return _train(
+            cfg, where, cache_dir, progress=progress, extra_callbacks=extra_callbacks, resume=resume, folder=folder
+        )
+
+
+def _train(
+    cfg: RunConfig, where: Path, cache_dir: Path, *, progress: bool, extra_callbacks, resume: bool, folder
+) -> RunDir:
+    """:func:`train` once the run is owned (rank 0) or owned by rank 0 (the other DDP ranks)."""
     data = load_or_simulate(cfg.data, cache_dir)
     rank0 = is_rank_zero()
-    where = out / name
     if rank0 and not resume and where.is_dir() and any(where.iterdir()):
         raise FileExistsError(
             f"run directory {str(where)!r} already exists and is not empty; continue it with "
@@ -257,15 +287,45 @@ def train(
 
 
 def _resume_point(run: RunDir, store: RunStore) -> tuple[Path | None, dict | None]:
-    """``(last.ckpt, history up to it)`` of an interrupted run; records after it are deleted."""
+    """``(checkpoint, history up to it)`` of an interrupted run; records after it are deleted.
+
+    The checkpoint is ``last.ckpt``; a damaged one (truncated, or not the weights-only archive fnodiag
+    writes) falls back to a whole ``best.ckpt``, said on stderr. Neither whole: a ValueError naming the
+    file and the way out. Temporary files a kill left beside the checkpoints are removed (the run is owned).
+    """
+    for tmp in run.checkpoints_dir.glob(TEMPORARY):
+        tmp.unlink(missing_ok=True)
     if not run.last_ckpt_path.is_file():
         store.truncate(0)
         return None, None
-    ckpt = torch.load(run.last_ckpt_path, map_location="cpu", weights_only=True)
+    path, ckpt, why = run.last_ckpt_path, *_load_checkpoint(run.last_ckpt_path)
+    if ckpt is None:
+        best = _load_checkpoint(run.best_ckpt_path)[0] if run.best_ckpt_path.is_file() else None
+        if best is None:
+            raise ValueError(
+                f"checkpoint {str(path)!r} is damaged ({why}) and there is no whole best.ckpt to resume from; "
+                f"restore it, or delete it to train the run again from the start (rm {path})"
+            )
+        path, ckpt = run.best_ckpt_path, best
+        print(
+            f"fnodiag: {str(run.last_ckpt_path)!r} is damaged ({why}); resuming from {str(path)!r} "
+            f"(epoch {int(ckpt['epoch']) + 1}), the records after it are dropped",
+            file=sys.stderr,
+        )
     epochs_done, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
     store.truncate(step)
     history = {k: v[:epochs_done] for k, v in (run.read_history() or {}).items()}
-    return run.last_ckpt_path, history
+    return path, history
+
+
+def _load_checkpoint(path: Path) -> tuple[dict | None, str]:
+    """``(checkpoint, "")``, or ``(None, why)`` for a file that is not a whole weights-only Lightning checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        int(ckpt["epoch"]), int(ckpt["global_step"])  # noqa: B018 -- both must be there and be numbers
+    except Exception as exc:  # truncated zip, pickled objects (refused unrun), missing keys: all "damaged"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    return ckpt, ""
 
 
 def _devices(value: str):
