@@ -61,7 +61,7 @@ def watch(
     Parameters
     ----------
     model : nn.Module
-        The model the loop trains; a ``torch.compile``d one is watched through its original module
+        The model the loop trains; a compiled one (``torch.compile(model)``) is watched through its original module
         (hooks and the probe pass never enter the compiled graph: no recompilation).
     run : str, Path or RunDir
         The run folder: new, empty, or holding no training record (a failed start may be reused).
