@@ -4,17 +4,18 @@ The loop is fnodiag's ``quick`` generator (U-NO, preset ``quick``: N = 32, 3 blo
 modes 8; or ``--model conv``: a small conv net) trained with Adam on random amplitude batches
 through the ptychography forward model; or ``--model fno``: a real ``neuralop.models.FNO`` (the
 issue's n_modes (8, 8), hidden 24, 4 layers, 32 x 32 grid) trained with MSE to map a field to its
-heat-diffused self (a low-pass in Fourier space). Four copies (same seed, same batches) train side by side:
+heat-diffused self (a low-pass in Fourier space). Five copies (same seed, same batches) train side by side:
 
 * ``plain``: ``zero_grad / loss / backward / step``;
 * ``watch every=10`` and ``watch every=1``: the same loop under ``fnodiag.watch(model, run,
   optimizer=opt, every=k)`` with ``w.log(loss=loss)`` each step;
+* ``watch every=10 nospec``: ``every=10`` with ``spectra=False`` (what the spectral statistics cost);
 * ``watch, no capture``: ``every`` larger than the run (only the untimed step 0 captures): the cost
   of a step without a capture (the optimizer hooks, the gradient norm, the buffered scalars and the
   writer's flush every 50 steps).
 
 Interleaved step by step (one step of each copy in turn, the order rotating), so a shared machine's
-load falls on all four alike. The timed steps are cut into blocks of 10 (each holds one capture at
+load falls on all alike. The timed steps are cut into blocks of 10 (each holds one capture at
 ``every=10``); an arm's ratio is the median over blocks of (its block time / plain's block time).
 
 With ``--compile`` every copy trains ``torch.compile(model)`` (inductor; ``watch`` is handed the
@@ -41,7 +42,7 @@ from fnodiag.models import build_model
 from fnodiag.ptycho.forward import ForwardModel, get_loss
 from fnodiag.ptycho.simulate import ideal_disk_probe
 
-ARMS = {"plain": None, "every=10": 10, "every=1": 1, "no capture": 10**9}
+ARMS = {"plain": None, "every=10": 10, "every=10 nospec": (10, False), "every=1": 1, "no capture": 10**9}
 BLOCK = 10  # steps per timed block: one capture at every=10
 
 
@@ -78,14 +79,20 @@ def heat_loss(out, x):
 
 
 class Arm:
-    """One copy of the loop: a fresh model (seed 0), its Adam optimizer, and ``watch`` unless ``every`` is None."""
+    """One copy of the loop: a fresh model (seed 0), its Adam optimizer, and ``watch`` unless ``every`` is None.
+
+    ``every`` may be ``(every, spectra)``.
+    """
 
     def __init__(self, make_model, every, folder: Path, compiled: bool = False):
+        every, spectra = every if isinstance(every, tuple) else (every, True)
         torch.manual_seed(0)
         self.model = make_model()
         self.called = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.w = fnodiag.watch(self.called, folder, optimizer=self.opt, every=every) if every is not None else None
+        self.w = None
+        if every is not None:
+            self.w = fnodiag.watch(self.called, folder, optimizer=self.opt, every=every, spectra=spectra)
 
     def step(self, x, loss_fn) -> float:
         """One training step; its wall time in seconds."""
@@ -139,10 +146,10 @@ def main() -> None:
         f"{args.blocks} blocks of {BLOCK} steps interleaved step by step, "
         f"torch {torch.__version__}"
     )
-    print(f"plain loop          : median step {statistics.median(times['plain'][args.warmup :]) * 1e3:7.2f} ms")
+    print(f"plain loop           : median step {statistics.median(times['plain'][args.warmup :]) * 1e3:7.2f} ms")
     for a, values in ratios.items():
         q1, _, q3 = statistics.quantiles(values, n=4)
-        print(f"watch {a:<14}: ratio {statistics.median(values):.3f} to plain  (blocks' quartiles {q1:.3f}-{q3:.3f})")
+        print(f"watch {a:<15}: ratio {statistics.median(values):.3f} to plain  (blocks' quartiles {q1:.3f}-{q3:.3f})")
 
 
 if __name__ == "__main__":
