@@ -334,7 +334,9 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name != "datasets"] == ["ddp"]
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name != "datasets" and not p.name.startswith(".")] == [
+        "ddp"
+    ]
     eff = json.loads((tmp_path / "runs" / "ddp" / "effective_config.json").read_text())
     assert eff["world_size"] == 2 and eff["strategy"] == "DDPStrategy"
     # 81 train patches, batch 8 per rank, sharded over 2 ranks -> 5 steps per epoch
