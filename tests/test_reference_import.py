@@ -136,11 +136,14 @@ def test_imported_run_shown_beside_an_own_run_in_dashboard_and_summary(imported,
     assert rows["ref_stable"]["amp_ssim_last"] == 0.8312
     text = lambda view: " ".join(str(getattr(o, "object", "")) for o in view._layout.objects)
     acts = ActivationsView(store=store)
+    acts.opened()  # views draw while their tab is on show
     assert "ref_stable" in text(acts) and "no live per-layer captures" in text(acts)
     assert any("Bokeh" in type(o).__name__ or "Row" in type(o).__name__ for o in acts._layout.objects)  # own run drawn
     assert not acts._waiting  # an import never gets captures: the view does not wait for them
-    assert "no live per-layer captures" in text(GradientsView(store=store))
-    assert "imported from the reference project" in text(OverviewView(store=store))
+    grads, overview = GradientsView(store=store), OverviewView(store=store)
+    grads.opened(), overview.opened()
+    assert "no live per-layer captures" in text(grads)
+    assert "imported from the reference project" in text(overview)
     summary = write_summary(root)  # a plain runs folder: every run its own arm
     runs = {r["run"]: r for r in summary["runs"]}
     assert runs["ref_stable"]["origin"] == "reference" and runs["own"]["origin"] == "fnodiag"
