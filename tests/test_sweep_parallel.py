@@ -286,6 +286,7 @@ def ray_cluster():
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DISABLE_USAGE_STATS": "1",
+        "RAY_AUTH_MODE": "disabled",  # a loopback test cluster: no token
         "RAY_health_check_period_ms": "500",
         "RAY_health_check_failure_threshold": "4",
     }  # a dead node seen in ~2 s
@@ -336,7 +337,7 @@ def ray_cluster():
         assert not left, f"Ray processes left running: {sorted(left)}"
 
 
-def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeout: float = 90) -> None:
+def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     probe = (
         "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
@@ -349,7 +350,7 @@ def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeou
             raise AssertionError(f"`ray start` of the {dead[0]} node exited with {procs[dead[0]].returncode}:\n{log}")
         try:
             r = subprocess.run(
-                [str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=30
+                [str(PY), "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=90
             )
         except subprocess.TimeoutExpired:
             continue
