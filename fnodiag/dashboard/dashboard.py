@@ -93,10 +93,7 @@ class Dashboard:
             *[(v.title, t) for v, t in zip(self.views, shown)],
             *([(self.checkpoint.title, self.checkpoint)] if tabs is None or self.checkpoint.title in tabs else []),
             *([] if read_only else [(self.launch.title, self.launch)]),
-            # not dynamic: the views draw lazily themselves (opened / hidden); a dynamic Tabs keeps a hidden tab's
-            # models out of the document, and a live update of them (the runs table's counts) re-pointed the
-            # page's shared Panel stylesheets at the CDN (Panel patches a model with no document to CDN_DIST)
-            dynamic=False,
+            dynamic=True,  # a tab's models are built when it is first shown
             sizing_mode="stretch_width",
         )
         self.evidence = EvidencePanel(store=self.store)  # what an evidence link chose, above the tabs
