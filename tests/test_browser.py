@@ -207,9 +207,15 @@ def test_page_loads_and_choosing_an_arm_draws_plots(browser, server, artifacts):
     page, errors = open_page(browser, server)
     wait_for(lambda: page.evaluate(POINTS_JS) > 0, 60, "plots with data")
     page.screenshot(path=str(artifacts / "dashboard-overview.png"), full_page=True)
+    # a tab's plots are drawn when it is opened: open Activations, where both arms are drawn at first
+    page.locator(".bk-tab:has-text('Activations')").first.click()
+    before = wait_for(
+        lambda: (lambda t: t if "live: activation spatial_std" in t else None)(page.evaluate(TITLES_JS)),
+        60,
+        "both arms' activation plots",
+    )
+    assert "base: activation spatial_std" in before  # both arms drawn at first
     # choose only the finished run: remove 'live' from the arms
-    before = page.evaluate(TITLES_JS)
-    assert "live: activation spatial_std" in before  # both arms drawn at first
     page.locator(".choices__list--multiple .choices__item:has-text('live') .choices__button").first.click(force=True)
     wait_for(
         lambda: page.locator(".choices__list--multiple .choices__item:has-text('live')").count() == 0,
@@ -302,8 +308,8 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
 
 
 def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, server, runs, tiny_sweep, artifacts):
-    """Launch tab: a definition TOML path, an arm, Start arm -> a sweep process trains <runs>/tiny/sgd-s7;
-    the page follows its state and its Stop button interrupts it."""
+    """Launch tab: a definition TOML path (in the runs folder), an arm, Start arm -> a sweep process trains
+    <runs>/tiny/sgd-s7; the page follows its state and its Stop button interrupts it."""
     import re
 
     from fnodiag.runs import RunDir
@@ -311,7 +317,7 @@ def test_launch_an_arm_of_a_sweep_definition_from_the_page_and_stop_it(browser, 
     definition = tiny_sweep(
         {"control": {"optim.name": "adam"}, "sgd": {"optim.name": "sgd"}},
         {"train.epochs": 200, "train.capture_every": 1},
-    )
+    ).rename(runs / "tiny.toml")  # the dashboard opens definitions inside the runs folder only (issue 26 case 8)
     page, errors = open_page(browser, server)
     page.locator(".bk-tab:has-text('Launch')").first.click()
     path_box = page.get_by_label("... or a definition TOML path")

@@ -460,6 +460,7 @@ class OverviewView(LiveView):
         self._bars_shown = None
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._shown_rows: list = []  # the rows the table holds (by identity: a changed row is a new dict)
+        self._unsent: list = []  # panes set while the tab was hidden, sent to the page when it is opened (_set)
         self._syncing = False
         super().__init__(**params)
         self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
@@ -488,8 +489,8 @@ class OverviewView(LiveView):
             self._table.patch({c: list(zip(changed, frame[c].tolist())) for c in frame.columns})
         self._shown_rows = list(rows)
         chosen = {e.label for e in self.store.selected()}
-        self._count.object = counts_line(rows, len(chosen))
-        self._progress.object = progress_lines(rows, chosen)
+        self._set(self._count, counts_line(rows, len(chosen)))
+        self._set(self._progress, progress_lines(rows, chosen))
         fp = fingerprint(rows)
         bars = [
             {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
@@ -498,9 +499,32 @@ class OverviewView(LiveView):
         ][:MAX_CURVE_RUNS]
         if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
             self._bars_shown = (bars, fp)
-            self._bars.object = plots.ssim_bars(
-                bars, fingerprint=fp, title="amp SSIM of the best / last weights (red: a constant output)"
+            self._set(
+                self._bars,
+                plots.ssim_bars(
+                    bars, fingerprint=fp, title="amp SSIM of the best / last weights (red: a constant output)"
+                ),
             )
+
+    def _set(self, pane, value) -> None:
+        """Set ``pane.object``; while the tab is hidden, in Python only, and sent when it is opened: Panel
+        would update a hidden (dynamic) tab's model, out of the document, against no document, which
+        re-points the page's shared stylesheets at Panel's CDN (unreachable offline)."""
+        if self.visible:
+            pane.object = value
+            return
+        with param.parameterized.discard_events(pane):
+            pane.object = value
+        if pane not in self._unsent:
+            self._unsent.append(pane)
+
+    def opened(self) -> None:
+        """The tab is shown: send what changed while it was hidden, then draw (:meth:`LiveView.opened`)."""
+        self.visible = True
+        unsent, self._unsent = self._unsent, []
+        for pane in unsent:
+            pane.param.trigger("object")
+        super().opened()
 
     # -- the table's ticks are the chosen runs ------------------------------------------------------
     def _chosen_rows(self) -> list[int]:
