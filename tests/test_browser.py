@@ -270,7 +270,7 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
                 t0, before = time.time(), [p.evaluate(POINTS_JS) for p, _ in pages]
                 seen = n
                 grown = wait_for(
-                    lambda b=before: page.evaluate(POINTS_JS) > b[0], 10, "new points in the page", step=0.02
+                    lambda b=before: page.evaluate(POINTS_JS) > b[0], 30, "new points in the page", step=0.02
                 )
                 latencies.append(time.time() - t0)
                 counts.append(page.evaluate(POINTS_JS))
@@ -279,7 +279,7 @@ def test_live_points_arrive_in_two_open_pages(browser, server, live_run, artifac
                 other = pages[1][0]
                 wait_for(
                     lambda o=other, b=before: o.evaluate(POINTS_JS) > b[1],
-                    10,
+                    30,
                     "new points in the second page",
                     step=0.02,
                 )
