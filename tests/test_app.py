@@ -118,6 +118,7 @@ def test_overview_row_and_summary_share_the_outcome_rule(runs, tmp_path):
     assert f"| {NEVER} |" in line and "| learned then collapsed |" not in line
 
 
+@pytest.mark.slow
 def test_overview_rows_of_real_runs_import_no_lightning(runs, tmp_path):
     """Rows read every record of a run (audit included) in a fresh process: torch, never Lightning.
     (``tests/test_app_no_lightning.py``, slow, builds every tab over every kind of run.)"""
@@ -234,6 +235,7 @@ def test_a_long_live_session_rebins_its_figures(runs, monkeypatch):
     assert rebuilt.tail.reader.last_step() == last + 12
 
 
+@pytest.mark.slow
 def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     dash = Dashboard(runs)
     view = dash.checkpoint
@@ -256,6 +258,7 @@ def test_checkpoint_capture_in_worker_thread(runs, tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "True False", out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_launch_and_stop_records_interrupted(tmp_path):
     root = tmp_path / "runs"
     launcher = Launcher(root)
@@ -297,6 +300,7 @@ def _wait_running(launched, timeout=120):
     raise AssertionError(f"{launched.name} did not start running:\n{launched.log_tail(20)}")
 
 
+@pytest.mark.slow
 def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
     """The Launch view's sweep form: a definition path, an arm and a seed -> <runs>/tiny/control-s7, stoppable."""
     root = tmp_path / "runs"
@@ -353,6 +357,7 @@ def test_launch_an_arm_of_a_sweep_definition_and_stop_it(tmp_path, tiny_sweep):
         view.launcher.start_sweep(root / "missing.toml", "control", 7)
 
 
+@pytest.mark.slow
 def test_launch_an_arm_of_a_sweep_definition_to_the_end(tmp_path, tiny_sweep):
     root = tmp_path / "runs"
     root.mkdir()

@@ -297,6 +297,7 @@ def _cli(*args, cwd, timeout=300):
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_simulate_command_writes_dataset_and_prints_where(tmp_path):
     res = _cli("simulate", "--N", "32", "--object-size", "64", "--set-phi", "--out", str(tmp_path / "ds"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -305,6 +306,7 @@ def test_simulate_command_writes_dataset_and_prints_where(tmp_path):
     assert "fingerprint" in res.stdout
 
 
+@pytest.mark.slow
 def test_train_command_end_to_end(tmp_path):
     res = _cli(
         "train", *TINY_ARGS, "--optimizer", "adamw", "--out", str(tmp_path / "runs"), "--name", "cli", cwd=tmp_path
@@ -317,6 +319,7 @@ def test_train_command_end_to_end(tmp_path):
     assert "Tip:" not in res.stdout + res.stderr and "LeafSpec" not in res.stderr  # Lightning's noise kept out
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Two-process DDP (gloo): both ranks train, only rank 0 writes the run records."""
     res = _cli(
@@ -344,6 +347,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert json.loads((tmp_path / "runs" / "ddp" / "status.json").read_text())["state"] == "finished"
 
 
+@pytest.mark.slow
 def test_sigint_interrupts_a_run_even_if_inherited_ignored(tmp_path):
     """A run started with SIGINT ignored (background job) still stops gracefully on SIGINT."""
     import signal

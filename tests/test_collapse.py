@@ -423,6 +423,7 @@ def test_the_step_schedule_steps_the_weight_decay_with_the_lr_and_resumes_it():
         ScheduleConfig(name="step", step_wd_gamma=0.0).validate()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_run_that_learns_then_gets_lr_x_weight_decay_1_is_detected_as_learned_then_collapsed(

@@ -168,6 +168,7 @@ print(json.dumps({"found": found, "spectra": list(d.view("Spectra").records), "l
 """
 
 
+@pytest.mark.slow
 def test_the_new_tabs_and_links_never_import_lightning(runs):
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(NO_LIGHTNING), str(runs)], capture_output=True, text=True, timeout=300

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from test_findings_runs import make_run
 
@@ -24,6 +25,7 @@ def _cli(*args, cwd):
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_diagnose_prints_ranked_findings_with_links_and_writes_findings_json(tmp_path):
     sick = make_run(tmp_path / "runs" / "sick", collapse_at=220)
     healthy = make_run(tmp_path / "runs" / "healthy")

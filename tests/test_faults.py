@@ -113,6 +113,7 @@ def bomb(tmp_path_factory):
     return _bomb(tmp_path_factory.mktemp("bomb") / "model.pt")
 
 
+@pytest.mark.slow
 def test_6_capture_refuses_a_decompression_bomb_in_bounded_memory(bomb, tmp_path):
     size = bomb.stat().st_size
     rc, err, growth = _peak_growth(["capture", "--checkpoint", str(bomb), "--output", str(tmp_path / "o")], tmp_path)
@@ -120,6 +121,7 @@ def test_6_capture_refuses_a_decompression_bomb_in_bounded_memory(bomb, tmp_path
     assert growth < 10 * size, f"peak memory grew {growth:,} bytes for a {size:,}-byte file"
 
 
+@pytest.mark.slow
 def test_6_import_refuses_a_decompression_bomb_in_bounded_memory(arm, bomb, tmp_path):
     bad = tmp_path / "arm"
     shutil.copytree(arm, bad)
@@ -287,6 +289,7 @@ def _steps(run):
         return reader.scalars(TRAIN_LOSS).step.tolist()
 
 
+@pytest.mark.slow
 def test_1_a_resume_refuses_a_run_another_process_trains(one_epoch_run, tmp_path, dataset_cache, capsys):
     from fnodiag.runs.lock import RunLock
 
@@ -427,6 +430,7 @@ def test_5_capture_device_requests_are_checked_first(one_epoch_run, tmp_path, ca
 # -- 12: sweep workers die with their sweep; the run reads as stopped, not failed --------------------------------------
 
 
+@pytest.mark.slow
 def test_12_workers_of_a_sigkilled_sweep_die_with_it(tmp_path, tiny_sweep):
     import signal
     import time

@@ -150,6 +150,7 @@ def test_a_layer_zeroed_at_a_chosen_step_is_the_top_finding(tiny_cfg, dataset_ca
     assert all(f.first is None or f.first >= at for f in found)  # nothing fired on the healthy part
 
 
+@pytest.mark.slow
 def test_the_real_collapse_run_reads_first_as_collapse_detection(tiny_cfg, tmp_path):
     from test_collapse import REAL_COLLAPSE
 

@@ -202,6 +202,7 @@ def framed_runs(tmp_path_factory, dataset_cache, tiny_cfg):
     return straight, resumed, interrupted
 
 
+@pytest.mark.slow
 def test_training_writes_frames_every_m_steps_with_the_truth(framed_runs, dataset_cache):
     from fnodiag.ptycho.simulate import load_or_simulate
 
@@ -230,6 +231,7 @@ def test_resume_keeps_frames_consistent(framed_runs):
     np.testing.assert_allclose(b.amp, a.amp, atol=1.5 / 255 * float(np.ptp(a.amp)) + 1e-6)
 
 
+@pytest.mark.slow
 def test_frames_off_and_cli_flag(tmp_path, dataset_cache, tiny_cfg):
     cfg = tiny_cfg.override({"train.epochs": 1, "train.frame_every": 0}).validate()
     run = train(cfg, tmp_path, name="off", cache_dir=dataset_cache, progress=False)

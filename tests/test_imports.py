@@ -164,6 +164,7 @@ def test_executors_import_nothing_of_the_sweep_above_them():
         assert sweeps <= executors, f"{name} imports {sorted(sweeps - executors)}"
 
 
+@pytest.mark.slow
 def test_definitions_manifest_and_capture_import_no_lightning():
     """What the dashboard imports of the sweeps and of capture (definitions, sweep.json, checkpoint capture)."""
     code = (

@@ -11,6 +11,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from fnodiag.runs import RunDir, live_status
 from fnodiag.runs.liveness import HOST, Heartbeat
 
@@ -87,6 +89,7 @@ def test_heartbeat_rewrites_until_stopped():
     assert len(writes) == n
 
 
+@pytest.mark.slow
 def test_sigkilled_run_reads_as_stopped_and_resumes(tmp_path, dataset_cache):
     """kill -9 a real training process: its status stays 'running' on disk, every reader says 'stopped',
     and ``fnodiag train --resume`` finishes it."""

@@ -79,6 +79,7 @@ def test_frozen_schedule_keeps_the_construction_time_lr(tiny_cfg, dataset_cache,
     np.testing.assert_allclose(run.read_history()["lr"], [1e-4] * 3)
 
 
+@pytest.mark.slow
 def test_reference_attribution_sweep_end_to_end(tmp_path):
     defn = load_definition("quick-reference")
     assert set(defn.arms) == {

@@ -37,6 +37,7 @@ def imported(arm, tmp_path_factory):
     return RunDir(out)
 
 
+@pytest.mark.slow
 def test_import_config_history_metrics_and_provenance(imported, arm):
     cfg = imported.read_config()  # a RunConfig mapped from the reference's TorchRunnerConfig
     assert (cfg.model.arch, cfg.model.width, cfg.model.blocks, cfg.model.modes) == (ARCH, 4, 2, 4)

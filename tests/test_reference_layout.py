@@ -203,6 +203,7 @@ def test_independent_module_has_the_stage_a_parameter_counts():
         assert count_parameters(RefUNO(32, 4, 12, stable=stable)) == count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stable", [False, True], ids=["hybrid", "stable_hybrid"])
 def test_stage_a_reference_checkpoint_loads_without_flags_and_forwards_identically(stage_a, stable):
     ref, paths = stage_a[stable]

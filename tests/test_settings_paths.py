@@ -235,6 +235,7 @@ def _expected(value, effective_path, cfg: dict, probe: Path):
     return value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["train", "sweep"])
 @pytest.mark.parametrize("row", FLAGS, ids=[f"{r[1]}->{r[5]}" for r in FLAGS])
 def test_flag_reaches_config_and_effective_config(paths, path, row):

@@ -35,6 +35,7 @@ def tiny_overrides(defn: SweepDefinition) -> dict:
     return {k: v for k, v in tiny.items() if not any(k in arm for arm in defn.arms.values())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", shipped_definitions())
 def test_shipped_definition_runs_every_arm_end_to_end(name, tmp_path, monkeypatch):
     defn = load_definition(name)

@@ -42,6 +42,7 @@ def _mean_std(a):
     return a.mean(), a.std()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,name", sorted(EXPECTED))
 def test_expected_statistics(stage_a, split, name):
     mean, std = _mean_std(getattr(getattr(stage_a, split), name))

@@ -92,6 +92,7 @@ def test_overrides_apply_after_arm_settings(tiny_definition):
     assert (cfg.optim.name, cfg.optim.lr, cfg.train.epochs, cfg.train.seed) == ("sgd", 0.05, 1, 7)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end_and_resume(tiny_definition, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     original = ReconstructionSystem.training_step
@@ -171,6 +172,7 @@ def test_failed_run_is_recorded_and_sweep_goes_on(tiny_definition, tmp_path, mon
     assert "simulated failure" in json.loads((out / "control-s7" / "status.json").read_text())["message"]
 
 
+@pytest.mark.slow
 def test_summary_warns_when_effective_config_differs(tiny_definition, tmp_path):
     out = run_sweep(tiny_definition, tmp_path / "s", overrides={"train.epochs": 1}, echo=lambda _: None)
     eff_path = out / "stable_sgd-s7" / "effective_config.json"
@@ -230,6 +232,7 @@ def test_capture_failure_keeps_a_finished_run_finished(tiny_definition, tmp_path
     assert json.loads((run / "status.json").read_text()) == status and (run / "run.sqlite").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_run_reads_as_stopped_and_the_sweep_resumes_it(tmp_path, tiny_sweep):
     """kill -9 a real ``fnodiag sweep``: the summary and the dashboard's catalog say 'stopped' (how to resume),
     and running the sweep again continues the run from its last checkpoint."""

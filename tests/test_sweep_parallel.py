@@ -168,6 +168,7 @@ def test_run_lock_is_exclusive_across_processes_and_freed_when_its_holder_dies(t
         assert lock.is_held() and lock.holder()["pid"] == os.getpid()
 
 
+@pytest.mark.slow
 def test_a_run_owned_by_another_process_is_left_alone(reference, tmp_path):
     toml, _ = reference
     out = tmp_path / "busy"
@@ -194,6 +195,7 @@ def test_cli_placement_errors_and_ray_missing_are_one_line(reference, tmp_path, 
 
 
 # -- two local worker processes -------------------------------------------------------------------
+@pytest.mark.slow
 def test_jobs_2_trains_two_runs_at_once_and_summarizes_like_jobs_1(reference, tmp_path):
     toml, want = reference
     out, lines = tmp_path / "jobs2", []
@@ -436,6 +438,7 @@ def _read(path: Path, default):
         return default
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_without_a_word_is_marked_by_the_driver(reference, tmp_path, monkeypatch):
     """The executor runs the task it is given, imported by name in its worker; the worker exits mid-run
     (no result line): the driver marks the run interrupted and records it in sweep.json."""

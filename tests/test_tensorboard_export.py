@@ -63,6 +63,7 @@ def test_export_writes_every_scalar_and_layer_statistic(run, tmp_path):
     assert sum(len(acc.Scalars(t)) for t in tags) == len(s) + len(layer)
 
 
+@pytest.mark.slow
 def test_export_bad_input_is_one_line_and_exit_2(run, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")

@@ -56,6 +56,7 @@ def arm_runs(tmp_path_factory, dataset_cache, tiny_cfg):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARMS))
 def test_recorded_optimizer_is_the_configured_one(arm_runs, name):
     cfg, run = arm_runs[name]

@@ -68,6 +68,7 @@ def _definition(tmp_path, arms: dict[str, dict], *, control="control", baseline=
     return load_definition(path)
 
 
+@pytest.mark.slow
 def test_sweep_with_a_crippled_control_is_inconclusive_and_says_why_first(tmp_path):
     """One epoch on the tiny problem: the control cannot reach 0.80, so nothing is claimed about the other arm."""
     defn = _definition(

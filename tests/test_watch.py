@@ -235,6 +235,7 @@ print(json.dumps({"lightning": sorted(m for m in sys.modules if m.split(".")[0] 
 """
 
 
+@pytest.mark.slow
 def test_watch_never_imports_lightning(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", PLAIN_LOOP, str(tmp_path / "run")], capture_output=True, text=True, timeout=300
