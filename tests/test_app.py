@@ -74,6 +74,7 @@ def runs(tmp_path_factory, tiny_cfg, dataset_cache):
     return root
 
 
+@pytest.mark.slow
 def test_store_lists_sweeps_arms_seeds_checkpoints(runs):
     store = DashboardStore(runs)
     assert store.param.sweep.objects == ["sw", SINGLE]
@@ -158,6 +159,7 @@ def test_paths_outside_the_runs_folder_are_refused(runs, tmp_path):
         checkpoint_path(runs, entry, "../../model")
 
 
+@pytest.mark.slow
 def test_views_build_with_figures_and_collapse_state(runs):
     dash = Dashboard(runs)
     overview, acts, grads = dash.views[:3]
@@ -213,6 +215,7 @@ def test_tick_sends_only_new_points(runs):
     assert len(rect.data["value"]) == n_rect + 2 * len(feed.layers)  # the hidden Activations stay put
 
 
+@pytest.mark.slow
 def test_a_long_live_session_rebins_its_figures(runs, monkeypatch):
     """Streamed points pile up; past twice what a view opens with, the view re-reads its runs binned."""
     import fnodiag.dashboard.views as views

@@ -57,6 +57,7 @@ def watched(tmp_path):
     return root, model, d, sent
 
 
+@pytest.mark.slow
 def test_the_dashboard_opens_a_live_then_finished_watch_run_of_a_neuralop_fno(watched):
     root, model, d, sent = watched
     assert sent > 0  # steps 4 and 6 streamed into the open Activations tab while the loop ran

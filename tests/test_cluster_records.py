@@ -86,6 +86,7 @@ def _same_records(got: dict, want: dict) -> None:
     assert not bad, [(k, got[k], want[k]) for k in bad[:5]]
 
 
+@pytest.mark.slow
 def test_a_run_streamed_to_the_driver_holds_what_a_run_trained_in_place_holds(tmp_path):
     cfg = RunConfig().override(SETTINGS).validate()
     local = run_one({**_spec(tmp_path / "local", "inplace", cfg), "threads": 1})

@@ -176,6 +176,7 @@ def test_definitions_manifest_and_capture_import_no_lightning():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "low, high",
     [

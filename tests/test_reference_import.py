@@ -115,6 +115,7 @@ def test_import_captures_model_pt(imported):
     assert report["per_layer"]["output"]["spatial_std"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_imported_run_shown_beside_an_own_run_in_dashboard_and_summary(imported, tiny_cfg, dataset_cache):
     from fnodiag.dashboard.store import DashboardStore
     from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView

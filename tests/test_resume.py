@@ -59,6 +59,7 @@ def straight_and_resumed(tmp_path_factory, dataset_cache, tiny_cfg):
     return straight, straight_log.rows, resumed, first.rows, second.rows
 
 
+@pytest.mark.slow
 def test_resumed_run_sees_the_same_batches_in_the_same_order(straight_and_resumed):
     _, straight, _, first, second = straight_and_resumed
     s = 2 * STEPS_PER_EPOCH

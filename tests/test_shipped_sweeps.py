@@ -172,6 +172,7 @@ def test_data_warnings_name_undeclared_and_erased_data_arms():
     assert "the seeds of arm c trained on different datasets: k1, k3" in data_warnings(split, data_report(split, "a"))
 
 
+@pytest.mark.slow
 def test_summary_of_a_sweep_with_a_data_arm(tiny_sweep, tmp_path):
     """A real tiny sweep whose arm `more` trains on two objects: its own dataset, declared, said so; undeclared
     (the manifest edited as an older definition would have it), the same folder warns."""

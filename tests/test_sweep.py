@@ -157,6 +157,7 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_definition, tmp_path, monkeypatch
     assert (out / "plots" / "val_loss.png").stat().st_size > 1000 and (out / "plots" / "amp_ssim.png").is_file()
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_sweep_goes_on(tiny_definition, tmp_path, monkeypatch):
     original = ReconstructionSystem.training_step
 
@@ -183,6 +184,7 @@ def test_summary_warns_when_effective_config_differs(tiny_definition, tmp_path):
     assert "stable_sgd-s7: optimizer.class asked 'SGD', got 'Adam'" in warns
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tiny_definition, tmp_path):
     out = run_sweep(
         tiny_definition, tmp_path / "s", arms=["control"], overrides={"train.epochs": 1}, echo=lambda _: None
@@ -193,6 +195,7 @@ def test_resume_with_other_settings_is_refused(tiny_definition, tmp_path):
     assert (out / "control-s7" / "config.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_sweep_and_summarize_cli(tmp_path, tiny_sweep, capsys):
     tiny_sweep(TINY_ARMS, TINY_SHARED)
     out = tmp_path / "cli"
