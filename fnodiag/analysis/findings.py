@@ -73,9 +73,7 @@ def findings_from_run(run, *, root=None) -> list[Finding]:
     ValueError
         The run is not inside ``root``.
     """
-    run = _run(run)
-    if not run.path.is_dir():
-        raise FileNotFoundError(f"run folder {str(run.path)!r} does not exist; pass a run directory")
+    run = _run(run)  # record_findings refuses a missing folder (the audit of one finds nothing)
     return record_findings(run, root=root, extra=settings_findings(audit_run(run)))
 
 

@@ -50,7 +50,44 @@ def _compiled(module: nn.Module) -> bool:
     return hasattr(module, "_orig_mod")
 
 
-class ActivationRecorder:
+class HookSet:
+    """A set of hooks registered together: :meth:`register` once (a no-op when registered; all or none),
+    :meth:`remove` any number of times (recorded values are kept); also a context manager.
+
+    Subclasses set ``self._handles = []`` and yield each new handle from ``_attach()``.
+    """
+
+    _handles: list
+
+    def _attach(self):
+        raise NotImplementedError
+
+    def register(self):
+        """Register every hook of :meth:`_attach` (a no-op when already registered)."""
+        if self._handles:
+            return self
+        try:
+            for handle in self._attach():
+                self._handles.append(handle)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        """Remove every hook; safe to call any number of times. Recorded values are kept."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def __enter__(self):
+        return self.register()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+class ActivationRecorder(HookSet):
     """Record activation statistics of named layers through forward hooks.
 
     Parameters
@@ -119,29 +156,10 @@ class ActivationRecorder:
         """Whether the hooks are currently registered."""
         return bool(self._handles)
 
-    def register(self) -> ActivationRecorder:
-        """Register one forward hook per target (a no-op when already registered)."""
-        if self._handles:
-            return self
-        try:
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        """Remove every hook; safe to call any number of times. Recorded stats are kept."""
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
-
-    def __enter__(self) -> ActivationRecorder:
-        return self.register()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    def _attach(self):
+        """One forward hook per target."""
+        for name, module in self._modules.items():
+            yield module.register_forward_hook(self._make_hook(name))
 
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, name: str):

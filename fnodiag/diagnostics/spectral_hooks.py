@@ -32,6 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from fnodiag.diagnostics.hooks import HookSet
 from fnodiag.diagnostics.spectra import (
     ABOVE_STAT,
     N_BANDS,
@@ -60,7 +61,7 @@ def spectral_convs(model: nn.Module) -> dict[str, tuple[nn.Module, tuple]]:
     return out
 
 
-class SpectralRecorder:
+class SpectralRecorder(HookSet):
     """Band energies of hooked outputs, energy above the kept modes of spectral-convolution inputs,
     per-mode weight magnitudes (see the module docstring).
 
@@ -102,31 +103,12 @@ class SpectralRecorder:
         self._above: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ hooks
-    def register(self) -> SpectralRecorder:
-        """One forward hook per target, one forward pre-hook per spectral convolution (no-op when registered)."""
-        if self._handles:
-            return self
-        try:
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._output_hook(name)))
-            for name, (module, spec) in self.convs.items():
-                self._handles.append(module.register_forward_pre_hook(self._input_hook(name, spec)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        """Remove every hook (safe to repeat); recorded values are kept."""
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
-
-    def __enter__(self) -> SpectralRecorder:
-        return self.register()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    def _attach(self):
+        """One forward hook per target, one forward pre-hook per spectral convolution."""
+        for name, module in self._modules.items():
+            yield module.register_forward_hook(self._output_hook(name))
+        for name, (module, spec) in self.convs.items():
+            yield module.register_forward_pre_hook(self._input_hook(name, spec))
 
     def _output_hook(self, name: str):
         layout = self.layouts.get(name)
