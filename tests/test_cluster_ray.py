@@ -22,10 +22,9 @@ from test_sweep_parallel import (  # noqa: F401 - `reference` is a fixture this 
     PY,
     _alive,
     _free_port,
-    _kill,
+    _stop_cluster,
     _tree,
     _wait_for_nodes,
-    _with_text,
     assert_each_step_once,
     assert_same_summary,
     reference,
@@ -85,17 +84,7 @@ def private_cluster(tmp_path):
         _wait_for_nodes(port, 2, env, procs, temp, timeout=180)  # a loaded machine starts nodes slowly
         yield {"address": f"127.0.0.1:{port}", "procs": procs, "env": env, "seen": seen, "hidden": hidden}
     finally:
-        for _ in range(3):  # the trees first (ray workers rename their command lines), then by temp dir
-            doomed = set().union(*(_tree(p.pid) for p in procs.values())) | _with_text(temp) | _alive(seen)
-            seen |= doomed
-            _kill(doomed)
-            time.sleep(0.5)
-        for p in procs.values():
-            p.wait(10)
-        logs.close()
-        left = _alive(seen) | _with_text(temp)
-        subprocess.run(["rm", "-rf", temp])
-        assert not left, f"Ray processes left running: {sorted(left)}"
+        _stop_cluster(procs, temp, seen, logs)
 
 
 def _read(path: Path, default):

@@ -326,17 +326,22 @@ def ray_cluster():
         _wait_for_nodes(port, 2, env, procs, temp)
         yield {"address": f"127.0.0.1:{port}", "procs": procs, "temp": temp, "env": env, "seen": seen}
     finally:
-        for _ in range(3):  # the trees first (ray workers rename their command lines), then by temp dir
-            doomed = set().union(*(_tree(p.pid) for p in procs.values())) | _with_text(temp) | _alive(seen)
-            seen |= doomed
-            _kill(doomed)
-            time.sleep(0.5)
-        for p in procs.values():
-            p.wait(10)
-        logs.close()
-        left = _alive(seen) | _with_text(temp)
-        subprocess.run(["rm", "-rf", temp])
-        assert not left, f"Ray processes left running: {sorted(left)}"
+        _stop_cluster(procs, temp, seen, logs)
+
+
+def _stop_cluster(procs: dict, temp: str, seen: set, logs) -> None:
+    """SIGKILL everything a test cluster started (and its temp folder); none of it may survive."""
+    for _ in range(3):  # the trees first (ray workers rename their command lines), then by temp dir
+        doomed = set().union(*(_tree(p.pid) for p in procs.values())) | _with_text(temp) | _alive(seen)
+        seen |= doomed
+        _kill(doomed)
+        time.sleep(0.5)
+    for p in procs.values():
+        p.wait(10)
+    logs.close()
+    left = _alive(seen) | _with_text(temp)
+    subprocess.run(["rm", "-rf", temp])
+    assert not left, f"Ray processes left running: {sorted(left)}"
 
 
 def _wait_for_nodes(port: int, n: int, env: dict, procs: dict, temp: str, timeout: float = 240) -> None:
