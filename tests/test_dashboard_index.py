@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fnodiag.dashboard import dashboard as dashboard_module
+from fnodiag.dashboard import views as views_module
 from fnodiag.dashboard.dashboard import ROWS_EVERY, Dashboard
 from fnodiag.dashboard.folder import FolderWalk
 from fnodiag.dashboard.index import RunsIndex
@@ -132,6 +133,35 @@ def test_a_new_run_of_the_chosen_sweep_appears_by_itself_and_joins_the_chosen_ar
     assert store.arms == ["arm00", "arm02"]  # the new run joined the chosen arm; arm01 stays unchosen
     assert [e.arm for e in store.selected()] == ["arm00", "arm02"]
     assert store.rows[2]["state"] == states.FINISHED
-    assert overview.built > built  # the open tab drew it
     assert overview._table.selection == [0, 2]  # ticked in the runs table
     assert "**3 runs**" in overview._count.object
+    assert overview.built == built  # listed first: its curves are drawn by the next tick
+    dash.tick()
+    assert overview.built == built + 1  # the open tab drew it
+    for _ in range(2 * ROWS_EVERY):
+        dash.tick()
+    assert overview.built == built + 1  # nothing changed: nothing redrawn
+
+
+def test_a_run_chosen_past_the_runs_drawn_redraws_nothing(tmp_path, monkeypatch):
+    """The Overview draws the curves of the first MAX_CURVE_RUNS chosen runs: choosing one more past them changes
+    the table's ticks and the count line, and draws no figure again; choosing one that is drawn does."""
+    monkeypatch.setattr(views_module, "MAX_CURVE_RUNS", 2)
+    root = tmp_path / "runs"
+    with tempfile.TemporaryDirectory() as tpl, no_fsync():
+        make_sweep(root / "s", "s", arms=4, seeds=1, templates=Templates(Path(tpl), layers=2, steps=20))
+    dash = Dashboard(root)
+    store, overview = dash.store, dash.views[0]
+    store.arms = ["arm00", "arm01", "arm02"]
+    built = overview.built
+    store.arms = ["arm00", "arm01", "arm02", "arm03"]  # past the two drawn: the note says 4 chosen
+    assert overview._table.selection == [0, 1, 2, 3] and "**4 chosen**" in overview._count.object
+    assert overview.built == built + 1  # the "first 2 of N" note changed with N
+    store.arms = ["arm00", "arm01", "arm02"]
+    built = overview.built
+    store.arms = ["arm00", "arm01", "arm03"]  # another run past the drawn ones
+    assert overview._table.selection == [0, 1, 3] and overview.built == built
+    store.param.trigger("arms")  # the same choice again
+    assert overview.built == built
+    store.arms = ["arm01", "arm02", "arm03"]  # arm00 is no longer drawn
+    assert overview.built == built + 1

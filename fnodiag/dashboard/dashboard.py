@@ -4,7 +4,7 @@
 server. Only the open tab's view draws (:meth:`~fnodiag.dashboard.views.LiveView.opened`); a served page
 is sent with its runs table first and draws its plots once the browser has it (``defer``,
 :meth:`Dashboard.load`). Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`,
-which streams new store rows into the open tab's view and, every ``ROWS_EVERY`` ticks (1 s), rescans the
+which streams new store rows into the open tab's view and, every ``ROWS_EVERY`` ticks (0.5 s), rescans the
 runs folder (incrementally, one scan shared by the server's sessions) and re-reads the rows of runs whose
 records changed: a run started from another terminal, or a sweep's next run, appears by itself. A session
 opened from an evidence link (``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by
@@ -29,10 +29,10 @@ from fnodiag.dashboard.launch import DEMO_ARGS, LaunchView
 from fnodiag.dashboard.reconstructions import ReconstructionsView
 from fnodiag.dashboard.spectra import SpectraView
 from fnodiag.dashboard.store import DashboardStore
-from fnodiag.dashboard.views import ActivationsView, GradientsView, OverviewView
+from fnodiag.dashboard.views import ActivationsView, GradientsView, LiveView, OverviewView
 
 TICK_MS = 250
-ROWS_EVERY = 4  # ticks between folder rescans and row re-reads (1 s): a new run shows within 2 s
+ROWS_EVERY = 2  # ticks between folder rescans and row re-reads (0.5 s): a new run shows within 2 s
 ROWS_BUDGET_S = 0.4  # seconds a served page's first look may spend reading runs' records (then: its ticks)
 PENDING_BUDGET_S = 0.15  # seconds a tick may spend reading rows not read yet (a first look at many runs)
 
@@ -227,12 +227,22 @@ class Dashboard:
         return sent
 
     def rescan(self) -> None:
-        """Pick up new runs (they join the chosen arms when they belong to the chosen sweep) and changed rows."""
+        """Pick up new runs (they join the chosen arms when they belong to the chosen sweep) and changed rows.
+
+        The runs table and count line leave with this tick; plots a new run changes are drawn by the next
+        tick (views ``deferred``), so a new run is listed without waiting for its curves."""
         store = self.store
         before = ([e.run.path for e in store.selected()], list(store.arms), list(store.seeds))
-        if not store.refresh(max_age_s=SCAN_EVERY_S):
-            store.refresh_rows(budget_s=PENDING_BUDGET_S)
-            return
-        after = [e.run.path for e in store.selected()]
-        if after != before[0] and (list(store.arms), list(store.seeds)) == before[1:]:
-            store.param.trigger("arms")  # a chosen run's folder appeared: draw it
+        live = [v for v in self.views if isinstance(v, LiveView)]
+        for view in live:
+            view.deferred = True
+        try:
+            if not store.refresh(max_age_s=SCAN_EVERY_S):
+                store.refresh_rows(budget_s=PENDING_BUDGET_S)
+                return
+            after = [e.run.path for e in store.selected()]
+            if after != before[0] and (list(store.arms), list(store.seeds)) == before[1:]:
+                store.param.trigger("arms")  # a chosen run's folder appeared: draw it
+        finally:
+            for view in live:
+                view.deferred = False

@@ -38,6 +38,7 @@ def _doc():
 
 
 # Short headers for the arms table (its 15 columns fit a laptop screen).
+TABLE_PAGE = 12  # runs per page of the runs table (every run is sent; ticks hold across pages)
 TABLE_TITLES = {
     "best_val_loss": "best val loss",
     "final_val_loss": "final val loss",
@@ -157,6 +158,8 @@ class LiveView(Viewer):
         self._onsets: dict = {}  # collapse onsets drawn: rebuild when one appears (a run finished)
         self.visible = False  # set by the dashboard while the view's tab is on show
         self._stale = True  # the selection changed since the view last drew
+        self._drawn_key = None  # what the view last drew (:meth:`drawn_key`): a change that keeps it draws nothing
+        self.deferred = False  # while True a selection change waits for the next tick to draw (Dashboard.rescan)
         self.built = 0  # times the view drew its figures
         self.store.param.watch(lambda *_: self._selection_changed(), list(self._deps))
         self._pager.param.watch(lambda *_: self.rebuild(), "value")
@@ -166,16 +169,31 @@ class LiveView(Viewer):
         return pn.Column(self._pager, self._layout, sizing_mode="stretch_width")
 
     def _selection_changed(self) -> None:
-        if self.visible:
-            self.rebuild()
-        else:
-            self._stale = True
+        self._stale = True
+        if self.visible and not self.deferred:
+            self.opened()
 
     def opened(self) -> None:
-        """The view's tab is shown: draw now if the selection changed since it last drew."""
+        """The view's tab is shown: draw now if the selection changed since it last drew what it draws
+        (a run joining the chosen ones past the runs drawn redraws nothing)."""
         self.visible = True
-        if self._stale:
+        if not self._stale:
+            return
+        if self._drawn_key is not None and self.drawn_key() == self._drawn_key:
+            self._stale = False
+            self._update_pager(len(self.store.selected()))
+        else:
             self.rebuild()
+
+    def drawn(self, entries: list) -> list:
+        """The runs of ``entries`` whose records the view draws (default: the pager's page, :meth:`page`)."""
+        return self.page(entries)
+
+    def drawn_key(self) -> tuple:
+        """What the view would draw now: the runs of :meth:`drawn`, the "too many" note, the view's settings."""
+        entries = self.store.selected()
+        settings = tuple(repr(getattr(self.store, d)) for d in self._deps if d not in ("arms", "seeds", "sweep"))
+        return tuple(e.run.path for e in self.drawn(entries)), too_many(entries), settings
 
     def hidden(self) -> None:
         """The view's tab is hidden: selection changes wait until it is shown again (its feeds keep their
@@ -205,6 +223,7 @@ class LiveView(Viewer):
 
     def rebuild(self) -> None:
         self._stale = False
+        self._drawn_key = self.drawn_key()
         self.close()
         entries = self.store.selected()
         self._update_pager(len(entries))
@@ -366,6 +385,9 @@ class GradientsView(LayersView):
     def stat(self) -> str:
         return "norm"
 
+    def drawn(self, entries: list) -> list:
+        return [*self.page(entries), *entries[:MAX_CURVE_RUNS]]
+
     def build(self, entries) -> list:
         out = super().build(entries)
         drawn = entries[:MAX_CURVE_RUNS]
@@ -447,7 +469,8 @@ class OverviewView(LiveView):
             show_index=False,
             selectable="checkbox",
             sizing_mode="stretch_width",
-            height=220,
+            pagination="local",  # the browser lays out one page of rows, not every run: 1,000 runs open in a second
+            page_size=TABLE_PAGE,
             titles=TABLE_TITLES,
             formatters={
                 "progress": {"type": "progress", "max": 1, "legend": True},
@@ -458,12 +481,13 @@ class OverviewView(LiveView):
         self._count = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
+        self._bars_due = False
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._shown_rows: list = []  # the rows the table holds (by identity: a changed row is a new dict)
         self._unsent: list = []  # panes set while the tab was hidden, sent to the page when it is opened (_set)
         self._syncing = False
         super().__init__(**params)
-        self.store.param.watch(lambda *_: self.update_rows(), ["rows"])
+        self.store.param.watch(lambda *_: self.update_rows(), ["rows"], onlychanged=False)  # set only when changed
         self.store.param.watch(lambda *_: self._select_rows(), ["arms", "seeds", "sweep"])
         self._table.param.watch(self._on_table_selection, "selection")
         self.update_rows()
@@ -481,7 +505,6 @@ class OverviewView(LiveView):
         changed = [i for i, (a, b) in enumerate(zip(old, rows)) if a is not b] if same else None
         if changed is None:
             frame = arms_frame(rows)
-            self._table.height = min(440, 45 + 30 * max(len(rows), 1))
             self._table.value = frame
             self._select_rows()
         elif changed:
@@ -497,20 +520,35 @@ class OverviewView(LiveView):
             for r in rows
             if r["label"] in chosen
         ][:MAX_CURVE_RUNS]
-        if (bars, fp) != self._bars_shown:  # re-rendering costs ~50 ms; these change only when a run ends
-            self._bars_shown = (bars, fp)
-            self._set(
-                self._bars,
-                plots.ssim_bars(
-                    bars, fingerprint=fp, title="amp SSIM of the best / last weights (red: a constant output)"
-                ),
-            )
+        self._bars_due = (bars, fp) != self._bars_shown  # these change when a run ends or joins the chosen
+        if not self.deferred:
+            self._draw_bars()
+
+    def _draw_bars(self) -> None:
+        """Re-render the amp SSIM bars when :meth:`update_rows` found them changed (~50-200 ms)."""
+        if not self._bars_due:
+            return
+        self._bars_due = False
+        rows, chosen = self.store.rows, {e.label for e in self.store.selected()}
+        bars = [
+            {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
+            for r in rows
+            if r["label"] in chosen
+        ][:MAX_CURVE_RUNS]
+        self._bars_shown = (bars, fingerprint(rows))
+        title = "amp SSIM of the best / last weights (red: a constant output)"
+        self._set(self._bars, plots.ssim_bars(bars, fingerprint=self._bars_shown[1], title=title))
+
+    def tick(self) -> int:
+        self._draw_bars()  # put off by a rescan (deferred)
+        return super().tick()
 
     def _set(self, pane, value) -> None:
         """Set ``pane.object``; while the tab is hidden, in Python only, and sent when it is opened: Panel
         would update a hidden (dynamic) tab's model, out of the document, against no document, which
-        re-points the page's shared stylesheets at Panel's CDN (unreachable offline)."""
-        if self.visible:
+        re-points the page's shared stylesheets at Panel's CDN (unreachable offline). A pane not yet on any
+        page (no models: a served page before it is sent) is set as it is, so the page is sent with it."""
+        if self.visible or not pane._models:
             pane.object = value
             return
         with param.parameterized.discard_events(pane):
@@ -557,6 +595,9 @@ class OverviewView(LiveView):
             if seeds and self.store.sweep != SINGLE:
                 self.store.seeds = [s for s in self.store.param.seeds.objects if s in seeds]
         self._select_rows()  # arms x seeds may tick more rows than were ticked
+
+    def drawn(self, entries: list) -> list:
+        return entries[:MAX_CURVE_RUNS]
 
     def build(self, entries) -> list:
         drawn = entries[:MAX_CURVE_RUNS]
