@@ -1,12 +1,13 @@
 """One browser session's dashboard: the store, the sidebar of selection widgets, the tabs, the live tick.
 
 :class:`Dashboard` is what :func:`fnodiag.dashboard.app.session_page` serves; tests build it without a
-server. Only the open tab's view draws (:meth:`~fnodiag.dashboard.views.LiveView.opened`); a served page
-is sent with its runs table first and draws its plots once the browser has it (``defer``,
-:meth:`Dashboard.load`). Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`,
-which streams new store rows into the open tab's view and, every ``ROWS_EVERY`` ticks (0.5 s), rescans the
-runs folder (incrementally, one scan shared by the server's sessions) and re-reads the rows of runs whose
-records changed: a run started from another terminal, or a sweep's next run, appears by itself. A session
+server. The runs table (the run picker) sits above the tabs. Only the open tab's view draws
+(:meth:`~fnodiag.dashboard.views.LiveView.opened`); a served page is sent with its count line and runs table
+alone, and gets its sidebar, tabs and plots once the browser has shown them (``defer``, :meth:`Dashboard.load`).
+Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new store rows
+into the open tab's view and, every ``ROWS_EVERY`` ticks (0.5 s), rescans the runs folder (incrementally, one
+scan shared by the server's sessions) and re-reads the rows of runs whose records changed: a run started from
+another terminal, or a sweep's next run, appears by itself. A session
 opened from an evidence link (``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by
 :meth:`Dashboard.select` (:mod:`fnodiag.dashboard.evidence`).
 """
@@ -73,6 +74,7 @@ class Dashboard:
             SpectraView(store=self.store),
             FindingsView(store=self.store),
         ]
+        self.overview = self.views[0]  # its runs table and count line are above the tabs, whichever are shown
         self.checkpoint = CheckpointView(store=self.store)
         self.launch = LaunchView(store=self.store, may_control=(lambda: False) if read_only else may_control)
         if tabs is not None:  # a subset (the notebook's fnodiag.show); the Tabs below keep views before Checkpoint
@@ -101,12 +103,17 @@ class Dashboard:
         self.empty = pn.Column(sizing_mode="stretch_width")
         self.store.param.watch(lambda *_: self._update_empty(), ["message", "sweep"])
         self._update_empty()
+        self._sidebar = pn.Column(width=300)  # filled by load(): a served page is sent with its runs table alone
+        self._body = pn.Column(sizing_mode="stretch_width")
         self.loaded = False
         if not defer:
             self.load()
 
     def load(self) -> None:
-        """Draw the open tab (what ``defer`` put off)."""
+        """Add the sidebar and the tabs to the page and draw the open tab (what ``defer`` put off)."""
+        if not self.loaded:
+            self._sidebar[:] = [self.sidebar()]
+            self._body[:] = [self.evidence, self.tabs]
         self.loaded = True
         self._show(self.tabs.active)
 
@@ -168,15 +175,8 @@ class Dashboard:
         header = pn.pane.Markdown(
             "## fnodiag: layer activations and gradients of FNO/U-NO training runs", sizing_mode="stretch_width"
         )
-        return pn.Column(
-            header,
-            pn.Row(
-                self.sidebar(),
-                pn.Column(self.info, self.empty, self.evidence, self.tabs, sizing_mode="stretch_width"),
-                sizing_mode="stretch_width",
-            ),
-            sizing_mode="stretch_width",
-        )
+        main = pn.Column(self.info, self.empty, self.overview.runs_strip(), self._body, sizing_mode="stretch_width")
+        return pn.Column(header, pn.Row(self._sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
     def tab_titles(self) -> list[str]:
         """The tabs' titles, in order."""

@@ -456,8 +456,9 @@ def counts_line(rows, chosen: int) -> str:
 
 class OverviewView(LiveView):
     """The runs table of the sweep (state, progress, optimizer, losses, SSIM, collapse; ticking rows chooses the
-    runs drawn), the loss and per-epoch amp SSIM (live), and the amp SSIM of the best / last weights (both amp
-    SSIM panels only when a chosen run can have them: :func:`ptycho`)."""
+    runs drawn; shown above every tab, :meth:`runs_strip`), and in its tab the loss and per-epoch amp SSIM
+    (live), and the amp SSIM of the best / last weights (both amp SSIM panels only when a chosen run can have
+    them: :func:`ptycho`)."""
 
     title = "Overview"
     _deps = ("arms", "seeds", "sweep")
@@ -479,6 +480,7 @@ class OverviewView(LiveView):
             },
         )
         self._count = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._strip = pn.Column(self._count, self._table, sizing_mode="stretch_width")
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
         self._bars_due = False
@@ -493,9 +495,11 @@ class OverviewView(LiveView):
         self.update_rows()
 
     def __panel__(self):
-        return pn.Column(
-            self._count, self._table, self._progress, self._pager, self._layout, sizing_mode="stretch_width"
-        )
+        return pn.Column(self._progress, self._pager, self._layout, sizing_mode="stretch_width")
+
+    def runs_strip(self) -> pn.Column:
+        """The count line and the runs table: the run picker, shown above every tab (the page's first content)."""
+        return self._strip
 
     def update_rows(self) -> None:
         """Show the store's rows: the changed cells only when the same runs are listed, else the whole table."""
@@ -512,7 +516,7 @@ class OverviewView(LiveView):
             self._table.patch({c: list(zip(changed, frame[c].tolist())) for c in frame.columns})
         self._shown_rows = list(rows)
         chosen = {e.label for e in self.store.selected()}
-        self._set(self._count, counts_line(rows, len(chosen)))
+        self._count.object = counts_line(rows, len(chosen))  # above the tabs: always on show
         self._set(self._progress, progress_lines(rows, chosen))
         fp = fingerprint(rows)
         bars = [
