@@ -85,6 +85,7 @@ def served(tmp_path, monkeypatch):
 def test_a_discarded_session_stops_its_tick_without_an_error(served, caplog):
     caplog.set_level(logging.INFO)
     assert urllib.request.urlopen(served, timeout=120).status == 200
+    wait_for(lambda: CountingDashboard.made, 60, "the page built (in the server's tick after the request)")
     (dash,) = CountingDashboard.made
     assert dash.callback.running and dash.callback.period == TICK_MS
     wait_for(lambda: dash.doc.session_context is None, 60, "the session to be discarded")

@@ -127,23 +127,22 @@ def warm(argv: list[str]) -> None:
     warm_in_background(app_options(argv).runs)
 
 
-def session_page(argv: list[str] | None = None) -> Dashboard | None:
+def session_page(argv: list[str] | None = None) -> None:
     """Build the current session's page (what a served ``main.py`` does) and start its live tick.
 
-    The page is sent with its runs table; the open tab draws its plots once the browser has the page
-    (``pn.state.onload``). When the session is destroyed its periodic callback (:meth:`Dashboard.tick`
-    every ``TICK_MS``) stops and its views close their store readers (:meth:`Dashboard.close`); the
-    handler holds the dashboard itself (a closure), not a name in the served script's module, which
-    Bokeh clears before it runs the session-destroyed handlers.
+    A served session answers its page request at once with an empty page and builds the
+    :class:`Dashboard` in the server's next tick, while the browser loads the scripts: the
+    document the browser then asks for holds the count line and the runs table; the sidebar,
+    tabs and plots follow once the browser has shown them (``pn.state.onload``,
+    :meth:`Dashboard.load`). When the session is destroyed its periodic callback
+    (:meth:`Dashboard.tick` every ``TICK_MS``) stops and its views close their store readers
+    (:meth:`Dashboard.close`); the handler holds the dashboard itself (a closure), not a name in
+    the served script's module, which Bokeh clears before it runs the session-destroyed handlers.
+    A session from another machine without a login gets one line instead.
 
     Parameters
     ----------
     argv : the app's arguments (default ``sys.argv[1:]``, what Bokeh passes after ``--args``)
-
-    Returns
-    -------
-    The session's :class:`Dashboard` (its ``callback`` attribute is the periodic callback), or None
-    for a session refused because it comes from another machine without a login.
     """
     options = app_options(sys.argv[1:] if argv is None else argv)
     doc = pn.state.curdoc
@@ -151,14 +150,23 @@ def session_page(argv: list[str] | None = None) -> Dashboard | None:
     panel_files_from_this_server(doc)
     if not local_request():
         pn.pane.Markdown(REMOTE_REFUSED).servable()
-        return None
+        return
     served = doc is not None and doc.session_context is not None
-    dashboard = Dashboard(options.runs, read_only=options.read_only, may_control=may_control_check(doc), defer=served)
-    if pn.state.session_args:  # an evidence link: /app?run=...&tab=...&stat=...&layer=...&step=...
-        dashboard.select(pn.state.session_args)
-    dashboard.layout().servable(title=TITLE)
-    dashboard.callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
-    if served:
-        pn.state.onload(dashboard.load)
-    pn.state.on_session_destroyed(lambda _context: dashboard.close())
-    return dashboard
+    page = pn.Column(sizing_mode="stretch_width")
+    page.servable(title=TITLE)
+    built: list[Dashboard] = []
+
+    def build() -> None:
+        dashboard = Dashboard(
+            options.runs, read_only=options.read_only, may_control=may_control_check(doc), defer=served
+        )
+        if pn.state.session_args:  # an evidence link: /app?run=...&tab=...&stat=...&layer=...&step=...
+            dashboard.select(pn.state.session_args)
+        page[:] = [dashboard.layout()]
+        dashboard.callback = pn.state.add_periodic_callback(dashboard.tick, period=TICK_MS)
+        if served:
+            pn.state.onload(dashboard.load)
+        built.append(dashboard)
+
+    pn.state.on_session_destroyed(lambda _context: [d.close() for d in built])
+    pn.state.execute(build, schedule=served)  # served: after the page request is answered
