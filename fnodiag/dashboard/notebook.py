@@ -21,7 +21,10 @@ through the same comm. The event loop only turns while the kernel is idle, or wh
   view update meanwhile; ``training.wait()`` waits too but blocks the updates.
 
 The notebook extension is loaded by :func:`show` with Panel's resources inline (BokehJS and Panel's
-JavaScript and CSS travel inside the notebook output), so nothing is fetched from a CDN.
+JavaScript and CSS travel inside the notebook output), so nothing is fetched from a CDN. The view's root
+is a :class:`~fnodiag.dashboard.kernel.KernelColumn`: the page's messages, which ipykernel 7 delivers on
+a subshell thread, are applied on the kernel's main event loop (the tick's), and every tick leaves with
+Panel's stylesheets inline (:mod:`fnodiag.dashboard.kernel` says why).
 """
 
 from __future__ import annotations
