@@ -41,6 +41,8 @@ from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
 
 __all__ = ["InlineSheets", "KernelColumn", "data_url", "dist_file", "echoed", "inline_stylesheets"]
 
+MAX_ERRORS = 20  # failed page messages a view keeps (KernelColumn.message_errors)
+
 
 def dist_file(url: str) -> Path | None:
     """The file in Panel's ``dist`` folder that ``url`` (its CDN or its server path) names, or None."""
@@ -89,9 +91,10 @@ def inline_stylesheets(doc) -> int:
 
 
 def _holds_models(value) -> bool:
-    """A serialized value holds Bokeh models (a reference ``{"id": ...}`` or a definition of one)."""
+    """A serialized value holds Bokeh models (a reference ``{"id": "p12"}`` or a definition of one; a
+    binary buffer's reference, ``{"id": 0}``, is no model)."""
     if isinstance(value, dict):
-        if "id" in value and set(value) <= {"type", "name", "id", "attributes"}:
+        if isinstance(value.get("id"), str) and set(value) <= {"type", "name", "id", "attributes"}:
             return True
         return any(_holds_models(v) for v in value.values())
     if isinstance(value, list):
@@ -119,7 +122,7 @@ class KernelColumn(pn.Column):
         except RuntimeError:  # built outside an event loop (a plain script): messages are applied where they arrive
             self._loop = None
         self._thread = threading.get_ident()
-        self.message_errors: list[str] = []
+        self.message_errors: list[str] = []  # the last MAX_ERRORS page messages that failed to apply
 
     def _on_msg(self, ref: str, manager, msg) -> None:
         content = msg.get("content") if isinstance(msg, dict) else None
@@ -131,13 +134,13 @@ class KernelColumn(pn.Column):
             self._loop.call_soon_threadsafe(self._apply, ref, manager, msg)
 
     def _apply(self, ref: str, manager, msg) -> None:
-        """Apply one page message (on the kernel's main thread), then send what it changed at once."""
+        """Apply one page message (on the kernel's main thread)."""
         try:
             # Panel sends what the message changed as it applies it (holding those sends back would lose
             # them: its handler releases the document's held events when it ends); new components take
             # their stylesheets from the document's cache, which inline_stylesheets made inline
             super()._on_msg(ref, manager, msg)
         except Exception as exc:  # the page has no one to show it to: kept, and the next message goes on
-            self.message_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            self.message_errors = [*self.message_errors, f"{type(exc).__name__}: {exc}".splitlines()[0]][-MAX_ERRORS:]
         if inline_stylesheets((pn.state._views.get(ref) or (None,) * 4)[2]):
             push_on_root(ref)
