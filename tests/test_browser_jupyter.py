@@ -28,7 +28,7 @@ pytest.importorskip("jupyterlab")
 psutil = pytest.importorskip("psutil")  # ipykernel's dependency: the kernel the server started, found and checked
 
 from conftest import CHROMIUM, REPO  # noqa: E402
-from test_browser import POINTS_JS, TITLES_JS, free_port, wait_for  # noqa: E402
+from test_browser import PAINTED_JS, POINTS_JS, TITLES_JS, free_port, wait_for  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
@@ -134,8 +134,14 @@ def test_show_in_jupyterlab_renders_streams_while_training_and_redraws_on_a_widg
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-            # the dashboard renders in the output, with data, once the picking cell has chosen both arms
+            # the dashboard renders in the output, with data, once the picking cell has chosen both arms and
+            # opened the Activations tab (its heatmaps and lines of both arms)
             page.wait_for_selector("text=arms shown:", timeout=START_S * 1000)
+            wait_for(
+                lambda: count(page.evaluate(TITLES_JS), ": activation abs_mean") >= 2,
+                120,
+                "the Activations tab drawn for both arms",
+            )
             wait_for(lambda: page.evaluate(POINTS_JS) > 0, 120, "plots with data")
             finished = page.get_by_text("| finished |")
             assert finished.count() == 0, "the runs ended before the view was shown: raise STEPS"
@@ -144,6 +150,7 @@ def test_show_in_jupyterlab_renders_streams_while_training_and_redraws_on_a_widg
             assert finished.count() == 0  # they arrived while the runs trained (the await cell still runs)
             shown = page.locator(".jp-OutputArea-output", has_text="layer activations and gradients").first
             shown.scroll_into_view_if_needed()
+            page.evaluate(PAINTED_JS)  # the points now held are on screen
             shown.screenshot(path=str(artifacts / "jupyterlab-live.png"))
 
             # once every cell has run (kernel idle): the statistic widget redraws the Activations tab
