@@ -21,7 +21,10 @@ through the same comm. The event loop only turns while the kernel is idle, or wh
   view update meanwhile; ``training.wait()`` waits too but blocks the updates.
 
 The notebook extension is loaded by :func:`show` with Panel's resources inline (BokehJS and Panel's
-JavaScript and CSS travel inside the notebook output), so nothing is fetched from a CDN.
+JavaScript and CSS travel inside the notebook output), so nothing is fetched from a CDN. The view's root
+is a :class:`~fnodiag.dashboard.kernel.KernelColumn`: the page's messages, which ipykernel 7 delivers on
+a subshell thread, are applied on the kernel's main event loop (the tick's), and every tick leaves with
+Panel's stylesheets inline (:mod:`fnodiag.dashboard.kernel` says why).
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from pathlib import Path
 
 import panel as pn
 import param
-from panel.io.notebook import push_notebook
+from panel.io.notebook import block_comm, push_notebook
 from panel.viewable import Viewer
 
 from fnodiag.dashboard.catalog import RunEntry
 from fnodiag.dashboard.dashboard import TICK_MS, Dashboard
+from fnodiag.dashboard.kernel import KernelColumn, inline_stylesheets
 from fnodiag.dashboard.launch import LaunchView
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import RunDir
@@ -116,7 +120,7 @@ class LiveDashboard(Viewer):
         self.errors = 0
         self.error: str | None = None
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self._layout = pn.Column(self._alert, dashboard.layout(), sizing_mode="stretch_width")
+        self._layout = KernelColumn(self._alert, dashboard.layout(), sizing_mode="stretch_width")
         self._shown = False
         self._select()
         self.callback = None
@@ -124,6 +128,19 @@ class LiveDashboard(Viewer):
 
     def __panel__(self):
         return self._layout
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = super()._repr_mimebundle_(include, exclude)
+        self._inline()  # from the first render on: what is added later links no CDN file
+        return bundle
+
+    def _docs(self) -> list:
+        """The documents of the displayed copies (Panel's records, ``state._views``)."""
+        return [pn.state._views[ref][2] for ref in list(self._layout._models) if ref in pn.state._views]
+
+    def _inline(self) -> None:
+        for doc in self._docs():
+            inline_stylesheets(doc)
 
     def _select(self) -> None:
         """Select the runs :func:`show` was given as they appear (once all are found, the choice is the user's)."""
@@ -144,8 +161,10 @@ class LiveDashboard(Viewer):
         -------
         int, the points sent.
         """
-        sent = self.dashboard.tick()
-        self._select()
+        with block_comm():  # the tick's changes leave together, once their stylesheets are inline
+            sent = self.dashboard.tick()
+            self._select()
+            self._inline()
         push_notebook(self._layout)
         return sent
 
