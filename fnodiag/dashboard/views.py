@@ -483,7 +483,7 @@ class OverviewView(LiveView):
         self._strip = pn.Column(self._count, self._table, sizing_mode="stretch_width")
         self._bars = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self._bars_shown = None
-        self._bars_due = False
+        self._bars_due = None  # (bars, fingerprint) to draw, put off by a rescan (deferred)
         self._progress = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._shown_rows: list = []  # the rows the table holds (by identity: a changed row is a new dict)
         self._unsent: list = []  # panes set while the tab was hidden, sent to the page when it is opened (_set)
@@ -518,30 +518,24 @@ class OverviewView(LiveView):
         chosen = {e.label for e in self.store.selected()}
         self._count.object = counts_line(rows, len(chosen))  # above the tabs: always on show
         self._set(self._progress, progress_lines(rows, chosen))
-        fp = fingerprint(rows)
         bars = [
             {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
             for r in rows
             if r["label"] in chosen
         ][:MAX_CURVE_RUNS]
-        self._bars_due = (bars, fp) != self._bars_shown  # these change when a run ends or joins the chosen
+        wanted = (bars, fingerprint(rows))  # these change when a run ends or joins the chosen
+        self._bars_due = wanted if wanted != self._bars_shown else None
         if not self.deferred:
             self._draw_bars()
 
     def _draw_bars(self) -> None:
-        """Re-render the amp SSIM bars when :meth:`update_rows` found them changed (~50-200 ms)."""
-        if not self._bars_due:
+        """Re-render the amp SSIM bars :meth:`update_rows` found changed (~50-200 ms)."""
+        if self._bars_due is None:
             return
-        self._bars_due = False
-        rows, chosen = self.store.rows, {e.label for e in self.store.selected()}
-        bars = [
-            {"run": r["label"], "best": r.get("amp_ssim_best"), "last": r.get("amp_ssim_last")}
-            for r in rows
-            if r["label"] in chosen
-        ][:MAX_CURVE_RUNS]
-        self._bars_shown = (bars, fingerprint(rows))
+        self._bars_shown, self._bars_due = self._bars_due, None
+        bars, fp = self._bars_shown
         title = "amp SSIM of the best / last weights (red: a constant output)"
-        self._set(self._bars, plots.ssim_bars(bars, fingerprint=self._bars_shown[1], title=title))
+        self._set(self._bars, plots.ssim_bars(bars, fingerprint=fp, title=title))
 
     def tick(self) -> int:
         self._draw_bars()  # put off by a rescan (deferred)
