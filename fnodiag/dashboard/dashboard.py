@@ -7,9 +7,9 @@ alone, and gets its sidebar, tabs and plots once the browser has shown them (``d
 Every ``TICK_MS`` the session's periodic callback calls :meth:`Dashboard.tick`, which streams new store rows
 into the open tab's view and, every ``ROWS_EVERY`` ticks (0.5 s), rescans the runs folder (incrementally, one
 scan shared by the server's sessions) and re-reads the rows of runs whose records changed: a run started from
-another terminal, or a sweep's next run, appears by itself. A session
-opened from an evidence link (``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by
-:meth:`Dashboard.select` (:mod:`fnodiag.dashboard.evidence`).
+another terminal, or a sweep's next run, appears by itself. A session opened from an evidence link
+(``/app?run=...&tab=...&stat=...&layer=...&step=...``) is pointed at it by :meth:`Dashboard.select`
+(:mod:`fnodiag.dashboard.evidence`).
 """
 
 from __future__ import annotations
