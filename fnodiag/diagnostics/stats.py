@@ -259,8 +259,7 @@ def activation_stats(t: Tensor, *, near_zero: float = 1e-6) -> Tensor:
     -------
     torch.Tensor
         ``(len(activation_stat_names(t.ndim)),)`` float32 on ``t.device``; computed without
-        autograd and, off the CPU, without a host synchronisation (on a CPU one read of ``isfinite(sum)``
-        chooses the maskless path for an all-finite tensor).
+        autograd and without a host synchronisation.
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"activation_stats expects a torch.Tensor, got {type(t).__name__}")
