@@ -133,8 +133,8 @@ class CompareView(Viewer):
         self.draw()
 
     def _reload(self) -> None:
+        matrices = self.store.past_damage(lambda: self._read(self.store.selected()))
         entries = self.store.selected()
-        matrices = self._read(entries)
         self.arms = {arm: compare.seed_stats(ms) for arm, ms in matrices.items()}
         self.arms = {a: s for a, s in self.arms.items() if s.layers}
         self.collapses = {}

@@ -85,7 +85,7 @@ class SpectraView(Viewer):
     def reload(self) -> None:
         """Re-read the chosen runs' spectral records, keep the layer / step choices where they still exist, draw."""
         self._stale = False
-        self.records = {e.label: read_spectra(e.run) for e in self.store.selected()}
+        self.records = self.store.past_damage(lambda: {e.label: read_spectra(e.run) for e in self.store.selected()})
         self._busy = True
         try:
             layers = list(dict.fromkeys(n for r in self.records.values() for n in r.layers()))

@@ -184,6 +184,16 @@ class DashboardStore(param.Parameterized):
                 return True
         return False
 
+    def past_damage(self, read):
+        """``read()``, read again without each selected run whose file it found damaged (:meth:`mark_damaged`,
+        its row says why): a view goes on with the other runs. A damaged file of no selected run is raised."""
+        while True:
+            try:
+                return read()
+            except DamagedRecord as exc:
+                if not self.mark_damaged(exc):
+                    raise
+
     @property
     def any_running(self) -> bool:
         """A run of the sweep trains now or has not started yet (its rows are worth re-reading)."""

@@ -22,7 +22,6 @@ from fnodiag.dashboard.figures import Series
 from fnodiag.dashboard.live import LiveFigure, LiveLayers, Tail
 from fnodiag.dashboard.store import DashboardStore
 from fnodiag.runs import states
-from fnodiag.runs.damage import DamagedRecord
 from fnodiag.runs.names import CLIP_FRACTION, GRAD_NORM_POST, GRAD_NORM_PRE, LR, TRAIN_LOSS, VAL_AMP_SSIM, VAL_LOSS
 
 HEATMAP_MAX_STEPS = 400  # heatmap columns kept when a run opens (older steps are averaged in bins)
@@ -222,7 +221,11 @@ class LiveView(Viewer):
             self._pager.param.update(options=options, value=value, visible=pages > 1)
 
     def rebuild(self) -> None:
+        """Draw the chosen runs; a run whose file is damaged is left out (its row says why), the others drawn."""
         self._stale = False
+        self.store.past_damage(self._draw)
+
+    def _draw(self) -> None:
         self._drawn_key = self.drawn_key()
         self.close()
         entries = self.store.selected()
@@ -233,12 +236,7 @@ class LiveView(Viewer):
         self._waiting = False
         self._onsets = onsets(self.store, entries)
         self.built += 1
-        try:
-            self._layout[:] = self.build(entries)
-        except DamagedRecord as exc:  # that run is left out (its row says damaged), the others are drawn
-            if not self.store.mark_damaged(exc):
-                raise
-            self.rebuild()
+        self._layout[:] = self.build(entries)
 
     def tail(self, entry) -> Tail:
         t = Tail(entry.run)
