@@ -45,6 +45,15 @@ class CountingDashboard(Dashboard):
         self.calls += 1
         return super().tick()
 
+    @property
+    def callback(self):
+        return self._callback
+
+    @callback.setter
+    def callback(self, cb):  # whether the session's tick was running when the page set it (it may end soon after)
+        self._callback = cb
+        self.started = cb is not None and cb.running
+
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
@@ -87,7 +96,8 @@ def test_a_discarded_session_stops_its_tick_without_an_error(served, caplog):
     assert urllib.request.urlopen(served, timeout=120).status == 200
     wait_for(lambda: CountingDashboard.made, 60, "the page built (in the server's tick after the request)")
     (dash,) = CountingDashboard.made
-    assert dash.callback.running and dash.callback.period == TICK_MS
+    wait_for(lambda: dash.callback is not None, 60, "the page's tick set")
+    assert dash.started and dash.callback.period == TICK_MS
     wait_for(lambda: dash.doc.session_context is None, 60, "the session to be discarded")
     wait_for(lambda: not dash.callback.running, 30, "the session's periodic callback to stop")
     after = dash.calls
