@@ -153,11 +153,16 @@ def first_content_js(runs: int) -> str:
     )
 
 
-def first_content(context, url: str, runs: int, clock: list | None = None) -> tuple[float, object]:
+def first_content(
+    context, url: str, runs: int, clock: list | None = None, errors: list | None = None
+) -> tuple[float, object]:
     """Seconds from navigation to the runs table's rows and its "<runs> runs" count line, as Playwright sees them
     (it looks when the page's main thread is free); returns ``(s, page)``. With ``clock`` (a list), the same moment
-    in the page's own clock (:func:`first_content_js`) is appended to it, in seconds."""
+    in the page's own clock (:func:`first_content_js`) is appended to it, in seconds; with ``errors`` (a list),
+    the page's uncaught errors from its first script on are appended to it."""
     page = context.new_page()
+    if errors is not None:
+        page.on("pageerror", lambda e: errors.append(str(e)))
     if clock is not None:
         page.add_init_script(first_content_js(runs))
     t0 = time.perf_counter()
@@ -185,8 +190,9 @@ def phase_list(context, tmp: Path, n: int, sessions: int = 4) -> None:
         report(what, clock[0], 1.5, note=f"(Playwright saw it at {cold:.2f} s)")
         warm = []
         for _ in range(5):
-            warm.append(first_content(context, url, n, clock)[0])
-            context.pages[-1].close()
+            s, page = first_content(context, url, n, clock)
+            warm.append(s)
+            page.close()
         report(
             f"first content, {n} runs, later pages (median of 5), in the page's clock",
             statistics.median(clock[1:]),

@@ -21,7 +21,7 @@ from conftest import CHROMIUM  # noqa: E402
 from test_browser import serve  # noqa: E402  (panel serve app in a subprocess, as the other browser tests)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_dashboard_scale import first_content_js  # noqa: E402
+from bench_dashboard_scale import first_content  # noqa: E402
 from make_runs import Templates, config_for, make_folder, no_fsync, write_run  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
@@ -43,18 +43,11 @@ def many(tmp_path_factory):
 
 def open_page(browser, url: str, errors: list, what: str):
     """A page of ``url``; prints when it showed the count line and a table row (the page's clock, and Playwright's)."""
-    page = browser.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.add_init_script(first_content_js(RUNS))
-    t0 = time.perf_counter()
-    page.goto(url, wait_until="commit", timeout=BOUND_MS)
-    page.locator(f"text=/{RUNS} runs/").first.wait_for(timeout=BOUND_MS)
-    page.locator(".tabulator-row").first.wait_for(timeout=BOUND_MS)
-    seen = time.perf_counter() - t0
-    page.wait_for_function("() => window.__firstContent !== undefined", timeout=BOUND_MS)
-    clock = page.evaluate("window.__firstContent") / 1e3
+    clock: list[float] = []
+    seen, page = first_content(browser, url, RUNS, clock, errors)
     print(
-        f"first content, {what}: {clock:.2f} s from navigation in the page's clock (Playwright saw it at {seen:.2f} s)"
+        f"first content, {what}: {clock[0]:.2f} s from navigation in the page's clock "
+        f"(Playwright saw it at {seen:.2f} s)"
     )
     return page
 
